@@ -1,0 +1,96 @@
+"""Studio settings: the one place where environment variables are read (prefix STUDIO_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", env_file=".env", extra="ignore")
+
+    # Everything the embedded default writes (database, broker, artifacts, models) lives here.
+    data_dir: Path = Path("data")
+    # Empty means: a SQLite file under data_dir. Postgres: postgresql+psycopg://user@host/db
+    database_url: str = ""
+    # Empty means: kombu's SQLAlchemy transport on a SQLite file under data_dir (no service).
+    broker_url: str = ""
+    # Empty means: data_dir/artifacts.
+    artifact_dir: Path | None = None
+    # Where base models live as safetensors directories (the built-in one is converted here).
+    model_dir: Path | None = None
+    # Signs session cookies and CSRF tokens. Empty in development: a random key is generated
+    # and kept in data_dir/secret_key so sessions survive restarts.
+    secret_key: str = ""
+    # Cookies only over HTTPS; turn on behind TLS.
+    secure_cookies: bool = False
+    session_max_age_s: int = 14 * 24 * 3600
+    # Upload limits.
+    max_upload_bytes: int = 2 * 1024**3
+    max_line_bytes: int = 1024**2
+    # Local model directories may only hold safetensors unless an admin allows pickled weights.
+    allow_unsafe_weights: bool = False
+    # A running job's heartbeat older than this is considered lost by the reconciler.
+    heartbeat_timeout_s: int = 120
+    max_job_attempts: int = 3
+    # The reconciler (a thread in every worker) runs this often; a queued job still waiting this
+    # long while a training worker is idle lost its broker message and is enqueued again.
+    reconcile_every_s: float = 15.0
+    requeue_after_s: float = 60.0
+    # How much memory this deployment's workers have, for "will it fit" before queueing.
+    worker_device: str = Field(default="auto", description="auto | cpu | cuda:<GiB>")
+    log_level: str = "INFO"
+    # The inference process (`studio inference`) that serves chat completions; the web only
+    # talks to it over HTTP, so it never loads a model itself.
+    inference_url: str = "http://127.0.0.1:8001"
+    # Most fine-tuned adapters kept loaded on one base model by the inference process.
+    inference_max_adapters: int = 8
+    # JSON request bodies larger than this are refused with 413 (uploads: max_upload_bytes).
+    max_json_bytes: int = 1024**2
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'studio.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        if self.model_dir is None:
+            self.model_dir = self.data_dir / "models"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.artifact_dir, self.model_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        import secrets
+
+        path = self.data_dir / "secret_key"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

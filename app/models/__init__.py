@@ -1,0 +1,16 @@
+"""All tables. Import from here so that Alembic and the app see one metadata."""
+
+from app.models.accounts import ApiKey, Invitation, Membership, Role, Team, User, UserSession
+from app.models.base import Base, utcnow
+from app.models.datasets import Dataset, DatasetStatus
+from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
+from app.models.jobs import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric
+from app.models.registry import BaseModel, ModelStatus
+from app.models.workers import Worker
+
+__all__ = [
+    "ApiKey", "Artifact", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
+    "Dataset", "DatasetStatus", "Evaluation", "Invitation", "Job", "JobEvent", "JobStatus",
+    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "User", "UserSession",
+    "Vote", "Worker", "utcnow",
+]

@@ -1,0 +1,165 @@
+"""A member of team A cannot read, list or change anything of team B through any route.
+
+The walk covers every route of the app with team B's ids in the path (and in the body where a
+route takes an id there), as A's browser session and as A's API key. A route whose path
+parameter is not in IDS fails the test: add it here when you add the route.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.auth import service
+from app.models import Base, Role
+from tests.app.routes_walk import fill, params, routes
+from tests.factories import log_in, make_account, make_api_key
+
+MARK = "TEAMB-SECRET"
+# Capability URLs: holding the link is the permission (an invitation is meant for whoever has it).
+CAPABILITY_ROUTES = {"/invitations/{token}"}
+# Routes that may answer 2xx to A because they only ever show or change A's own things.
+OWN_TEAM_ROUTES = {
+    "/", "/team", "/team/api-keys", "/api/v1/me", "/api/v1/api-keys", "/team/invitations",
+    "/healthz", "/readyz", "/login", "/signup", "/logout",
+    "/datasets", "/datasets/new", "/datasets/example", "/api/v1/datasets",
+    "/api/v1/models",  # shared models plus A's own: B's private model must not appear (MARK)
+    "GET /api/v1/jobs",  # A's own jobs; POST with B's dataset and model must be refused
+    "GET /runs", "/runs/new", "/runs/recent", "/runs/compare",  # POST /runs with B's ids must be refused
+    "/runs/help/fine-tune-or-retrieval",
+    "GET /v1/files", "POST /v1/files", "GET /v1/fine_tuning/jobs", "GET /v1/models",  # A's own only
+}
+
+
+def _team_b(db):
+    b = make_account(db, email="owner-b@example.com", team_name=f"{MARK} team")
+    member = make_account(db, email="member-b@example.com")
+    from app.models import Membership
+
+    db.add(Membership(team_id=b.team_id, user_id=member.user_id, role=Role.member))
+    inv, _ = service.invite(db, team_id=b.team_id, invited_by=b.user_id, email="guest-b@example.com",
+                            role=Role.member)
+    key, _ = service.create_api_key(db, team_id=b.team_id, user_id=b.user_id, name=f"{MARK} key",
+                                    scopes=["read"])
+    db.commit()
+    ids = {"user_id": member.user_id, "key_id": key.id, "invitation_id": inv.id, "team_id": b.team_id}
+    ids["dataset_id"] = _dataset_of(db, b.team_id)
+    ids.update(_job_of(db, b.team_id, ids["dataset_id"]))
+    ids.update(_openai_ids(db, b.team_id, ids))
+    return b, ids
+
+
+def _openai_ids(db, team_id: int, ids: dict) -> dict:
+    """Team B's ids as the OpenAI-compatible API names them, and a fine-tuned model of B's that
+    has an adapter to serve (its name carries MARK, so a leak in any list shows)."""
+    from app.models import Artifact, Job, JobStatus
+
+    job = Job(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
+              name=f"{MARK} tuned", config={"base_model": "/nonexistent/b-model", "epochs": 1},
+              status=JobStatus.succeeded, suffix=MARK)
+    db.add(job)
+    db.flush()
+    db.add(Artifact(team_id=team_id, job_id=job.id, kind="adapter", path=f"teams/{team_id}/jobs/{job.id}/run/adapter"))
+    db.commit()
+    return {"file_id": f"file-{ids['dataset_id']}", "fine_tuning_job_id": f"ftjob-{ids['job_id']}",
+            "model": f"ft:b-model:team-{team_id}:{MARK}:{job.id}"}
+
+
+def _job_of(db, team_id: int, dataset_id: int) -> dict:
+    """Team B's private base model, a job on it, an event, a metric, a checkpoint, an artifact."""
+    from app.models import Artifact, BaseModel, Checkpoint, Job, JobEvent, Metric
+
+    model = BaseModel(team_id=team_id, slug="b-model", display_name=f"{MARK} model", source="local",
+                      path="/nonexistent/b-model", parameter_count=1000)
+    db.add(model)
+    db.flush()
+    job = Job(team_id=team_id, dataset_id=dataset_id, base_model_id=model.id, method="lora", name=f"{MARK} job",
+              config={"base_model": model.path, "max_steps": 1})
+    db.add(job)
+    db.flush()
+    db.add_all([JobEvent(job_id=job.id, kind="status", message=MARK), Metric(job_id=job.id, step=1, name="loss", value=1.0),
+                Checkpoint(job_id=job.id, step=1, path=f"teams/{team_id}/jobs/{job.id}/run/checkpoints/checkpoint-1")])
+    artifact = Artifact(team_id=team_id, job_id=job.id, kind="log", path=f"teams/{team_id}/jobs/{job.id}/run/training.log")
+    db.add(artifact)
+    db.commit()
+    return {"job_id": job.id, "artifact_id": artifact.id, "model_id": model.id, "base_model_id": model.id}
+
+
+def _dataset_of(db, team_id: int) -> int:
+    """A checked CSV dataset of team B (invalid, so that its mapping step is open)."""
+    from app.models import Dataset, DatasetStatus
+
+    row = Dataset(team_id=team_id, name=f"{MARK} dataset", original_filename=f"{MARK}.csv", sha256="0" * 64,
+                  size_bytes=10, raw_path=f"teams/{team_id}/datasets/b/raw", status=DatasetStatus.invalid,
+                  report={"status": "invalid", "explanation": MARK, "columns": ["q", "a"], "errors": [],
+                          "error_counts": {"mapping_required": 1}})
+    db.add(row)
+    db.commit()
+    return row.id
+
+
+def _snapshot(db, team_id: int) -> dict:
+    db.expire_all()
+    snap = {}
+    for table in Base.metadata.sorted_tables:
+        if "team_id" in table.c:
+            rows = db.execute(select(table).where(table.c.team_id == team_id).order_by(*table.primary_key)).all()
+            snap[table.name] = [tuple(r) for r in rows]
+    return snap
+
+
+def _body(method: str, path: str, ids: dict) -> dict:
+    """A well-formed body for each route that takes one, aimed at team B where it can be."""
+    forms = {
+        "/team/switch": {"team_id": ids["team_id"]},
+        "/team/members/{user_id}/role": {"role": "owner"},
+        "/team/invitations": {"email": "someone@example.com", "role": "owner"},
+        "/team/api-keys": {"name": "k", "scopes": "read"},
+        "/login": {"email": "owner-b@example.com", "password": "wrong password"},
+        "/signup": {"email": "owner-b@example.com", "password": "correct horse battery"},
+    }
+    jsons = {"/api/v1/api-keys": {"name": "k", "scopes": ["read"]},
+             "/api/v1/jobs": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
+             "/api/v1/jobs/estimate": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
+             "/api/v1/datasets/{dataset_id}/mapping": {"prompt": "q", "completion": "a"},
+             "/v1/fine_tuning/jobs": {"model": "b-model", "training_file": f"file-{ids['dataset_id']}"},
+             "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]}}
+    forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
+    forms["/runs"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "hp_max_steps": "1"}
+    if path == "/v1/files" and method == "POST":
+        chat = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}'
+        return {"files": {"file": ("a.jsonl", chat + b"\n")}, "data": {"purpose": "fine-tune"}}
+    if path in ("/datasets", "/api/v1/datasets") and method == "POST":
+        chat = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}'
+        return {"files": {"file": ("a.jsonl", chat + b"\n")}, "data": {"name": "mine"}}
+    if path in jsons:
+        return {"json": jsons[path]}
+    return {"data": forms.get(path, {})}
+
+
+def test_team_a_cannot_reach_team_b(app, make_client, db):
+    a = make_account(db, email="owner-a@example.com")
+    key_a = make_api_key(db, a, scopes=("read", "write", "admin"))
+    b, ids = _team_b(db)
+    before = _snapshot(db, b.team_id)
+    browser = make_client()
+    csrf = log_in(browser, a)
+    walked = 0
+    for method, path in routes(app):
+        if path in CAPABILITY_ROUTES or path in ("/logout",):
+            continue
+        unknown = set(params(path)) - set(ids)
+        assert not unknown, f"{path}: add an id of team B for {unknown} to this test"
+        url = fill(path, ids)
+        for caller, headers in (("session", {"X-CSRF-Token": csrf}), ("api key", {"Authorization": f"Bearer {key_a}"})):
+            r = browser.request(method, url, headers=headers, follow_redirects=False, **_body(method, path, ids))
+            walked += 1
+            where = f"{caller} {method} {url} -> {r.status_code}"
+            assert MARK not in r.text, f"team B's data leaked: {where}"
+            assert r.status_code < 500, where
+            if params(path) or path == "/team/switch":
+                assert r.status_code in (403, 404), where
+            else:
+                own = path in OWN_TEAM_ROUTES or f"{method} {path}" in OWN_TEAM_ROUTES
+                assert own or r.status_code in (401, 403, 404), where
+    assert walked >= 2 * 15
+    assert _snapshot(db, b.team_id) == before, "a request from team A changed team B's data"

@@ -1,0 +1,168 @@
+"""Shared fixtures: real databases (SQLite and Postgres), the app, a client, factories.
+
+Database-backed tests are parametrised over STUDIO_TEST_DATABASES (default "sqlite,postgres").
+Postgres gets one database per test session, migrated once and truncated after each test;
+SQLite gets a fresh migrated file per test. Without a reachable Postgres the postgres variants
+are skipped locally with the reason; in CI (STUDIO_TEST_REQUIRE_SERVICES=1) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PG_ADMIN_URL = os.environ.get("STUDIO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [b.strip() for b in os.environ.get("STUDIO_TEST_DATABASES", "sqlite,postgres").split(",") if b.strip()]
+REQUIRE_SERVICES = os.environ.get("STUDIO_TEST_REQUIRE_SERVICES") == "1"
+REDIS_URL = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def migrate(url: str) -> None:
+    from alembic import command
+
+    from app.cli import _alembic_config
+
+    cfg = _alembic_config()
+    cfg.attributes["url"] = url
+    command.upgrade(cfg, "head")
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({type(exc).__name__}: {exc})"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message + "; see README 'Running the tests'")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "studio.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    name = f"studio_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        unavailable("PostgreSQL", exc)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    yield url
+    from app.db import _engine_for
+
+    _engine_for.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    from app.models import Base
+
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "studio.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_database")
+        yield url
+        _truncate(url)
+    else:
+        raise ValueError(f"unknown backend {request.param!r} in STUDIO_TEST_DATABASES")
+
+
+@pytest.fixture
+def settings(db_url, tmp_path, monkeypatch):
+    from app import config
+    from app.config import Settings
+
+    data = tmp_path / "data"
+    values = {"STUDIO_DATA_DIR": str(data), "STUDIO_DATABASE_URL": db_url,
+              "STUDIO_SECRET_KEY": "test-secret-key-" + uuid.uuid4().hex}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    config.get_settings.cache_clear()
+    s = Settings()
+    s.ensure_dirs()
+    yield s
+    config.get_settings.cache_clear()
+    from app.db import get_engine
+
+    get_engine(s).dispose()
+
+
+@pytest.fixture
+def db(settings):
+    from app.db import session_factory
+
+    session = session_factory(settings)()
+    yield session
+    session.rollback()
+    session.close()
+
+
+@pytest.fixture
+def app(settings):
+    from app.main import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def make_client(app):
+    """Several independent browsers (each with its own cookies)."""
+    from fastapi.testclient import TestClient
+
+    clients = []
+
+    def make() -> TestClient:
+        c = TestClient(app)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    try:
+        r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        r.ping()
+    except Exception as exc:  # noqa: BLE001
+        unavailable("Redis", exc)
+    r.flushdb()
+    yield REDIS_URL
+    r.flushdb()
