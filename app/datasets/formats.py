@@ -1,0 +1,221 @@
+"""Dataset formats: what each looks like, and how one example becomes the internal record.
+
+The internal record, which the training engine reads one JSON object per line, is::
+
+    {"messages": [{"role": "system" | "user" | "assistant", "content": str,
+                   "weight": 0 | 1}]}     # "weight" is optional, on assistant turns only
+
+Rules for a conversation (the same for every input format, decided here once):
+- roles are "system", "user" and "assistant"; other keys of a message (e.g. "name") are
+  ignored; "content" must be a non-blank string;
+- system messages may only come first; the first other message must be from the user;
+- two messages of the same role in a row are allowed (chat templates accept them);
+- the conversation must end with an assistant message, and at least one assistant message
+  must be learned from (``weight`` absent or 1); ``weight`` is 0 or 1, on assistant turns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from app.datasets.errors import Problem
+
+ROLES = frozenset(("system", "user", "assistant"))
+Message = dict[str, Any]
+
+
+class DatasetFormat(StrEnum):
+    CHAT = "chat"
+    PROMPT_COMPLETION = "prompt_completion"
+    INPUT_OUTPUT = "input_output"
+    ALPACA = "alpaca"
+    CSV = "csv"
+    TSV = "tsv"
+
+
+FORMAT_LABELS: dict[DatasetFormat, str] = {
+    DatasetFormat.CHAT: "Chat format (OpenAI)",
+    DatasetFormat.PROMPT_COMPLETION: 'Prompt/completion format ("prompt", "completion")',
+    DatasetFormat.INPUT_OUTPUT: 'Input/output format ("input", "output")',
+    DatasetFormat.ALPACA: 'Alpaca format ("instruction", "input", "output")',
+    DatasetFormat.CSV: "CSV table",
+    DatasetFormat.TSV: "TSV table (tab-separated)",
+}
+
+# Fields each flat JSON format needs; "system" is accepted by all of them.
+_FLAT_FIELDS = {
+    DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion"),
+    DatasetFormat.INPUT_OUTPUT: ("input", "output"),
+}
+
+
+def classify_keys(obj: object) -> DatasetFormat | None:
+    """The JSON format an example's keys point to, or None."""
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj:
+        return DatasetFormat.CHAT
+    if "instruction" in obj and "output" in obj:
+        return DatasetFormat.ALPACA
+    if "prompt" in obj and "completion" in obj:
+        return DatasetFormat.PROMPT_COMPLETION
+    if "input" in obj and "output" in obj:
+        return DatasetFormat.INPUT_OUTPUT
+    return None
+
+
+def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message]:
+    """Turn one parsed JSON example into checked internal messages, or raise Problem."""
+    if type(obj) is not dict:
+        raise Problem("not_an_object", _not_object_reason(obj))
+    if fmt is DatasetFormat.CHAT:
+        return chat_messages(obj)
+    if fmt is DatasetFormat.ALPACA:
+        return alpaca_messages(obj)
+    prompt_key, answer_key = _FLAT_FIELDS[fmt]
+    prompt = required_text(obj, prompt_key, fmt)
+    answer = required_text(obj, answer_key, fmt)
+    return pair_messages(prompt, answer, optional_text(obj, "system"))
+
+
+def pair_messages(prompt: str, answer: str, system: str | None = None) -> list[Message]:
+    """The conversation for one prompt and its answer (with an optional system message)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def alpaca_messages(obj: dict) -> list[Message]:
+    """Alpaca: the instruction, then the optional input after a blank line, as the prompt."""
+    instruction = required_text(obj, "instruction", DatasetFormat.ALPACA)
+    extra = optional_text(obj, "input")
+    prompt = f"{instruction}\n\n{extra}" if extra else instruction
+    answer = required_text(obj, "output", DatasetFormat.ALPACA)
+    return pair_messages(prompt, answer, optional_text(obj, "system"))
+
+
+def required_text(obj: dict, key: str, fmt: DatasetFormat) -> str:
+    value = obj.get(key)
+    if value is None:
+        found = ", ".join(f'"{k}"' for k in list(obj)[:6]) or "none"
+        raise Problem(
+            "missing_field",
+            f'The "{key}" field is missing (fields found: {found}). Every example must '
+            f"have the same fields as the first ones, which are in {FORMAT_LABELS[fmt]}.",
+        )
+    if type(value) is not str:
+        raise Problem("wrong_type", f'The "{key}" field must be text, but it is {_kind(value)}.')
+    if not value or value.isspace():
+        raise Problem("empty_field", f'The "{key}" field is empty.')
+    return value
+
+
+def optional_text(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise Problem("wrong_type", f'The "{key}" field must be text, but it is {_kind(value)}.')
+    return value if value and not value.isspace() else None
+
+
+def chat_messages(obj: dict) -> list[Message]:
+    """Check an OpenAI-style {"messages": [...]} example and return its clean messages."""
+    raw = obj.get("messages")
+    if raw is None:
+        found = ", ".join(f'"{k}"' for k in list(obj)[:6]) or "none"
+        raise Problem(
+            "missing_field",
+            f'The "messages" field is missing (fields found: {found}). In chat format every '
+            'example is {"messages": [{"role": "user", "content": "..."}, ...]}.',
+        )
+    if type(raw) is not list:
+        raise Problem("wrong_type",
+                      f'"messages" must be a list of messages, but it is {_kind(raw)}.')
+    if not raw:
+        raise Problem("empty_field", 'The "messages" list is empty.')
+    messages = [_chat_message(m, i) for i, m in enumerate(raw, 1)]
+    check_order(messages)
+    return messages
+
+
+def _chat_message(m: object, i: int) -> Message:
+    if type(m) is not dict:
+        raise Problem("wrong_type", f"Message {i} must be an object with a role and a content, "
+                      f"but it is {_kind(m)}.")
+    role = m.get("role")
+    if role not in ROLES:
+        if role is None:
+            raise Problem("missing_field", f'Message {i} has no "role" (system, user or assistant).')
+        raise Problem("unknown_role", f"Message {i} has the role {_show(role)}; the role must be "
+                      "system, user or assistant.")
+    content = m.get("content")
+    if type(content) is not str:
+        if content is None:
+            raise Problem("missing_field", f'Message {i} ({role}) has no "content".')
+        raise Problem("wrong_type", f'The "content" of message {i} ({role}) must be text, but it '
+                      f"is {_kind(content)}.")
+    if not content or content.isspace():
+        raise Problem("empty_field", f"Message {i} ({role}) has an empty content.")
+    weight = m.get("weight")
+    if weight is None:
+        return {"role": role, "content": content}
+    if role != "assistant":
+        raise Problem("invalid_weight", f'Message {i} is a {role} message with a "weight"; only '
+                      "assistant messages can have one.")
+    if type(weight) is not int or weight not in (0, 1):
+        raise Problem("invalid_weight", f"Message {i} has the weight {_show(weight)}; the weight "
+                      "must be 0 (do not learn this answer) or 1 (learn it).")
+    return {"role": role, "content": content, "weight": weight}
+
+
+def check_order(messages: list[Message]) -> None:
+    """Enforce the conversation rules in the module docstring."""
+    roles = [m["role"] for m in messages]
+    first = 0
+    while first < len(roles) and roles[first] == "system":
+        first += 1
+    if first == len(roles):
+        raise Problem("wrong_role_order", "The conversation has only system messages; it needs "
+                      "a user message and an assistant answer.")
+    if roles[first] != "user":
+        raise Problem("wrong_role_order", f"Message {first + 1} is from the assistant, but the "
+                      "conversation must start with a user message (after any system message).")
+    if "system" in roles[first:]:
+        later = roles.index("system", first) + 1
+        raise Problem("wrong_role_order", f"Message {later} is a system message in the middle "
+                      "of the conversation; system messages may only come first.")
+    if roles[-1] != "assistant":
+        raise Problem("wrong_role_order", "The conversation must end with an assistant message "
+                      "(the answer to learn), but the last message is from the user.")
+    if messages[-1].get("weight") == 0 and all(
+            m.get("weight") == 0 for m in messages if m["role"] == "assistant"):
+        raise Problem("nothing_to_learn", "Every assistant message has weight 0, so there is "
+                      "nothing to learn from this example.")
+
+
+def _not_object_reason(obj: object) -> str:
+    if isinstance(obj, list):
+        return "It is a JSON list [...], but each example must be one JSON object {...}."
+    return f"It is {_kind(obj)}, but each example must be one JSON object {{...}}."
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "empty (null)" if value is None else type(value).__name__
+
+
+def _show(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,84 @@
+"""Preview a normalised dataset (one ``{"messages": [...]}`` per line): rows by position,
+and a plain substring search with paging. Both stream the file; nothing is indexed."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import orjson
+from pydantic import BaseModel
+
+from app.datasets.reader import iter_chunks, iter_line_batches
+
+_NO_LIMIT = 1 << 62
+
+
+class Row(BaseModel):
+    index: int  # 0-based position in the normalised file
+    messages: list[dict[str, Any]]
+
+
+class SearchPage(BaseModel):
+    query: str
+    page: int
+    page_size: int
+    rows: list[Row]
+    has_more: bool  # another page exists (the search stops once it knows)
+
+
+def _skip_lines(f: BinaryIO, count: int) -> bytes:
+    """Advance past ``count`` lines by counting newlines per chunk; returns the leftover."""
+    for chunk in iter_chunks(f):
+        found = chunk.count(b"\n")
+        if found < count:
+            count -= found
+            continue
+        cut = -1
+        for _ in range(count):
+            cut = chunk.index(b"\n", cut + 1)
+        return chunk[cut + 1 :]
+    return b""
+
+
+def read_rows(f: BinaryIO, start: int, count: int) -> list[Row]:
+    """Rows ``start`` to ``start + count - 1`` (0-based) of a normalised file."""
+    if count <= 0 or start < 0:
+        return []
+    head = _skip_lines(f, start) if start else b""
+    rows: list[Row] = []
+    for batch in iter_line_batches(f, head, max_line_bytes=_NO_LIMIT):
+        for line in batch:
+            if line:
+                rows.append(Row(index=start + len(rows), messages=orjson.loads(line)["messages"]))
+            if len(rows) == count:
+                return rows
+    return rows
+
+
+def search_rows(f: BinaryIO, query: str, *, page: int = 0, page_size: int = 20) -> SearchPage:
+    """Rows whose message contents contain ``query`` (ignoring case), page by page.
+
+    An empty query matches every row. The scan stops as soon as the page is full and
+    one more match shows that another page exists.
+    """
+    needle = query.lower()
+    skip, rows = page * page_size, []
+    prefilter = needle.encode() if needle.isascii() and not any(c in needle for c in '"\\') else None
+    index = -1
+    for batch in iter_line_batches(f, max_line_bytes=_NO_LIMIT):
+        for line in batch:
+            if not line:
+                continue
+            index += 1
+            if prefilter is not None and prefilter not in line.lower():
+                continue
+            messages = orjson.loads(line)["messages"]
+            if needle and not any(needle in m["content"].lower() for m in messages):
+                continue
+            if skip:
+                skip -= 1
+            elif len(rows) < page_size:
+                rows.append(Row(index=index, messages=messages))
+            else:
+                return SearchPage(query=query, page=page, page_size=page_size, rows=rows, has_more=True)
+    return SearchPage(query=query, page=page, page_size=page_size, rows=rows, has_more=False)

@@ -1,0 +1,120 @@
+"""The JSON-serialisable results of dataset checks: the validation report and its parts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.datasets.formats import DatasetFormat
+
+
+class ColumnMapping(BaseModel):
+    """Which CSV/TSV columns hold the prompt, the answer and (optionally) a system message."""
+
+    prompt: str
+    completion: str
+    system: str | None = None
+
+
+class LineError(BaseModel):
+    """One problem. ``line`` is 1-based (for CSV, the file line where the row starts);
+    None when the problem is about the whole file."""
+
+    line: int | None
+    kind: str
+    message: str
+    file: Literal["train", "eval"] = "train"
+
+
+class ReportWarning(BaseModel):
+    """Something that does not stop training but deserves a look."""
+
+    kind: str
+    message: str
+    count: int
+    lines: list[int] = Field(default_factory=list, description="first affected lines")
+    eval_lines: list[int] = Field(default_factory=list, description="same, in the eval file")
+
+
+class Counts(BaseModel):
+    lines: int = 0
+    blank_lines: int = 0
+    examples: int = 0  # examples read as conversations, train and eval together
+    invalid: int = 0  # errors found (one per line, row or item; an example over the
+    #                   model's token limit is counted here and in examples)
+    train_examples: int = 0
+    eval_examples: int = 0
+    with_system: int = 0
+    multi_turn: int = 0
+
+
+class HistogramBin(BaseModel):
+    start: int  # inclusive
+    end: int  # exclusive
+    count: int
+
+
+class LengthStats(BaseModel):
+    """Distribution of one length (of prompts, answers or whole examples)."""
+
+    unit: Literal["tokens", "characters"]
+    count: int
+    total: int
+    mean: float
+    min: int
+    max: int
+    p50: int  # percentiles are bin upper bounds: exact within a few percent
+    p90: int
+    p99: int
+    bins: list[HistogramBin]
+
+
+class LanguageShare(BaseModel):
+    code: str  # ISO 639-1, or "unknown"
+    name: str
+    share: float  # of the sampled examples
+
+
+class DatasetStats(BaseModel):
+    examples: int
+    length_unit: Literal["tokens", "characters"]
+    prompt_lengths: LengthStats
+    answer_lengths: LengthStats
+    example_lengths: LengthStats
+    tokens_per_epoch: int  # training examples only
+    tokens_are_estimated: bool  # True without a tokenizer: characters / 4
+    language: str | None  # main language code, None when unknown
+    languages: list[LanguageShare]
+    duplicates: int  # examples that repeat an earlier one exactly
+
+
+class Guidance(BaseModel):
+    goal: str
+    task_type: Literal["classification", "extraction", "generation", "style"]
+    minimum: int
+    recommended_low: int
+    recommended_high: int
+    examples: int
+    verdict: Literal["too_few", "enough", "recommended", "plenty"]
+    message: str
+    tips: list[str]
+
+
+class ValidationReport(BaseModel):
+    status: Literal["valid", "invalid"]
+    format: DatasetFormat | None
+    format_label: str
+    container: Literal["jsonl", "json_array", "table"] | None
+    explanation: str
+    counts: Counts
+    errors: list[LineError]  # the first ones (see errors_truncated); all are in error_counts
+    error_counts: dict[str, int]
+    errors_truncated: bool
+    warnings: list[ReportWarning]
+    stats: DatasetStats | None
+    guidance: Guidance | None
+    columns: list[str] | None = None  # CSV/TSV header, for the mapping step
+    mapping: ColumnMapping | None = None
+    mapping_proposed: bool = False  # True when the mapping was guessed from header names
+    eval_from: Literal["split", "file"] = "split"

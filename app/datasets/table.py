@@ -1,0 +1,187 @@
+"""CSV and TSV files: the delimiter, the header, the column mapping, and the rows.
+
+Line numbers are the file's lines: the header is line 1 and a row is reported at the line
+where it starts (a quoted value may span several lines). Blank rows are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from app.datasets.errors import Problem
+from app.datasets.formats import DatasetFormat, pair_messages
+from app.datasets.reader import LONG_LINE, iter_line_batches
+from app.datasets.report import ColumnMapping
+
+if TYPE_CHECKING:
+    from app.datasets.sources import Detection, Examples
+
+_PROMPT_NAMES = ("prompt", "input", "question", "instruction", "query", "request", "user",
+                 "text", "source", "message", "question_text", "customer_message")
+_ANSWER_NAMES = ("completion", "output", "answer", "response", "reply", "target", "assistant",
+                 "label", "result", "answer_text", "agent_reply", "category")
+_SYSTEM_NAMES = ("system", "system_prompt", "system_message", "instructions", "persona")
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
+
+
+def open_table(f: BinaryIO, head: bytes, detection: Detection, filename: str | None,
+               mapping: ColumnMapping | None, max_line_bytes: int) -> tuple[Detection, Examples]:
+    """Read the header, settle the mapping (given or proposed) and stream the rows."""
+    from app.datasets.sources import BLANK
+
+    delimiter = _delimiter(head, filename)
+    if delimiter is None:
+        detection.problem = Problem(
+            "unknown_format",
+            "The file is neither JSON Lines, a JSON array, nor a CSV/TSV table. Upload "
+            "examples as JSONL (one JSON object per line), JSON or CSV with a header line.")
+        return detection, iter(())
+    detection.container, detection.delimiter = "table", delimiter
+    detection.format = DatasetFormat.TSV if delimiter == "\t" else DatasetFormat.CSV
+    rows = _rows(iter_line_batches(f, head, max_line_bytes), delimiter, max_line_bytes)
+    header_line, header = next(((n, r) for n, r in rows if r is not BLANK), (1, None))
+    if not isinstance(header, list):
+        kind, reason = (header.kind, header.reason) if isinstance(header, Problem) else (
+            "empty_file", "The file has no rows.")
+        detection.problem = Problem(
+            kind, f"The first line must hold the column names, and it could not be read. {reason}",
+            header_line)
+        return detection, iter(())
+    detection.columns = [c.strip() for c in header]
+    detection.mapping, detection.problem = _settle_mapping(detection, mapping, header_line)
+    if detection.problem:
+        return detection, iter(())
+    return detection, _examples(rows, detection.columns, detection.mapping)
+
+
+def _delimiter(head: bytes, filename: str | None) -> str | None:
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    name = (filename or "").lower()
+    if name.endswith((".tsv", ".tab")):
+        return "\t"
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    if counts[best]:
+        return best
+    return "," if name.endswith(".csv") else None
+
+
+def propose_mapping(columns: list[str]) -> ColumnMapping | None:
+    """Guess the prompt, answer and system columns from the header names, or None."""
+    lowered = {c.lower().replace(" ", "_").replace("-", "_"): c for c in columns}
+
+    def pick(names: tuple[str, ...], taken: set[str]) -> str | None:
+        return next((lowered[n] for n in names if n in lowered and lowered[n] not in taken), None)
+
+    prompt = pick(_PROMPT_NAMES, set())
+    completion = pick(_ANSWER_NAMES, {prompt} if prompt else set())
+    if prompt is None or completion is None:
+        return None
+    return ColumnMapping(prompt=prompt, completion=completion,
+                         system=pick(_SYSTEM_NAMES, {prompt, completion}))
+
+
+def _settle_mapping(detection: Detection, mapping: ColumnMapping | None, header_line: int):
+    columns = detection.columns
+    shown = ", ".join(f'"{c}"' for c in columns)
+    if mapping is None:
+        mapping = propose_mapping(columns)
+        if mapping is None:
+            return None, Problem(
+                "mapping_required",
+                f"We could not tell which column holds the prompt and which holds the answer "
+                f"(the columns are {shown}). Choose them in the column mapping step.")
+        detection.mapping_proposed = True
+    for role, column in (("prompt", mapping.prompt), ("answer", mapping.completion),
+                         ("system message", mapping.system)):
+        if column is not None and column not in columns:
+            return mapping, Problem(
+                "missing_column",
+                f'The column "{column}" chosen for the {role} is not in the file. '
+                f"The file's columns are {shown}.", header_line)
+    return mapping, None
+
+
+def _examples(rows: Examples, columns: list[str], mapping: ColumnMapping) -> Examples:
+    size = len(columns)
+    prompt_at, answer_at = columns.index(mapping.prompt), columns.index(mapping.completion)
+    system_at = columns.index(mapping.system) if mapping.system else None
+    for line, row in rows:
+        if type(row) is not list:
+            yield line, row
+            continue
+        if len(row) < size or (len(row) > size and any(v.strip() for v in row[size:])):
+            yield line, _count_problem(len(row), size)
+            continue
+        prompt, answer = row[prompt_at], row[answer_at]
+        if not prompt.strip() or not answer.strip():
+            column = mapping.prompt if not prompt.strip() else mapping.completion
+            what = "prompt" if column == mapping.prompt else "answer"
+            yield line, Problem("empty_field",
+                                f'The "{column}" column (the {what}) is empty on this row.')
+            continue
+        system = row[system_at] if system_at is not None and row[system_at].strip() else None
+        yield line, pair_messages(prompt, answer, system)
+
+
+def _count_problem(found: int, size: int) -> Problem:
+    if found < size:
+        return Problem("wrong_field_count",
+                       f"The row has {found} value{'s' * (found != 1)} but the header has {size} "
+                       "columns: a value is missing, or the row was cut.")
+    return Problem("wrong_field_count",
+                   f"The row has {found} values but the header has {size} columns: a text "
+                   "probably contains the separator without being in double quotes.")
+
+
+def _rows(batches: Iterator[list], delimiter: str, max_line_bytes: int) -> Examples:
+    """Rows as lists of strings (or a Problem, or BLANK) with their first line number."""
+    from app.datasets.sources import BLANK
+
+    pending: list[tuple[int, Problem]] = []
+    csv.field_size_limit(max(csv.field_size_limit(), max_line_bytes))
+    lines = _text_lines(batches, pending, max_line_bytes)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)  # strict: report bad quoting
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            end = reader.line_num
+            yield start, Problem(
+                "bad_csv", f"The row could not be read as CSV ({e}). Check its double quotes: a "
+                "value that starts with a quote must end with one, and a quote inside a value "
+                'is written twice ("").')
+            continue
+        end = reader.line_num
+        if pending and pending[0][0] <= end:
+            yield from ((n, p) for n, p in pending if n <= end)
+            pending[:] = [(n, p) for n, p in pending if n > end]
+            continue
+        yield start, (row if any(v.strip() for v in row) else BLANK)
+
+
+def _text_lines(batches: Iterator[list], pending: list, max_line_bytes: int) -> Iterator[str]:
+    """Decode line by line, noting undecodable and over-long lines in ``pending``."""
+    number = 0
+    for batch in batches:
+        for raw in batch:
+            number += 1
+            if raw is LONG_LINE:
+                pending.append((number, Problem(
+                    "line_too_long", f"The line is longer than {max_line_bytes:,} bytes, the most "
+                    "one example may take; it was skipped.")))
+                yield "\n"
+                continue
+            try:
+                yield raw.decode("utf-8") + "\n"
+            except UnicodeDecodeError as e:
+                pending.append((number, Problem(
+                    "not_utf8", f"The line is not valid UTF-8 text (the byte 0x{raw[e.start]:02X} "
+                    f"at position {e.start + 1} cannot be read). Save the file as UTF-8.")))
+                yield raw.decode("utf-8", "replace") + "\n"

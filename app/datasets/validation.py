@@ -1,0 +1,188 @@
+"""Validate a dataset file in one streamed pass: errors per line, warnings, statistics,
+the train/eval split and (optionally) the normalised records, written as they are read.
+
+A file with any error is ``invalid``; the caller then discards whatever was written to
+``train_out``/``eval_out``. Decisions (see also ``formats`` for the conversation rules):
+- blank lines (0 bytes or only spaces) are skipped with a warning, not an error;
+- a JSON array file (even one named .jsonl) is read as an array of examples;
+- a line longer than ``max_line_bytes`` is an error and is never held whole in memory;
+- token limits are checked only when the caller passes ``count_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import BinaryIO
+
+import orjson
+from pydantic import BaseModel, Field
+
+from app.datasets.duplicates import HashIndex
+from app.datasets.errors import Problem
+from app.datasets.explain import build_report
+from app.datasets.formats import Message
+from app.datasets.guidance import Goal
+from app.datasets.reader import DEFAULT_MAX_LINE_BYTES
+from app.datasets.report import ColumnMapping, LineError, ValidationReport
+from app.datasets.sources import BLANK, Detection, open_examples
+from app.datasets.split import eval_picker
+from app.datasets.stats import CountTokens, StatsCollector, split_roles
+
+TOKEN_BATCH = 256
+
+
+class ValidationOptions(BaseModel):
+    mapping: ColumnMapping | None = Field(None, description="CSV/TSV columns; guessed when None")
+    max_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, description="longest allowed line/example")
+    max_tokens: int | None = Field(None, description="model context length: longer is an error")
+    max_length: int | None = Field(None, description="training length: longer gets a warning")
+    message_overhead_tokens: int = Field(4, description="tokens a chat template adds per message")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share split off for eval")
+    seed: int = 0
+    goal: Goal | None = None
+    near_empty_chars: int = Field(3, description="answers with fewer visible characters warn")
+    max_errors: int = Field(100, description="errors listed; all are counted")
+    max_warning_lines: int = 20
+
+
+class LineNotes:
+    """How many lines something happened on, and the first few of them."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.count = 0
+        self.lines: dict[str, list[int]] = {"train": [], "eval": []}
+
+    def note(self, line: int, file: str = "train") -> None:
+        self.count += 1
+        if len(self.lines[file]) < self.keep:
+            self.lines[file].append(line)
+
+
+class ValidationRun:
+    """The state of one validation pass (over a training file and maybe an eval file)."""
+
+    def __init__(self, options: ValidationOptions, count_tokens: CountTokens | None,
+                 train_out: BinaryIO | None, eval_out: BinaryIO | None, split: bool) -> None:
+        self.options, self.count_tokens, self.split = options, count_tokens, split
+        self.outputs = {False: train_out, True: eval_out}
+        self.errors: list[LineError] = []
+        self.error_counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.duplicates = {"train": HashIndex(), "eval": HashIndex()}
+        # Prompts by is_eval: only evaluation lines are kept (leakage is reported on them).
+        self.prompts = {False: HashIndex(tagged=False), True: HashIndex()}
+        keep = options.max_warning_lines
+        self.blank, self.near_empty, self.truncated = LineNotes(keep), LineNotes(keep), LineNotes(keep)
+        overhead = options.message_overhead_tokens if count_tokens else 0
+        self.stats = StatsCollector(tokens=count_tokens is not None, message_overhead=overhead)
+        self.queue: list[tuple] = []
+        self.languages = self.stats.languages
+        self.is_eval = eval_picker(options.seed, options.eval_fraction)
+        self.tally = {False: 0, True: 0}  # examples by is_eval
+        self.with_system = self.multi_turn = 0
+
+    def scan(self, source: BinaryIO, filename: str | None, file: str) -> Detection:
+        detection, items = open_examples(source, filename=filename, mapping=self.options.mapping,
+                                         max_line_bytes=self.options.max_line_bytes)
+        if detection.problem:
+            self.error(detection.problem.line, detection.problem, file)
+            return detection
+        index = last = 0
+        for line, item in items:
+            last = line
+            if type(item) is list:
+                self.example(line, item, file, index)
+                index += 1
+            elif item is BLANK:
+                self.blank.note(line, file)
+            else:
+                self.error(line, item, file)
+        self.flush_tokens()
+        self.counts[f"{file}_lines"] = last
+        if index == 0 and not self.counts[f"{file}_invalid"]:
+            self.error(None, Problem("empty_file", "The file contains no examples."), file)
+        return detection
+
+    def example(self, line: int, messages: list[Message], file: str, index: int) -> None:
+        """Account for one valid example. The hot path: one call per example."""
+        is_eval = file == "eval" or (self.split and self.is_eval(index))
+        record = orjson.dumps({"messages": messages})
+        self.duplicates[file].add(hash(record), line)
+        prompt, answer = split_roles(messages)
+        self.prompts[is_eval].add(hash(tuple(prompt)), line)
+        answer_chars = sum(map(len, answer))
+        if answer_chars < 16 and len("".join(answer).strip()) < self.options.near_empty_chars:
+            self.near_empty.note(line, file)
+        if self.languages.wants():
+            self.languages.add(" ".join(prompt[-1:] + answer))
+        if self.count_tokens is None:
+            self.stats.add(sum(map(len, prompt)), answer_chars, len(messages), not is_eval)
+        else:
+            self.queue.append((line, file, is_eval, len(messages), "\n".join(prompt),
+                               "\n".join(answer)))
+            if len(self.queue) >= TOKEN_BATCH:
+                self.flush_tokens()
+        self.tally[is_eval] += 1
+        if messages[0]["role"] == "system":
+            self.with_system += 1
+        if len(messages) > 3 or (len(messages) == 3 and messages[0]["role"] != "system"):
+            self.multi_turn += 1
+        out = self.outputs[is_eval]
+        if out is not None:
+            out.write(record + b"\n")
+
+    def flush_tokens(self) -> None:
+        if not self.queue:
+            return
+        batch, self.queue = self.queue, []
+        lengths = list(self.count_tokens([q[4] for q in batch] + [q[5] for q in batch]))
+        if len(lengths) != 2 * len(batch):
+            raise ValueError("count_tokens must return one count per text")
+        limit, train_length = self.options.max_tokens, self.options.max_length
+        for (line, file, is_eval, n_messages, _, _), prompt_len, answer_len in zip(
+                batch, lengths, lengths[len(batch):]):
+            total = self.stats.add(prompt_len, answer_len, n_messages, not is_eval)
+            if limit is not None and total > limit:
+                self.error(line, Problem(
+                    "too_many_tokens", f"The example is {total:,} tokens long, more than the "
+                    f"{limit:,} tokens the model can read at once. Shorten it or split it."), file)
+            elif train_length is not None and total > train_length:
+                self.truncated.note(line, file)
+
+    def error(self, line: int | None, problem: Problem, file: str) -> None:
+        self.error_counts[problem.kind] += 1
+        self.counts["invalid"] += 1
+        self.counts[f"{file}_invalid"] += 1
+        if len(self.errors) < self.options.max_errors:
+            where = "" if line is None else f"Line {line}: "
+            if file == "eval":
+                where = "Evaluation file: " if line is None else f"Evaluation file, line {line}: "
+            self.errors.append(LineError(line=line, kind=problem.kind, file=file,
+                                         message=where + problem.reason))
+
+
+def validate_dataset(
+    source: BinaryIO,
+    *,
+    filename: str | None = None,
+    options: ValidationOptions | None = None,
+    count_tokens: CountTokens | None = None,
+    eval_source: BinaryIO | None = None,
+    eval_filename: str | None = None,
+    train_out: BinaryIO | None = None,
+    eval_out: BinaryIO | None = None,
+) -> ValidationReport:
+    """Check ``source`` (a binary file at its start) and report, in one streamed pass.
+
+    Without ``eval_source``, ``options.eval_fraction`` of the examples are set aside for
+    evaluation (see ``split``); with it, all of ``source`` is training data. Normalised
+    records (one JSON object per line) go to ``train_out``/``eval_out`` when given.
+    """
+    options = options or ValidationOptions()
+    run = ValidationRun(options, count_tokens, train_out, eval_out, split=eval_source is None)
+    detection = run.scan(source, filename, "train")
+    eval_detection = None
+    if eval_source is not None:
+        eval_detection = run.scan(eval_source, eval_filename, "eval")
+    return build_report(run, detection, eval_detection)

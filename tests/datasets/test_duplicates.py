@@ -1,0 +1,26 @@
+"""The compact hash index behind duplicate and leakage warnings."""
+
+from __future__ import annotations
+
+from app.datasets.duplicates import HashIndex
+from tests.datasets.factories import chats, jsonl, validate
+
+
+def test_groups_and_shared_hashes_across_buckets():
+    index = HashIndex()
+    for line, value in enumerate([5, 7, 5, -3, 7, 5, 2**40 + 5], 1):
+        index.add(hash(value), line)
+    assert sorted(index.groups()) == [[1, 3, 6], [2, 5]]
+    other = HashIndex(tagged=False)
+    for value in (7, -3, 99):
+        other.add(hash(value))
+    assert sorted(index.shared_with(other)) == [2, 4, 5]
+
+
+def test_many_duplicates_are_counted_and_the_first_lines_listed():
+    rows = chats(300)
+    report = validate(jsonl(*rows, *rows, *rows[:50]), max_warning_lines=5)
+    (warning,) = [w for w in report.warnings if w.kind == "duplicates"]
+    assert warning.count == 350 and report.stats.duplicates == 350
+    assert warning.lines == [301, 302, 303, 304, 305]
+    assert "(for example line 301 repeats line 1)" in warning.message

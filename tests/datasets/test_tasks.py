@@ -1,0 +1,201 @@
+"""The validation task, run in-process on real databases: valid and invalid files, token counts
+with the built-in model's real tokenizer, the CSV mapping step, crashes and missing rows."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app import queue
+from app.datasets import repository as repo
+from app.datasets import service
+from app.datasets.report import ColumnMapping
+from app.models import BaseModel, Dataset, DatasetStatus
+from app.models_registry.service import BUILTIN_SLUG
+from app.storage import ArtifactStore
+from tests.datasets.factories import chats, jsonl
+from tests.datasets.test_service import create
+from tests.factories import make_account
+from worker import dataset_tasks
+from worker.dataset_tasks import validate_dataset
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """The built-in model's real tokenizer (read from its GGUF once per test session)."""
+    from worker.training.builtin import save_builtin_tokenizer
+
+    return save_builtin_tokenizer(tmp_path_factory.mktemp("builtin-tokenizer"))
+
+
+@pytest.fixture
+def store(settings) -> ArtifactStore:
+    return ArtifactStore(settings.artifact_dir)
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list:
+    messages = []
+    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
+    return messages
+
+
+@pytest.fixture
+def team(db) -> int:
+    return make_account(db).team_id
+
+
+def reload(db, dataset_id: int) -> Dataset:
+    db.expire_all()
+    return db.get(Dataset, dataset_id)
+
+
+def lines_of(store: ArtifactStore, key: str) -> list[dict]:
+    return [orjson.loads(line) for line in store.path(key).read_bytes().splitlines()]
+
+
+def leftovers(settings) -> list:
+    scratch = settings.data_dir / "tmp"
+    return list(scratch.iterdir()) if scratch.exists() else []
+
+
+def test_a_valid_file_is_normalised_split_and_stored(db, store, sent, team, settings):
+    d = create(db, store, team, data=jsonl(*chats(50)), goal=service.Goal.SUPPORT_ANSWERS).dataset
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    assert d.status == DatasetStatus.valid and d.format == "chat" and d.num_examples == 50
+    report = d.report
+    assert report["status"] == "valid" and report["counts"]["train_examples"] + report["counts"]["eval_examples"] == 50
+    train, evals = lines_of(store, d.normalized_path), lines_of(store, d.normalized_eval_path)
+    assert len(train) == report["counts"]["train_examples"] and len(evals) == report["counts"]["eval_examples"]
+    assert train[0]["messages"][0] == {"role": "user", "content": "Question number 0?"}
+    assert d.stats["length_unit"] == "characters" and d.stats["tokens_are_estimated"]
+    assert report["guidance"]["goal"] == "support_answers"
+    assert [w["kind"] for w in report["warnings"]][-1] == "no_tokenizer"  # no model installed here
+    kinds = sorted(a.kind for a in repo.artifacts(db, team_id=team, dataset_id=d.id))
+    assert kinds == ["dataset_eval", "dataset_raw", "dataset_train"]
+    assert leftovers(settings) == []
+
+
+def test_a_bad_line_makes_it_invalid_with_the_exact_line_and_nothing_kept(db, store, sent, team, settings):
+    data = jsonl(*chats(3)) + b'{"messages": [{"role": "user", "content": "oops"}\n' + jsonl(*chats(2, 3))
+    d = create(db, store, team, data=data).dataset
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert d.status == DatasetStatus.invalid
+    assert [(e["line"], e["kind"]) for e in d.report["errors"]] == [(4, "bad_json")]
+    assert d.report["errors"][0]["message"].startswith("Line 4: ")
+    assert d.normalized_path is None and d.normalized_eval_path is None
+    stored = sorted(p.name for p in (store.root / d.raw_path).parent.iterdir())
+    assert stored == ["raw"], "no normalised output of an invalid dataset remains"
+    assert [a.kind for a in repo.artifacts(db, team_id=team, dataset_id=d.id)] == ["dataset_raw"]
+    assert leftovers(settings) == []
+
+
+def _builtin(db, path, context_length=8192) -> BaseModel:
+    model = BaseModel(slug=BUILTIN_SLUG, display_name="SmolLM2-135M-Instruct (built-in)", source="builtin",
+                      path=str(path), context_length=context_length)
+    db.add(model)
+    db.commit()
+    return model
+
+
+def test_tokens_are_counted_with_the_models_tokenizer(db, store, sent, team, tokenizer_dir):
+    model = _builtin(db, tokenizer_dir)
+    d = create(db, store, team, data=jsonl(*chats(30))).dataset
+    assert d.tokenizer_model_id == model.id
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    assert d.stats["length_unit"] == "tokens" and not d.stats["tokens_are_estimated"]
+    # "Answer number 7." is 4 tokens for SmolLM2's tokenizer: a real count, not characters / 4
+    answer = d.stats["answer_lengths"]
+    assert 3 <= answer["min"] <= answer["max"] <= 6
+    assert d.tokenizer_model_id == model.id
+    assert "no_tokenizer" not in [w["kind"] for w in d.report["warnings"]]
+
+
+def test_an_example_longer_than_the_context_is_an_error_on_its_line(db, store, sent, team, tokenizer_dir):
+    _builtin(db, tokenizer_dir, context_length=64)
+    long = {"messages": [{"role": "user", "content": "mot " * 200}, {"role": "assistant", "content": "ok"}]}
+    d = create(db, store, team, data=jsonl(*chats(5), long, *chats(2, 5))).dataset
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert [(e["line"], e["kind"]) for e in d.report["errors"]] == [(6, "too_many_tokens")]
+    assert "more than the 64 tokens the model can read" in d.report["errors"][0]["message"]
+
+
+def test_an_unloadable_tokenizer_falls_back_to_characters(db, store, sent, team, tmp_path):
+    _builtin(db, tmp_path / "not-a-model")
+    d = create(db, store, team, data=jsonl(*chats(10))).dataset
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    assert d.stats["length_unit"] == "characters" and d.tokenizer_model_id is None
+    note = [w for w in d.report["warnings"] if w["kind"] == "no_tokenizer"][0]
+    assert "could not be loaded" in note["message"]
+
+
+def test_a_csv_needs_its_columns_chosen_then_becomes_valid(db, store, sent, team):
+    data = b"id,customer_text,agent_text\n1,Where is my parcel?,It left today.\n2,Can I pay later?,Yes.\n"
+    d = create(db, store, team, data=data).dataset
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert d.report["columns"] == ["id", "customer_text", "agent_text"]
+    assert [(e["line"], e["kind"]) for e in d.report["errors"]] == [(None, "mapping_required")]
+    service.set_mapping(db, team_id=team, dataset_id=d.id,
+                        mapping=ColumnMapping(prompt="customer_text", completion="agent_text"))
+    db.commit()
+    assert sent[-1] == ("studio.validate_dataset", [d.id], "default")
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    assert d.format == "csv" and d.num_examples == 2
+    rows = lines_of(store, d.normalized_path) + lines_of(store, d.normalized_eval_path)
+    assert {"role": "user", "content": "Where is my parcel?"} in rows[0]["messages"] + rows[-1]["messages"]
+
+
+def test_a_separate_eval_file_is_checked_with_it(db, store, sent, team):
+    d = create(db, store, team, data=jsonl(*chats(20)), eval_data=jsonl(*chats(5, 100))).dataset
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    assert d.report["eval_from"] == "file"
+    assert (d.report["counts"]["train_examples"], d.report["counts"]["eval_examples"]) == (20, 5)
+    assert len(lines_of(store, d.normalized_eval_path)) == 5
+    held = repo.get(db, team_id=team, dataset_id=d.eval_dataset_id, purpose=repo.EVAL_FILE)
+    assert (held.status, held.num_examples) == (DatasetStatus.valid, 5)
+
+
+def test_a_crash_marks_it_invalid_in_plain_words(db, store, sent, team, monkeypatch, settings):
+    def boom(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(dataset_tasks, "run_validation", boom)
+    d = create(db, store, team, data=jsonl(*chats(5))).dataset
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert d.status == DatasetStatus.invalid
+    assert d.report["error_counts"] == {"internal_error": 1}
+    assert "unexpected error on our side (MemoryError: out of memory)" in d.report["explanation"]
+    assert service.crashed(d)
+    assert leftovers(settings) == []
+
+
+def test_a_crash_after_storing_removes_what_was_stored(db, store, sent, team, monkeypatch):
+    def broken_finish(check, report, store):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(dataset_tasks, "_finish", broken_finish)
+    d = create(db, store, team, data=jsonl(*chats(5))).dataset
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert sorted(p.name for p in (store.root / d.raw_path).parent.iterdir()) == ["raw"]
+    assert d.normalized_path is None
+
+
+def test_a_missing_row_is_a_no_op_and_a_valid_one_is_left_alone(db, store, sent, team):
+    assert validate_dataset(987654) == "gone"
+    d = create(db, store, team, data=jsonl(*chats(5))).dataset
+    assert validate_dataset(d.id) == "valid"
+    before = reload(db, d.id)
+    report, path = before.report, before.normalized_path
+    assert validate_dataset(d.id) == "valid"  # the same message delivered twice
+    after = reload(db, d.id)
+    assert (after.report, after.normalized_path) == (report, path)
