@@ -1,0 +1,66 @@
+"""Small factories for training tests: tiny models, records and configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SYSTEM = "Tu es l'assistant du support de Nuage."
+GREETING = "Bonjour et merci de votre message !"
+SIGNATURE = "— L'équipe Nuage ☁️"
+TOPICS = ["ma facture", "mon mot de passe", "la synchronisation", "un remboursement", "mon espace de stockage"]
+
+
+def build_tiny_model(directory: Path, tokenizer, *, hidden: int = 64, layers: int = 2, seed: int = 0,
+                     initializer_range: float = 0.1) -> Path:
+    """A 2-layer Llama with the real tokenizer's vocabulary, saved as safetensors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # wider than the default 0.02, so that a frozen (tied) output head can express confident
+        # predictions and LoRA-only runs show a clear loss drop within a few steps
+        initializer_range=initializer_range,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def answer(topic: str) -> str:
+    return f"{GREETING} Voici l'aide pour {topic}.\n{SIGNATURE}"
+
+
+def record(topic: str, *, weight: int | None = None) -> dict:
+    assistant = {"role": "assistant", "content": answer(topic)}
+    if weight is not None:
+        assistant["weight"] = weight
+    return {"messages": [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"J'ai une question sur {topic}."},
+        assistant,
+    ]}
+
+
+def records(count: int) -> list[dict]:
+    return [record(TOPICS[i % len(TOPICS)]) for i in range(count)]
+
+
+def tiny_config(model_dir: Path, **overrides):
+    from worker.training.config import TrainingConfig
+
+    values = dict(
+        base_model=str(model_dir), method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0,
+        target_modules="all_linear", learning_rate=1e-2, epochs=None, max_steps=8,
+        per_device_batch_size=4, grad_accum=2, warmup=0.0, scheduler="constant",
+        max_length=128, save_strategy="no", eval_strategy="no", save_total_limit=None,
+    )
+    values.update(overrides)
+    if values["method"] == "full":
+        values.setdefault("learning_rate", 1e-3)
+    return TrainingConfig(**values)

@@ -1,0 +1,88 @@
+"""TrainingConfig validation, presets and the light-import rule of the web app."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from worker.training.config import TrainingConfig
+from worker.training.presets import ModelInfo, auto, classic
+
+
+def test_defaults_effective_batch_and_warmup():
+    config = TrainingConfig(base_model="m", per_device_batch_size=2, grad_accum=8, warmup=0.1)
+    assert config.effective_batch_size == 16
+    assert config.warmup_steps(95) == 10
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"lora_r": 0}, "greater than or equal to 1"),
+    ({"epochs": None}, "set epochs or max_steps"),
+    ({"eval_strategy": "steps"}, "set eval_steps"),
+    ({"method": "full", "learning_rate": 2e-3}, "far too high for full fine-tuning"),
+    ({"method": "dora"}, "'full', 'lora', 'qlora' or 'lora8bit'"),
+    ({"unknown": 1}, "Extra inputs are not permitted"),
+])
+def test_invalid_values_are_explained(values, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainingConfig(base_model="m", **values)
+
+
+def test_every_field_is_documented():
+    assert all(field.description for field in TrainingConfig.model_fields.values())
+
+
+def test_json_round_trip(tmp_path):
+    config = TrainingConfig(base_model="m", method="qlora", max_steps=5)
+    path = config.save(tmp_path)
+    assert json.loads(path.read_text())["method"] == "qlora"
+    assert TrainingConfig.load(tmp_path) == config
+
+
+def test_config_presets_estimate_import_without_torch():
+    code = ("import sys, worker.training.config, worker.training.presets, worker.training.estimate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_classic_preset_is_the_tutorial_recipe():
+    config = classic("m").config
+    assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.05)
+    assert (config.target_modules, config.learning_rate, config.epochs, config.scheduler) == (
+        "attention", 2e-4, 3, "cosine")
+    assert (config.warmup, config.weight_decay, config.max_grad_norm, config.effective_batch_size) == (
+        0.1, 0.01, 1.0, 16)
+
+
+SMALL = ModelInfo(parameters=135_000_000, hidden_size=576, num_layers=30, vocab_size=49152,
+                  context_length=8192, intermediate_size=1536, num_kv_heads_ratio=1 / 3, tied_embeddings=True)
+BIG = ModelInfo(parameters=70_000_000_000, hidden_size=8192, num_layers=80, vocab_size=32000,
+                context_length=4096, intermediate_size=28672, num_kv_heads_ratio=1 / 8)
+
+
+def test_auto_adapts_to_model_size_data_and_time():
+    small = auto(base_model="m", model=SMALL, train_examples=360, train_tokens=45_000, device="cpu")
+    big = auto(base_model="m", model=BIG, train_examples=50_000, train_tokens=15_000_000,
+               device="cuda", device_memory_gb=80)
+    assert small.config.learning_rate > 3 * big.config.learning_rate
+    assert small.config.lora_r < big.config.lora_r
+    assert small.config.target_modules == "all_linear"
+    assert small.config.effective_batch_size < big.config.effective_batch_size
+    assert small.config.precision == "auto" and small.config.method == "lora"
+    assert big.config.method in ("lora8bit", "qlora")  # bf16 LoRA of 70B needs ~150 GB
+    assert small.reasons and big.reasons
+
+
+def test_auto_fits_the_time_budget():
+    unlimited = auto(base_model="m", model=SMALL, train_examples=360, train_tokens=45_000, device="cpu")
+    budget = auto(base_model="m", model=SMALL, train_examples=360, train_tokens=45_000, device="cpu",
+                  time_budget_s=300, tokens_per_second=200)
+    assert unlimited.config.max_steps is None
+    tokens = budget.config.max_steps * budget.config.effective_batch_size * 125
+    assert tokens <= 300 * 200
+    assert any("Time budget" in reason for reason in budget.reasons)

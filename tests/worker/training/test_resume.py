@@ -1,0 +1,69 @@
+"""Cooperative stop and resuming from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.worker.training.factories import records, tiny_config
+from worker.training.reporter import RecordingReporter
+from worker.training.run import run
+
+
+def config(model_dir, packing=False):
+    # dropout on, so resuming must restore the RNG too; 2 epochs, so it must restore the data order
+    return tiny_config(model_dir, lora_dropout=0.1, max_steps=None, epochs=2, save_strategy="steps",
+                       save_steps=2, scheduler="cosine", warmup=0.2, learning_rate=1e-2, packing=packing)
+
+
+def test_cooperative_stop_within_one_step(tiny_model_dir, tmp_path):
+    reporter = RecordingReporter(stop_after_step=3)
+    result = run(config(tiny_model_dir), records(48), None, tmp_path, reporter)
+    assert result.status == "stopped"
+    assert result.global_step == 3  # asked after step 3, nothing more was trained
+    assert result.max_steps == 12
+    checkpoint = Path(result.last_checkpoint)
+    assert checkpoint.name == "checkpoint-3"  # a resumable checkpoint is written at the stop
+    metadata = json.loads((checkpoint / "studio_checkpoint.json").read_text())
+    assert metadata["step"] == 3 and metadata["method"] == "lora"
+    assert result.adapter_dir is None  # a stopped run exports nothing
+    assert reporter.checkpoints[-1][0] == 3
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["length-grouped", "packed"])
+def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, packing):
+    straight = RecordingReporter()
+    uninterrupted = run(config(tiny_model_dir, packing), records(48), None, tmp_path / "a", straight)
+
+    first = RecordingReporter(stop_after_step=7)  # stops mid-epoch 2, between checkpoints
+    stopped = run(config(tiny_model_dir, packing), records(48), None, tmp_path / "b", first)
+    assert stopped.status == "stopped" and stopped.global_step == 7
+    second = RecordingReporter()
+    resumed = run(config(tiny_model_dir, packing), records(48), None, tmp_path / "b", second, resume_from=True)
+
+    assert resumed.status == "completed"
+    assert resumed.global_step == uninterrupted.global_step == 12
+    expected = dict(straight.series("loss"))
+    after = dict(second.series("loss"))
+    assert sorted(after) == list(range(8, 13))
+    for step, loss in after.items():
+        assert loss == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
+    assert any("Resuming from" in line and "checkpoint-7" in line for line in second.lines)
+
+
+def test_a_half_written_checkpoint_is_skipped_and_removed(tiny_model_dir, tmp_path):
+    """A worker killed while saving leaves a checkpoint directory without its metadata: resume skips it."""
+    stopped = run(config(tiny_model_dir), records(48), None, tmp_path, RecordingReporter(stop_after_step=4))
+    assert Path(stopped.last_checkpoint).name == "checkpoint-4"
+    torn = tmp_path / "checkpoints" / "checkpoint-6"  # what a SIGKILL during the Trainer's save leaves behind
+    torn.mkdir()
+    (torn / "trainer_state.json").write_text("{")
+
+    second = RecordingReporter()
+    resumed = run(config(tiny_model_dir), records(48), None, tmp_path, second, resume_from=True)
+
+    assert any("Resuming from" in line and "checkpoint-4" in line for line in second.lines)
+    assert resumed.status == "completed" and resumed.global_step == 12
+    assert sorted(dict(second.series("loss"))) == list(range(5, 13))

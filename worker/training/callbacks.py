@@ -1,0 +1,108 @@
+"""The Trainer callback that talks to the reporter: metrics, progress, checkpoints, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from worker.training.evaluate import perplexity
+
+CHECKPOINT_METADATA = "studio_checkpoint.json"
+
+
+class TokenCounter:
+    """Real (non-padding) tokens seen by the training loop, shared with the callback."""
+
+    def __init__(self) -> None:
+        self.tokens = 0  # real tokens
+        self.slots = 0  # positions computed, padding included
+
+
+def peak_memory_mb() -> float:
+    """Peak accelerator memory allocated (CUDA) or peak resident memory of the process (CPU)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return process_peak_rss_mb()
+
+
+def process_peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ReporterCallback(TrainerCallback):
+    def __init__(self, reporter, counter: TokenCounter, run_metadata: dict):
+        self.reporter = reporter
+        self.counter = counter
+        self.run_metadata = run_metadata
+        self.stopped = False
+        self.last_metrics: dict[str, float] = {}
+        self.last_eval_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = time.monotonic()
+        self.start_step = state.global_step
+        self.log_time, self.log_tokens, self.log_slots = self.start_time, self.counter.tokens, self.counter.slots
+        self.reporter.on_progress(state.global_step, state.max_steps, None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - self.start_step
+        elapsed = time.monotonic() - self.start_time
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else None
+        self.reporter.on_progress(state.global_step, state.max_steps, eta)
+        if not self.stopped and self.reporter.should_stop():
+            self.stopped = True
+            self.reporter.on_log(f"Stop requested: stopping after step {state.global_step}.")
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        metrics: dict[str, float] = {}
+        if "loss" in logs:
+            now = time.monotonic()
+            seconds = max(now - self.log_time, 1e-9)
+            metrics["loss"] = float(logs["loss"])
+            metrics["tokens_per_s"] = (self.counter.tokens - self.log_tokens) / seconds
+            slots = self.counter.slots - self.log_slots
+            metrics["padding_share"] = 1 - (self.counter.tokens - self.log_tokens) / slots if slots else 0.0
+            self.log_time, self.log_tokens, self.log_slots = now, self.counter.tokens, self.counter.slots
+            for key in ("learning_rate", "grad_norm", "epoch"):
+                if key in logs and logs[key] is not None:
+                    metrics[key] = float(logs[key])
+            metrics["peak_memory_mb"] = peak_memory_mb()
+        if "eval_loss" in logs:
+            metrics["eval_loss"] = float(logs["eval_loss"])
+            metrics["perplexity"] = perplexity(metrics["eval_loss"])
+            self.last_eval_step = state.global_step
+            metrics.setdefault("epoch", float(logs.get("epoch") or state.epoch or 0.0))
+        if metrics:
+            self.last_metrics.update(metrics)
+            self.reporter.on_metrics(state.global_step, metrics)
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        metadata = {
+            **self.run_metadata,
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": state.epoch,
+            "metrics": {k: v for k, v in self.last_metrics.items()},
+            "saved_at": time.time(),
+        }
+        if path.is_dir():
+            (path / CHECKPOINT_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        self.reporter.on_checkpoint(state.global_step, os.fspath(path), metadata)

@@ -1,0 +1,302 @@
+"""One fine-tuning run as a straight line: setup -> train -> save.
+
+    result = run(config, train_records, eval_records, output_dir, reporter)
+
+Layout of output_dir:
+    training_config.json   the config, as run
+    data_report.json       tokenization report (examples, tokens, truncation, masking)
+    checkpoints/           checkpoint-N/ (Trainer state + studio_checkpoint.json), resumable
+    adapter/               PEFT adapter (LoRA methods)      } each with a model card
+    merged/ or model/      merged model (LoRA) / full model  } (README.md)
+    result.json            final metrics and paths
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+from worker.training import export
+from worker.training.callbacks import CHECKPOINT_METADATA, ReporterCallback, TokenCounter
+from worker.training.config import TrainingConfig
+from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
+from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens
+from worker.training.modeling import (
+    detect_device,
+    load_model,
+    load_tokenizer,
+    parameter_report,
+    resolve_precision,
+    torch_dtype,
+)
+from worker.training.reporter import Reporter
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" or "stopped"
+    output_dir: str
+    global_step: int
+    max_steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_report: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    adapter_dir: str | None = None
+    merged_dir: str | None = None
+    model_dir: str | None = None
+    last_checkpoint: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    model: Any = field(default=None, repr=False, compare=False)  # the trained model, in memory
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+class EngineTrainer(Trainer):
+    """Trainer whose loss covers answer tokens only and skips the output head elsewhere."""
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, token_counter: TokenCounter, length_grouped: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token_counter = token_counter
+        self.length_grouped = length_grouped
+        self.model_accepts_loss_kwargs = True  # so the Trainer counts answer tokens per step
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.length_grouped:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(dataset.lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self.token_counter.tokens += real_tokens(inputs)
+            self.token_counter.slots += inputs["input_ids"].numel()
+        loss_sum, count = answer_loss_sum(model, inputs)
+        # Normalise by the answer tokens of the whole optimizer step, so gradient accumulation
+        # gives the same update as one big batch.
+        denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
+        loss = loss_sum / denominator
+        return (loss, None) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        metrics = evaluate_loss(self.model, self.get_eval_dataloader(eval_dataset))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def run(
+    config: TrainingConfig,
+    train_records: list[dict],
+    eval_records: list[dict] | None,
+    output_dir: str | Path,
+    reporter: Reporter,
+    resume_from: str | Path | bool | None = None,
+    *,
+    export_merged: bool = True,
+) -> RunResult:
+    """Fine-tune config.base_model on train_records; resume_from: a checkpoint dir, or True for the latest."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config.save(output_dir)
+
+    # setup
+    device = detect_device()
+    precision = resolve_precision(config.precision, device)
+    reporter.on_log(f"Device {device.name} ({device.kind}), precision {precision}, method {config.method}.")
+    tokenizer = load_tokenizer(config.base_model)
+    train_examples, eval_examples, report = _prepare_data(config, tokenizer, train_records, eval_records, reporter)
+    (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
+    set_seed(config.seed)
+    model = load_model(config, device, precision)
+    parameters = parameter_report(model)
+    reporter.on_log(
+        f"Trainable parameters: {parameters['trainable_params']:,} of {parameters['total_params']:,} "
+        f"({parameters['trainable_percent']}%)."
+    )
+    counter = TokenCounter()
+    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model})
+    trainer = _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device,
+                             precision, callback, counter)
+
+    # train
+    checkpoint = _resolve_resume(resume_from, output_dir / CHECKPOINTS)
+    if checkpoint:
+        reporter.on_log(f"Resuming from {checkpoint}.")
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.monotonic() - started
+    metrics = {
+        "train_loss": float(output.training_loss),
+        "train_runtime_s": seconds,
+        "tokens_per_s": counter.tokens / max(seconds, 1e-9),
+        "padding_share": 1 - counter.tokens / counter.slots if counter.slots else 0.0,
+        **{k: v for k, v in callback.last_metrics.items() if k in ("loss", "peak_memory_mb")},
+    }
+    result = RunResult(
+        status="stopped" if callback.stopped else "completed",
+        output_dir=str(output_dir),
+        global_step=trainer.state.global_step,
+        max_steps=trainer.state.max_steps,
+        metrics=metrics,
+        data_report=report.as_dict(),
+        parameters=parameters,
+        last_checkpoint=_latest_checkpoint(output_dir / CHECKPOINTS),
+        model=trainer.model,
+    )
+    if callback.stopped:
+        reporter.on_log(f"Stopped at step {result.global_step}; checkpoint: {result.last_checkpoint}.")
+        _write_result(output_dir, result)
+        return result
+
+    # save
+    if eval_examples and callback.last_eval_step != trainer.state.global_step:
+        trainer.evaluate()
+    result.metrics.update({k: v for k, v in callback.last_metrics.items() if k in ("eval_loss", "perplexity")})
+    _save_outputs(config, trainer.model, tokenizer, train_records, output_dir, result, precision, export_merged)
+    for warning in result.warnings:
+        reporter.on_log(f"Warning: {warning}")
+    reporter.on_log(f"Finished: {result.global_step} steps, outputs in {output_dir}.")
+    _write_result(output_dir, result)
+    return result
+
+
+def _prepare_data(config, tokenizer, train_records, eval_records, reporter):
+    train_examples, report = tokenize_records(train_records, tokenizer, config.max_length)
+    reporter.on_log(f"Training data: {report.summary()}.")
+    eval_examples = []
+    if eval_records:
+        eval_examples, eval_report = tokenize_records(eval_records, tokenizer, config.max_length)
+        reporter.on_log(f"Evaluation data: {eval_report.summary()}.")
+    return train_examples, eval_examples, report
+
+
+def _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device, precision,
+                   callback, counter) -> EngineTrainer:
+    args = _training_arguments(config, output_dir / CHECKPOINTS, device, precision, len(train_examples),
+                               bool(eval_examples))
+    trainer = EngineTrainer(
+        model=model,
+        args=args,
+        train_dataset=TorchDataset(train_examples),
+        eval_dataset=TorchDataset(eval_examples) if eval_examples else None,
+        data_collator=make_collator(config.packing, tokenizer.pad_token_id),
+        callbacks=[callback],
+        token_counter=counter,
+        length_grouped=not config.packing,
+    )
+    trainer.remove_callback(PrinterCallback)  # the reporter prints; the Trainer should not
+    return trainer
+
+
+def planned_steps(config: TrainingConfig, examples: int) -> int:
+    """Optimizer steps the Trainer will run (for warmup, progress and estimates)."""
+    if config.max_steps:
+        return config.max_steps
+    batches = math.ceil(examples / config.per_device_batch_size)
+    per_epoch = max(batches // config.grad_accum + int(batches % config.grad_accum > 0), 1)
+    return math.ceil(config.epochs * per_epoch)
+
+
+def _training_arguments(config, checkpoint_dir, device, precision, examples, has_eval) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs or 1.0,
+        max_steps=config.max_steps or -1,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_steps(planned_steps(config, examples)),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device.kind == "cpu",
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        eval_strategy=config.eval_strategy if has_eval else "no",
+        eval_steps=config.eval_steps,
+        save_strategy=config.save_strategy,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        optim="adamw_torch",
+    )
+
+
+def _resolve_resume(resume_from, checkpoint_dir: Path) -> str | None:
+    if resume_from is True:
+        latest = _latest_checkpoint(checkpoint_dir)
+        _drop_unfinished_checkpoints(checkpoint_dir, after=latest)
+        return latest
+    return str(resume_from) if resume_from else None
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def _checkpoint_dirs(checkpoint_dir: Path) -> list[Path]:
+    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
+    return sorted(found, key=_step_of)
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint that was written to the end.
+
+    The metadata file is written by the callback's on_save, after the Trainer has saved every file
+    of the checkpoint: a worker killed mid-save leaves a directory without it, which is not resumable.
+    """
+    complete = [p for p in _checkpoint_dirs(checkpoint_dir) if (p / CHECKPOINT_METADATA).is_file()]
+    return str(complete[-1]) if complete else None
+
+
+def _drop_unfinished_checkpoints(checkpoint_dir: Path, after: str | None) -> None:
+    """Delete half-written checkpoints newer than the one resumed from, so none is mistaken for a good one."""
+    floor = _step_of(Path(after)) if after else -1
+    for path in _checkpoint_dirs(checkpoint_dir):
+        if _step_of(path) > floor and not (path / CHECKPOINT_METADATA).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _save_outputs(config, model, tokenizer, records, output_dir, result, precision, export_merged) -> None:
+    card = dict(
+        config=config,
+        dataset_hash=export.dataset_sha256(records),
+        metrics=result.metrics,
+        parameters=result.parameters,
+        data_report=result.data_report,
+    )
+    if not config.uses_adapter:
+        result.model_dir = str(export.save_full_model(model, tokenizer, output_dir / "model"))
+        export.write_model_card(result.model_dir, **card)
+        return
+    result.adapter_dir = str(export.save_adapter(model, tokenizer, output_dir / "adapter"))
+    export.write_model_card(result.adapter_dir, **card)
+    result.warnings += export.adapter_serving_warnings(result.adapter_dir)
+    if export_merged:
+        dtype = torch.float32 if precision == "fp32" else torch_dtype(precision)
+        result.merged_dir = str(export.save_merged(config.base_model, result.adapter_dir, output_dir / "merged", dtype))
+        export.write_model_card(result.merged_dir, **card)
+
+
+def _write_result(output_dir: Path, result: RunResult) -> None:
+    (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
