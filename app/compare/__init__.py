@@ -1,0 +1,1 @@
+"""Comparing runs: overlaid curves, a metrics table, the configuration diff, the best run."""

@@ -1,0 +1,99 @@
+"""The web's client of the inference process (worker/inference/server.py), over HTTP.
+
+The web never loads a model: it sends the directories it resolved from its own rows, with a
+token derived from the secret key, and relays the answer (or the stream of pieces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from app.errors import InvalidInput, StudioError, Unavailable
+
+TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=30.0)
+
+
+def service_token(settings: Settings) -> str:
+    """What the web presents to the inference process (both read the same secret key)."""
+    return hashlib.sha256(f"studio-inference:{settings.resolved_secret_key()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Directories resolved from database rows, never from what a caller sent."""
+
+    base: str
+    adapter: str | None = None
+
+
+class InferenceFailed(StudioError):
+    status_code = 502
+    code = "inference_failed"
+
+
+def _unreachable(settings: Settings) -> Unavailable:
+    return Unavailable(f"The inference server at {settings.inference_url} is not reachable. Start it with "
+                       "`studio inference` (or `studio up`), or set STUDIO_INFERENCE_URL.")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        detail = json.loads(response.read()).get("detail")
+    except ValueError:
+        detail = None
+    message = detail if isinstance(detail, str) else f"The inference server answered {response.status_code}."
+    if response.status_code == 422:
+        raise InvalidInput(message)
+    raise InferenceFailed(message)
+
+
+def _payload(target: Target, params: dict[str, Any], stream: bool) -> dict[str, Any]:
+    return {"base": target.base, "adapter": target.adapter, "stream": stream, **params}
+
+
+def generate(settings: Settings, target: Target, params: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {service_token(settings)}"}
+    try:
+        with httpx.Client(base_url=settings.inference_url, timeout=TIMEOUT) as client:
+            response = client.post("/generate", json=_payload(target, params, False), headers=headers)
+    except httpx.TransportError:
+        raise _unreachable(settings) from None
+    _raise_for(response)
+    return response.json()
+
+
+def open_stream(settings: Settings, target: Target, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Opens the stream first (so an unreachable server or a refusal is an ordinary error before
+    any byte is sent), then yields the server's NDJSON items."""
+    headers = {"Authorization": f"Bearer {service_token(settings)}"}
+    client = httpx.Client(base_url=settings.inference_url, timeout=TIMEOUT)
+    try:
+        request = client.build_request("POST", "/generate", json=_payload(target, params, True), headers=headers)
+        response = client.send(request, stream=True)
+        _raise_for(response)
+    except httpx.TransportError:
+        client.close()
+        raise _unreachable(settings) from None
+    except BaseException:
+        client.close()
+        raise
+
+    def items() -> Iterator[dict[str, Any]]:
+        try:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()
+            client.close()
+
+    return items()

@@ -1,0 +1,28 @@
+"""What the inference process should load for a base model or a fine-tuned job: directories
+resolved from the team's database rows, never from what a caller sent."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.api.openai import repository as openai_repo
+from app.errors import NotFound
+from app.inference.client import Target
+from app.models import BaseModel, Job
+from app.models_registry import repository as models_repo
+from app.storage import ArtifactStore
+
+
+def base_target(model: BaseModel) -> Target:
+    return Target(base=model.path)
+
+
+def job_target(db: Session, store: ArtifactStore, *, team_id: int, job: Job) -> tuple[Target, Target]:
+    """(the base model, the fine-tuned model) of a job: its adapter on the base, or its full model."""
+    output = openai_repo.servable_output(db, team_id=team_id, job_id=job.id)
+    base = models_repo.get_visible(db, team_id=team_id, model_id=job.base_model_id)
+    if output is None or base is None:
+        raise NotFound("This fine-tuned model has no trained weights to serve.", param="model")
+    if output.kind == "model":
+        return base_target(base), Target(base=str(store.path(output.path)))
+    return base_target(base), Target(base=base.path, adapter=str(store.path(output.path)))

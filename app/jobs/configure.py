@@ -1,0 +1,112 @@
+"""From a dataset, a base model, a preset and overrides to a validated TrainingConfig and an
+estimate of memory and time on the workers that are online. Pure Python: the web process uses
+only the torch-free modules of the engine (config, presets, estimate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import InvalidInput
+from app.models import BaseModel, Dataset, Worker
+from worker.training import estimate as estimator
+from worker.training import presets
+from worker.training.config import TrainingConfig
+
+PRESETS = ("auto", "classic")
+GiB = 1024**3
+
+
+@dataclass
+class Device:
+    kind: str  # cpu | cuda
+    memory_gb: float | None
+    name: str
+    known: bool  # False: no training worker is online, the device is a guess
+
+
+@dataclass
+class Plan:
+    config: TrainingConfig
+    reasons: list[str]
+    estimate: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def training_device(workers: list[Worker]) -> Device:
+    """The biggest device among live workers that consume the train queue."""
+    train = [w for w in workers if "train" in w.queues.split(",")]
+    if not train:
+        return Device("cpu", None, "no training worker online", known=False)
+    best = max(train, key=lambda w: (w.device == "cuda", w.device_memory_bytes))
+    return Device(best.device, best.device_memory_bytes / GiB, best.device_name or best.device, known=True)
+
+
+def _model_info(model: BaseModel) -> presets.ModelInfo:
+    try:
+        return presets.read_model_info(model.path)
+    except (OSError, ValueError, KeyError):
+        return presets.ModelInfo(parameters=model.parameter_count, hidden_size=model.hidden_size,
+                                 num_layers=model.num_layers, vocab_size=model.vocab_size,
+                                 context_length=model.context_length, architecture=model.architecture)
+
+
+def _dataset_size(dataset: Dataset) -> tuple[int, int, int | None]:
+    counts = (dataset.report or {}).get("counts", {})
+    stats = dataset.stats or {}
+    examples = int(counts.get("train_examples") or dataset.num_examples or 0)
+    tokens = int(stats.get("tokens_per_epoch") or 0)
+    longest = (stats.get("example_lengths") or {}).get("p99")
+    return examples, tokens, int(longest) if longest else None
+
+
+def _readable(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "auto",
+         overrides: dict[str, Any] | None = None, time_budget_s: float | None = None) -> Plan:
+    overrides = dict(overrides or {})
+    if "base_model" in overrides:
+        raise InvalidInput("Choose the base model by its id, not by a path.", param="base_model")
+    if preset not in PRESETS:
+        raise InvalidInput(f"Unknown preset {preset!r}: use one of {', '.join(PRESETS)}.", param="preset")
+    info = _model_info(model)
+    examples, tokens, longest = _dataset_size(dataset)
+    if preset == "auto":
+        chosen = presets.auto(base_model=model.path, model=info, train_examples=max(examples, 1),
+                              train_tokens=max(tokens, 1), max_example_tokens=longest, device=device.kind,
+                              device_memory_gb=device.memory_gb, time_budget_s=time_budget_s)
+    else:
+        chosen = presets.classic(model.path)
+    try:
+        config = TrainingConfig.model_validate({**chosen.config.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise InvalidInput(f"These settings are not valid: {_readable(exc)}", param="hyperparameters") from None
+    epochs = config.epochs or 1.0
+    est = estimator.estimate(
+        parameters=info.parameters, hidden_size=info.hidden_size, num_layers=info.num_layers,
+        vocab_size=info.vocab_size, context_length=config.max_length, batch_size=config.per_device_batch_size,
+        method=config.method, device=device.kind, device_memory_gb=device.memory_gb,
+        intermediate_size=info.intermediate_size, num_kv_heads_ratio=info.num_kv_heads_ratio,
+        tied_embeddings=info.tied_embeddings, lora_rank=config.lora_r, target_modules=config.target_modules,
+        gradient_checkpointing=config.gradient_checkpointing, train_tokens=tokens * epochs,
+        tokens_per_second=presets.guess_tokens_per_second(info.parameters, device.kind),
+    )
+    estimate = {
+        "device": device.name, "device_kind": device.kind, "device_memory_gb": device.memory_gb,
+        "device_known": device.known, "memory": est.requested.as_dict(), "verdict": est.verdict,
+        "recommended_method": est.recommended_method, "time_s": est.time_s,
+        "effective_batch_size": config.effective_batch_size,
+        "by_method": {m: round(e.total_gb, 2) for m, e in est.by_method.items()},
+    }
+    warnings = [] if device.known else [
+        "No training worker is online: the job waits in the queue until one starts (studio worker)."]
+    return Plan(config=config, reasons=chosen.reasons, estimate=estimate, warnings=warnings)

@@ -1,0 +1,250 @@
+"""Run pages: the guided new fine-tune, the runs list, one run live, cancel and retry.
+
+Whole pages first; htmx swaps the wizard (`jobs/_wizard.html`) when a choice changes and the
+run's status region (`jobs/_status.html`), which asks for itself again every 2 s until the run
+ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.js).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from app.compare import repository as reads
+from app.datasets.guidance import GOAL_LABELS, Goal, guidance_for
+from app.deps import CurrentUser, Principal, SessionDep, SettingsDep
+from app.errors import InvalidInput, StudioError
+from app.inference import client as inference
+from app.inference import targets
+from app.health import live_workers
+from app.jobs import configure, service, views
+from app.datasets import repository as datasets_repo
+from app.jobs import repository as repo
+from app.models import BaseModel, Dataset, Job
+from app.models_registry import repository as models_repo
+from app.web import is_htmx, redirect, render
+
+pages = APIRouter(tags=["runs"], include_in_schema=False)
+PAGE_SIZE = 25
+LOG_TAIL_BYTES = 6 * 1024
+GOAL_CHOICES = [(g.value, label) for g, label in {
+    Goal.SUPPORT_ANSWERS: "Support answers", Goal.BRAND_VOICE: "Brand voice", Goal.CLASSIFICATION: "Classification",
+    Goal.EXTRACTION: "Extraction", Goal.CODE: "Code", Goal.OTHER: "Something else"}.items()]
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+# -- the guided new fine-tune ---------------------------------------------------------------
+
+def _examples(dataset: Dataset) -> int:
+    counts = (dataset.report or {}).get("counts", {})
+    return int(counts.get("train_examples") or dataset.num_examples or 0)
+
+
+def _model_choice(model: BaseModel, dataset: Dataset | None, device: configure.Device, preset: str) -> dict:
+    choice: dict[str, Any] = {"model": model, "fits": None, "total_gb": None}
+    if dataset is not None:
+        try:
+            est = configure.plan(dataset=dataset, model=model, device=device, preset=preset).estimate
+            choice.update(fits=est["memory"]["fits"], total_gb=est["memory"]["total_gb"])
+        except StudioError:
+            pass
+    return choice
+
+
+def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], error: str | None = None) -> dict:
+    datasets = reads.trainable_datasets(db, team_id=p.team_id)
+    dataset = next((d for d in datasets if d.id == _int(form.get("dataset_id"))), datasets[0] if datasets else None)
+    goals = {g.value for g in Goal}
+    goal = form.get("goal") if form.get("goal") in goals else (
+        dataset.goal if dataset is not None and dataset.goal in goals else Goal.OTHER.value)
+    preset = form.get("preset") if form.get("preset") in configure.PRESETS else "auto"
+    device = configure.training_device(live_workers(request.app.state.session_factory))
+    choices = [_model_choice(m, dataset, device, preset) for m in models_repo.visible(db, p.team_id)]
+    fitting = [c for c in choices if c["fits"] is not False]
+    model_choice = next((c for c in choices if c["model"].id == _int(form.get("base_model_id"))),
+                        (fitting or choices or [None])[0])
+    model = model_choice["model"] if model_choice else None
+    overrides = views.overrides_from(form)
+    plan, settings_error = None, None
+    if dataset is not None and model is not None:
+        try:
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset, overrides=overrides)
+        except StudioError as exc:
+            settings_error = exc.message
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset)
+    share = views.trainable_share(plan.estimate, model.parameter_count) if plan and model else None
+    config = plan.config.model_dump() if plan else {}
+    return {
+        "form": form, "error": error, "datasets": datasets, "dataset": dataset, "goal": goal,
+        "goal_choices": GOAL_CHOICES, "goal_label": GOAL_LABELS[Goal(goal)],
+        "guidance": guidance_for(goal, _examples(dataset)) if dataset is not None else None,
+        "models": choices, "model": model, "preset": preset, "plan": plan, "config": config,
+        "settings_error": settings_error, "device": device, "views": views,
+        "method_sentence": views.method_sentence(config["method"], share) if plan else "",
+        "fields": views.setting_fields(config, {k[3:]: v for k, v in form.items() if k.startswith("hp_")}),
+        "advanced_open": bool(overrides) or settings_error is not None or form.get("advanced") == "open",
+        "can_write": "write" in p.scopes,
+    }
+
+
+def _form(items) -> dict[str, str]:  # noqa: ANN001
+    return {k: v for k, v in items if isinstance(v, str)}
+
+
+@pages.get("/runs/new")
+def new_run(request: Request, db: SessionDep, p: CurrentUser) -> Response:
+    ctx = _wizard(request, db, p, _form(request.query_params.multi_items()))
+    return render(request, "jobs/_wizard.html" if is_htmx(request) else "jobs/new.html", ctx)
+
+
+@pages.get("/runs/help/fine-tune-or-retrieval")
+def retrieval_help(request: Request, p: CurrentUser) -> Response:
+    return render(request, "jobs/retrieval.html")
+
+
+@pages.post("/runs")
+async def create_run(request: Request, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
+    p.require("write")
+    form = _form((await request.form()).multi_items())
+    form.pop("csrf_token", None)
+    sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=_int(form.get("dataset_id")) or 0,
+                             base_model_id=_int(form.get("base_model_id")) or 0,
+                             preset=form.get("preset") or "auto", hyperparameters=views.overrides_from(form),
+                             name=(form.get("name") or "")[:200])
+    try:
+        job, _ = service.submit(db, sub=sub, settings=settings, session_factory=request.app.state.session_factory)
+    except StudioError as exc:
+        db.rollback()
+        return render(request, "jobs/new.html", _wizard(request, db, p, form, error=exc.message),
+                      status_code=exc.status_code)
+    if form.get("goal") in {g.value for g in Goal}:
+        job.goal = form["goal"]
+    return redirect(request, f"/runs/{job.id}", flash=("success", f"“{job.name}” is queued."))
+
+
+# -- the runs list --------------------------------------------------------------------------
+
+@pages.get("/runs")
+def runs_list(request: Request, db: SessionDep, p: CurrentUser) -> Response:
+    q = request.query_params
+    filters = {"status": q.get("status") if q.get("status") in views.STATUS_LABELS else None,
+               "dataset_id": _int(q.get("dataset_id")), "base_model_id": _int(q.get("base_model_id")),
+               "method": q.get("method") if q.get("method") in views.METHOD_LABELS else None,
+               "author_id": _int(q.get("author_id"))}
+    before = _int(q.get("before"))
+    jobs = repo.list_jobs(db, team_id=p.team_id, before_id=before, limit=PAGE_SIZE + 1, **filters)
+    page, more = jobs[:PAGE_SIZE], len(jobs) > PAGE_SIZE
+    query = "&".join(f"{k}={v}" for k, v in filters.items() if v is not None)
+    return render(request, "jobs/list.html", {
+        "jobs": page, "filters": filters, "filtered": any(v is not None for v in filters.values()),
+        "next_url": f"/runs?{query}&before={page[-1].id}".replace("?&", "?") if more else None,
+        "first_url": f"/runs?{query}" if before else None, "views": views,
+        "dataset_names": reads.dataset_names(db, team_id=p.team_id, ids={j.dataset_id for j in page}),
+        "model_names": reads.model_names(db, team_id=p.team_id, ids={j.base_model_id for j in page}),
+        "authors": reads.member_names(db, team_id=p.team_id),
+        "all_datasets": reads.datasets_in_runs(db, team_id=p.team_id),
+        "all_models": models_repo.visible(db, p.team_id, ready_only=False),
+        "can_write": "write" in p.scopes})
+
+
+@pages.get("/runs/recent")
+def recent_runs(request: Request, db: SessionDep, p: CurrentUser) -> Response:
+    """The home page's recent runs (loaded by htmx)."""
+    return render(request, "jobs/_recent.html", {"jobs": reads.recent_jobs(db, team_id=p.team_id), "views": views})
+
+
+# -- one run --------------------------------------------------------------------------------
+
+def _log_tail(request: Request, artifacts: list) -> str:
+    logs = [a for a in artifacts if a.kind == "log"]
+    path = request.app.state.store.path(logs[0].path) if logs else None
+    if path is None or not path.is_file():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _run(request: Request, db: Session, p: Principal, job: Job) -> dict:
+    artifacts = repo.artifacts(db, team_id=p.team_id, job_id=job.id)
+    model = models_repo.get_visible(db, team_id=p.team_id, model_id=job.base_model_id)
+    return {
+        "job": job, "views": views, "progress": views.progress(job), "model": model,
+        "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=job.dataset_id),
+        "events": repo.events(db, job.id)[-50:], "checkpoints": repo.checkpoints(db, job.id),
+        "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
+                            key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
+        "log_tail": _log_tail(request, artifacts), "active": not job.status.is_final,
+        "elapsed": views.duration(views.elapsed(job)), "can_write": "write" in p.scopes,
+        "failure_title": views.FAILURE_TITLES.get(job.error_kind or "error", views.FAILURE_TITLES["error"]),
+    }
+
+
+def _run_page(request: Request, db: Session, p: Principal, job: Job, **extra: Any) -> Response:
+    last_id = reads.last_metric_id(db, job.id)
+    series = views.series_by_name(reads.curve_rows(db, [job.id], views.CURVE_NAMES, up_to_id=last_id))
+    ctx = _run(request, db, p, job)
+    ctx.update(charts=views.run_charts(series.get(job.id, {})), last_metric_id=last_id,
+               share=views.trainable_share(job.estimate, ctx["model"].parameter_count if ctx["model"] else None))
+    return render(request, "jobs/run.html", {**ctx, **extra})
+
+
+@pages.get("/runs/{job_id}")
+def run_page(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    return _run_page(request, db, p, service.get(db, team_id=p.team_id, job_id=job_id))
+
+
+@pages.get("/runs/{job_id}/status")
+def run_status(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    if not is_htmx(request):
+        return redirect(request, f"/runs/{job.id}")
+    return render(request, "jobs/_status.html", {**_run(request, db, p, job), "oob": True})
+
+
+@pages.post("/runs/{job_id}/cancel")
+def cancel_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    p.require("write")
+    job = service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id))
+    said = "Cancelled." if job.status.is_final else "Stopping: the run ends at its next step."
+    return redirect(request, f"/runs/{job.id}", flash=("success", said))
+
+
+TRY_PARAMS = {"max_tokens": 200, "temperature": 0.0, "top_p": 1.0}
+
+
+@pages.post("/runs/{job_id}/try")
+async def try_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
+    """The same prompt answered by the base model and the fine-tuned one, side by side (greedy,
+    through the inference process, with the chat template both were trained and served with)."""
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    prompt = str((await request.form()).get("prompt", "")).strip()
+    if not prompt:
+        raise InvalidInput("Type a question to ask both models.", param="prompt")
+    if len(prompt) > 4000:
+        raise InvalidInput("Keep the question under 4,000 characters.", param="prompt")
+    base, tuned = targets.job_target(db, request.app.state.store, team_id=p.team_id, job=job)
+    messages = {"messages": [{"role": "user", "content": prompt}], **TRY_PARAMS}
+    answers = {"base": await run_in_threadpool(inference.generate, settings, base, messages),
+               "tuned": await run_in_threadpool(inference.generate, settings, tuned, messages)}
+    if is_htmx(request):
+        return render(request, "jobs/_try.html", {"job": job, "prompt": prompt, "answers": answers,
+                                                  "model": db.get(BaseModel, job.base_model_id)})
+    return _run_page(request, db, p, job, prompt=prompt, answers=answers)
+
+
+@pages.post("/runs/{job_id}/retry")
+def retry_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
+    p.require("write")
+    job = service.retry(db, service.get(db, team_id=p.team_id, job_id=job_id), settings=settings)
+    return redirect(request, f"/runs/{job.id}", flash=("success", "Queued again."))

@@ -1,0 +1,117 @@
+"""Queries for jobs and what runs write back. Tenant reads take the team id; the worker-side
+queries (claim, reconcile) work on ids the broker handed over or on state, never on input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric
+
+
+def get(session: Session, *, team_id: int, job_id: int) -> Job | None:
+    return session.scalar(select(Job).where(Job.team_id == team_id, Job.id == job_id))
+
+
+def by_idempotency_key(session: Session, *, team_id: int, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.team_id == team_id, Job.idempotency_key == key))
+
+
+def list_jobs(session: Session, *, team_id: int, status: str | None = None, dataset_id: int | None = None,
+              base_model_id: int | None = None, method: str | None = None, author_id: int | None = None,
+              before_id: int | None = None, limit: int = 50) -> list[Job]:
+    stmt = select(Job).where(Job.team_id == team_id)
+    filters = {Job.status: status, Job.dataset_id: dataset_id, Job.base_model_id: base_model_id,
+               Job.method: method, Job.created_by_id: author_id}
+    for column, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if before_id is not None:
+        stmt = stmt.where(Job.id < before_id)
+    return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+
+
+def events(session: Session, job_id: int, *, after_id: int = 0, limit: int = 500) -> list[JobEvent]:
+    stmt = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+            .order_by(JobEvent.id).limit(limit))
+    return list(session.scalars(stmt))
+
+
+def metrics(session: Session, job_id: int, *, after_id: int = 0, names: Sequence[str] | None = None,
+            limit: int = 20000) -> list[Metric]:
+    stmt = select(Metric).where(Metric.job_id == job_id, Metric.id > after_id)
+    if names:
+        stmt = stmt.where(Metric.name.in_(list(names)))
+    return list(session.scalars(stmt.order_by(Metric.id).limit(limit)))
+
+
+def checkpoints(session: Session, job_id: int) -> list[Checkpoint]:
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)))
+
+
+def artifacts(session: Session, *, team_id: int, job_id: int) -> list[Artifact]:
+    stmt = select(Artifact).where(Artifact.team_id == team_id, Artifact.job_id == job_id).order_by(Artifact.id)
+    return list(session.scalars(stmt))
+
+
+def artifact(session: Session, *, team_id: int, job_id: int, artifact_id: int) -> Artifact | None:
+    stmt = select(Artifact).where(Artifact.team_id == team_id, Artifact.job_id == job_id,
+                                  Artifact.id == artifact_id)
+    return session.scalar(stmt)
+
+
+# -- worker side -----------------------------------------------------------------------------
+
+def queued_in_fair_order(session: Session, queue: str, limit: int = 50) -> list[Job]:
+    """Queued jobs of a queue, best first: higher priority, then the team with the fewest
+    running jobs, then the team that started a job least recently, then the oldest job.
+    One team's fifty jobs therefore alternate with another team's one."""
+    running = (select(Job.team_id, func.count(Job.id).label("n")).where(Job.status == JobStatus.running)
+               .group_by(Job.team_id).subquery())
+    last_start = (select(Job.team_id, func.max(Job.started_at).label("t")).where(Job.started_at.is_not(None))
+                  .group_by(Job.team_id).subquery())
+    stmt = (
+        select(Job)
+        .outerjoin(running, running.c.team_id == Job.team_id)
+        .outerjoin(last_start, last_start.c.team_id == Job.team_id)
+        .where(Job.status == JobStatus.queued, Job.queue == queue, Job.cancel_requested.is_(False))
+        .order_by(Job.priority.desc(), func.coalesce(running.c.n, 0),
+                  last_start.c.t.is_not(None), last_start.c.t, Job.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def claim(session: Session, *, job_id: int, worker: str, lease_token: str, now: datetime) -> bool:
+    """Compare-and-set queued -> running: only one worker ever wins a job."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
+        .values(status=JobStatus.running, worker_id=worker, lease_token=lease_token, heartbeat_at=now,
+                attempt=Job.attempt + 1, started_at=func.coalesce(Job.started_at, now))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(session: Session, *, job_id: int, lease_token: str, now: datetime) -> bool:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_token == lease_token, Job.status == JobStatus.running)
+        .values(heartbeat_at=now).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def stale_running(session: Session, *, heartbeat_before: datetime) -> list[Job]:
+    stmt = select(Job).where(Job.status == JobStatus.running,
+                             and_(Job.heartbeat_at.is_not(None), Job.heartbeat_at < heartbeat_before))
+    return list(session.scalars(stmt))
+
+
+def waiting_since(session: Session, *, enqueued_before: datetime) -> list[Job]:
+    stmt = select(Job).where(Job.status == JobStatus.queued, Job.cancel_requested.is_(False),
+                             (Job.enqueued_at.is_(None)) | (Job.enqueued_at < enqueued_before))
+    return list(session.scalars(stmt.order_by(Job.id)))

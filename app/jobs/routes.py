@@ -1,0 +1,161 @@
+"""The native jobs API: submit, list, follow, cancel, retry, download."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.downloads import file_response
+from app.errors import NotFound
+from app.health import live_workers
+from app.jobs import configure, service
+from app.datasets import repository as datasets_repo
+from app.jobs import repository as repo
+from app.jobs.schemas import (
+    ArtifactOut,
+    CheckpointOut,
+    EstimateOut,
+    EventOut,
+    JobCreate,
+    JobOut,
+    JobPage,
+    MetricPoints,
+)
+from app.models import JobStatus
+from app.models_registry import repository as models_repo
+
+api = APIRouter(prefix="/api/v1", tags=["jobs"])
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def _submission(body: JobCreate, p, idempotency_key: str | None) -> service.Submission:  # noqa: ANN001
+    return service.Submission(
+        team_id=p.team_id, user_id=p.user_id, dataset_id=body.dataset_id, base_model_id=body.base_model_id,
+        preset=body.preset, hyperparameters=body.hyperparameters, name=body.name, priority=body.priority,
+        idempotency_key=idempotency_key, suffix=body.suffix,
+        time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
+
+
+@api.post("/jobs", response_model=JobOut, status_code=201,
+          responses={200: {"model": JobOut, "description": "The job first created with this Idempotency-Key."}})
+def create_job(request: Request, body: JobCreate, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
+    p.require("write")
+    job, created = service.submit(db, sub=_submission(body, p, idempotency_key), settings=settings,
+                                  session_factory=request.app.state.session_factory)
+    return JSONResponse(JobOut.model_validate(job).model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@api.post("/jobs/estimate", response_model=EstimateOut)
+def estimate_job(request: Request, body: JobCreate, db: SessionDep, p: CurrentPrincipal) -> EstimateOut:
+    """The configuration the job would get, why, and whether it fits: nothing is queued."""
+    p.require("read")
+    dataset = datasets_repo.get(db, team_id=p.team_id, dataset_id=body.dataset_id)
+    model = models_repo.get_visible(db, team_id=p.team_id, model_id=body.base_model_id)
+    if dataset is None or model is None:
+        raise NotFound("No such dataset or base model.")
+    device = configure.training_device(live_workers(request.app.state.session_factory))
+    plan = configure.plan(dataset=dataset, model=model, device=device, preset=body.preset,
+                          overrides=body.hyperparameters,
+                          time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
+    return EstimateOut(config=plan.config.model_dump(), reasons=plan.reasons, estimate=plan.estimate,
+                       warnings=plan.warnings)
+
+
+@api.get("/jobs", response_model=JobPage)
+def list_jobs(db: SessionDep, p: CurrentPrincipal, status: JobStatus | None = None, dataset_id: int | None = None,
+              base_model_id: int | None = None, method: str | None = None, author_id: int | None = None,
+              before: Annotated[int | None, Query(description="cursor: id of the last job seen")] = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobPage:
+    p.require("read")
+    jobs = repo.list_jobs(db, team_id=p.team_id, status=status, dataset_id=dataset_id, base_model_id=base_model_id,
+                          method=method, author_id=author_id, before_id=before, limit=limit + 1)
+    page = jobs[:limit]
+    return JobPage(data=[JobOut.model_validate(j) for j in page],
+                   next_cursor=page[-1].id if len(jobs) > limit else None)
+
+
+@api.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, db: SessionDep, p: CurrentPrincipal) -> JobOut:
+    p.require("read")
+    return JobOut.model_validate(service.get(db, team_id=p.team_id, job_id=job_id))
+
+
+@api.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: int, db: SessionDep, p: CurrentPrincipal) -> JobOut:
+    p.require("write")
+    return JobOut.model_validate(service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id)))
+
+
+@api.post("/jobs/{job_id}/retry", response_model=JobOut)
+def retry_job(job_id: int, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep) -> JobOut:
+    p.require("write")
+    job = service.retry(db, service.get(db, team_id=p.team_id, job_id=job_id), settings=settings)
+    return JobOut.model_validate(job)
+
+
+@api.get("/jobs/{job_id}/events", response_model=list[EventOut])
+def job_events(job_id: int, db: SessionDep, p: CurrentPrincipal,
+               after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0) -> list[EventOut]:
+    p.require("read")
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    return [EventOut.model_validate(e) for e in repo.events(db, job.id, after_id=after)]
+
+
+@api.get("/jobs/{job_id}/metrics", response_model=MetricPoints)
+def job_metrics(job_id: int, db: SessionDep, p: CurrentPrincipal,
+                after: Annotated[int, Query(ge=0, description="only points with a larger id")] = 0,
+                names: Annotated[list[str] | None, Query()] = None) -> MetricPoints:
+    p.require("read")
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    points = repo.metrics(db, job.id, after_id=after, names=names)
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for m in points:
+        series[m.name].append((m.step, m.value))
+    return MetricPoints(last_id=points[-1].id if points else after, series=dict(series))
+
+
+@api.get("/jobs/{job_id}/checkpoints", response_model=list[CheckpointOut])
+def job_checkpoints(job_id: int, db: SessionDep, p: CurrentPrincipal) -> list[CheckpointOut]:
+    p.require("read")
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    return [CheckpointOut.model_validate(c) for c in repo.checkpoints(db, job.id)]
+
+
+@api.get("/jobs/{job_id}/log", response_class=PlainTextResponse)
+def job_log(request: Request, job_id: int, db: SessionDep, p: CurrentPrincipal) -> PlainTextResponse:
+    """The last 64 KiB of everything the run printed."""
+    p.require("read")
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    logs = [a for a in repo.artifacts(db, team_id=p.team_id, job_id=job.id) if a.kind == "log"]
+    path = request.app.state.store.path(logs[0].path) if logs else None
+    if path is None or not path.is_file():
+        return PlainTextResponse("")
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        return PlainTextResponse(fh.read().decode("utf-8", errors="replace"))
+
+
+@api.get("/jobs/{job_id}/artifacts", response_model=list[ArtifactOut])
+def job_artifacts(job_id: int, db: SessionDep, p: CurrentPrincipal) -> list[ArtifactOut]:
+    p.require("read")
+    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    return [ArtifactOut.model_validate(a) for a in repo.artifacts(db, team_id=p.team_id, job_id=job.id)]
+
+
+@api.get("/jobs/{job_id}/artifacts/{artifact_id}/download")
+def download_artifact(request: Request, job_id: int, artifact_id: int, db: SessionDep,
+                      p: CurrentPrincipal) -> Response:
+    p.require("read")
+    artifact = repo.artifact(db, team_id=p.team_id, job_id=job_id, artifact_id=artifact_id)
+    if artifact is None:
+        raise NotFound("No such artifact.")
+    path = request.app.state.store.path(artifact.path)
+    if not path.exists():
+        raise NotFound("This file is no longer in the artifact store.")
+    name = {"model_card": "README.md", "log": "training.log"}.get(artifact.kind, f"job-{job_id}-{artifact.kind}")
+    return file_response(path, name, artifact.content_type)

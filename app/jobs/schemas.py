@@ -1,0 +1,99 @@
+"""JSON shapes of the jobs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobCreate(BaseModel):
+    dataset_id: int = Field(description="A validated dataset of your team.", examples=[1])
+    base_model_id: int = Field(description="A base model from GET /api/v1/models.", examples=[1])
+    preset: str = Field("auto", description="auto (adapted to model, data and hardware) or classic.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of TrainingConfig fields, e.g. {\"learning_rate\": 1e-4}.",
+        examples=[{"max_steps": 30}])
+    name: str = Field("", max_length=200)
+    priority: int = Field(0, ge=0, le=10, description="Higher runs first among your queued jobs.")
+    suffix: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9_-]*$")
+    time_budget_minutes: float | None = Field(None, gt=0, le=7 * 24 * 60,
+                                              description="The auto preset limits steps to fit this time.")
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: str
+    method: str
+    dataset_id: int
+    base_model_id: int
+    goal: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    current_step: int
+    total_steps: int | None
+    eta_s: float | None
+    error_kind: str | None
+    error_message: str | None
+    config: dict[str, Any]
+    estimate: dict[str, Any] | None
+    result: dict[str, Any] | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    data: list[JobOut]
+    next_cursor: int | None = Field(None, description="Pass as ?before= for the next page.")
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    level: str
+    kind: str
+    message: str
+    data: dict[str, Any] | None
+
+
+class MetricPoints(BaseModel):
+    last_id: int = Field(description="Pass as ?after= to read only newer points.")
+    series: dict[str, list[tuple[int, float]]] = Field(description="name -> [(step, value), ...]")
+
+
+class CheckpointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    step: int
+    size_bytes: int
+    created_at: datetime
+    metrics: dict[str, Any] | None
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    created_at: datetime
+
+
+class EstimateOut(BaseModel):
+    config: dict[str, Any]
+    reasons: list[str]
+    estimate: dict[str, Any]
+    warnings: list[str]

@@ -1,0 +1,126 @@
+"""Submitting, cancelling and retrying jobs, and every state transition with its event.
+Services flush; the request edge or the task wrapper commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app import queue
+from app.config import Settings
+from app.errors import Conflict, InvalidInput, NotFound
+from app.health import live_workers
+from app.jobs import configure
+from app.datasets import repository as datasets_repo
+from app.jobs import repository as repo
+from app.models import DatasetStatus, Job, JobEvent, JobStatus, ModelStatus, utcnow
+from app.models_registry import repository as models_repo
+
+TRAIN_TASK = "studio.train"
+
+
+def add_event(session: Session, job: Job, kind: str, message: str, *, level: str = "info",
+              data: dict[str, Any] | None = None) -> JobEvent:
+    event = JobEvent(job_id=job.id, kind=kind, message=message, level=level, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def get(session: Session, *, team_id: int, job_id: int) -> Job:
+    job = repo.get(session, team_id=team_id, job_id=job_id)
+    if job is None:
+        raise NotFound("No such fine-tuning job.")
+    return job
+
+
+@dataclass
+class Submission:
+    team_id: int
+    user_id: int | None
+    dataset_id: int
+    base_model_id: int
+    preset: str = "auto"
+    hyperparameters: dict[str, Any] | None = None
+    name: str = ""
+    priority: int = 0
+    idempotency_key: str | None = None
+    suffix: str | None = None
+    time_budget_s: float | None = None
+
+
+def submit(session: Session, *, sub: Submission, settings: Settings, session_factory) -> tuple[Job, bool]:  # noqa: ANN001
+    """Checks everything, then queues. Returns (job, created); an idempotency key that was
+    already used returns the first job instead of a second one."""
+    if sub.idempotency_key:
+        existing = repo.by_idempotency_key(session, team_id=sub.team_id, key=sub.idempotency_key)
+        if existing is not None:
+            return existing, False
+    dataset = datasets_repo.get(session, team_id=sub.team_id, dataset_id=sub.dataset_id)
+    if dataset is None:
+        raise NotFound("No such dataset.", param="dataset_id")
+    if dataset.status != DatasetStatus.valid:
+        raise InvalidInput(f"The dataset '{dataset.name}' is {dataset.status.value}: only a validated dataset "
+                           "can be trained on.", param="dataset_id")
+    model = models_repo.get_visible(session, team_id=sub.team_id, model_id=sub.base_model_id)
+    if model is None or not model.is_enabled:
+        raise NotFound("No such base model.", param="base_model_id")
+    if model.status != ModelStatus.ready:
+        raise InvalidInput(f"The model '{model.display_name}' is not ready ({model.status.value}).",
+                           param="base_model_id")
+    device = configure.training_device(live_workers(session_factory))
+    plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
+                          overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s)
+    if device.known and plan.estimate["memory"]["fits"] is False:
+        raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
+                           param="hyperparameters", details={"estimate": plan.estimate})
+    job = Job(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
+              eval_dataset_id=dataset.eval_dataset_id, base_model_id=model.id, method=plan.config.method,
+              config=plan.config.model_dump(), goal=dataset.goal, status=JobStatus.queued, queue="train",
+              priority=sub.priority, max_attempts=settings.max_job_attempts, seed=plan.config.seed,
+              idempotency_key=sub.idempotency_key, suffix=sub.suffix, enqueued_at=utcnow(),
+              estimate={**plan.estimate, "reasons": plan.reasons},
+              name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
+    session.add(job)
+    session.flush()
+    add_event(session, job, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
+              f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
+    for warning in plan.warnings:
+        add_event(session, job, "warning", warning, level="warning")
+    queue.enqueue(session, TRAIN_TASK, job.id, queue=job.queue)
+    return job, True
+
+
+def cancel(session: Session, job: Job) -> Job:
+    if job.status.is_final:
+        raise Conflict(f"This job already ended ({job.status.value}).")
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+        add_event(session, job, "status", "Cancelled before it started.", data={"status": "cancelled"})
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        add_event(session, job, "cancel", "Cancel requested: the run stops at its next step and keeps its "
+                  "last checkpoint.")
+    session.flush()
+    return job
+
+
+def retry(session: Session, job: Job, *, settings: Settings) -> Job:
+    """A failed or cancelled job runs again, resuming from its latest checkpoint when it has one."""
+    if job.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise Conflict(f"Only a failed or cancelled job can be retried (this one is {job.status.value}).")
+    last = repo.checkpoints(session, job.id)
+    job.status = JobStatus.queued
+    job.cancel_requested = False
+    job.error_kind = job.error_message = None
+    job.finished_at = None
+    job.worker_id = job.lease_token = None
+    job.enqueued_at = utcnow()
+    job.max_attempts = job.attempt + settings.max_job_attempts
+    where = f"resumes from the checkpoint at step {last[-1].step}" if last else "starts from the beginning"
+    add_event(session, job, "status", f"Retry requested: queued again, {where}.", data={"status": "queued"})
+    queue.enqueue(session, TRAIN_TASK, job.id, queue=job.queue)
+    return job

@@ -1,0 +1,27 @@
+"""Queries for base models: shared ones (team_id NULL) plus the team's own."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.models import BaseModel, ModelStatus
+
+
+def visible(session: Session, team_id: int, *, ready_only: bool = True) -> list[BaseModel]:
+    stmt = select(BaseModel).where(or_(BaseModel.team_id.is_(None), BaseModel.team_id == team_id))
+    if ready_only:
+        stmt = stmt.where(BaseModel.status == ModelStatus.ready, BaseModel.is_enabled.is_(True))
+    return list(session.scalars(stmt.order_by(BaseModel.parameter_count, BaseModel.id)))
+
+
+def get_visible(session: Session, *, team_id: int, model_id: int) -> BaseModel | None:
+    stmt = select(BaseModel).where(
+        BaseModel.id == model_id, or_(BaseModel.team_id.is_(None), BaseModel.team_id == team_id)
+    )
+    return session.scalar(stmt)
+
+
+def by_slug(session: Session, slug: str, team_id: int | None) -> BaseModel | None:
+    cond = BaseModel.team_id.is_(None) if team_id is None else BaseModel.team_id == team_id
+    return session.scalar(select(BaseModel).where(BaseModel.slug == slug, cond))

@@ -1,0 +1,119 @@
+"""Submitting, cancelling and retrying jobs through the API; every refusal is clear."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.models import DatasetStatus, Job, JobEvent, JobStatus, Worker, utcnow
+from tests.factories import make_account, make_api_key
+from tests.jobs.factories import make_dataset
+
+
+def _create(client, headers, **body):
+    return client.post("/api/v1/jobs", json=body, headers=headers)
+
+
+def test_submit_queues_after_commit_with_events_and_estimate(client, team, dataset, model, sent, db):
+    acc, headers = team
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_steps": 5})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["config"]["max_steps"] == 5 and job["method"] == "lora"
+    assert job["config"]["base_model"] == model.path
+    assert job["estimate"]["memory"]["total_gb"] > 0 and job["estimate"]["reasons"]
+    assert sent == [("studio.train", [job["id"]], "train")]
+    events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=headers).json()
+    assert events[0]["message"].startswith("Queued: lora fine-tuning of Tiny Llama on support")
+    assert any("No training worker is online" in e["message"] for e in events)
+
+
+def test_idempotency_key_returns_the_first_job(client, team, dataset, model, sent, db):
+    _, headers = team
+    body = {"dataset_id": dataset.id, "base_model_id": model.id}
+    first = client.post("/api/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "abc"})
+    again = client.post("/api/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "abc"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"] and len(sent) == 1
+    assert db.scalar(select(Job).where(Job.idempotency_key == "abc")) is not None
+
+
+def test_refusals_are_clear(client, team, dataset, model, db, store, sent):
+    acc, headers = team
+    invalid = make_dataset(db, store, acc.team_id, status=DatasetStatus.invalid, name="broken")
+    r = _create(client, headers, dataset_id=invalid.id, base_model_id=model.id)
+    assert r.status_code == 422 and "only a validated dataset" in r.json()["error"]["message"]
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
+                hyperparameters={"learning_rate": -1, "lora_r": 0})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "learning_rate" in message and "lora_r" in message
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
+                hyperparameters={"base_model": "/etc"})
+    assert r.status_code == 422 and "by its id" in r.json()["error"]["message"]
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, preset="turbo")
+    assert r.status_code == 422 and "Unknown preset" in r.json()["error"]["message"]
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=9999)
+    assert r.status_code == 404
+    other = make_account(db)
+    theirs = make_dataset(db, store, other.team_id, name="theirs")
+    r = _create(client, headers, dataset_id=theirs.id, base_model_id=model.id)
+    assert r.status_code == 404
+    assert sent == [] and db.scalar(select(Job)) is None
+
+
+def test_a_run_that_cannot_fit_any_worker_is_refused(client, team, dataset, model, db, sent):
+    _, headers = team
+    db.add(Worker(name="train@small", queues="train", device="cuda", device_name="Tiny GPU",
+                  device_memory_bytes=16 * 1024**2, last_seen_at=utcnow()))
+    db.commit()
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"method": "full"})
+    assert r.status_code == 422
+    assert "would not fit on Tiny GPU" in r.json()["error"]["message"]
+    assert r.json()["error"]["details"]["estimate"]["memory"]["fits"] is False
+    assert sent == []
+
+
+def test_estimate_endpoint_queues_nothing(client, team, dataset, model, sent):
+    _, headers = team
+    r = client.post("/api/v1/jobs/estimate", json={"dataset_id": dataset.id, "base_model_id": model.id}, headers=headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["config"]["method"] in ("lora", "qlora", "full", "lora8bit") and body["reasons"]
+    assert set(body["estimate"]["by_method"]) == {"full", "lora", "qlora", "lora8bit"}
+    assert sent == []
+
+
+def test_cancel_queued_at_once_running_by_flag_and_retry(client, team, dataset, model, sent, db):
+    _, headers = team
+    job_id = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id).json()["id"]
+    r = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers).status_code == 409
+
+    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=headers)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert sent[-1] == ("studio.train", [job_id], "train")
+    assert client.post(f"/api/v1/jobs/{job_id}/retry", headers=headers).status_code == 409
+
+    job = db.get(Job, job_id)
+    job.status, job.attempt = JobStatus.running, 1
+    db.commit()
+    r = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+    assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
+    kinds = [e.kind for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    assert kinds == ["status", "warning", "status", "status", "cancel"]
+
+
+def test_list_filters_and_cursor(client, team, dataset, model, sent, db):
+    _, headers = team
+    ids = [_create(client, headers, dataset_id=dataset.id, base_model_id=model.id).json()["id"] for _ in range(5)]
+    client.post(f"/api/v1/jobs/{ids[0]}/cancel", headers=headers)
+    page1 = client.get("/api/v1/jobs?limit=2", headers=headers).json()
+    assert [j["id"] for j in page1["data"]] == ids[::-1][:2]
+    page2 = client.get(f"/api/v1/jobs?limit=2&before={page1['next_cursor']}", headers=headers).json()
+    page3 = client.get(f"/api/v1/jobs?limit=2&before={page2['next_cursor']}", headers=headers).json()
+    assert [j["id"] for j in page2["data"] + page3["data"]] == ids[::-1][2:] and page3["next_cursor"] is None
+    cancelled = client.get("/api/v1/jobs?status=cancelled", headers=headers).json()["data"]
+    assert [j["id"] for j in cancelled] == [ids[0]]
+    read_only = {"Authorization": f"Bearer {make_api_key(db, team[0], scopes=('read',))}"}
+    assert client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=read_only).status_code == 403

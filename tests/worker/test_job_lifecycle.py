@@ -1,0 +1,204 @@
+"""Jobs through real Celery worker processes on a tiny real model: success with everything
+recorded, cancel while running, a SIGKILLed worker replaced by a new one that resumes, Redis
+flushed with jobs queued, and the web restarted during a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric, Worker
+from tests.factories import make_account, make_api_key
+from tests.processes import spawn, stop_all, wait_for
+from tests.jobs.factories import make_dataset, register_model
+
+SHORT = {"method": "lora", "max_steps": 6, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
+         "save_steps": 2, "eval_strategy": "no", "max_length": 96, "warmup": 0.0, "save_total_limit": None}
+
+
+class Studio:
+    """The test's view of a studio: an API client, the database, worker processes."""
+
+    def __init__(self, settings, db, client, headers, tmp_path, env):  # noqa: ANN001
+        self.settings, self.db, self.client, self.headers = settings, db, client, headers
+        self.tmp_path, self.env, self.procs = tmp_path, env, []
+
+    def start_worker(self) -> subprocess.Popen:
+        name = f"train-{uuid.uuid4().hex[:6]}@test"
+        proc = spawn(["worker", "--queues", "train,default", "--name", name], self.env,
+                     self.tmp_path / f"{name}.log")
+        proc.studio_name = name
+        self.procs.append(proc)
+        wait_for(lambda: self.worker_row(name), 90, f"worker {name} to start")
+        return proc
+
+    def worker_row(self, name: str):  # noqa: ANN201
+        self.db.expire_all()
+        return self.db.scalar(select(Worker).where(Worker.name == name))
+
+    def submit(self, dataset, model, **overrides) -> int:  # noqa: ANN001
+        r = self.client.post("/api/v1/jobs", headers=self.headers, json={
+            "dataset_id": dataset.id, "base_model_id": model.id, "hyperparameters": {**SHORT, **overrides}})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def job(self, job_id: int) -> Job:
+        self.db.expire_all()
+        return self.db.get(Job, job_id)
+
+    def wait_status(self, job_id: int, status: JobStatus, timeout: float = 180) -> Job:
+        def check():  # noqa: ANN202
+            job = self.job(job_id)
+            if job.status in (JobStatus.failed,) and status != JobStatus.failed:
+                pytest.fail(f"job failed: {job.error_message}\n{self.logs()}")
+            return job if job.status == status else None
+
+        return wait_for(check, timeout, f"job {job_id} to be {status.value}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in self.tmp_path.glob("*@test.log"))
+
+    def stop_all(self) -> None:
+        stop_all(self.procs)
+
+
+@pytest.fixture(params=["sqlite-broker", "redis"])
+def broker(request, settings):
+    """The embedded SQLite broker or real Redis (tests may narrow it with indirect parametrize)."""
+    return request.getfixturevalue("redis_url") if request.param == "redis" else settings.broker_url
+
+
+@pytest.fixture
+def studio(settings, broker, db, client, tmp_path):
+    settings.broker_url = broker
+    from app import queue
+
+    queue._celery.cache_clear()
+    env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
+           "STUDIO_BROKER_URL": broker, "STUDIO_SECRET_KEY": settings.secret_key, "HF_HUB_OFFLINE": "1",
+           "STUDIO_HEARTBEAT_TIMEOUT_S": "8", "STUDIO_RECONCILE_EVERY_S": "1", "STUDIO_REQUEUE_AFTER_S": "3",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    os.environ["STUDIO_BROKER_URL"] = broker  # the web side's producer
+    acc = make_account(db)
+    s = Studio(settings, db, client, {"Authorization": f"Bearer {make_api_key(db, acc)}"}, tmp_path, env)
+    s.account = acc
+    yield s
+    s.stop_all()
+    os.environ.pop("STUDIO_BROKER_URL", None)
+    queue._celery.cache_clear()
+
+
+@pytest.fixture
+def model_and_data(studio, db, tiny_model_dir, settings):
+    from app.storage import ArtifactStore
+
+    model = register_model(db, tiny_model_dir, name="Tiny Llama")
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), studio.account.team_id, n_train=16, n_eval=4)
+    return model, dataset
+
+
+@pytest.mark.slow
+def test_submit_runs_to_success_with_everything_recorded(studio, model_and_data, db, settings):
+    model, dataset = model_and_data
+    studio.start_worker()
+    started = time.monotonic()
+    job_id = studio.submit(dataset, model)
+    job = studio.wait_status(job_id, JobStatus.succeeded)
+    print(f"\nsubmit -> succeeded in {time.monotonic() - started:.1f}s")
+    assert job.current_step == 6 and job.attempt == 1 and job.result["global_step"] == 6
+    losses = db.scalars(select(Metric.value).where(Metric.job_id == job_id, Metric.name == "loss")).all()
+    assert len(losses) == 6
+    steps = db.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
+    assert steps == [2, 4, 6]
+    kinds = set(db.scalars(select(Artifact.kind).where(Artifact.job_id == job_id)))
+    assert {"adapter", "merged", "model_card", "log"} <= kinds
+    adapter = db.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "adapter"))
+    assert (settings.artifact_dir / adapter.path / "adapter_model.safetensors").is_file() and adapter.size_bytes > 0
+    messages = [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    assert messages[0].startswith("Queued") and messages[1].startswith("Running on")
+    assert messages[-1].startswith("Succeeded after 6 steps")
+    log = studio.client.get(f"/api/v1/jobs/{job_id}/log", headers=studio.headers).text
+    assert "Trainable parameters" in log and "checkpoint at step 6" in log
+    zipped = studio.client.get(f"/api/v1/jobs/{job_id}/artifacts/{adapter.id}/download", headers=studio.headers)
+    assert zipped.status_code == 200 and zipped.content[:2] == b"PK"
+
+
+@pytest.mark.slow
+def test_cancel_while_running_stops_within_seconds(studio, model_and_data):
+    model, dataset = model_and_data
+    studio.start_worker()
+    job_id = studio.submit(dataset, model, max_steps=400)
+    wait_for(lambda: studio.job(job_id).current_step >= 2, 120, "the run to make progress")
+    asked = time.monotonic()
+    r = studio.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=studio.headers)
+    assert r.status_code == 200 and r.json()["cancel_requested"]
+    job = studio.wait_status(job_id, JobStatus.cancelled, timeout=30)
+    took = time.monotonic() - asked
+    print(f"\ncancel -> cancelled in {took:.1f}s at step {job.current_step}")
+    assert took < 15 and job.current_step < 400
+    assert any("Cancelled at step" in e["message"] for e in
+               studio.client.get(f"/api/v1/jobs/{job_id}/events", headers=studio.headers).json())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["sqlite-broker"], indirect=True)  # the reconciler resumes, not the broker
+def test_sigkilled_worker_is_replaced_and_the_job_resumes(studio, model_and_data, db, broker):
+    model, dataset = model_and_data
+    first = studio.start_worker()
+    job_id = studio.submit(dataset, model, max_steps=12, save_steps=3)
+    wait_for(lambda: db.scalar(select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id)), 120,
+             "a first checkpoint")
+    os.killpg(first.pid, signal.SIGKILL)
+    killed_at_step = studio.job(job_id).current_step
+    studio.start_worker()
+    job = studio.wait_status(job_id, JobStatus.succeeded, timeout=240)
+    assert job.attempt == 2 and job.result["global_step"] == 12
+    resumed_from = max(s for s in db.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)) if s <= killed_at_step)
+    second = db.scalars(select(Metric.step).where(Metric.job_id == job_id, Metric.attempt == 2, Metric.name == "loss")).all()
+    assert min(second) == resumed_from + 1 and max(second) == 12  # resumed, not restarted
+    events = [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    assert any("stopped answering" in m for m in events)
+    assert sum(m.startswith("Running on") for m in events) == 2
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_jobs_queued_when_redis_is_flushed_still_run(studio, model_and_data, broker):
+    import redis
+
+    model, dataset = model_and_data
+    ids = [studio.submit(dataset, model, max_steps=2, save_strategy="no") for _ in range(2)]
+    redis.Redis.from_url(broker).flushdb()
+    studio.start_worker()
+    for job_id in ids:
+        studio.wait_status(job_id, JobStatus.succeeded, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_web_restart_during_a_run_loses_nothing(studio, model_and_data, app, broker):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    model, dataset = model_and_data
+    studio.start_worker()
+    job_id = studio.submit(dataset, model, max_steps=150, save_strategy="no")
+    first = wait_for(lambda: studio.client.get(f"/api/v1/jobs/{job_id}/metrics?names=loss",
+                                               headers=studio.headers).json()["series"].get("loss"), 120, "progress")
+    first = studio.client.get(f"/api/v1/jobs/{job_id}/metrics?names=loss", headers=studio.headers).json()
+    assert studio.job(job_id).status == JobStatus.running
+    studio.client.close()  # the web process goes away mid-run
+    with TestClient(create_app(studio.settings)) as restarted:
+        job = studio.wait_status(job_id, JobStatus.succeeded, timeout=180)
+        rest = restarted.get(f"/api/v1/jobs/{job_id}/metrics?names=loss&after={first['last_id']}",
+                             headers=studio.headers).json()
+    before = [s for s, _ in first["series"]["loss"]]
+    after = [s for s, _ in rest["series"].get("loss", [])]
+    assert after, "the run went on after the restart and the new view saw it"
+    assert before + after == list(range(1, 151)) and job.current_step == 150

@@ -1,0 +1,105 @@
+"""Each worker upserts its row in `workers` every few seconds; /readyz, `studio doctor`, job
+routing and the reconciler read it. Started by Celery's worker_ready signal."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy import delete, select
+
+from app.db import session_scope
+from app.models import Worker, utcnow
+
+log = logging.getLogger(__name__)
+INTERVAL_S = 5.0
+_stop = threading.Event()
+
+
+@functools.cache
+def device_info() -> dict:
+    """What this worker trains on. torch is imported here, in the worker, never in the web."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return {"device": "cuda", "device_name": props.name, "device_memory_bytes": props.total_memory,
+                    "bf16": torch.cuda.is_bf16_supported()}
+    except ImportError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"device": "cpu", "device_name": f"CPU ({os.cpu_count()} cores)", "device_memory_bytes": memory,
+            "bf16": False}
+
+
+def beat(name: str, queues: str, info: dict, extra: dict | None = None) -> None:
+    with session_scope() as s:
+        row = s.scalar(select(Worker).where(Worker.name == name))
+        if row is None:
+            row = Worker(name=name, last_seen_at=utcnow())
+            s.add(row)
+        row.queues = queues
+        row.device = info["device"]
+        row.device_name = info["device_name"]
+        row.device_memory_bytes = info["device_memory_bytes"]
+        row.info = {**(row.info or {}), "bf16": info["bf16"], "pid": os.getpid(), **(extra or {})}
+        row.last_seen_at = utcnow()
+
+
+def _loop(name: str, queues: str) -> None:
+    info = device_info()
+    while not _stop.is_set():
+        try:
+            beat(name, queues, info)
+        except Exception:  # a database hiccup must not kill the worker; the next beat retries
+            log.exception("worker heartbeat failed")
+        _stop.wait(INTERVAL_S)
+
+
+@worker_ready.connect
+def _start(sender=None, **_kwargs) -> None:  # noqa: ANN001
+    queues = ",".join(sorted(q.name for q in sender.app.amqp.queues.consume_from.values()))
+    _stop.clear()
+    threading.Thread(target=_loop, args=(sender.hostname, queues), daemon=True, name="heartbeat").start()
+    from worker import reconciler
+
+    reconciler.start()
+
+
+@worker_shutdown.connect
+def _stop_beating(sender=None, **_kwargs) -> None:  # noqa: ANN001
+    _stop.set()
+    from worker import reconciler
+
+    reconciler.stop()
+    try:
+        with session_scope() as s:
+            s.execute(delete(Worker).where(Worker.name == sender.hostname))
+    except Exception:
+        log.exception("could not remove the worker row at shutdown")
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kwargs) -> None:
+    """A forked pool child (default queue) must not reuse the parent's database connections."""
+    from app.db import get_engine
+
+    get_engine().dispose(close=False)
+
+
+@worker_init.connect
+def _preload_engine(sender=None, **_kwargs) -> None:  # noqa: ANN001
+    """A training worker runs the solo pool (one task at a time in this very process, no fork:
+    CUDA cannot be re-initialised in a forked child). It imports the engine and probes its
+    device now, so a claimed job starts training at once."""
+    if getattr(sender, "pool_cls", None) is None or "solo" not in str(sender.pool_cls).lower():
+        return
+    try:
+        import worker.training.run  # noqa: F401
+    except ImportError:  # a web-only install has no torch; such a worker runs no training
+        log.warning("the training engine cannot be imported here; this worker cannot train")
+    device_info()

@@ -1,0 +1,184 @@
+"""Training jobs on the "train" queue: claim fairly, run the engine, record the outcome.
+
+A broker message is only a ticket ("a job is ready"): the worker claims the best queued job in
+fair order with a compare-and-set, so re-delivered or duplicated messages never run a job twice,
+and one team's fifty jobs do not starve another team's one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from pathlib import Path
+
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import repository as repo
+from app.jobs import service
+from app.models import Artifact, Dataset, Job, JobStatus, utcnow
+from app.storage import ArtifactStore
+from worker.celery_app import TRAIN_QUEUE, celery_app
+from worker.job_reporter import DatabaseReporter
+
+log = logging.getLogger(__name__)
+OOM_ADVICE = ("Lower the batch size or the maximum length, turn on gradient checkpointing, "
+              "or switch to QLoRA (4-bit), which needs the least memory.")
+
+
+def fits_device(job: Job, memory_gb: float | None) -> bool:
+    """Routing by device class: a worker takes only jobs whose estimated peak memory fits its
+    own device, so a 24 GB worker leaves a 70 GB job to an 80 GB one."""
+    needed = ((job.estimate or {}).get("memory") or {}).get("total_gb")
+    return memory_gb is None or needed is None or needed <= memory_gb * 0.95
+
+
+def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = None) -> tuple[int, str] | None:
+    """Claims the fairest queued job of the queue that fits this worker's device; returns
+    (job id, lease token)."""
+    with session_scope() as s:
+        for job in repo.queued_in_fair_order(s, queue):
+            if not fits_device(job, memory_gb):
+                continue
+            token = uuid.uuid4().hex
+            if repo.claim(s, job_id=job.id, worker=worker, lease_token=token, now=utcnow()):
+                s.expire(job)
+                service.add_event(s, job, "status", f"Running on {worker} (attempt {job.attempt} of "
+                                  f"{job.max_attempts}).", data={"status": "running", "worker": worker})
+                return job.id, token
+    return None
+
+
+def _records(store: ArtifactStore, key: str | None) -> list[dict]:
+    if not key:
+        return []
+    with store.open(key) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def classify_failure(exc: BaseException, step: int) -> tuple[str, str]:
+    """A failure in plain words, with what to change."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "out_of_memory", f"The run ran out of memory at step {step}. {OOM_ADVICE}"
+    if type(exc).__name__ == "DataError":
+        return "dataset", f"The dataset cannot be trained on: {exc}"
+    return "error", f"The run failed at step {step}: {text[:500]}. The log shows what happened before."
+
+
+def _dir_digest(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with open(file, "rb") as fh:
+            file_digest = hashlib.file_digest(fh, "sha256")  # streamed: outputs can be many GB
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file_digest.digest())
+        size += file.stat().st_size
+    return digest.hexdigest(), size
+
+
+def _record_outputs(s, job: Job, store: ArtifactStore, result) -> None:  # noqa: ANN001
+    for kind, directory in (("adapter", result.adapter_dir), ("merged", result.merged_dir),
+                            ("model", result.model_dir)):
+        if directory:
+            path = Path(directory)
+            digest, size = _dir_digest(path)
+            s.add(Artifact(team_id=job.team_id, job_id=job.id, kind=kind, sha256=digest, size_bytes=size,
+                           path=path.resolve().relative_to(store.root).as_posix(),
+                           content_type="application/zip"))
+            card = path / "README.md"
+            if kind != "merged" and card.is_file():
+                s.add(Artifact(team_id=job.team_id, job_id=job.id, kind="model_card", size_bytes=card.stat().st_size,
+                               path=card.resolve().relative_to(store.root).as_posix(),
+                               sha256=hashlib.sha256(card.read_bytes()).hexdigest(), content_type="text/markdown"))
+
+
+def _finish(job_id: int, lease: str, store: ArtifactStore, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
+    with session_scope() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.lease_token != lease or job.status != JobStatus.running:
+            return  # the reconciler gave the job away; that run owns the outcome now
+        job.finished_at = utcnow()
+        job.lease_token = None
+        if failure is not None:
+            job.status, (job.error_kind, job.error_message) = JobStatus.failed, failure
+            service.add_event(s, job, "status", job.error_message, level="error",
+                              data={"status": "failed", "kind": job.error_kind})
+        elif result.status == "stopped":
+            job.status = JobStatus.cancelled
+            job.result = result.as_dict()
+            kept = f"; its last checkpoint (step {result.last_checkpoint.rsplit('-', 1)[-1]}) is kept" \
+                if result.last_checkpoint else ""
+            service.add_event(s, job, "status", f"Cancelled at step {result.global_step}{kept}.",
+                              data={"status": "cancelled"})
+        else:
+            job.status = JobStatus.succeeded
+            job.result = result.as_dict()
+            job.current_step = result.global_step
+            _record_outputs(s, job, store, result)
+            loss = result.metrics.get("eval_loss", result.metrics.get("train_loss"))
+            service.add_event(s, job, "status", f"Succeeded after {result.global_step} steps"
+                              + (f" (loss {loss:.3f})." if loss is not None else "."), data={"status": "succeeded"})
+            for warning in result.warnings:
+                service.add_event(s, job, "warning", warning, level="warning")
+
+
+def _setup(job_id: int, store: ArtifactStore):  # noqa: ANN202
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        dataset = s.get(Dataset, job.dataset_id)
+        run_key = f"teams/{job.team_id}/jobs/{job.id}/run"
+        log_key = f"{run_key}/training.log"
+        if not any(a.kind == "log" for a in repo.artifacts(s, team_id=job.team_id, job_id=job.id)):
+            s.add(Artifact(team_id=job.team_id, job_id=job.id, kind="log", path=log_key, content_type="text/plain"))
+        resume = bool(repo.checkpoints(s, job.id))
+        eval_key = dataset.normalized_eval_path
+        if job.eval_dataset_id and job.eval_dataset_id != dataset.eval_dataset_id:  # OpenAI validation_file
+            eval_key = s.get(Dataset, job.eval_dataset_id).normalized_path
+        return (dict(job.config), job.attempt, dataset.normalized_path, eval_key,
+                store.path(run_key), store.path(log_key), resume)
+
+
+def run_job(job_id: int, lease: str) -> None:
+    settings = get_settings()
+    store = ArtifactStore(settings.artifact_dir)
+    config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(job_id, store)
+    # The lease heartbeat starts first: nothing slow may run between the claim and it.
+    reporter = DatabaseReporter(job_id=job_id, attempt=attempt, lease_token=lease, log_path=log_path,
+                                store_root=store.root)
+    from worker.training.config import TrainingConfig
+    from worker.training.run import run
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    try:
+        result = run(TrainingConfig.model_validate(config), _records(store, train_key), _records(store, eval_key),
+                     output_dir, reporter, resume_from=True if resume else None)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        reporter.on_log(f"FAILED: {type(exc).__name__}: {exc}")
+        reporter.close()
+        _finish(job_id, lease, store, failure=classify_failure(exc, reporter._progress[0] if reporter._progress else 0))
+        return
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    reporter.close()
+    if result.status == "stopped" and reporter.lease_lost:
+        return
+    _finish(job_id, lease, store, result=result)
+
+
+@celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)
+def train(self, job_id: int) -> None:  # noqa: ANN001
+    """`job_id` is the ticket's job; the worker runs whichever queued job is fairest next."""
+    from worker.heartbeat import device_info
+
+    memory_gb = device_info()["device_memory_bytes"] / 1024**3
+    queue = self.request.delivery_info.get("routing_key") or TRAIN_QUEUE
+    claimed = claim_next(self.request.hostname or "worker", queue, memory_gb)
+    if claimed is None:
+        log.info("ticket for job %s: nothing to claim (already running, finished or cancelled)", job_id)
+        return
+    run_job(*claimed)

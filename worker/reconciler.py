@@ -1,0 +1,120 @@
+"""Repairs what the broker cannot: the database is the truth.
+
+- A running job whose lease heartbeat is older than `heartbeat_timeout_s` lost its worker (killed,
+  host down): it is queued again and resumes from its latest checkpoint, up to `max_attempts`;
+  after that it fails with the reason.
+- A queued job that has waited longer than `requeue_after_s` while a training worker sat idle
+  lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
+  Extra tickets are harmless: a worker claims jobs by compare-and-set.
+- A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
+
+Every worker runs it in a thread (started with the heartbeat); the updates are compare-and-set,
+so several reconcilers never double a transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from app import queue
+from app.config import Settings, get_settings
+from app.db import session_scope
+from app.health import alive_workers
+from app.jobs import repository as repo
+from app.jobs import service
+from app.models import Dataset, DatasetStatus, Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
+    count = 0
+    for job in repo.stale_running(s, heartbeat_before=now - timedelta(seconds=settings.heartbeat_timeout_s)):
+        silent = int((now - job.heartbeat_at).total_seconds())
+        if job.attempt < job.max_attempts:
+            values = dict(status=JobStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
+        else:
+            values = dict(status=JobStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
+                          error_message=f"The worker running this job stopped answering {job.attempt} times; "
+                          "the job was given up. Check the workers' logs (out of host memory?) and retry.")
+        won = s.execute(update(Job).where(Job.id == job.id, Job.lease_token == job.lease_token,
+                                          Job.status == JobStatus.running).values(**values)
+                        .execution_options(synchronize_session=False)).rowcount
+        if not won:
+            continue
+        s.expire(job)
+        count += 1
+        if values["status"] == JobStatus.queued:
+            service.add_event(s, job, "status", f"The worker {job.worker_id} stopped answering ({silent}s without "
+                              f"a heartbeat): queued again, it resumes from its latest checkpoint "
+                              f"(attempt {job.attempt + 1} of {job.max_attempts}).", level="warning",
+                              data={"status": "queued", "reason": "worker_lost"})
+            queue.enqueue(s, service.TRAIN_TASK, job.id, queue=job.queue)
+        else:
+            service.add_event(s, job, "status", values["error_message"], level="error",
+                              data={"status": "failed", "kind": "worker_lost"})
+    return count
+
+
+def _idle_train_workers(s, now) -> list[str]:  # noqa: ANN001
+    alive = alive_workers(s)
+    busy = set(s.scalars(select(Job.worker_id).where(Job.status == JobStatus.running)))
+    return [w.name for w in alive if "train" in w.queues.split(",") and w.name not in busy]
+
+
+def _resend_lost(s, settings: Settings, now) -> int:  # noqa: ANN001
+    if not _idle_train_workers(s, now):
+        return 0
+    waiting = repo.waiting_since(s, enqueued_before=now - timedelta(seconds=settings.requeue_after_s))
+    for job in waiting:
+        job.enqueued_at = now
+        queue.enqueue(s, service.TRAIN_TASK, job.id, queue=job.queue)
+    return len(waiting)
+
+
+def _resend_validations(s, settings: Settings, now) -> int:  # noqa: ANN001
+    stuck = list(s.scalars(select(Dataset).where(
+        Dataset.status == DatasetStatus.uploaded,
+        Dataset.created_at < now - timedelta(seconds=settings.requeue_after_s))))
+    for dataset in stuck:
+        queue.enqueue(s, "studio.validate_dataset", dataset.id, queue="default")
+    return len(stuck)
+
+
+def reconcile(settings: Settings | None = None) -> dict[str, int]:
+    settings = settings or get_settings()
+    now = utcnow()
+    with session_scope(settings) as s:
+        requeued = _requeue_stale(s, settings, now)
+    with session_scope(settings) as s:
+        resent = _resend_lost(s, settings, now)
+        validations = _resend_validations(s, settings, now)
+    if requeued or resent or validations:
+        log.warning("reconciler: %d lost jobs requeued, %d tickets re-sent, %d validations re-sent",
+                    requeued, resent, validations)
+    return {"requeued": requeued, "resent": resent, "validations": validations}
+
+
+_stop = threading.Event()
+
+
+def _loop() -> None:
+    settings = get_settings()
+    while not _stop.wait(settings.reconcile_every_s):
+        try:
+            reconcile(settings)
+        except Exception:  # keep reconciling: a database hiccup must not end the loop
+            log.exception("reconciler pass failed")
+
+
+def start() -> None:
+    _stop.clear()
+    threading.Thread(target=_loop, daemon=True, name="reconciler").start()
+
+
+def stop() -> None:
+    _stop.set()
