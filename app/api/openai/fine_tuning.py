@@ -1,0 +1,208 @@
+"""`/v1/fine_tuning/jobs`: OpenAI fine-tuning jobs mapped onto the studio's jobs.
+
+create -> app.jobs.service.submit (same checks, same queue); n_epochs, batch_size and
+learning_rate_multiplier become overrides of the studio's auto preset, "auto" keeps its choice.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
+
+from app.api.openai import names
+from app.api.openai import repository as repo
+from app.api.openai.files import get_file
+from app.api.openai.schemas import (
+    CheckpointList,
+    CheckpointMetrics,
+    CheckpointOut,
+    EventList,
+    EventOut,
+    HyperparametersOut,
+    JobCreateIn,
+    JobError,
+    JobList,
+    JobOut,
+    MethodOut,
+)
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.errors import InvalidInput
+from app.health import live_workers
+from app.jobs import configure, service
+from app.models import DatasetStatus, Job, JobStatus, utcnow
+from app.models_registry import repository as models_repo
+
+router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
+STATUS = {JobStatus.queued: "queued", JobStatus.running: "running", JobStatus.succeeded: "succeeded",
+          JobStatus.failed: "failed", JobStatus.cancelled: "cancelled"}
+LEVELS = {"warning": "warn", "error": "error"}
+OPENAI_KEY = "openai"  # where the request's own values are kept in Job.estimate
+
+
+def _epochs_done(job: Job) -> float:
+    result = job.result or {}
+    return float((result.get("metrics") or {}).get("epoch") or job.config.get("epochs") or 1)
+
+
+def _trained_tokens(job: Job) -> int | None:
+    if job.status != JobStatus.succeeded:
+        return None
+    per_epoch = ((job.result or {}).get("data_report") or {}).get("trained_tokens")
+    return int(round(per_epoch * _epochs_done(job))) if per_epoch is not None else None
+
+
+def _hyperparameters(job: Job) -> HyperparametersOut:
+    asked = ((job.estimate or {}).get(OPENAI_KEY) or {}).get("hyperparameters") or {}
+    epochs = job.config.get("epochs")
+    return HyperparametersOut(
+        n_epochs=int(epochs) if epochs and not job.config.get("max_steps") else "auto",
+        batch_size=job.config.get("per_device_batch_size", 1) * job.config.get("grad_accum", 1),
+        learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto")
+
+
+def job_out(db: Session, job: Job) -> JobOut:
+    base = models_repo.get_visible(db, team_id=job.team_id, model_id=job.base_model_id)
+    slug = base.slug if base is not None else str(job.base_model_id)
+    asked = (job.estimate or {}).get(OPENAI_KEY) or {}
+    error = None
+    if job.status == JobStatus.failed:
+        error = JobError(code=job.error_kind or "error", message=job.error_message or "The run failed.")
+    finish = None
+    if job.status == JobStatus.running and job.eta_s:
+        finish = names.unix(utcnow()) + int(job.eta_s)
+    hp = _hyperparameters(job)
+    return JobOut(
+        id=names.encode("ftjob", job.id), created_at=names.unix(job.created_at), finished_at=names.unix(job.finished_at),
+        estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[job.status],
+        method=MethodOut(supervised={"hyperparameters": hp.model_dump()}),
+        fine_tuned_model=names.fine_tuned_name(job, slug) if job.status == JobStatus.succeeded else None,
+        organization_id=f"team-{job.team_id}", result_files=[], seed=job.seed if job.seed is not None else 42,
+        trained_tokens=_trained_tokens(job), training_file=names.encode("file", job.dataset_id),
+        validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=job.suffix)
+
+
+def _requested(body: JobCreateIn) -> dict[str, Any]:
+    """The hyperparameters asked for (method.supervised wins over the top-level ones), 'auto' dropped."""
+    values = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else {}
+    supervised = body.method.supervised if body.method and body.method.supervised else None
+    if supervised and supervised.hyperparameters:
+        values.update(supervised.hyperparameters.model_dump(exclude_none=True))
+    return {k: v for k, v in values.items() if v != "auto"}
+
+
+def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, Any]:  # noqa: ANN001
+    out: dict[str, Any] = {} if seed is None else {"seed": seed}
+    if "n_epochs" in asked:
+        if not 1 <= asked["n_epochs"] <= 50:
+            raise InvalidInput("n_epochs must be between 1 and 50.", param="hyperparameters.n_epochs")
+        out.update(epochs=asked["n_epochs"], max_steps=None)
+    if "batch_size" in asked:
+        if not 1 <= asked["batch_size"] <= 256:
+            raise InvalidInput("batch_size must be between 1 and 256.", param="hyperparameters.batch_size")
+        out.update(per_device_batch_size=asked["batch_size"], grad_accum=1)
+    if "learning_rate_multiplier" in asked:
+        factor = asked["learning_rate_multiplier"]
+        if not 0 < factor <= 10:
+            raise InvalidInput("learning_rate_multiplier must be above 0 and at most 10.",
+                               param="hyperparameters.learning_rate_multiplier")
+        out["learning_rate"] = base_lr() * factor
+    return out
+
+
+def _usable(db: Session, team_id: int, file_id: str, param: str):  # noqa: ANN202
+    row = get_file(db, team_id, file_id, param=param)
+    if row.status != DatasetStatus.valid:
+        state = "still being validated" if row.status != DatasetStatus.invalid else "invalid"
+        raise InvalidInput(f"The file {file_id} is {state}: a job needs files whose status is 'processed'.",
+                           param=param)
+    return row
+
+
+@router.post("/jobs", response_model=JobOut)
+def create_job(request: Request, body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
+               settings: SettingsDep) -> JobOut:
+    p.require("write")
+    base = names.base_model(db, team_id=p.team_id, name=body.model)
+    train = _usable(db, p.team_id, body.training_file, "training_file")
+    valid = _usable(db, p.team_id, body.validation_file, "validation_file") if body.validation_file else None
+    sf = request.app.state.session_factory
+
+    def base_lr() -> float:
+        device = configure.training_device(live_workers(sf))
+        return configure.plan(dataset=train, model=base, device=device).config.learning_rate
+
+    asked = _requested(body)
+    sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
+                             hyperparameters=_overrides(asked, body.seed, base_lr), suffix=body.suffix)
+    job, _ = service.submit(db, sub=sub, settings=settings, session_factory=sf)
+    if valid is not None:
+        job.eval_dataset_id = valid.id
+    job.estimate = {**(job.estimate or {}), OPENAI_KEY: {
+        "hyperparameters": asked, "validation_file": body.validation_file, "metadata": body.metadata}}
+    db.flush()
+    return job_out(db, job)
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(db: SessionDep, p: CurrentPrincipal,
+              after: Annotated[str | None, Query(max_length=64, description="a job id: the page after it")] = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
+    p.require("read")
+    jobs = repo.jobs_after(db, team_id=p.team_id, after_id=names.decode_cursor("ftjob", after), limit=limit + 1)
+    return JobList(data=[job_out(db, j) for j in jobs[:limit]], has_more=len(jobs) > limit)
+
+
+def _job(db: Session, team_id: int, job_id: str) -> Job:
+    return service.get(db, team_id=team_id, job_id=names.decode("ftjob", job_id, what="fine-tuning job"))
+
+
+@router.get("/jobs/{fine_tuning_job_id}", response_model=JobOut)
+def retrieve_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -> JobOut:
+    p.require("read")
+    return job_out(db, _job(db, p.team_id, fine_tuning_job_id))
+
+
+@router.post("/jobs/{fine_tuning_job_id}/cancel", response_model=JobOut)
+def cancel_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -> JobOut:
+    p.require("write")
+    return job_out(db, service.cancel(db, _job(db, p.team_id, fine_tuning_job_id)))
+
+
+@router.get("/jobs/{fine_tuning_job_id}/events", response_model=EventList)
+def list_events(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal,
+                after: Annotated[str | None, Query(max_length=64)] = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> EventList:
+    """Newest first, as OpenAI lists them; `after` is the last event of the previous page."""
+    p.require("read")
+    job = _job(db, p.team_id, fine_tuning_job_id)
+    rows = repo.events_newest_first(db, job_id=job.id, after_id=names.decode_cursor("ftevent", after),
+                                    limit=limit + 1)
+    data = [EventOut(id=names.encode("ftevent", e.id), created_at=names.unix(e.created_at), message=e.message,
+                     level=LEVELS.get(e.level, "info"), type="metrics" if e.kind == "metrics" else "message",
+                     data={"kind": e.kind, **(e.data or {})}) for e in rows[:limit]]
+    return EventList(data=data, has_more=len(rows) > limit)
+
+
+@router.get("/jobs/{fine_tuning_job_id}/checkpoints", response_model=CheckpointList)
+def list_checkpoints(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal,
+                     after: Annotated[str | None, Query(max_length=64)] = None,
+                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> CheckpointList:
+    p.require("read")
+    job = _job(db, p.team_id, fine_tuning_job_id)
+    base = models_repo.get_visible(db, team_id=p.team_id, model_id=job.base_model_id)
+    slug = base.slug if base is not None else str(job.base_model_id)
+    rows = repo.checkpoints_newest_first(db, job_id=job.id, after_id=names.decode_cursor("ftckpt", after),
+                                         limit=limit + 1)
+    data = []
+    for c in rows[:limit]:
+        m = c.metrics or {}
+        data.append(CheckpointOut(
+            id=names.encode("ftckpt", c.id), created_at=names.unix(c.created_at), step_number=c.step,
+            fine_tuned_model_checkpoint=names.checkpoint_name(job, slug, c.step),
+            fine_tuning_job_id=names.encode("ftjob", job.id),
+            metrics=CheckpointMetrics(step=c.step, train_loss=m.get("loss", m.get("train_loss")),
+                                      valid_loss=m.get("eval_loss"))))
+    return CheckpointList(data=data, has_more=len(rows) > limit, first_id=data[0].id if data else None,
+                          last_id=data[-1].id if data else None)

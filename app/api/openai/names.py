@@ -1,0 +1,74 @@
+"""OpenAI-style ids (file-12, ftjob-7, ftevent-31, ftckpt-3) and model names, both ways.
+
+A base model's name is its slug; a fine-tuned model's is
+`ft:<base slug>:team-<team id>:<suffix>:<job id>`. Names are resolved to rows of the caller's
+team only; a name of another team, or a made-up one, is simply not found.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound
+from app.jobs import repository as jobs_repo
+from app.models import BaseModel, Job
+from app.models_registry import repository as models_repo
+
+
+def unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+def encode(prefix: str, value: int) -> str:
+    return f"{prefix}-{value}"
+
+
+def decode(prefix: str, raw: str | None, *, what: str, param: str | None = None) -> int:
+    """The number in `<prefix>-<n>`; anything else is a 404 that names what was looked for."""
+    head, _, number = (raw or "").partition("-")
+    if head != prefix or not number.isdigit() or len(number) > 18:
+        raise NotFound(f"No such {what}: '{raw}'. Ids look like '{prefix}-12'.", param=param)
+    return int(number)
+
+
+def decode_cursor(prefix: str, raw: str | None) -> int | None:
+    return None if raw is None else decode(prefix, raw, what="cursor", param="after")
+
+
+def base_name(model: BaseModel) -> str:
+    return model.slug
+
+
+def fine_tuned_name(job: Job, base_slug: str) -> str:
+    return f"ft:{base_slug}:team-{job.team_id}:{job.suffix or ''}:{job.id}"
+
+
+def checkpoint_name(job: Job, base_slug: str, step: int) -> str:
+    return f"{fine_tuned_name(job, base_slug)}:ckpt-step-{step}"
+
+
+def base_model(session: Session, *, team_id: int, name: str, param: str = "model") -> BaseModel:
+    """A base model by slug (the team's own first, then a shared one) or by numeric id."""
+    row = models_repo.by_slug(session, name, team_id) or models_repo.by_slug(session, name, None)
+    if row is None and name.isdigit() and len(name) < 18:
+        row = models_repo.get_visible(session, team_id=team_id, model_id=int(name))
+    if row is None or not row.is_enabled:
+        raise NotFound("This model does not exist or you do not have access to it.", param=param)
+    return row
+
+
+def fine_tuned_job(session: Session, *, team_id: int, name: str, param: str = "model") -> Job:
+    """The team's job behind an `ft:` name; the whole name must match, not only its job id."""
+    missing = NotFound("This model does not exist or you do not have access to it.", param=param)
+    last = name.rsplit(":", 1)[-1]
+    if not name.startswith("ft:") or not last.isdigit() or len(last) > 18:
+        raise missing
+    job = jobs_repo.get(session, team_id=team_id, job_id=int(last))
+    if job is None:
+        raise missing
+    base = models_repo.get_visible(session, team_id=team_id, model_id=job.base_model_id)
+    if base is None or fine_tuned_name(job, base.slug) != name:
+        raise missing
+    return job

@@ -1,0 +1,141 @@
+"""The OpenAI-compatible API in process: shapes, mapping onto datasets and jobs, refusals in the
+OpenAI error shape, and team scoping. (The SDK end to end: tests/worker/test_openai_sdk.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.models import Artifact, Checkpoint, DatasetStatus, JobEvent, JobStatus
+from app.storage import ArtifactStore
+from tests.factories import make_account, make_api_key
+from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+
+CHAT = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n'
+
+
+@pytest.fixture
+def team(db, tmp_path):
+    account = make_account(db)
+    model = register_model(db, write_model_dir(tmp_path / "tiny"), name="Tiny Llama")
+    return account, {"Authorization": f"Bearer {make_api_key(db, account)}"}, model
+
+
+def _error(r, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["type"] == code and body["message"]
+    return body
+
+
+def test_files_upload_list_retrieve_content_delete(client, team):
+    _, headers, _ = team
+    r = client.post("/v1/files", headers=headers, files={"file": ("train.jsonl", CHAT)}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["id"].startswith("file-") and f["object"] == "file" and f["status"] == "uploaded"
+    assert f["bytes"] == len(CHAT) and f["filename"] == "train.jsonl" and isinstance(f["created_at"], int)
+    listed = client.get("/v1/files", headers=headers).json()
+    assert [x["id"] for x in listed["data"]] == [f["id"]] and listed["has_more"] is False
+    assert client.get(f"/v1/files/{f['id']}", headers=headers).json() == f
+    assert client.get(f"/v1/files/{f['id']}/content", headers=headers).content == CHAT
+    deleted = client.delete(f"/v1/files/{f['id']}", headers=headers).json()
+    assert deleted == {"id": f["id"], "object": "file", "deleted": True}
+    _error(client.get(f"/v1/files/{f['id']}", headers=headers), 404, "not_found")
+
+
+def test_file_refusals_use_the_openai_error_shape(client, team):
+    _, headers, _ = team
+    body = _error(client.post("/v1/files", headers=headers, files={"file": ("a.jsonl", CHAT)},
+                              data={"purpose": "assistants"}), 422, "invalid_input")
+    assert body["param"] == "purpose"
+    _error(client.get("/v1/files/nonsense", headers=headers), 404, "not_found")
+    _error(client.get("/v1/files"), 401, "unauthorized")
+
+
+def test_fine_tuning_job_maps_onto_a_studio_job(client, db, settings, team):
+    account, headers, model = team
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16)
+    r = client.post("/v1/fine_tuning/jobs", headers=headers, json={
+        "model": model.slug, "training_file": f"file-{dataset.id}", "suffix": "fr", "seed": 3,
+        "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2},
+        "method": {"type": "supervised"}})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["object"] == "fine_tuning.job" and job["status"] == "queued" and job["model"] == model.slug
+    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2}
+    assert job["seed"] == 3 and job["training_file"] == f"file-{dataset.id}" and job["fine_tuned_model"] is None
+    listed = client.get("/v1/fine_tuning/jobs", headers=headers).json()
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=headers).json()["data"]
+    assert events[-1]["message"].startswith("Queued") and events[-1]["object"] == "fine_tuning.job.event"
+    cancelled = client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=headers).json()
+    assert cancelled["status"] == "cancelled"
+    _error(client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=headers), 409, "conflict")
+
+
+def test_job_create_refusals(client, db, settings, team):
+    account, headers, model = team
+    pending = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, status=DatasetStatus.validating)
+    body = {"model": model.slug, "training_file": f"file-{pending.id}"}
+    assert "still being validated" in _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body),
+                                             422, "invalid_input")["message"]
+    body = {"model": "no-such-model", "training_file": f"file-{pending.id}"}
+    assert _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 404, "not_found")["param"] == "model"
+    body = {"model": model.slug, "training_file": f"file-{pending.id}", "method": {"type": "dpo"}}
+    _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 422, "invalid_input")
+
+
+def test_succeeded_job_is_a_model_with_checkpoints(client, db, settings, team):
+    account, headers, model = team
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
+    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded, suffix="v1",
+                   result={"data_report": {"trained_tokens": 100}, "metrics": {"epoch": 2.0}})
+    db.add_all([Artifact(team_id=account.team_id, job_id=job.id, kind="adapter", path="x/adapter"),
+                Checkpoint(job_id=job.id, step=2, path="x/c2", metrics={"loss": 1.5}),
+                Checkpoint(job_id=job.id, step=4, path="x/c4", metrics={"loss": 1.2}),
+                JobEvent(job_id=job.id, kind="status", message="Succeeded", level="info")])
+    db.commit()
+    name = f"ft:{model.slug}:team-{account.team_id}:v1:{job.id}"
+    got = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}", headers=headers).json()
+    assert got["fine_tuned_model"] == name and got["trained_tokens"] == 200
+    ids = [m["id"] for m in client.get("/v1/models", headers=headers).json()["data"]]
+    assert ids == [model.slug, name]
+    assert client.get(f"/v1/models/{name}", headers=headers).json()["owned_by"] == f"team-{account.team_id}"
+    _error(client.get(f"/v1/models/ft:{model.slug}:team-999:v1:{job.id}", headers=headers), 404, "not_found")
+    page = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints?limit=1", headers=headers).json()
+    assert [c["step_number"] for c in page["data"]] == [4] and page["has_more"]
+    assert page["data"][0]["metrics"]["train_loss"] == 1.2
+    rest = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints?after={page['last_id']}", headers=headers)
+    assert [c["step_number"] for c in rest.json()["data"]] == [2]
+
+
+def test_chat_refusals_and_an_unreachable_inference_server(client, settings, team):
+    _, headers, model = team
+    settings.inference_url = "http://127.0.0.1:1"  # nothing listens there
+    ask = [{"role": "user", "content": "Hi"}]
+    assert _error(client.post("/v1/chat/completions", headers=headers,
+                              json={"model": model.slug, "messages": ask, "n": 2}), 422, "invalid_input")["param"] == "n"
+    _error(client.post("/v1/chat/completions", headers=headers, json={"model": "ft:x:y:z:1", "messages": ask}),
+           404, "not_found")
+    body = _error(client.post("/v1/chat/completions", headers=headers, json={"model": model.slug, "messages": ask}),
+                  503, "unavailable")
+    assert "studio inference" in body["message"]
+
+
+def test_another_teams_key_sees_nothing(client, db, settings, team):
+    account, headers, model = team
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
+    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded)
+    db.add(Artifact(team_id=account.team_id, job_id=job.id, kind="adapter", path="x/adapter"))
+    db.commit()
+    other = {"Authorization": f"Bearer {make_api_key(db, make_account(db))}"}
+    assert client.get("/v1/files", headers=other).json()["data"] == []
+    assert client.get("/v1/fine_tuning/jobs", headers=other).json()["data"] == []
+    assert [m["id"] for m in client.get("/v1/models", headers=other).json()["data"]] == [model.slug]
+    for path in (f"/v1/files/file-{dataset.id}", f"/v1/files/file-{dataset.id}/content",
+                 f"/v1/fine_tuning/jobs/ftjob-{job.id}", f"/v1/fine_tuning/jobs/ftjob-{job.id}/events",
+                 f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints",
+                 f"/v1/models/ft:{model.slug}:team-{account.team_id}::{job.id}"):
+        _error(client.get(path, headers=other), 404, "not_found")
+    _error(client.delete(f"/v1/files/file-{dataset.id}", headers=other), 404, "not_found")
+    _error(client.post(f"/v1/fine_tuning/jobs/ftjob-{job.id}/cancel", headers=other), 404, "not_found")
