@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     inference_max_adapters: int = 8
     # JSON request bodies larger than this are refused with 413 (uploads: max_upload_bytes).
     max_json_bytes: int = 1024**2
+    # A team may have at most this many jobs queued or running at once (sweeps wait their turn).
+    max_active_jobs_per_team: int = 20
+    # End-of-run evaluation: how many eval prompts get base and fine-tuned generations, and how long.
+    eval_samples: int = 8
+    eval_max_new_tokens: int = 96
+    # Optional LLM-as-judge: an OpenAI-compatible endpoint (the studio's own /v1 included).
+    # Empty base URL: no automatic judging.
+    judge_base_url: str = ""
+    judge_model: str = ""
+    judge_api_key: str = ""
+    judge_timeout_s: float = 60.0
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, JSONType, Timestamped
+from app.models.base import Base, JSONType, Timestamped, UTCDateTime
 
 
 class Evaluation(Timestamped, Base):
@@ -22,6 +23,9 @@ class Evaluation(Timestamped, Base):
     # [{prompt, reference, base, finetuned}] for a sample of eval prompts.
     samples: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # How it was made: sample size, generation settings, the judge's endpoint and model, ...
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Comparison(Timestamped, Base):
@@ -37,6 +41,11 @@ class Comparison(Timestamped, Base):
     model_a: Mapped[dict[str, Any]] = mapped_column(JSONType)
     model_b: Mapped[dict[str, Any]] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    # Where the prompts came from: {"kind": "eval_split", "dataset_id": 3, "count": 20} or {"kind": "custom"}
+    prompt_source: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Once closed, the A/B mapping is revealed to everyone and no more votes are taken.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ComparisonPair(Base):
@@ -50,6 +59,7 @@ class ComparisonPair(Base):
     prompt: Mapped[str] = mapped_column(Text)
     answer_a: Mapped[str] = mapped_column(Text, default="")
     answer_b: Mapped[str] = mapped_column(Text, default="")
+    reference: Mapped[str | None] = mapped_column(Text)  # the dataset's answer, when there is one
     # Shown to voters as left/right; swapped says left is B. Revealed only after voting.
     swapped: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -82,3 +92,10 @@ class Sweep(Timestamped, Base):
     best_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_best_job")
     )
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"))
+    promoted_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_promoted_job")
+    )
+    error_message: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

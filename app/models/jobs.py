@@ -81,6 +81,10 @@ class Job(Timestamped, Base):
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int | None] = mapped_column(Integer)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
+    # The grid point of a sweep child ({"learning_rate": 1e-4, "lora_r": 8}).
+    sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Set when a run is promoted (e.g. the best of a sweep): the team's chosen model.
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
 
