@@ -1,0 +1,1 @@
+"""Blind A/B human evaluation: two models answer the same prompts; the team votes without labels."""
