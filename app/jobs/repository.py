@@ -9,7 +9,9 @@ from datetime import datetime
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric
+from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric, Team
+
+ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
 def get(session: Session, *, team_id: int, job_id: int) -> Job | None:
@@ -115,3 +117,16 @@ def waiting_since(session: Session, *, enqueued_before: datetime) -> list[Job]:
     stmt = select(Job).where(Job.status == JobStatus.queued, Job.cancel_requested.is_(False),
                              (Job.enqueued_at.is_(None)) | (Job.enqueued_at < enqueued_before))
     return list(session.scalars(stmt.order_by(Job.id)))
+
+
+def active_jobs(session: Session, *, team_id: int) -> int:
+    """Jobs of the team that are queued or running (what the team limit counts)."""
+    return session.scalar(select(func.count(Job.id)).where(Job.team_id == team_id, Job.status.in_(ACTIVE))) or 0
+
+
+def lock_team(session: Session, team_id: int) -> None:
+    """Serialises submissions of one team until the transaction ends, so two of them cannot
+    both see room under the team limit. An UPDATE rather than SELECT ... FOR UPDATE: Postgres
+    locks the row either way, and SQLite (which ignores FOR UPDATE) takes its write lock."""
+    session.execute(update(Team).where(Team.id == team_id).values(name=Team.name)
+                    .execution_options(synchronize_session=False))

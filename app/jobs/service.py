@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app import queue
 from app.config import Settings
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.health import live_workers
 from app.jobs import configure
 from app.datasets import repository as datasets_repo
@@ -49,6 +49,21 @@ class Submission:
     idempotency_key: str | None = None
     suffix: str | None = None
     time_budget_s: float | None = None
+    sweep_id: int | None = None
+    sweep_params: dict[str, Any] | None = None  # the sweep's grid point this job runs
+
+
+def check_team_limit(session: Session, *, team_id: int, settings: Settings) -> None:
+    """A team may have at most max_active_jobs_per_team jobs queued or running. Holds a lock on
+    the team until the transaction ends, so two submissions cannot both take the last slot."""
+    repo.lock_team(session, team_id)
+    active, limit = repo.active_jobs(session, team_id=team_id), settings.max_active_jobs_per_team
+    if active >= limit:
+        jobs = f"{active} job{'s' if active != 1 else ''}"
+        raise RateLimited(f"Your team already has {jobs} queued or running, and the limit is {limit}. Wait for "
+                          "some to finish or cancel those you no longer need, then submit again (an admin can "
+                          "raise STUDIO_MAX_ACTIVE_JOBS_PER_TEAM). Sweeps queue their runs as slots free up.",
+                          param="team", details={"active_jobs": active, "limit": limit})
 
 
 def submit(session: Session, *, sub: Submission, settings: Settings, session_factory) -> tuple[Job, bool]:  # noqa: ANN001
@@ -76,13 +91,14 @@ def submit(session: Session, *, sub: Submission, settings: Settings, session_fac
     if device.known and plan.estimate["memory"]["fits"] is False:
         raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
                            param="hyperparameters", details={"estimate": plan.estimate})
+    check_team_limit(session, team_id=sub.team_id, settings=settings)
     job = Job(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
               eval_dataset_id=dataset.eval_dataset_id, base_model_id=model.id, method=plan.config.method,
               config=plan.config.model_dump(), goal=dataset.goal, status=JobStatus.queued, queue="train",
               priority=sub.priority, max_attempts=settings.max_job_attempts, seed=plan.config.seed,
               idempotency_key=sub.idempotency_key, suffix=sub.suffix, enqueued_at=utcnow(),
-              estimate={**plan.estimate, "reasons": plan.reasons},
-              name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
+              estimate={**plan.estimate, "reasons": plan.reasons}, sweep_id=sub.sweep_id,
+              sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
     session.add(job)
     session.flush()
     add_event(session, job, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
@@ -105,6 +121,10 @@ def cancel(session: Session, job: Job) -> Job:
         add_event(session, job, "cancel", "Cancel requested: the run stops at its next step and keeps its "
                   "last checkpoint.")
     session.flush()
+    if job.sweep_id is not None and job.status.is_final:
+        from app.sweeps.service import advance  # the sweep service builds on this module
+
+        advance(session, job.sweep_id)  # its next waiting run takes the freed slot
     return job
 
 
@@ -112,6 +132,7 @@ def retry(session: Session, job: Job, *, settings: Settings) -> Job:
     """A failed or cancelled job runs again, resuming from its latest checkpoint when it has one."""
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise Conflict(f"Only a failed or cancelled job can be retried (this one is {job.status.value}).")
+    check_team_limit(session, team_id=job.team_id, settings=settings)
     last = repo.checkpoints(session, job.id)
     job.status = JobStatus.queued
     job.cancel_requested = False

@@ -117,3 +117,39 @@ def test_list_filters_and_cursor(client, team, dataset, model, sent, db):
     assert [j["id"] for j in cancelled] == [ids[0]]
     read_only = {"Authorization": f"Bearer {make_api_key(db, team[0], scopes=('read',))}"}
     assert client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=read_only).status_code == 403
+
+
+def test_the_team_limit_on_active_jobs_is_clear(client, team, dataset, model, sent, db, settings, store):
+    _, headers = team
+    settings.max_active_jobs_per_team = 2
+    body = {"dataset_id": dataset.id, "base_model_id": model.id}
+    ids = [_create(client, headers, **body).json()["id"] for _ in range(2)]
+    r = _create(client, headers, **body)
+    assert r.status_code == 429
+    error = r.json()["error"]
+    assert error["type"] == "rate_limited" and error["details"] == {"active_jobs": 2, "limit": 2}
+    assert "already has 2 jobs queued or running, and the limit is 2" in error["message"]
+    assert "cancel those you no longer need" in error["message"]
+    assert len(sent) == 2
+    # Another team is not affected; a finished job frees its slot.
+    other = make_account(db)
+    other_headers = {"Authorization": f"Bearer {make_api_key(db, other)}"}
+    theirs = make_dataset(db, store, other.team_id, name="theirs")
+    assert _create(client, other_headers, dataset_id=theirs.id, base_model_id=model.id).status_code == 201
+    assert client.post(f"/api/v1/jobs/{ids[0]}/cancel", headers=headers).status_code == 200
+    assert _create(client, headers, **body).status_code == 201
+    # A retry counts as a new active job too.
+    r = client.post(f"/api/v1/jobs/{ids[0]}/retry", headers=headers)
+    assert r.status_code == 429 and "limit is 2" in r.json()["error"]["message"]
+
+
+def test_the_team_limit_on_the_runs_page_keeps_the_form(client, team, dataset, model, sent, db, settings):
+    from tests.factories import log_in
+
+    acc, headers = team
+    settings.max_active_jobs_per_team = 1
+    assert _create(client, headers, dataset_id=dataset.id, base_model_id=model.id).status_code == 201
+    token = log_in(client, acc)
+    r = client.post("/runs", data={"dataset_id": dataset.id, "base_model_id": model.id, "csrf_token": token})
+    assert r.status_code == 429 and "already has 1 job queued or running" in r.text
+    assert len(sent) == 1
