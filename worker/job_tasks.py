@@ -20,6 +20,8 @@ from app.jobs import repository as repo
 from app.jobs import service
 from app.models import Artifact, Dataset, Job, JobStatus, utcnow
 from app.storage import ArtifactStore
+from app.sweeps import service as sweeps
+from worker import evaluation
 from worker.celery_app import TRAIN_QUEUE, celery_app
 from worker.job_reporter import DatabaseReporter
 
@@ -122,6 +124,7 @@ def _finish(job_id: int, lease: str, store: ArtifactStore, result=None, failure=
                               + (f" (loss {loss:.3f})." if loss is not None else "."), data={"status": "succeeded"})
             for warning in result.warnings:
                 service.add_event(s, job, "warning", warning, level="warning")
+    sweeps.advance_after(job_id)  # its sweep queues the next waiting run or picks the best
 
 
 def _setup(job_id: int, store: ArtifactStore):  # noqa: ANN202
@@ -153,7 +156,8 @@ def run_job(job_id: int, lease: str) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     logging.getLogger().addHandler(handler)
     try:
-        result = run(TrainingConfig.model_validate(config), _records(store, train_key), _records(store, eval_key),
+        train_records, eval_records = _records(store, train_key), _records(store, eval_key)
+        result = run(TrainingConfig.model_validate(config), train_records, eval_records,
                      output_dir, reporter, resume_from=True if resume else None)
     except Exception as exc:
         log.exception("job %s failed", job_id)
@@ -168,6 +172,8 @@ def run_job(job_id: int, lease: str) -> None:
     if result.status == "stopped" and reporter.lease_lost:
         return
     _finish(job_id, lease, store, result=result)
+    if result.status == "completed":  # the job shows as succeeded while its evaluation runs
+        evaluation.evaluate_after_run(job_id, result, train_records, eval_records)
 
 
 @celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -177,8 +183,24 @@ def train(self, job_id: int) -> None:  # noqa: ANN001
 
     memory_gb = device_info()["device_memory_bytes"] / 1024**3
     queue = self.request.delivery_info.get("routing_key") or TRAIN_QUEUE
+    _repair_evaluations(self.request.hostname)
     claimed = claim_next(self.request.hostname or "worker", queue, memory_gb)
     if claimed is None:
         log.info("ticket for job %s: nothing to claim (already running, finished or cancelled)", job_id)
         return
     run_job(*claimed)
+
+
+def _repair_evaluations(worker: str | None) -> None:
+    """This worker is idle: evaluations it (or a lost worker) left unfinished are marked failed."""
+    try:
+        evaluation.fail_interrupted(worker)
+    except Exception:  # a repair must never keep a job from starting
+        log.exception("could not repair interrupted evaluations")
+
+
+@celery_app.task(name="studio.evaluate", bind=True, acks_late=True, reject_on_worker_lost=True)
+def evaluate(self, evaluation_id: int) -> None:  # noqa: ANN001
+    """A queued (re-run) evaluation of a finished run, on the run's training queue."""
+    _repair_evaluations(self.request.hostname)
+    evaluation.evaluate_again(evaluation_id)

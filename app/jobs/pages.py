@@ -18,6 +18,7 @@ from app.compare import repository as reads
 from app.datasets.guidance import GOAL_LABELS, Goal, guidance_for
 from app.deps import CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
+from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
 from app.health import live_workers
@@ -196,6 +197,8 @@ def _run_page(request: Request, db: Session, p: Principal, job: Job, **extra: An
     ctx = _run(request, db, p, job)
     ctx.update(charts=views.run_charts(series.get(job.id, {})), last_metric_id=last_id,
                share=views.trainable_share(job.estimate, ctx["model"].parameter_count if ctx["model"] else None))
+    ctx.update(section_context(db, team_id=p.team_id, job=job, can_write=ctx["can_write"],
+                               settings=request.app.state.settings))
     return render(request, "jobs/run.html", {**ctx, **extra})
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric, Worker
+from app.models import Artifact, Checkpoint, Evaluation, Job, JobEvent, JobStatus, Metric, Worker
 from tests.factories import make_account, make_api_key
 from tests.processes import spawn, stop_all, wait_for
 from tests.jobs.factories import make_dataset, register_model
@@ -122,7 +122,16 @@ def test_submit_runs_to_success_with_everything_recorded(studio, model_and_data,
     assert (settings.artifact_dir / adapter.path / "adapter_model.safetensors").is_file() and adapter.size_bytes > 0
     messages = [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
     assert messages[0].startswith("Queued") and messages[1].startswith("Running on")
-    assert messages[-1].startswith("Succeeded after 6 steps")
+    assert any(m.startswith("Succeeded after 6 steps") for m in messages)  # evaluation events may follow
+
+    def evaluated():  # noqa: ANN202
+        db.expire_all()
+        row = db.scalar(select(Evaluation).where(Evaluation.job_id == job_id))
+        return row if row is not None and row.status in ("succeeded", "failed") else None
+
+    evaluation = wait_for(evaluated, 120, "the automatic evaluation")
+    assert evaluation.status == "succeeded", evaluation.error_message
+    assert set(evaluation.metrics) == {"base", "finetuned"} and evaluation.details["split"] == "eval"
     log = studio.client.get(f"/api/v1/jobs/{job_id}/log", headers=studio.headers).text
     assert "Trainable parameters" in log and "checkpoint at step 6" in log
     zipped = studio.client.get(f"/api/v1/jobs/{job_id}/artifacts/{adapter.id}/download", headers=studio.headers)

@@ -1,0 +1,1 @@
+"""Evaluations of fine-tuned runs: automatic metrics (base vs fine-tuned) and LLM-judge scores."""

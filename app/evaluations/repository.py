@@ -1,0 +1,37 @@
+"""Queries for evaluations. Tenant reads take the team id; the worker-side ones work on the ids
+the broker handed over or on state, never on input."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Evaluation
+
+UNFINISHED = ("pending", "running")
+
+
+def for_job(session: Session, *, team_id: int, job_id: int, kind: str | None = None) -> list[Evaluation]:
+    """A job's evaluations, oldest first."""
+    stmt = select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.job_id == job_id)
+    if kind is not None:
+        stmt = stmt.where(Evaluation.kind == kind)
+    return list(session.scalars(stmt.order_by(Evaluation.id)))
+
+
+def latest(session: Session, *, team_id: int, job_id: int, kind: str) -> Evaluation | None:
+    stmt = (select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.job_id == job_id,
+                                     Evaluation.kind == kind).order_by(Evaluation.id.desc()).limit(1))
+    return session.scalar(stmt)
+
+
+# -- worker side -----------------------------------------------------------------------------
+
+def get_for_update(session: Session, evaluation_id: int) -> Evaluation | None:
+    return session.get(Evaluation, evaluation_id, with_for_update=True)
+
+
+def unfinished(session: Session, *, kind: str = "automatic") -> list[Evaluation]:
+    """Evaluations still pending or running, of every team (for the repair of interrupted ones)."""
+    stmt = select(Evaluation).where(Evaluation.kind == kind, Evaluation.status.in_(UNFINISHED))
+    return list(session.scalars(stmt.order_by(Evaluation.id)))

@@ -1,0 +1,26 @@
+"""JSON shapes of the evaluations API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvaluationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    job_id: int
+    kind: str = Field(description="automatic (metrics computed by the studio) or llm_judge (scores by an LLM).")
+    status: str = Field(description="pending, running, succeeded or failed.")
+    metrics: dict[str, Any] | None = Field(
+        description='{"base": {...}, "finetuned": {...}}: eval_loss, perplexity, bleu (0-100), rouge1/rouge2/'
+                    'rougeL (0-1), exact_match (0-1), accuracy (0-1, classification goals), samples.')
+    samples: list[dict[str, Any]] | None = Field(
+        description="Sample prompts with the reference answer and both models' answers.")
+    details: dict[str, Any] | None = Field(description="How it was made: split, sample size, max_new_tokens, seconds.")
+    error_message: str | None
+    created_at: datetime
+    finished_at: datetime | None

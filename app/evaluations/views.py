@@ -1,0 +1,129 @@
+"""What the run page's Evaluation section shows, computed from rows: the metrics table with the
+better model marked, a sentence in plain words, the sample answers side by side. No queries here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.evaluations import service
+from app.models import Evaluation, Job
+
+# key, label, lower is better, what it means
+METRICS = (
+    ("eval_loss", "Evaluation loss", True, "How surprised the model is by the reference answers (lower is better)."),
+    ("perplexity", "Perplexity", True, "The same, as an average number of equally likely next words."),
+    ("rougeL", "ROUGE-L", False, "Longest run of words shared with the reference, in order (0 to 1)."),
+    ("rouge1", "ROUGE-1", False, "Words shared with the reference (0 to 1)."),
+    ("rouge2", "ROUGE-2", False, "Pairs of consecutive words shared with the reference (0 to 1)."),
+    ("bleu", "BLEU", False, "Phrases of 1 to 4 words shared with the reference, with a brevity penalty (0 to 100)."),
+    ("exact_match", "Exact match", False, "Answers identical to the reference, ignoring case and spacing."),
+    ("accuracy", "Accuracy", False, "Answers that give the reference label."),
+)
+SPLIT_LABELS = {"eval": "the eval split", "train": "training examples (this dataset has no eval split)"}
+
+
+@dataclass
+class MetricRow:
+    key: str
+    label: str
+    help: str
+    base: str
+    finetuned: str
+    better: str | None  # "base", "finetuned" or None (equal, or not measured)
+
+
+def fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if key in ("exact_match", "accuracy"):
+        return f"{value:.0%}"
+    if key == "bleu":
+        return f"{value:.1f}"
+    if key == "perplexity":
+        return f"{value:,.2f}"
+    return f"{value:.3f}"
+
+
+def metric_rows(metrics: dict[str, dict[str, float]] | None) -> list[MetricRow]:
+    base, tuned = (metrics or {}).get("base") or {}, (metrics or {}).get("finetuned") or {}
+    rows = []
+    for key, label, lower, meaning in METRICS:
+        b, t = base.get(key), tuned.get(key)
+        if b is None and t is None:
+            continue
+        better = None
+        if b is not None and t is not None and round(b, 6) != round(t, 6):
+            better = "finetuned" if (t < b) == lower else "base"
+        rows.append(MetricRow(key, label, meaning, fmt(key, b), fmt(key, t), better))
+    return rows
+
+
+def sentence(metrics: dict[str, dict[str, float]] | None) -> str:
+    """The result in plain words: overlap with the references (ROUGE-L, or accuracy), then the loss."""
+    base, tuned = (metrics or {}).get("base") or {}, (metrics or {}).get("finetuned") or {}
+    if "rougeL" not in base or "rougeL" not in tuned:
+        return ""
+    parts = []
+    if "accuracy" in base and "accuracy" in tuned:
+        word = "more" if tuned["accuracy"] > base["accuracy"] else "fewer" if tuned["accuracy"] < base["accuracy"] else "as many"
+        parts.append(f"The fine-tuned model gives the right label {word} often: accuracy "
+                     f"{fmt('accuracy', tuned['accuracy'])} vs {fmt('accuracy', base['accuracy'])} for the base model.")
+    b, t = round(base["rougeL"], 2), round(tuned["rougeL"], 2)
+    if t == b:
+        parts.append(f"Both models' answers overlap the references about equally: ROUGE-L {t:.2f}.")
+    else:
+        parts.append(f"The fine-tuned model's answers overlap the references {'more' if t > b else 'less'}: "
+                     f"ROUGE-L {t:.2f} vs {b:.2f} for the base model.")
+    if "eval_loss" in base and "eval_loss" in tuned:
+        word = "better" if tuned["eval_loss"] < base["eval_loss"] else "worse"
+        parts.append(f"It predicts the reference answers {word}: evaluation loss {tuned['eval_loss']:.3f} vs "
+                     f"{base['eval_loss']:.3f}.")
+    return " ".join(parts)
+
+
+def prompt_text(prompt: Any) -> str:
+    """The last user message of a prompt (a list of chat messages), or the prompt itself."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else ""
+    return str(prompt or "")
+
+
+def earlier_turns(prompt: Any) -> list[dict]:
+    """The messages before the last user message (system text, earlier turns)."""
+    if not isinstance(prompt, list):
+        return []
+    last = max((i for i, m in enumerate(prompt) if isinstance(m, dict) and m.get("role") == "user"), default=0)
+    return [m for m in prompt[:last] if isinstance(m, dict)]
+
+
+def judge_rows(metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
+    base, tuned = (metrics or {}).get("base") or {}, (metrics or {}).get("finetuned") or {}
+    b, t = base.get("mean_score"), tuned.get("mean_score")
+    better = None if b is None or t is None or b == t else ("finetuned" if t > b else "base")
+    return [{"label": "Mean score", "base": "—" if b is None else f"{b:.2f}", "finetuned": "—" if t is None else f"{t:.2f}",
+             "better": better},
+            {"label": "Answers judged", "base": str(base.get("n", "—")), "finetuned": str(tuned.get("n", "—")),
+             "better": None}]
+
+
+def section(job: Job, evaluations: list[Evaluation], alive: dict[str, int | None], can_write: bool) -> dict[str, Any]:
+    """The template context of the Evaluation section."""
+    automatic = [e for e in evaluations if e.kind == service.AUTOMATIC]
+    judges = [e for e in evaluations if e.kind == service.LLM_JUDGE]
+    latest = automatic[-1] if automatic else None
+    interrupted = latest is not None and service.is_interrupted(latest, alive)
+    details = (latest.details or {}) if latest else {}
+    return {
+        "job": job, "evaluation": latest, "interrupted": interrupted,
+        "evaluating": latest is not None and latest.status in ("pending", "running") and not interrupted,
+        "rows": metric_rows(latest.metrics) if latest else [], "sentence": sentence(latest.metrics) if latest else "",
+        "split_label": SPLIT_LABELS.get(details.get("split", ""), ""), "details": details,
+        "judge": judges[-1] if judges else None,
+        "polling": not job.status.is_final or (latest is not None and latest.status in ("pending", "running") and not interrupted)
+        or (bool(judges) and judges[-1].status in ("pending", "running")),
+        "judge_rows": judge_rows(judges[-1].metrics) if judges else [],
+        "can_rerun": can_write and service.can_rerun(job, latest, alive),
+        "prompt_text": prompt_text, "earlier_turns": earlier_turns,
+    }

@@ -1,0 +1,338 @@
+"""Automatic evaluation of a finished run: the base model against the fine-tuned one.
+
+    evaluate_after_run(job_id, result, train_records, eval_records)  # in the training task, model in memory
+    evaluate_again(evaluation_id)                                      # the studio.evaluate task (re-run)
+
+Both models are measured the same way on the same data:
+- eval loss and perplexity over the answer tokens of the eval split (as the engine's loss);
+- greedy answers to a deterministic, evenly spaced sample of `eval_samples` eval prompts (the
+  conversation up to its last assistant turn; that turn is the reference), scored with BLEU,
+  ROUGE-1/2/L, exact match and, for classification goals, accuracy (worker/training/metrics.py).
+Without an eval split the sample comes from the training data and is marked split="train": it
+shows what the model learned, not how it does on unseen prompts.
+
+Adapter runs reuse the trained model in memory: its base numbers come with the adapter disabled.
+A full fine-tune loads the base model beside it. The result is one `evaluations` row (kind
+"automatic"); a failure marks the row failed and never touches the job, which is already succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from app.config import get_settings
+from app.db import session_scope
+from app.evaluations import judge
+from app.evaluations import repository as repo
+from app.evaluations import service
+from app.jobs import repository as jobs_repo
+from app.jobs import service as jobs_service
+from app.models import Dataset, Evaluation, Job, JobStatus, utcnow
+from app.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+MAX_LOSS_EXAMPLES = 500  # eval loss of both models on at most this many eval examples (evenly spaced)
+LOSS_BATCH = 8
+
+
+@dataclass
+class Prompt:
+    messages: list[dict]
+    reference: str
+    record: dict
+
+
+def split_last_answer(record: dict) -> Prompt | None:
+    """The conversation up to its last assistant turn, and that turn as the reference."""
+    messages = record.get("messages") or []
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is None or not any(m.get("role") == "user" for m in messages[:last]):
+        return None
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
+    return Prompt(prompt, messages[last]["content"], {"messages": messages[: last + 1]})
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """n items spread over the list, always the same ones (the first included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def pick_prompts(records: list[dict], n: int) -> list[Prompt]:
+    return evenly_spaced([p for r in records if (p := split_last_answer(r)) is not None], n)
+
+
+def loss_batches(records: list[dict], tokenizer, max_length: int) -> list[dict]:  # noqa: ANN001
+    """Padded batches of tokenized records (answer-only labels), ready for evaluate_loss."""
+    from worker.training.data import PaddedCollator, TorchDataset, tokenize_records
+
+    examples, _ = tokenize_records(records, tokenizer, max_length, allow_empty=True)
+    dataset, collate = TorchDataset(examples), PaddedCollator(tokenizer.pad_token_id)
+    return [collate([dataset[i] for i in range(start, min(start + LOSS_BATCH, len(dataset)))])
+            for start in range(0, len(dataset), LOSS_BATCH)]
+
+
+def score(model, tokenizer, batches: list[dict], prompts: list[Prompt], *, max_new_tokens: int,  # noqa: ANN001
+          classification: bool) -> tuple[dict[str, float], list[str]]:
+    """One model's metrics and its answers to the prompts."""
+    from worker.training.evaluate import evaluate_loss, generate_answers
+    from worker.training.metrics import text_metrics
+
+    metrics: dict[str, float] = {}
+    if batches:
+        metrics.update(evaluate_loss(model, batches))
+    answers = generate_answers(model, tokenizer, [p.messages for p in prompts], max_new_tokens=max_new_tokens,
+                               batch_size=max(len(prompts), 1))
+    metrics.update(text_metrics(answers, [p.reference for p in prompts], classification=classification))
+    return metrics, answers
+
+
+def _generating(model):  # noqa: ANN001, ANN202
+    """Training turns the KV cache off (model.config.use_cache); greedy generation wants it on."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.use_cache = True
+    return model
+
+
+def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_length: int, samples: int,  # noqa: ANN001
+                  max_new_tokens: int, goal: str | None, base=None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Base and fine-tuned metrics, and the sample generations side by side. `base` None: the
+    base is `tuned` with its adapter disabled (adapter runs)."""
+    from worker.training.metrics import is_classification
+
+    prompts = pick_prompts(records, samples)
+    if not prompts:
+        raise ValueError("No conversation of the data ends with an assistant answer to a user: nothing to compare.")
+    loss_records = evenly_spaced(records, MAX_LOSS_EXAMPLES) if split == "eval" else [p.record for p in prompts]
+    batches = loss_batches(loss_records, tokenizer, max_length)
+    options = dict(max_new_tokens=max_new_tokens, classification=is_classification(goal))
+    where = "eval" if split == "eval" else "training (no eval split)"
+    progress(f"Evaluating: base model on {len(prompts)} {where} prompts…")
+    if base is None:
+        with tuned.disable_adapter():
+            base_metrics, base_answers = score(_generating(tuned), tokenizer, batches, prompts, **options)
+    else:
+        base_metrics, base_answers = score(_generating(base), tokenizer, batches, prompts, **options)
+    progress("Evaluating: fine-tuned model…")
+    tuned_metrics, tuned_answers = score(_generating(tuned), tokenizer, batches, prompts, **options)
+    return {
+        "metrics": {"base": base_metrics, "finetuned": tuned_metrics},
+        "samples": [{"prompt": p.messages, "reference": p.reference, "base": b, "finetuned": t}
+                    for p, b, t in zip(prompts, base_answers, tuned_answers)],
+        "details": {"split": split, "samples": len(prompts), "max_new_tokens": max_new_tokens, "goal": goal,
+                    "loss_examples": sum(int(b["input_ids"].shape[0]) for b in batches)},
+    }
+
+
+def summary(metrics: dict[str, dict[str, float]]) -> str:
+    """The outcome in one line, base → fine-tuned: ROUGE-L 0.31 → 0.52, eval loss 2.100 → 1.200."""
+    base, tuned = metrics["base"], metrics["finetuned"]
+    parts = [f"ROUGE-L {base['rougeL']:.2f} → {tuned['rougeL']:.2f}"]
+    if "accuracy" in base:
+        parts.insert(0, f"accuracy {base['accuracy']:.0%} → {tuned['accuracy']:.0%}")
+    if "eval_loss" in base:
+        parts.append(f"eval loss {base['eval_loss']:.3f} → {tuned['eval_loss']:.3f}")
+    return ", ".join(parts)
+
+
+# -- the evaluation row ------------------------------------------------------------------------
+
+def worker_name() -> str:
+    from celery import current_task
+
+    request = getattr(current_task, "request", None)
+    return getattr(request, "hostname", None) or f"local@{socket.gethostname()}"
+
+
+def _event(job_id: int, message: str, **data: Any) -> None:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        jobs_service.add_event(s, job, "evaluation", message, data=data or None)
+
+
+def open_after_run(job_id: int, worker: str) -> int | None:
+    """A pending automatic evaluation for a job that just succeeded (None if it did not)."""
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != JobStatus.succeeded:
+            return None
+        row = Evaluation(team_id=job.team_id, job_id=job.id, kind=service.AUTOMATIC, status="pending",
+                         details={"source": "after_run", "worker": worker, "worker_pid": os.getpid()})
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def _start(evaluation_id: int, worker: str) -> dict[str, Any] | None:
+    """pending -> running, compare-and-set; what the evaluation needs to know about its job."""
+    with session_scope() as s:
+        row = repo.get_for_update(s, evaluation_id)
+        if row is None or row.status != "pending":
+            return None
+        job = s.get(Job, row.job_id)
+        row.status = "running"
+        row.details = {**(row.details or {}), "worker": worker, "worker_pid": os.getpid()}
+        return {"job_id": job.id, "team_id": job.team_id, "config": dict(job.config), "goal": job.goal,
+                "dataset_id": job.dataset_id, "eval_dataset_id": job.eval_dataset_id}
+
+
+def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> None:
+    with session_scope() as s:
+        row = repo.get_for_update(s, evaluation_id)
+        if row is None or row.status != "running":
+            return
+        row.status, row.finished_at = "succeeded", utcnow()
+        row.metrics, row.samples = outcome["metrics"], outcome["samples"]
+        row.details = {**(row.details or {}), **outcome["details"], "seconds": round(seconds, 1)}
+        job = s.get(Job, row.job_id)
+        jobs_service.add_event(s, job, "evaluation", f"Evaluation done: {summary(outcome['metrics'])}.",
+                               data={"evaluation_id": row.id, "status": "succeeded"})
+        judge.enqueue_if_configured(s, job, get_settings())  # the LLM judge scores these answers next
+
+
+def _fail(evaluation_id: int, exc: BaseException) -> None:
+    message = f"{type(exc).__name__}: {exc}"[:500]
+    with session_scope() as s:
+        row = repo.get_for_update(s, evaluation_id)
+        if row is not None and row.status in repo.UNFINISHED:
+            service.mark_failed(s, row, f"{message}. The fine-tuned model is not affected; re-run the evaluation "
+                                        "from the run page.")
+
+
+def _run(evaluation_id: int, work: Callable[[dict[str, Any], Callable[[str], None]], dict[str, Any]]) -> bool:
+    """Runs `work(job, progress)` for a pending evaluation and records the outcome; never raises."""
+    worker = worker_name()
+    job = _start(evaluation_id, worker)
+    if job is None:
+        return False
+    started = time.monotonic()
+    try:
+        outcome = work(job, lambda message: _event(job["job_id"], message, evaluation_id=evaluation_id))
+    except Exception as exc:
+        log.exception("evaluation %s of job %s failed", evaluation_id, job["job_id"])
+        _fail(evaluation_id, exc)
+        return False
+    _succeed(evaluation_id, outcome, time.monotonic() - started)
+    return True
+
+
+def _split(train_records: list[dict], eval_records: list[dict]) -> tuple[list[dict], str]:
+    return (eval_records, "eval") if eval_records else (train_records, "train")
+
+
+def evaluate_after_run(job_id: int, result, train_records: list[dict], eval_records: list[dict]) -> bool:  # noqa: ANN001
+    """Evaluates the run that just succeeded with its trained model still in memory."""
+    settings = get_settings()
+    evaluation_id = open_after_run(job_id, worker_name())
+    if evaluation_id is None:
+        return False
+
+    def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+        from worker.training.config import TrainingConfig
+        from worker.training.modeling import load_tokenizer
+
+        config = TrainingConfig.model_validate(job["config"])
+        tokenizer = load_tokenizer(config.base_model)
+        base = None if config.uses_adapter else load_plain(config, config.base_model)
+        records, split = _split(train_records, eval_records)
+        try:
+            return evaluate_pair(result.model, tokenizer, records, split=split, max_length=config.max_length,
+                                 samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
+                                 goal=job["goal"], base=base, progress=progress)
+        finally:
+            del base
+            _free_memory()
+
+    return _run(evaluation_id, work)
+
+
+def evaluate_again(evaluation_id: int) -> bool:
+    """A queued evaluation (re-run): loads the base model and the run's outputs from the store."""
+    settings = get_settings()
+    store = ArtifactStore(settings.artifact_dir)
+
+    def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+        from worker.training.config import TrainingConfig
+        from worker.training.modeling import load_tokenizer
+
+        config = TrainingConfig.model_validate(job["config"])
+        train_records, eval_records, outputs = _stored_inputs(store, job)
+        if not outputs:
+            raise ValueError("This run has no saved adapter or model to evaluate.")
+        tokenizer = load_tokenizer(config.base_model)
+        models = _saved_models(config, store, outputs)
+        records, split = _split(train_records, eval_records)
+        try:
+            return evaluate_pair(models[0], tokenizer, records, split=split, max_length=config.max_length,
+                                 samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
+                                 goal=job["goal"], base=models[1], progress=progress)
+        finally:
+            models.clear()
+            _free_memory()
+
+    return _run(evaluation_id, work)
+
+
+def _saved_models(config, store: ArtifactStore, outputs: dict[str, str]) -> list:  # noqa: ANN001
+    """[fine-tuned, base]: the adapter on the base (base None: disable the adapter), or the full model and the base."""
+    base = load_plain(config, config.base_model)
+    if "adapter" in outputs:
+        from peft import PeftModel
+
+        return [PeftModel.from_pretrained(base, str(store.path(outputs["adapter"]))).eval(), None]
+    return [load_plain(config, str(store.path(outputs["model"]))), base]
+
+
+def _records(store: ArtifactStore, key: str | None) -> list[dict]:
+    if not key:
+        return []
+    with store.open(key) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _stored_inputs(store: ArtifactStore, job: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """The run's training and eval records (as the training task read them) and its saved outputs."""
+    with session_scope() as s:
+        dataset = s.get(Dataset, job["dataset_id"])
+        eval_key = dataset.normalized_eval_path
+        if job["eval_dataset_id"] and job["eval_dataset_id"] != dataset.eval_dataset_id:  # OpenAI validation_file
+            eval_key = s.get(Dataset, job["eval_dataset_id"]).normalized_path
+        train_key = dataset.normalized_path
+        outputs = {a.kind: a.path for a in jobs_repo.artifacts(s, team_id=job["team_id"], job_id=job["job_id"])
+                   if a.kind in ("adapter", "model")}
+    return _records(store, train_key), _records(store, eval_key), outputs
+
+
+def load_plain(config, path: str):  # noqa: ANN001, ANN201
+    """A model for evaluation on the training device, in the run's precision (4-bit for QLoRA)."""
+    from worker.training.modeling import _load_base, detect_device, resolve_precision
+
+    device = detect_device()
+    model = _load_base(config.model_copy(update={"base_model": path}), device,
+                       resolve_precision(config.precision, device))
+    return model.eval()
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fail_interrupted(this_worker: str | None = None) -> int:
+    """Marks failed the evaluations that a lost or restarted worker left unfinished."""
+    with session_scope() as s:
+        return service.fail_interrupted(s, alive=service.alive_workers(s), this_worker=this_worker)
