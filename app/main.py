@@ -14,6 +14,8 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import queue, web  # noqa: F401  (queue: registers the after-commit hook)
+from app.ab.pages import pages as ab_pages
+from app.ab.routes import api as ab_api
 from app.api import openapi as api_docs
 from app.api.limits import BodyLimitMiddleware
 from app.api.openai.routes import router as openai_api
@@ -25,6 +27,8 @@ from app.datasets.routes import api as datasets_api
 from app.datasets.routes import pages as datasets_pages
 from app.deps import csrf_protect
 from app.errors import StudioError
+from app.evaluations.routes import api as evaluations_api
+from app.evaluations.routes import pages as evaluations_pages
 from app.health import router as health_router
 from app.home import router as home_router
 from app.jobs.pages import pages as jobs_pages
@@ -32,6 +36,8 @@ from app.jobs.routes import api as jobs_api
 from app.models_registry.routes import api as models_api
 from app.middleware import StudioMiddleware
 from app.storage import ArtifactStore
+from app.sweeps.routes import api as sweeps_api
+from app.sweeps.routes import pages as sweeps_pages
 from app.teams.routes import api as team_api
 from app.teams.routes import pages as team_pages
 
@@ -118,10 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes)
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
     for router in (health_router, auth_router, home_router, team_pages, team_api, jobs_api, models_api,
-                   datasets_pages, datasets_api, openai_api, compare_pages, jobs_pages):
+                   datasets_pages, datasets_api, openai_api, compare_pages, jobs_pages,
+                   evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages):
         app.include_router(router)
     api_docs.install(app)
-    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
+    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
         if item not in web.NAV_ITEMS:
             web.NAV_ITEMS.append(item)
     install_error_handlers(app)

@@ -7,6 +7,13 @@
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims jobs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
+- An A/B comparison still waiting for its answers after `requeue_after_s` while a training worker
+  sat idle lost its message: its generation is enqueued again (the task skips a comparison that
+  has moved on, so an extra message is harmless).
+- An automatic evaluation whose worker is gone (or restarted) is marked failed, so none stays
+  "running" for ever; the run page offers to run it again.
+- A running sweep is advanced: a run that ended without the worker's hook (cancelled from the web,
+  given up above) frees its slot, and a sweep whose runs have all ended picks its best.
 
 Every worker runs it in a thread (started with the heartbeat); the updates are compare-and-set,
 so several reconcilers never double a transition.
@@ -26,7 +33,10 @@ from app.db import session_scope
 from app.health import alive_workers
 from app.jobs import repository as repo
 from app.jobs import service
-from app.models import Dataset, DatasetStatus, Job, JobStatus, utcnow
+from app.ab import service as ab
+from app.models import Comparison, Dataset, DatasetStatus, Job, JobStatus, utcnow
+from app.sweeps import service as sweeps
+from worker import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +95,17 @@ def _resend_validations(s, settings: Settings, now) -> int:  # noqa: ANN001
     return len(stuck)
 
 
+def _resend_comparisons(s, settings: Settings, now) -> int:  # noqa: ANN001
+    if not _idle_train_workers(s, now):
+        return 0
+    stuck = list(s.scalars(select(Comparison).where(
+        Comparison.status == ab.PENDING,
+        Comparison.created_at < now - timedelta(seconds=settings.requeue_after_s))))
+    for comparison in stuck:
+        queue.enqueue(s, ab.GENERATE_TASK, comparison.id, queue=ab.GENERATE_QUEUE)
+    return len(stuck)
+
+
 def reconcile(settings: Settings | None = None) -> dict[str, int]:
     settings = settings or get_settings()
     now = utcnow()
@@ -93,10 +114,14 @@ def reconcile(settings: Settings | None = None) -> dict[str, int]:
     with session_scope(settings) as s:
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
-    if requeued or resent or validations:
-        log.warning("reconciler: %d lost jobs requeued, %d tickets re-sent, %d validations re-sent",
-                    requeued, resent, validations)
-    return {"requeued": requeued, "resent": resent, "validations": validations}
+        comparisons = _resend_comparisons(s, settings, now)
+    interrupted = evaluation.fail_interrupted()
+    advanced = sweeps.advance_all(settings)
+    if requeued or resent or validations or comparisons:
+        log.warning("reconciler: %d lost jobs requeued, %d tickets re-sent, %d validations re-sent, "
+                    "%d comparisons re-sent", requeued, resent, validations, comparisons)
+    return {"requeued": requeued, "resent": resent, "validations": validations, "comparisons": comparisons,
+            "evaluations": interrupted, "sweeps": advanced}
 
 
 _stop = threading.Event()

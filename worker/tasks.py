@@ -6,8 +6,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 import worker.heartbeat  # noqa: F401  (connects the heartbeat signals in every worker)
+import worker.ab_tasks  # noqa: F401  (studio.ab_generate)
 import worker.dataset_tasks  # noqa: F401
 import worker.job_tasks  # noqa: F401  (studio.train)
+import worker.judge_tasks  # noqa: F401  (studio.judge)
 from app.db import session_scope
 from app.models import Worker
 from worker.celery_app import celery_app

@@ -27,6 +27,8 @@ OWN_TEAM_ROUTES = {
     "GET /runs", "/runs/new", "/runs/recent", "/runs/compare",  # POST /runs with B's ids must be refused
     "/runs/help/fine-tune-or-retrieval",
     "GET /v1/files", "POST /v1/files", "GET /v1/fine_tuning/jobs", "GET /v1/models",  # A's own only
+    "GET /ab", "/ab/new", "GET /api/v1/ab/comparisons",  # A's own; POST with B's models must be refused
+    "GET /sweeps", "/sweeps/new", "/sweeps/preview", "GET /api/v1/sweeps",  # POST with B's dataset must be refused
 }
 
 
@@ -45,7 +47,46 @@ def _team_b(db):
     ids["dataset_id"] = _dataset_of(db, b.team_id)
     ids.update(_job_of(db, b.team_id, ids["dataset_id"]))
     ids.update(_openai_ids(db, b.team_id, ids))
+    ids.update(_sweep_of(db, b.team_id, ids))
+    ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
     return b, ids
+
+
+def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
+    """Team B's open A/B comparison with one pair and a vote of B's member."""
+    from app.models import Comparison, ComparisonPair, Vote
+
+    comparison = Comparison(team_id=team_id, name=f"{MARK} comparison", status="open",
+                            model_a={"kind": "base", "id": ids["model_id"]}, model_b={"kind": "job", "id": ids["job_id"]},
+                            prompt_source={"kind": "custom", "count": 1, "seed": 1})
+    db.add(comparison)
+    db.flush()
+    pair = ComparisonPair(comparison_id=comparison.id, position=0, prompt=MARK, answer_a=MARK, answer_b=MARK)
+    db.add(pair)
+    db.flush()
+    db.add(Vote(pair_id=pair.id, user_id=member_id, choice="a"))
+    db.commit()
+    return {"comparison_id": comparison.id, "pair_id": pair.id}
+
+
+def _sweep_of(db, team_id: int, ids: dict) -> dict:
+    """Team B's finished sweep with one succeeded child, its best run."""
+    from app.models import Job, JobStatus, Sweep
+    from app.sweeps.repository import child_key
+
+    sweep = Sweep(team_id=team_id, name=f"{MARK} sweep", base_config={"preset": "auto"}, search_space={"lora_r": [8]},
+                  status="running", dataset_id=ids["dataset_id"], base_model_id=ids["model_id"])
+    db.add(sweep)
+    db.flush()
+    child = Job(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
+                name=f"{MARK} child", config={"base_model": "/nonexistent/b-model", "lora_r": 8},
+                status=JobStatus.succeeded, sweep_id=sweep.id, sweep_params={"lora_r": 8},
+                idempotency_key=child_key(sweep.id, 0), result={"metrics": {"eval_loss": 1.0}})
+    db.add(child)
+    db.flush()
+    sweep.status, sweep.best_job_id = "succeeded", child.id
+    db.commit()
+    return {"sweep_id": sweep.id}
 
 
 def _openai_ids(db, team_id: int, ids: dict) -> dict:
@@ -66,7 +107,7 @@ def _openai_ids(db, team_id: int, ids: dict) -> dict:
 
 def _job_of(db, team_id: int, dataset_id: int) -> dict:
     """Team B's private base model, a job on it, an event, a metric, a checkpoint, an artifact."""
-    from app.models import Artifact, BaseModel, Checkpoint, Job, JobEvent, Metric
+    from app.models import Artifact, BaseModel, Checkpoint, Evaluation, Job, JobEvent, Metric
 
     model = BaseModel(team_id=team_id, slug="b-model", display_name=f"{MARK} model", source="local",
                       path="/nonexistent/b-model", parameter_count=1000)
@@ -77,7 +118,9 @@ def _job_of(db, team_id: int, dataset_id: int) -> dict:
     db.add(job)
     db.flush()
     db.add_all([JobEvent(job_id=job.id, kind="status", message=MARK), Metric(job_id=job.id, step=1, name="loss", value=1.0),
-                Checkpoint(job_id=job.id, step=1, path=f"teams/{team_id}/jobs/{job.id}/run/checkpoints/checkpoint-1")])
+                Checkpoint(job_id=job.id, step=1, path=f"teams/{team_id}/jobs/{job.id}/run/checkpoints/checkpoint-1"),
+                Evaluation(team_id=team_id, job_id=job.id, status="succeeded", samples=[{"prompt": MARK}],
+                           metrics={"base": {"rougeL": 0.1}, "finetuned": {"rougeL": 0.2}})])
     artifact = Artifact(team_id=team_id, job_id=job.id, kind="log", path=f"teams/{team_id}/jobs/{job.id}/run/training.log")
     db.add(artifact)
     db.commit()
@@ -122,9 +165,18 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/api/v1/jobs/estimate": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
              "/api/v1/datasets/{dataset_id}/mapping": {"prompt": "q", "completion": "a"},
              "/v1/fine_tuning/jobs": {"model": "b-model", "training_file": f"file-{ids['dataset_id']}"},
-             "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]}}
+             "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]},
+             "/api/v1/ab/comparisons": {"model_a": {"kind": "base", "id": ids["base_model_id"]},
+                                        "model_b": {"kind": "job", "id": ids["job_id"]}, "prompts": ["hi"]},
+             "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"}}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
+    forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"job:{ids['job_id']}",
+                    "source": "custom", "prompts": "hi"}
+    forms["/ab/{comparison_id}/pairs/{pair_id}/vote"] = {"choice": "left"}
     forms["/runs"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "hp_max_steps": "1"}
+    jsons["/api/v1/sweeps"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"],
+                               "search_space": {"lora_r": [8]}}
+    forms["/sweeps"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "sp_lora_r": "8"}
     if path == "/v1/files" and method == "POST":
         chat = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}'
         return {"files": {"file": ("a.jsonl", chat + b"\n")}, "data": {"purpose": "fine-tune"}}

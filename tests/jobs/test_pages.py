@@ -71,7 +71,7 @@ def test_new_run_goal_changes_the_guidance_and_htmx_gets_the_fragment(browser, d
 
 
 def test_invalid_advanced_setting_is_explained(browser, dataset, model):
-    r = browser.get(f"/runs/new?hp_learning_rate=5&hp_lora_r=0")
+    r = browser.get("/runs/new?hp_learning_rate=5&hp_lora_r=0")
     assert r.status_code == 200
     assert "These settings are not valid" in r.text and "lora_r" in r.text
     assert "<details class=\"advanced\" open>" in r.text
@@ -290,3 +290,19 @@ def test_try_it_says_when_the_inference_process_is_down(browser, db, team, datas
     db.commit()
     r = browser.post(f"/runs/{job.id}/try", data={"prompt": "Bonjour"}, headers={"HX-Request": "true"})
     assert "not reachable" in r.text and "studio inference" in r.text
+
+
+def test_a_finished_run_offers_a_blind_test_and_shows_its_sweep_and_promotion(browser, db, team, dataset, model):
+    from app.models import Sweep
+
+    sweep = Sweep(team_id=team[0].team_id, name="lr sweep", base_config={}, search_space={"learning_rate": [1e-4]})
+    db.add(sweep)
+    db.commit()
+    job = make_job(db, team[0].team_id, dataset, model, status=JobStatus.succeeded, finished_at=utcnow(),
+                   promoted_at=utcnow(), sweep_id=sweep.id, sweep_params={"learning_rate": 1e-4})
+    text = browser.get(f"/runs/{job.id}").text
+    assert f'href="/ab/new?job_id={job.id}"' in text
+    assert f'href="/sweeps/{sweep.id}"' in text and "learning_rate=0.0001" in text and ">Promoted<" in text
+    plain = make_job(db, team[0].team_id, dataset, model, status=JobStatus.running)
+    text = browser.get(f"/runs/{plain.id}").text
+    assert "/ab/new" not in text and "/sweeps/" not in text.replace('href="/sweeps"', "") and ">Promoted<" not in text
