@@ -112,6 +112,17 @@ def _submit_and_wait(service, settings, account, dataset, model, steps: int) -> 
                 break
     if job.status != JobStatus.succeeded:
         raise SystemExit(f"the studio run ended {job.status.value}")
+    # The worker evaluates the run after marking it succeeded (not part of the run's time): wait
+    # for that, so the next job starts on an idle worker as the engine-alone run does.
+    from app.models import Evaluation
+
+    while True:
+        with session_scope() as s:
+            busy = s.query(Evaluation).filter(Evaluation.job_id == job_id,
+                                              Evaluation.status.in_(("pending", "running"))).count()
+        if not busy:
+            break
+        time.sleep(0.5)
     # The row's own clocks: created at submit (web), started at claim and finished at the outcome (worker).
     return ((job.finished_at - job.created_at).total_seconds(), (job.started_at - job.created_at).total_seconds(),
             job.result["metrics"]["train_runtime_s"])
