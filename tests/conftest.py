@@ -166,3 +166,13 @@ def redis_url():
     r.flushdb()
     yield REDIS_URL
     r.flushdb()
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, list, str]]:
+    """Messages that would go to the broker (app.queue sends them only after a commit)."""
+    from app import queue
+
+    messages: list[tuple[str, list, str]] = []
+    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
+    return messages

@@ -15,7 +15,7 @@ from app.health import live_workers
 from app.jobs import configure
 from app.datasets import repository as datasets_repo
 from app.jobs import repository as repo
-from app.models import DatasetStatus, Job, JobEvent, JobStatus, ModelStatus, utcnow
+from app.models import BaseModel, Dataset, DatasetStatus, Job, JobEvent, JobStatus, ModelStatus, utcnow
 from app.models_registry import repository as models_repo
 
 TRAIN_TASK = "studio.train"
@@ -66,6 +66,23 @@ def check_team_limit(session: Session, *, team_id: int, settings: Settings) -> N
                           param="team", details={"active_jobs": active, "limit": limit})
 
 
+def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id: int) -> tuple[Dataset, BaseModel]:
+    """The team's validated dataset and a ready base model it may use, or a clear refusal."""
+    dataset = datasets_repo.get(session, team_id=team_id, dataset_id=dataset_id)
+    if dataset is None:
+        raise NotFound("No such dataset.", param="dataset_id")
+    if dataset.status != DatasetStatus.valid:
+        raise InvalidInput(f"The dataset '{dataset.name}' is {dataset.status.value}: only a validated dataset "
+                           "can be trained on.", param="dataset_id")
+    model = models_repo.get_visible(session, team_id=team_id, model_id=base_model_id)
+    if model is None or not model.is_enabled:
+        raise NotFound("No such base model.", param="base_model_id")
+    if model.status != ModelStatus.ready:
+        raise InvalidInput(f"The model '{model.display_name}' is not ready ({model.status.value}).",
+                           param="base_model_id")
+    return dataset, model
+
+
 def submit(session: Session, *, sub: Submission, settings: Settings, session_factory) -> tuple[Job, bool]:  # noqa: ANN001
     """Checks everything, then queues. Returns (job, created); an idempotency key that was
     already used returns the first job instead of a second one."""
@@ -73,18 +90,8 @@ def submit(session: Session, *, sub: Submission, settings: Settings, session_fac
         existing = repo.by_idempotency_key(session, team_id=sub.team_id, key=sub.idempotency_key)
         if existing is not None:
             return existing, False
-    dataset = datasets_repo.get(session, team_id=sub.team_id, dataset_id=sub.dataset_id)
-    if dataset is None:
-        raise NotFound("No such dataset.", param="dataset_id")
-    if dataset.status != DatasetStatus.valid:
-        raise InvalidInput(f"The dataset '{dataset.name}' is {dataset.status.value}: only a validated dataset "
-                           "can be trained on.", param="dataset_id")
-    model = models_repo.get_visible(session, team_id=sub.team_id, model_id=sub.base_model_id)
-    if model is None or not model.is_enabled:
-        raise NotFound("No such base model.", param="base_model_id")
-    if model.status != ModelStatus.ready:
-        raise InvalidInput(f"The model '{model.display_name}' is not ready ({model.status.value}).",
-                           param="base_model_id")
+    dataset, model = trainable(session, team_id=sub.team_id, dataset_id=sub.dataset_id,
+                               base_model_id=sub.base_model_id)
     device = configure.training_device(live_workers(session_factory))
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
                           overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s)

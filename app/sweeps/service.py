@@ -18,14 +18,12 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
-from app.datasets import repository as datasets_repo
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited, StudioError
 from app.health import live_workers
 from app.jobs import configure
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs_service
-from app.models import BaseModel, Dataset, DatasetStatus, Job, JobStatus, ModelStatus, Sweep, utcnow
-from app.models_registry import repository as models_repo
+from app.models import BaseModel, Dataset, Job, JobStatus, Sweep, utcnow
 from app.sweeps import grid
 from app.sweeps import repository as repo
 
@@ -94,18 +92,8 @@ def _plan_points(session: Session, req: SweepRequest, space: dict, fixed: dict,
                  session_factory) -> tuple[Dataset, BaseModel, configure.Plan]:  # noqa: ANN001
     """Plans the base and every point as submit will, so an invalid or oversized combination is
     refused before anything is queued."""
-    dataset = datasets_repo.get(session, team_id=req.team_id, dataset_id=req.dataset_id)
-    if dataset is None:
-        raise NotFound("No such dataset.", param="dataset_id")
-    if dataset.status != DatasetStatus.valid:
-        raise InvalidInput(f"The dataset '{dataset.name}' is {dataset.status.value}: only a validated dataset "
-                           "can be trained on.", param="dataset_id")
-    model = models_repo.get_visible(session, team_id=req.team_id, model_id=req.base_model_id)
-    if model is None or not model.is_enabled:
-        raise NotFound("No such base model.", param="base_model_id")
-    if model.status != ModelStatus.ready:
-        raise InvalidInput(f"The model '{model.display_name}' is not ready ({model.status.value}).",
-                           param="base_model_id")
+    dataset, model = jobs_service.trainable(session, team_id=req.team_id, dataset_id=req.dataset_id,
+                                            base_model_id=req.base_model_id)
     device = configure.training_device(live_workers(session_factory))
     base = configure.plan(dataset=dataset, model=model, device=device, preset=req.preset, overrides=fixed)
     for point in grid.expand(space):

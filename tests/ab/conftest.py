@@ -8,20 +8,11 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
-from app import queue
 from app.ab import service
 from app.models import Artifact, JobStatus, Membership, Role
 from app.storage import ArtifactStore
 from tests.factories import Account, log_in, make_account
 from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages that would go to the broker (sent only after commit)."""
-    messages: list[tuple[str, list, str]] = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
 
 
 @pytest.fixture

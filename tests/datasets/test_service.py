@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 
-from app import queue
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.guidance import Goal
@@ -25,13 +24,6 @@ CHAT = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", 
 @pytest.fixture
 def store(settings) -> ArtifactStore:
     return ArtifactStore(settings.artifact_dir)
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list:
-    messages = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
 
 
 def put(store: ArtifactStore, team_id: int, data: bytes = CHAT, filename: str = "set.jsonl",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app import queue
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.report import ColumnMapping
@@ -31,13 +30,6 @@ def tokenizer_dir(tmp_path_factory):
 @pytest.fixture
 def store(settings) -> ArtifactStore:
     return ArtifactStore(settings.artifact_dir)
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list:
-    messages = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
 
 
 @pytest.fixture

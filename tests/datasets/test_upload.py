@@ -176,15 +176,6 @@ def _stored(settings) -> list[Path]:
     return files_in(Path(settings.artifact_dir) / "teams") if (Path(settings.artifact_dir) / "teams").exists() else []
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    from app import queue
-
-    messages = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
-
-
 def test_streamed_and_form_parsed_uploads_store_the_same_bytes(client, db, settings, sent):
     token = log_in(client, make_account(db))
     data = b'{"prompt": "a", "completion": "b"}\n' * 5000

@@ -12,7 +12,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app import queue
 from app.db import session_factory
 from app.errors import Conflict, InvalidInput
 from app.evaluations import judge
@@ -99,13 +98,6 @@ class JudgeServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(5)
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    messages: list[tuple[str, list, str]] = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
 
 
 @pytest.fixture

@@ -2,18 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from app import queue
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
 from tests.jobs.factories import make_dataset, register_model, write_model_dir
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Messages that would go to the broker (sent only after commit)."""
-    messages: list[tuple[str, list, str]] = []
-    monkeypatch.setattr(queue, "send", lambda task, args, queue: messages.append((task, args, queue)))
-    return messages
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from app.db import session_factory
 from app.models import Job, JobStatus, utcnow
 from app.sweeps import service
-from tests.jobs.conftest import dataset, model, sent, store, team  # noqa: F401  (shared fixtures)
+from tests.jobs.conftest import dataset, model, store, team  # noqa: F401  (shared fixtures)
 
 SPACE = {"learning_rate": [1e-4, 3e-4], "lora_r": [8, 16]}
 

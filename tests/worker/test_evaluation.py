@@ -13,7 +13,6 @@ from app.evaluations import service
 from app.models import Artifact, Evaluation, Job, JobEvent, JobStatus, Worker, utcnow
 from app.storage import ArtifactStore
 from tests.factories import make_account
-from tests.jobs.conftest import sent  # noqa: F401  (messages that would go to the broker)
 from tests.jobs.factories import chat, make_dataset, make_job, register_model
 from tests.worker.training.factories import tiny_config
 from worker import evaluation
