@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
-from worker.training import export
+from worker.training import allocator, export
 from worker.training.callbacks import CHECKPOINT_METADATA, ReporterCallback, TokenCounter
 from worker.training.config import TrainingConfig
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
@@ -113,6 +113,7 @@ def run(
     config.save(output_dir)
 
     # setup
+    allocator.tune()  # a fresh worker would otherwise page-fault its activations in every step
     device = detect_device()
     precision = resolve_precision(config.precision, device)
     reporter.on_log(f"Device {device.name} ({device.kind}), precision {precision}, method {config.method}.")
