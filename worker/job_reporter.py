@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from app.config import get_settings
 from app.db import session_scope
 from app.jobs import repository as repo
 from app.jobs import service
@@ -108,7 +109,9 @@ class DatabaseReporter:
                 job.current_step, job.total_steps, job.eta_s = progress
 
     def _heartbeat(self) -> None:
-        while not self._closing.wait(HEARTBEAT_EVERY_S):
+        # Several beats fit in the timeout, so that one slow write never looks like a lost worker.
+        every = min(HEARTBEAT_EVERY_S, get_settings().heartbeat_timeout_s / 4)
+        while not self._closing.wait(every):
             try:
                 with session_scope() as s:
                     if not repo.renew_lease(s, job_id=self.job_id, lease_token=self.lease, now=utcnow()):

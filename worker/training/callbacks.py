@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from worker.training import checkpoints
 from worker.training.evaluate import perplexity
-
-CHECKPOINT_METADATA = "studio_checkpoint.json"
 
 
 class TokenCounter:
@@ -22,13 +20,11 @@ class TokenCounter:
         self.tokens = 0  # real tokens
         self.slots = 0  # positions computed, padding included
 
-
 def peak_memory_mb() -> float:
     """Peak accelerator memory allocated (CUDA) or peak resident memory of the process (CPU)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return process_peak_rss_mb()
-
 
 def process_peak_rss_mb() -> float:
     try:
@@ -41,10 +37,10 @@ def process_peak_rss_mb() -> float:
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-
 class ReporterCallback(TrainerCallback):
-    def __init__(self, reporter, counter: TokenCounter, run_metadata: dict):
+    def __init__(self, reporter, counter: TokenCounter, run_metadata: dict, keep_checkpoints: int | None = None):
         self.reporter = reporter
+        self.keep_checkpoints = keep_checkpoints
         self.counter = counter
         self.run_metadata = run_metadata
         self.stopped = False
@@ -103,6 +99,11 @@ class ReporterCallback(TrainerCallback):
             "metrics": {k: v for k, v in self.last_metrics.items()},
             "saved_at": time.time(),
         }
-        if path.is_dir():
-            (path / CHECKPOINT_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        if not path.is_dir():
+            return
+        checkpoints.write_metadata(path, metadata)
         self.reporter.on_checkpoint(state.global_step, os.fspath(path), metadata)
+        deleted = checkpoints.rotate(path.parent, self.keep_checkpoints)
+        if deleted:
+            self.reporter.on_log(f"Deleted older checkpoints (steps {', '.join(map(str, deleted))}): "
+                                 f"{self.keep_checkpoints} kept.")

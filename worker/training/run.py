@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
-from worker.training import allocator, export
-from worker.training.callbacks import CHECKPOINT_METADATA, ReporterCallback, TokenCounter
+from worker.training import allocator, checkpoints, export
+from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.config import TrainingConfig
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
 from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens
@@ -128,12 +127,13 @@ def run(
         f"({parameters['trainable_percent']}%)."
     )
     counter = TokenCounter()
-    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model})
+    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model},
+                                keep_checkpoints=config.save_total_limit)
     trainer = _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device,
                              precision, callback, counter)
 
     # train
-    checkpoint = _resolve_resume(resume_from, output_dir / CHECKPOINTS)
+    checkpoint = _resolve_resume(resume_from, output_dir / CHECKPOINTS, reporter)
     if checkpoint:
         reporter.on_log(f"Resuming from {checkpoint}.")
     started = time.monotonic()
@@ -154,7 +154,7 @@ def run(
         metrics=metrics,
         data_report=report.as_dict(),
         parameters=parameters,
-        last_checkpoint=_latest_checkpoint(output_dir / CHECKPOINTS),
+        last_checkpoint=checkpoints.latest_complete(output_dir / CHECKPOINTS),
         model=trainer.model,
     )
     if callback.stopped:
@@ -234,7 +234,7 @@ def _training_arguments(config, checkpoint_dir, device, precision, examples, has
         eval_steps=config.eval_steps,
         save_strategy=config.save_strategy,
         save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
+        save_total_limit=None,  # the callback deletes old checkpoints, by step and crash-safely
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
@@ -243,39 +243,12 @@ def _training_arguments(config, checkpoint_dir, device, precision, examples, has
     )
 
 
-def _resolve_resume(resume_from, checkpoint_dir: Path) -> str | None:
+def _resolve_resume(resume_from, checkpoint_dir: Path, reporter: Reporter) -> str | None:
     if resume_from is True:
-        latest = _latest_checkpoint(checkpoint_dir)
-        _drop_unfinished_checkpoints(checkpoint_dir, after=latest)
-        return latest
+        for name in checkpoints.clean(checkpoint_dir):  # none is mistaken for a good one
+            reporter.on_log(f"Removed {name}: it was left incomplete by an interrupted worker.")
+        return checkpoints.latest_complete(checkpoint_dir)
     return str(resume_from) if resume_from else None
-
-
-def _step_of(path: Path) -> int:
-    return int(path.name.split("-")[-1])
-
-
-def _checkpoint_dirs(checkpoint_dir: Path) -> list[Path]:
-    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
-    return sorted(found, key=_step_of)
-
-
-def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest checkpoint that was written to the end.
-
-    The metadata file is written by the callback's on_save, after the Trainer has saved every file
-    of the checkpoint: a worker killed mid-save leaves a directory without it, which is not resumable.
-    """
-    complete = [p for p in _checkpoint_dirs(checkpoint_dir) if (p / CHECKPOINT_METADATA).is_file()]
-    return str(complete[-1]) if complete else None
-
-
-def _drop_unfinished_checkpoints(checkpoint_dir: Path, after: str | None) -> None:
-    """Delete half-written checkpoints newer than the one resumed from, so none is mistaken for a good one."""
-    floor = _step_of(Path(after)) if after else -1
-    for path in _checkpoint_dirs(checkpoint_dir):
-        if _step_of(path) > floor and not (path / CHECKPOINT_METADATA).is_file():
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _save_outputs(config, model, tokenizer, records, output_dir, result, precision, export_merged) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker.training.factories import records, tiny_config
+from worker.training import checkpoints
 from worker.training.reporter import RecordingReporter
 from worker.training.run import run
 
@@ -67,3 +68,43 @@ def test_a_half_written_checkpoint_is_skipped_and_removed(tiny_model_dir, tmp_pa
     assert any("Resuming from" in line and "checkpoint-4" in line for line in second.lines)
     assert resumed.status == "completed" and resumed.global_step == 12
     assert sorted(dict(second.series("loss"))) == list(range(5, 13))
+
+
+def test_a_checkpoint_missing_its_weights_is_not_resumed_from(tiny_model_dir, tmp_path):
+    """Its metadata is there but a file it lists is gone (a worker killed while deleting it, a disk
+    cleaned by hand): resume takes the newest whole checkpoint instead, and removes the torn one."""
+    stopped = run(config(tiny_model_dir), records(48), None, tmp_path, RecordingReporter(stop_after_step=5))
+    assert [p.name for p in checkpoints.directories(tmp_path / "checkpoints")] == ["checkpoint-2", "checkpoint-4",
+                                                                                  "checkpoint-5"]
+    assert Path(stopped.last_checkpoint).name == "checkpoint-5"
+    (tmp_path / "checkpoints" / "checkpoint-5" / "adapter_model.safetensors").unlink()
+    assert checkpoints.latest_complete(tmp_path / "checkpoints").endswith("checkpoint-4")
+
+    second = RecordingReporter()
+    resumed = run(config(tiny_model_dir), records(48), None, tmp_path, second, resume_from=True)
+
+    assert any("Removed checkpoint-5" in line for line in second.lines)
+    assert any("Resuming from" in line and "checkpoint-4" in line for line in second.lines)
+    assert resumed.status == "completed" and resumed.global_step == 12
+    assert sorted(dict(second.series("loss"))) == list(range(5, 13))
+
+
+def test_old_checkpoints_are_deleted_by_step_and_never_left_half_deleted(tiny_model_dir, tmp_path):
+    limited = config(tiny_model_dir).model_copy(update={"save_total_limit": 2})
+    reporter = RecordingReporter()
+    result = run(limited, records(48), None, tmp_path, reporter)
+    assert result.status == "completed"
+    kept = checkpoints.directories(tmp_path / "checkpoints")
+    assert [p.name for p in kept] == ["checkpoint-10", "checkpoint-12"]
+    assert all(checkpoints.is_complete(p) for p in kept)
+    assert [step for step, *_ in reporter.checkpoints] == [2, 4, 6, 8, 10, 12]
+    assert not list((tmp_path / "checkpoints").glob("deleting-*"))
+
+    # A worker killed halfway through deleting one leaves it under another name: never resumed from,
+    # and cleared at the next resume.
+    leftover = tmp_path / "checkpoints" / "deleting-checkpoint-8"
+    leftover.mkdir()
+    (leftover / checkpoints.METADATA).write_text("{}")
+    assert checkpoints.latest_complete(tmp_path / "checkpoints").endswith("checkpoint-12")
+    assert checkpoints.clean(tmp_path / "checkpoints") == ["deleting-checkpoint-8"]
+    assert not leftover.exists()
