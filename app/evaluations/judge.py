@@ -18,9 +18,8 @@ import re
 import time
 from dataclasses import dataclass
 from statistics import mean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +27,9 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput
 from app.models import Evaluation, Job, JobStatus, utcnow
+
+if TYPE_CHECKING:
+    import httpx
 
 JUDGE_TASK = "studio.judge"
 KIND = "llm_judge"
@@ -91,7 +93,11 @@ class JudgeClient:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(timeout=timeout_s)
+        if client is None:
+            import httpx  # on first use: the web starts without it
+
+            client = httpx.Client(timeout=timeout_s)
+        self.client = client
 
     def grade(self, prompt: str | list[dict[str, Any]], answer: str, reference: str | None) -> Verdict:
         parts = [f"USER PROMPT:\n{prompt_text(prompt)}"]
@@ -101,6 +107,8 @@ class JudgeClient:
         body = {"model": self.model, "temperature": 0, "max_tokens": 200,
                 "messages": [{"role": "system", "content": RUBRIC},
                              {"role": "user", "content": "\n\n".join(parts)}]}
+        import httpx
+
         try:
             response = self.client.post(self.url, json=body, headers=self.headers)
         except httpx.HTTPError as exc:

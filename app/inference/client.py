@@ -10,14 +10,22 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.errors import InvalidInput, StudioError, Unavailable
 
-TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=30.0)
+if TYPE_CHECKING:
+    import httpx
+
+
+def _client(settings: Settings) -> httpx.Client:
+    # httpx is imported on the first request, not at start: with it come rich and click (its
+    # command line), a fifth of the web's start-up time.
+    import httpx
+
+    timeout = httpx.Timeout(connect=5.0, read=600.0, write=30.0, pool=30.0)
+    return httpx.Client(base_url=settings.inference_url, timeout=timeout)
 
 
 def service_token(settings: Settings) -> str:
@@ -62,8 +70,10 @@ def _payload(target: Target, params: dict[str, Any], stream: bool) -> dict[str, 
 
 def generate(settings: Settings, target: Target, params: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {service_token(settings)}"}
+    import httpx
+
     try:
-        with httpx.Client(base_url=settings.inference_url, timeout=TIMEOUT) as client:
+        with _client(settings) as client:
             response = client.post("/generate", json=_payload(target, params, False), headers=headers)
     except httpx.TransportError:
         raise _unreachable(settings) from None
@@ -75,7 +85,9 @@ def open_stream(settings: Settings, target: Target, params: dict[str, Any]) -> I
     """Opens the stream first (so an unreachable server or a refusal is an ordinary error before
     any byte is sent), then yields the server's NDJSON items."""
     headers = {"Authorization": f"Bearer {service_token(settings)}"}
-    client = httpx.Client(base_url=settings.inference_url, timeout=TIMEOUT)
+    import httpx
+
+    client = _client(settings)
     try:
         request = client.build_request("POST", "/generate", json=_payload(target, params, True), headers=headers)
         response = client.send(request, stream=True)
