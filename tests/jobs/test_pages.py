@@ -306,3 +306,22 @@ def test_a_finished_run_offers_a_blind_test_and_shows_its_sweep_and_promotion(br
     plain = make_job(db, team[0].team_id, dataset, model, status=JobStatus.running)
     text = browser.get(f"/runs/{plain.id}").text
     assert "/ab/new" not in text and "/sweeps/" not in text.replace('href="/sweeps"', "") and ">Promoted<" not in text
+
+
+def test_compare_keeps_every_point_of_a_run_cancelled_early(browser, db, team, dataset, model):
+    """A run cancelled at step 5 of 5,000 beside a long one: its five training-loss points are drawn."""
+    import html
+    import json
+
+    long = _job(db, team, dataset, model, name="long", total_steps=1200, current_step=1200)
+    short = _job(db, team, dataset, model, status=JobStatus.cancelled, name="stopped early",
+                 total_steps=5000, current_step=5)
+    _points(db, long, "loss", [3.0 - i / 1000 for i in range(1200)])
+    _points(db, short, "loss", [3.0, 2.9, 2.8, 2.7, 2.6])
+    r = browser.get(f"/runs/compare?ids={long.id},{short.id}")
+    assert r.status_code == 200
+    charts = [json.loads(html.unescape(m)) for m in re.findall(r'data-chart="([^"]*)"', r.text)]
+    loss = next(c for c in charts if c["name"] == "loss")
+    lines = {line["key"]: line["points"] for line in loss["series"]}
+    assert [p[0] for p in lines[str(short.id)]] == [1, 2, 3, 4, 5]
+    assert 200 <= len(lines[str(long.id)]) <= 400 and lines[str(long.id)][-1][0] == 1200  # thinned, to the end
