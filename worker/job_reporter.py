@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from app.config import get_settings
 from app.db import session_scope
@@ -75,6 +75,12 @@ class DatabaseReporter:
                 service.add_event(s, s.get(Job, self.job_id), "checkpoint", f"Checkpoint saved at step {step}.",
                                   data={"step": step})
         self.on_log(f"checkpoint at step {step}")
+
+    def on_checkpoints_deleted(self, steps: list[int]) -> None:
+        """The run page and the APIs list the checkpoints that are on disk: deleted ones go."""
+        with session_scope() as s:
+            s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step.in_(steps)))
+        self.on_log(f"Deleted older checkpoints (steps {', '.join(map(str, steps))}); the newest are kept.")
 
     def should_stop(self) -> bool:
         if self._stop_requested or self.lease_lost:

@@ -109,3 +109,27 @@ def test_failures_are_explained_in_plain_words():
     assert kind == "dataset" and "every answer is masked" in message
     kind, message = job_tasks.classify_failure(KeyError("x"), 3)
     assert kind == "error" and "KeyError" in message and "log" in message
+
+
+def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, sent, tmp_path):
+    """The run page and the APIs list the checkpoints on disk: the worker's reporter drops the rows
+    of those the rotation deleted, and says so in the run's log."""
+    from app.models import Checkpoint
+    from worker.job_reporter import DatabaseReporter
+
+    ds = make_dataset(db, store, team[0].team_id)
+    job = make_job(db, team[0].team_id, ds, model)
+    job_id, lease = job_tasks.claim_next("w1@test")
+    assert job_id == job.id
+    for step in (2, 4, 6):
+        db.add(Checkpoint(job_id=job.id, step=step, path=f"teams/x/checkpoint-{step}", size_bytes=1))
+    db.commit()
+    log = tmp_path / "training.log"
+    reporter = DatabaseReporter(job_id=job.id, attempt=1, lease_token=lease, log_path=log, store_root=tmp_path)
+    try:
+        reporter.on_checkpoints_deleted([2, 4])
+    finally:
+        reporter.close()
+    db.expire_all()
+    assert [c.step for c in repo.checkpoints(db, job.id)] == [6]
+    assert "Deleted older checkpoints (steps 2, 4)" in log.read_text()

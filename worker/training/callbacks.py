@@ -105,5 +105,4 @@ class ReporterCallback(TrainerCallback):
         self.reporter.on_checkpoint(state.global_step, os.fspath(path), metadata)
         deleted = checkpoints.rotate(path.parent, self.keep_checkpoints)
         if deleted:
-            self.reporter.on_log(f"Deleted older checkpoints (steps {', '.join(map(str, deleted))}): "
-                                 f"{self.keep_checkpoints} kept.")
+            self.reporter.on_checkpoints_deleted(deleted)

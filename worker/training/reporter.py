@@ -20,6 +20,9 @@ class Reporter(Protocol):
     def on_checkpoint(self, step: int, path: str, metadata: dict[str, Any]) -> None:
         """A checkpoint that a run can resume from was written to `path`."""
 
+    def on_checkpoints_deleted(self, steps: list[int]) -> None:
+        """Older checkpoints at these steps were deleted (only `save_total_limit` are kept)."""
+
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
         """`step` of `total` optimizer steps done; estimated seconds left (None until known)."""
 
@@ -37,6 +40,9 @@ class NullReporter:
         pass
 
     def on_checkpoint(self, step: int, path: str, metadata: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoints_deleted(self, steps: list[int]) -> None:
         pass
 
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
@@ -65,6 +71,9 @@ class PrintReporter(NullReporter):
     def on_checkpoint(self, step: int, path: str, metadata: dict[str, Any]) -> None:
         self._print(f"checkpoint at step {step}: {path}")
 
+    def on_checkpoints_deleted(self, steps: list[int]) -> None:
+        self._print(f"deleted older checkpoints: steps {', '.join(map(str, steps))}")
+
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
         eta = f", about {eta_s:.0f}s left" if eta_s is not None else ""
         self._print(f"progress {step}/{total}{eta}")
@@ -79,6 +88,7 @@ class RecordingReporter(NullReporter):
     def __init__(self, stop_after_step: int | None = None):
         self.metrics: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[tuple[int, str, dict[str, Any]]] = []
+        self.deleted_checkpoints: list[int] = []
         self.progress: list[tuple[int, int, float | None]] = []
         self.lines: list[str] = []
         self.stop_after_step = stop_after_step
@@ -89,6 +99,9 @@ class RecordingReporter(NullReporter):
 
     def on_checkpoint(self, step: int, path: str, metadata: dict[str, Any]) -> None:
         self.checkpoints.append((step, path, metadata))
+
+    def on_checkpoints_deleted(self, steps: list[int]) -> None:
+        self.deleted_checkpoints += steps
 
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
         self.progress.append((step, total, eta_s))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ def run(
     config.save(output_dir)
 
     # setup
+    _quiet_libraries()
     allocator.tune()  # a fresh worker would otherwise page-fault its activations in every step
     device = detect_device()
     precision = resolve_precision(config.precision, device)
@@ -172,6 +174,15 @@ def run(
     reporter.on_log(f"Finished: {result.global_step} steps, outputs in {output_dir}.")
     _write_result(output_dir, result)
     return result
+
+
+def _quiet_libraries() -> None:
+    """The run's log is for people: no progress bars drawn into it, no library-internal deprecation
+    notices nobody running a job can act on (transformers calls its own deprecated property)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _prepare_data(config, tokenizer, train_records, eval_records, reporter):

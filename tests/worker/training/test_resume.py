@@ -98,6 +98,7 @@ def test_old_checkpoints_are_deleted_by_step_and_never_left_half_deleted(tiny_mo
     assert [p.name for p in kept] == ["checkpoint-10", "checkpoint-12"]
     assert all(checkpoints.is_complete(p) for p in kept)
     assert [step for step, *_ in reporter.checkpoints] == [2, 4, 6, 8, 10, 12]
+    assert reporter.deleted_checkpoints == [2, 4, 6, 8]  # each as soon as two newer ones were whole
     assert not list((tmp_path / "checkpoints").glob("deleting-*"))
 
     # A worker killed halfway through deleting one leaves it under another name: never resumed from,
