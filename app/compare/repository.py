@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ARRAY, Integer, and_, bindparam, func, literal, or_, select, union_all
+from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import BaseModel, Dataset, DatasetStatus, Job, Membership, Metric, User
@@ -62,19 +62,6 @@ def curve_rows(session: Session, job_ids: Sequence[int], names: Sequence[str], *
     if up_to_id is not None:
         stmt = stmt.where(Metric.id <= up_to_id)
     return list(session.execute(stmt).all())
-
-
-def last_logged_steps(session: Session, job_ids: Sequence[int], name: str) -> dict[int, int]:
-    """The last step at which each run logged `name` (runs that logged none are left out).
-
-    One max per run, so each is a single step down the (job, name, step) index, however long the run."""
-    if not job_ids:
-        return {}
-    arms = [select(literal(job_id).label("job_id"),
-                   select(func.max(Metric.step)).where(Metric.job_id == job_id, Metric.name == name)
-                   .scalar_subquery().label("step")) for job_id in job_ids]
-    rows = session.execute(union_all(*arms)).all()
-    return {job_id: step for job_id, step in rows if step is not None}
 
 
 def thinned_curve_rows(session: Session, last_steps: dict[int, int], names: Sequence[str],

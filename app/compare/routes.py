@@ -43,10 +43,9 @@ def compare_page(request: Request, db: SessionDep, p: CurrentUser) -> Response:
     missing = [i for i in ids if i not in {j.id for j in jobs}]
     if missing:
         raise NotFound(f"Your team has no run #{missing[0]}.")
-    # Thinned up to the last step each run really logged: a run cancelled at step 5 of 5,000
-    # keeps its five points.
-    logged = reads.last_logged_steps(db, [j.id for j in jobs], "loss")
-    last_steps = {j.id: logged.get(j.id, j.current_step or 0) for j in jobs}
+    # Thinned up to the step each run reached (its progress is written with its metrics), not the
+    # step it planned: a run cancelled at step 5 of 5,000 keeps its five points.
+    last_steps = {j.id: j.current_step or j.total_steps or 0 for j in jobs}
     series = views.series_by_name(reads.thinned_curve_rows(
         db, last_steps, views.CURVE_NAMES, dense=("loss", "learning_rate"), max_points=COMPARE_POINTS))
     rows = views.summaries(jobs, series)
