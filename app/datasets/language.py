@@ -45,18 +45,21 @@ _SCRIPTS = (
     ("he", re.compile(r"[\u0590-\u05ff]")),
     ("hi", re.compile(r"[\u0900-\u097f]")),
 )
+_ANY_SCRIPT = re.compile("|".join(pattern.pattern for _, pattern in _SCRIPTS))
 
 
 def guess_language(text: str) -> str:
     """ISO 639-1 code of the likely language of ``text``, or "unknown"."""
     text = text[:2000]
-    for code, pattern in _SCRIPTS:
-        if len(pattern.findall(text)) > len(text) // 10:
-            return code
+    # One pass says whether any of those scripts is there at all (most text has none of them).
+    if not text.isascii() and _ANY_SCRIPT.search(text):
+        for code, pattern in _SCRIPTS:
+            if len(pattern.findall(text)) > len(text) // 10:
+                return code
     scores: Counter[str] = Counter()
-    for word in _WORDS.findall(text.lower()):
+    for word, count in Counter(_WORDS.findall(text.lower())).items():
         for code in _WORD_LANGS.get(word, ()):
-            scores[code] += 1
+            scores[code] += count
     if not scores:
         return "unknown"
     (best, top), *rest = scores.most_common(2) + [("", 0)]
