@@ -20,11 +20,13 @@ class TokenCounter:
         self.tokens = 0  # real tokens
         self.slots = 0  # positions computed, padding included
 
+
 def peak_memory_mb() -> float:
     """Peak accelerator memory allocated (CUDA) or peak resident memory of the process (CPU)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return process_peak_rss_mb()
+
 
 def process_peak_rss_mb() -> float:
     try:
@@ -36,6 +38,7 @@ def process_peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 class ReporterCallback(TrainerCallback):
     def __init__(self, reporter, counter: TokenCounter, run_metadata: dict, keep_checkpoints: int | None = None):

@@ -2,9 +2,10 @@
 
 A checkpoint directory counts only when its metadata file lists every file the Trainer wrote,
 with its size, the weights and the trainer state among them, and every one of them is there at
-that size. The metadata is written last and
-atomically (after the Trainer's save), so a worker killed while saving leaves a directory without
-it. Old checkpoints are deleted by the studio, not by the Trainer, oldest step first: the
+that size. The metadata is written last and atomically (after the Trainer's save), so a worker
+killed while saving leaves a directory without it. A checkpoint sealed by an older studio (its
+metadata lists no files) counts when its weights and trainer state are there, so an upgrade in
+the middle of a run does not throw its progress away. Old checkpoints are deleted by the studio, not by the Trainer, oldest step first: the
 directory is renamed out of the `checkpoint-N` namespace before its files go, so a worker killed
 while deleting never leaves a half-deleted directory that looks resumable.
 """
@@ -47,8 +48,14 @@ def write_metadata(path: Path, metadata: dict[str, Any]) -> None:
 
 def is_complete(path: Path) -> bool:
     try:
-        files = json.loads((path / METADATA).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        metadata = json.loads((path / METADATA).read_text())
+        files = metadata.get("files") if isinstance(metadata, dict) else None
+    except (OSError, ValueError):
+        return False
+    if files is None and isinstance(metadata, dict) and "step" in metadata:  # sealed by an older studio
+        files = {name: (path / name).stat().st_size for name in (TRAINER_STATE, *WEIGHTS)
+                 if (path / name).is_file()}
+    if not isinstance(files, dict):
         return False
     if TRAINER_STATE not in files or not any(name in files for name in WEIGHTS):
         return False  # sealed while the Trainer's files were missing: nothing to resume from

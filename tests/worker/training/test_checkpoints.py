@@ -59,3 +59,13 @@ def test_rotation_keeps_the_newest_steps_not_the_newest_files(tmp_path):
     assert [p.name for p in checkpoints.directories(tmp_path)] == ["checkpoint-8", "checkpoint-10", "checkpoint-12"]
     assert checkpoints.rotate(tmp_path, None) == []
     assert not list(tmp_path.glob("deleting-*"))
+
+
+def test_a_checkpoint_sealed_by_an_older_studio_is_still_resumable(tmp_path):
+    """Older metadata has no file list: an upgrade mid-run must not throw the run's progress away."""
+    old = saved(tmp_path, 4, seal=False)
+    (old / checkpoints.METADATA).write_text(json.dumps({"step": 4, "method": "lora"}))
+    assert checkpoints.is_complete(old)
+    assert checkpoints.clean(tmp_path) == []
+    (old / "adapter_model.safetensors").unlink()  # but not without its weights
+    assert not checkpoints.is_complete(old)
