@@ -5,41 +5,44 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.params import Depends
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from app.boot import collector_paused
 
-from app import queue, web  # noqa: F401  (queue: registers the after-commit hook)
-from app.ab.pages import pages as ab_pages
-from app.ab.routes import api as ab_api
-from app.api import openapi as api_docs
-from app.api.limits import BodyLimitMiddleware
-from app.api.openai.routes import router as openai_api
-from app.auth.routes import router as auth_router
-from app.compare.routes import pages as compare_pages
-from app.config import Settings, get_settings
-from app.db import session_factory
-from app.datasets.routes import api as datasets_api
-from app.datasets.routes import pages as datasets_pages
-from app.deps import csrf_protect
-from app.errors import StudioError
-from app.evaluations.routes import api as evaluations_api
-from app.evaluations.routes import pages as evaluations_pages
-from app.health import router as health_router
-from app.home import router as home_router
-from app.jobs.pages import pages as jobs_pages
-from app.jobs.routes import api as jobs_api
-from app.models_registry.routes import api as models_api
-from app.middleware import StudioMiddleware
-from app.storage import ArtifactStore
-from app.sweeps.routes import api as sweeps_api
-from app.sweeps.routes import pages as sweeps_pages
-from app.teams.routes import api as team_api
-from app.teams.routes import pages as team_pages
+with collector_paused():  # the imports below build the routes: see app.boot
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.params import Depends
+    from fastapi.responses import JSONResponse, RedirectResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from sqlalchemy.exc import DataError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from app import queue, web  # noqa: F401  (queue: registers the after-commit hook)
+    from app.ab.pages import pages as ab_pages
+    from app.ab.routes import api as ab_api
+    from app.api import openapi as api_docs
+    from app.api.limits import BodyLimitMiddleware
+    from app.api.openai.routes import router as openai_api
+    from app.auth.routes import router as auth_router
+    from app.compare.routes import pages as compare_pages
+    from app.config import Settings, get_settings
+    from app.db import session_factory
+    from app.datasets.routes import api as datasets_api
+    from app.datasets.routes import pages as datasets_pages
+    from app.deps import csrf_protect
+    from app.errors import StudioError
+    from app.evaluations.routes import api as evaluations_api
+    from app.evaluations.routes import pages as evaluations_pages
+    from app.health import router as health_router
+    from app.home import router as home_router
+    from app.jobs.pages import pages as jobs_pages
+    from app.jobs.routes import api as jobs_api
+    from app.models_registry.routes import api as models_api
+    from app.middleware import StudioMiddleware
+    from app.storage import ArtifactStore
+    from app.sweeps.routes import api as sweeps_api
+    from app.sweeps.routes import pages as sweeps_pages
+    from app.teams.routes import api as team_api
+    from app.teams.routes import pages as team_pages
 
 log = logging.getLogger("studio")
 API_PREFIXES = ("/api/", "/v1/")

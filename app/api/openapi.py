@@ -28,7 +28,7 @@ make `rate_limit_per_min` requests a minute (429 beyond); JSON bodies are limite
 See docs/api.md."""
 
 
-def _error_response(text: str) -> dict[str, Any]:
+def error_response_doc(text: str) -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {"schema": ERROR_REF}}}
 
 
@@ -63,7 +63,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         for op in item.values():
             responses = op.setdefault("responses", {})
             for status, text in ERROR_STATUSES.items():
-                responses[status] = _error_response(responses.get(status, {}).get("description") or text)
+                responses[status] = error_response_doc(responses.get(status, {}).get("description") or text)
     _plain_tuples(doc)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
