@@ -129,6 +129,7 @@ def main() -> None:
 def run(url: str, acc, compared: list[int], dataset_id: int, author: int, repeat: int) -> None:  # noqa: ANN001
     from fastapi.testclient import TestClient
 
+    from app.compare.routes import COMPARE_POINTS
     from app.config import Settings
     from app.main import create_app
     from tests.factories import log_in
@@ -155,7 +156,8 @@ def run(url: str, acc, compared: list[int], dataset_id: int, author: int, repeat
                 print(f"{label:40} {statistics.median(times):7.1f}ms {p95(times):7.1f}ms {goal:6d}ms "
                       f"{'ok' if ok else 'TOO SLOW'}")
             size = len(client.get(f"/runs/compare?ids={ids}").content)
-            print(f"comparison page size: {size / 1024:.0f} KiB (dense curves thinned to about 300 points per line)")
+            print(f"comparison page size: {size / 1024:.0f} KiB "
+                  f"(dense curves thinned to about {COMPARE_POINTS} points per line)")
     if failed:
         raise SystemExit(1)
 

@@ -13,7 +13,7 @@ from app.web import redirect, render
 
 pages = APIRouter(tags=["runs"], include_in_schema=False)
 MAX_RUNS = 20
-COMPARE_POINTS = 300  # per line: 20 runs stay light to send and to draw
+COMPARE_POINTS = 150  # per line: 20 runs stay light to send and to draw
 
 
 def parse_ids(values: list[str]) -> list[int]:
