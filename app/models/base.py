@@ -45,6 +45,7 @@ class JSONType(TypeDecorator):
 
     impl = JSON
     cache_ok = True
+    should_evaluate_none = True  # as JSON itself: None set on a row is stored as JSON null
 
     def load_dialect_impl(self, dialect):  # noqa: ANN001
         if dialect.name == "postgresql":
