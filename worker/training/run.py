@@ -27,6 +27,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 from worker.training import allocator, checkpoints, export
 from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.config import TrainingConfig
+from worker.training.cpu_kernels import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
 from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens
 from worker.training.modeling import (
@@ -123,6 +124,9 @@ def run(
     (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
     set_seed(config.seed)
     model = load_model(config, device, precision)
+    if device.kind == "cpu":
+        for change in speed_up_for_cpu(model):
+            reporter.on_log(f"Faster CPU kernels: {change}.")
     parameters = parameter_report(model)
     reporter.on_log(
         f"Trainable parameters: {parameters['trainable_params']:,} of {parameters['total_params']:,} "
