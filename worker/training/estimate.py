@@ -1,7 +1,7 @@
 """Peak memory and time of a fine-tuning run, before running it. Pure Python (no torch).
 
 Memory = weights at their storage precision + adapters + gradients + optimizer state +
-activations (with or without gradient checkpointing) + the logits of the output head
+activations (with or without gradient checkpointing) + one chunk of the output head's logits
 + a fixed runtime overhead on GPUs. The numbers follow what the engine actually does:
 the model is loaded in its training precision (so AdamW states share that dtype for full
 fine-tuning), LoRA adapters are kept in fp32 with fp32 AdamW states, QLoRA stores linear
@@ -21,6 +21,9 @@ NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit values + 8-bit abs
 INT8_BYTES = 1.0 + 4 / 4096  # int8 values + an fp32 scale per row (rows are thousands wide)
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, kernels, allocator slack
 METHODS = ("full", "lora", "qlora", "lora8bit")
+# Logits the output-head loss holds at once, per device kind: 16 MB / 128 MB in fp32. A chunk of
+# 16 MB stays on the C heap (glibc maps blocks over 32 MiB afresh each time) and mostly in cache.
+HEAD_CHUNK_ELEMENTS = {"cpu": 4 * 2**20, "cuda": 32 * 2**20}
 TARGETS = ("attention", "attention_mlp", "all_linear")
 
 
@@ -106,24 +109,33 @@ def lora_params(shape: ModelShape, rank: int, targets: str) -> float:
     return shape.num_layers * sum(rank * (i + o) for i, o in shape.linear_shapes(targets))
 
 
+def head_chunk_rows(vocab_size: int, device: str) -> int:
+    """Positions the chunked output-head loss projects at once (worker/training/losses.py)."""
+    return max(1, HEAD_CHUNK_ELEMENTS.get(device, HEAD_CHUNK_ELEMENTS["cuda"]) // vocab_size)
+
+
 def activation_bytes(
-    shape: ModelShape, tokens: int, dtype_bytes: float, gradient_checkpointing: bool, loss_tokens: int | None = None
+    shape: ModelShape, tokens: int, dtype_bytes: float, gradient_checkpointing: bool,
+    loss_tokens: int | None = None, device: str = "cuda",
 ) -> float:
     """Memory held for the backward pass, for `tokens` tokens in one micro-batch.
 
     Per layer and token a gated-MLP block keeps about 6 hidden-sized and 4 intermediate-sized
     tensors (norm inputs, q/k/v, attention output, gate, up, activation, product) with a
     memory-efficient attention kernel. With checkpointing only each layer's input is kept,
-    plus one layer's activations during its recomputation. The logits (fp32, with their
-    gradient) are counted for the positions that enter the loss.
+    plus one layer's activations during its recomputation. The output head runs a chunk of
+    positions at a time: one chunk of fp32 logits and their log-probabilities, plus the
+    gradient of the hidden states at the positions that enter the loss.
     """
     per_token_layer = (6 * shape.hidden_size + 4 * shape.intermediate) * dtype_bytes
     if gradient_checkpointing:
         layers = shape.num_layers * shape.hidden_size * dtype_bytes * tokens + per_token_layer * tokens
     else:
         layers = shape.num_layers * per_token_layer * tokens
-    logits = (tokens if loss_tokens is None else loss_tokens) * shape.vocab_size * 4 * 2
-    return layers + logits
+    loss_tokens = tokens if loss_tokens is None else loss_tokens
+    chunk = min(loss_tokens, head_chunk_rows(shape.vocab_size, device))
+    head = chunk * shape.vocab_size * 4 * 2 + loss_tokens * shape.hidden_size * dtype_bytes
+    return layers + head
 
 
 def estimate_memory(
@@ -161,7 +173,11 @@ def estimate_memory(
             weights = shape.parameters * dtype_bytes
         trainable = lora_params(shape, lora_rank, target_modules)
         adapters, gradients, optimizer = trainable * 4, trainable * 4, trainable * 8
-    activations = activation_bytes(shape, tokens, dtype_bytes, gradient_checkpointing)
+    activations = activation_bytes(shape, tokens, dtype_bytes, gradient_checkpointing, device=device)
+    if method == "full":
+        # the chunked loss accumulates the trained head's gradient in fp32 from the forward pass on,
+        # and a tied embedding forms its own gradient densely before adding it to the head's
+        activations += shape.vocab_size * shape.hidden_size * (4 + (dtype_bytes if shape.tied_embeddings else 0))
     overhead = CUDA_OVERHEAD_GB * GB if device == "cuda" else 0.0
     return MemoryEstimate(
         method=method,

@@ -2,8 +2,11 @@
 
 `answer_loss_sum` is the one loss of the engine: the training loop and evaluation both use
 it. It projects only the positions whose next token is a trained answer token onto the
-vocabulary (`logits_to_keep` as a boolean mask), so the (large) output head never runs on
-prompt tokens. More metrics (BLEU, ROUGE) plug into `evaluate_model` later.
+vocabulary, so the (large) output head never runs on prompt tokens: for architectures whose
+logits are plain lm_head outputs it takes the decoder's hidden states there and runs the head
+chunk by chunk (`losses.head_cross_entropy`), for the others it asks the model for those
+logits only (`logits_to_keep` as a boolean mask). More metrics (BLEU, ROUGE) plug into
+`evaluate_model` later.
 """
 
 from __future__ import annotations
@@ -14,13 +17,33 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from worker.training.data import IGNORE_INDEX
+from worker.training.losses import head_cross_entropy
+
+
+# Architectures whose logits are exactly lm_head(last hidden state): no soft-capping or scaling.
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "olmo2", "phi3"}
+
+
+def _causal_lm(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _decoder_and_head(model):
+    """(decoder, output head) when the loss may run the head itself, else None."""
+    lm = _causal_lm(model)
+    if getattr(lm.config, "model_type", None) not in _PLAIN_HEAD or not hasattr(lm, "get_decoder"):
+        return None
+    head = lm.get_output_embeddings()
+    if not isinstance(head, nn.Linear) or head.bias is not None or type(head).__module__.startswith("bitsandbytes"):
+        return None  # an adapter or a quantized layer on the head: let the model run it
+    return lm.get_decoder(), head
 
 
 def _accepts_logits_mask(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in inspect.signature(_causal_lm(model).forward).parameters
 
 
 def answer_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
@@ -29,6 +52,10 @@ def answer_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     keep = shift_labels != IGNORE_INDEX
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
     count = int(keep.sum())
+    if parts := _decoder_and_head(model):
+        decoder, head = parts
+        hidden = decoder(**inputs, use_cache=False).last_hidden_state[keep]
+        return head_cross_entropy(hidden, head.weight, shift_labels[keep]), count
     if _accepts_logits_mask(model):
         logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
         logits = logits.reshape(-1, logits.shape[-1])

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from worker.training.cpu_kernels import (
@@ -22,6 +23,7 @@ from worker.training.cpu_kernels import (
     weight_grad,
 )
 from worker.training.cpu_lora import FusedLoraLinear, fuse_lora_layers
+from worker.training.losses import head_cross_entropy
 
 pytestmark = pytest.mark.skipif(onednn_speedup() == 0.0, reason="this PyTorch build has no oneDNN")
 
@@ -176,3 +178,22 @@ def test_speed_up_for_cpu_swaps_only_plain_fp32_layers():
         assert type(model[0]) is OneDNNLinear and "oneDNN" in changes[0]
     else:
         assert type(model[0]) is nn.Linear
+
+
+@pytest.mark.parametrize("trains_head", [False, True])
+def test_chunked_head_loss_matches_cross_entropy(trains_head):
+    torch.manual_seed(0)
+    hidden = torch.randn(301, 64, requires_grad=True)
+    weight = torch.randn(1000, 64, requires_grad=trains_head)
+    labels = torch.randint(0, 1000, (301,))
+    reference = F.cross_entropy(F.linear(hidden, weight), labels, reduction="sum")
+    (reference * 0.37).backward()
+    hidden_c, weight_c = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_(trains_head)
+    chunked = head_cross_entropy(hidden_c, weight_c, labels, rows=7)  # 43 chunks, the last one short
+    (chunked * 0.37).backward()
+    assert chunked.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert close(hidden_c.grad, hidden.grad)
+    if trains_head:
+        assert close(weight_c.grad, weight.grad)
+    with torch.no_grad():
+        assert head_cross_entropy(hidden, weight, labels, rows=50).item() == pytest.approx(reference.item(), rel=1e-5)
