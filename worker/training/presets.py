@@ -17,8 +17,10 @@ from pathlib import Path
 from worker.training.config import TrainingConfig
 from worker.training.estimate import estimate
 
-# Effective FLOP/s this engine reaches (measured: ~200 tokens/s for LoRA on a 135M model on
-# 2 CPU cores); used only when no throughput was measured.
+# Effective FLOP/s per CPU core, used only when no throughput was measured: ~200 tokens/s for
+# LoRA on a 135M model on 2 cores. On the 2-core development CPU the engine measured 120-150
+# tokens/s through the default BLAS and 270-320 with the oneDNN kernels (cpu_kernels.py), which
+# only some CPUs benefit from; the guess stays between the two so a time budget is not overrun.
 CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 1.5e14
 
