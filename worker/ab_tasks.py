@@ -135,7 +135,7 @@ def load(target: Target):  # noqa: ANN201
     if not cuda:
         from worker.training.cpu_kernels import speed_up_for_cpu
 
-        speed_up_for_cpu(model)  # oneDNN's fp32 products where they are the faster (1.4x on the dev CPU)
+        speed_up_for_cpu(model)  # oneDNN's fp32 products where they are the faster (1.4x on the AMD dev CPU)
     return model.to("cuda" if cuda else "cpu").eval(), tokenizer
 
 

@@ -326,7 +326,7 @@ def load_plain(config, path: str):  # noqa: ANN001, ANN201
     model = _load_base(config.model_copy(update={"base_model": path}), device,
                        resolve_precision(config.precision, device))
     if device.kind == "cpu":
-        speed_up_for_cpu(model)  # generation ran 1.4x faster with oneDNN's products on the dev CPU
+        speed_up_for_cpu(model)  # generation ran 1.4x faster with oneDNN products on the AMD dev CPU
     return model.eval()
 
 

@@ -109,7 +109,7 @@ class Engine:
 
     def _speed_up(self, model) -> None:
         """oneDNN products (and fused LoRA layers) for fp32 on a CPU where oneDNN is the faster:
-        greedy answers of the built-in model came 1.4x faster on the development CPU, unchanged."""
+        greedy answers of the built-in model came 1.4x faster on the AMD dev CPU, unchanged."""
         if self.device.type == "cpu" and self.dtype == torch.float32:
             from worker.training.cpu_kernels import speed_up_for_cpu
 
