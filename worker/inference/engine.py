@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from worker.training.cpu_kernels import speed_up_for_cpu
+
 
 @dataclass
 class Request:
@@ -80,7 +82,7 @@ class Engine:
                 raise ValueError("This model has no chat template, so it cannot answer chat messages.")
             model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
                                                          dtype=self.dtype).to(self.device).eval()
-            self._speed_up(model)
+            speed_up_for_cpu(model)  # fp32 CPU layers only: answers 1.4x faster on the AMD dev CPU, same text
             self.bases[path] = Loaded(model=model, tokenizer=tokenizer)
             while len(self.bases) > self.max_bases:
                 self.bases.popitem(last=False)
@@ -100,20 +102,12 @@ class Engine:
                 loaded.model = PeftModel.from_pretrained(loaded.model, adapter, adapter_name=name).eval()
             else:
                 loaded.model.load_adapter(adapter, adapter_name=name)
-            self._speed_up(loaded.model)  # the new adapter's layers
+            speed_up_for_cpu(loaded.model)  # the new adapter's layers
             loaded.adapters[name] = adapter
             while len(loaded.adapters) > self.max_adapters:
                 old, _ = loaded.adapters.popitem(last=False)
                 loaded.model.delete_adapter(old)
         loaded.model.set_adapter(name)
-
-    def _speed_up(self, model) -> None:
-        """oneDNN products (and fused LoRA layers) for fp32 on a CPU where oneDNN is the faster:
-        greedy answers of the built-in model came 1.4x faster on the AMD dev CPU, unchanged."""
-        if self.device.type == "cpu" and self.dtype == torch.float32:
-            from worker.training.cpu_kernels import speed_up_for_cpu
-
-            speed_up_for_cpu(model)
 
     # -- generation ------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from worker.training.config import TrainingConfig
 from worker.training.estimate import estimate
 
 # Effective FLOP/s per CPU core, used only when no throughput was measured: ~200 tokens/s for
-# LoRA on a 135M model on 2 cores. On the 2-core development CPU the engine measured 120-150
-# tokens/s through the default BLAS and 270-320 with the oneDNN kernels (cpu_kernels.py), which
-# only some CPUs benefit from; the guess stays between the two so a time budget is not overrun.
+# LoRA on a 135M model on 2 cores. On the 2-core development machines the engine measured
+# 120-150 tokens/s (AMD Zen 5, default BLAS), 270-320 (same CPU, oneDNN kernels, cpu_kernels.py)
+# and ~310-390 (Intel Xeon with AMX, default BLAS); the guess stays below them so a time budget
+# is not overrun on a slower CPU.
 CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 1.5e14
 
