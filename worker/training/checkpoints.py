@@ -46,13 +46,19 @@ def write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     os.replace(tmp, path / METADATA)
 
 
-def is_complete(path: Path) -> bool:
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A checkpoint's metadata ({} when it has none or it cannot be read)."""
     try:
         metadata = json.loads((path / METADATA).read_text())
-        files = metadata.get("files") if isinstance(metadata, dict) else None
     except (OSError, ValueError):
-        return False
-    if files is None and isinstance(metadata, dict) and "step" in metadata:  # sealed by an older studio
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def is_complete(path: Path) -> bool:
+    metadata = read_metadata(path)
+    files = metadata.get("files")
+    if files is None and "step" in metadata:  # sealed by an older studio
         files = {name: (path / name).stat().st_size for name in (TRAINER_STATE, *WEIGHTS)
                  if (path / name).is_file()}
     if not isinstance(files, dict):

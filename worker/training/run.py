@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
+from transformers.trainer_utils import TrainOutput
 
 from worker.training import allocator, checkpoints, export
 from worker.training.callbacks import ReporterCallback, TokenCounter
@@ -91,6 +92,18 @@ class EngineTrainer(Trainer):
         loss = loss_sum / denominator
         return (loss, None) if return_outputs else loss
 
+    def restore_finished(self, checkpoint: str) -> TrainOutput:
+        """The state and weights of a checkpoint taken at the last step, without training.
+
+        `train(resume_from_checkpoint=...)` checks for the last step only after a step, so resuming
+        from the final checkpoint of a run that ends mid-epoch would train one step too many.
+        """
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(str(Path(checkpoint) / checkpoints.TRAINER_STATE))
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        training_loss = sum(losses) / len(losses) if losses else float("nan")
+        return TrainOutput(self.state.global_step, training_loss, {})
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         metrics = evaluate_loss(self.model, self.get_eval_dataloader(eval_dataset))
         self.log(metrics)
@@ -143,7 +156,11 @@ def run(
     if checkpoint:
         reporter.on_log(f"Resuming from {checkpoint}.")
     started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint and checkpoints.step_of(Path(checkpoint)) >= planned_steps(config, len(train_examples)):
+        output = trainer.restore_finished(checkpoint)
+        callback.restore(trainer.state, checkpoint)
+    else:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
     metrics = {
         "train_loss": float(output.training_loss),

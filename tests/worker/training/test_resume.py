@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.worker.training.factories import records, tiny_config
 from worker.training import checkpoints
@@ -109,3 +110,28 @@ def test_old_checkpoints_are_deleted_by_step_and_never_left_half_deleted(tiny_mo
     assert checkpoints.latest_complete(tmp_path / "checkpoints").endswith("checkpoint-12")
     assert checkpoints.clean(tmp_path / "checkpoints") == ["deleting-checkpoint-8"]
     assert not leftover.exists()
+
+
+def test_resuming_from_the_final_checkpoint_trains_nothing_more(tiny_model_dir, tmp_path):
+    """A worker killed after the last checkpoint (while exporting) is resumed from that checkpoint:
+    the run goes straight to its outputs. 9 steps of 6 per epoch end mid-epoch, where the Trainer
+    itself would train a 10th step."""
+    finished = config(tiny_model_dir).model_copy(update={"epochs": None, "max_steps": 9, "save_steps": 3})
+    straight = run(finished, records(48), None, tmp_path / "a", RecordingReporter())
+    assert straight.status == "completed" and straight.global_step == 9
+    assert Path(straight.last_checkpoint).name == "checkpoint-9"
+
+    second = RecordingReporter()
+    resumed = run(finished, records(48), None, tmp_path / "a", second, resume_from=True)
+
+    assert any("Resuming from" in line and "checkpoint-9" in line for line in second.lines)
+    assert resumed.status == "completed" and resumed.global_step == resumed.max_steps == 9
+    assert second.series("loss") == []  # not one more step
+    assert second.progress[-1][:2] == (9, 9)
+    assert resumed.metrics["loss"] == pytest.approx(straight.metrics["loss"])
+    assert resumed.metrics["train_loss"] == pytest.approx(straight.metrics["train_loss"], rel=1e-6)
+    from safetensors.torch import load_file
+
+    before = load_file(Path(straight.adapter_dir) / "adapter_model.safetensors")
+    after = load_file(Path(resumed.adapter_dir) / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
