@@ -61,7 +61,6 @@ class KernelLog(NullReporter):
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 PER_DEVICE, ACCUM, LR, SEED = 4, 4, 2e-4, 0
 GOAL = 2.0
-SEEN: set[str] = set()
 
 
 def baseline(model_dir: str, records: list[dict], steps: int, workdir: Path) -> float:
@@ -116,19 +115,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(side: str, args: argparse.Namespace, workdir: Path) -> float:
-    """One side's rate, measured in a fresh Python process."""
+def measure(side: str, args: argparse.Namespace, workdir: Path) -> tuple[float, list[str]]:
+    """One side's rate, measured in a fresh Python process, and the CPU kernels it chose."""
     command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--data", str(args.data),
                "--workdir", str(workdir), "--packing" if args.packing else "--no-packing"]
     out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if out.returncode != 0:
         raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
-    for line in out.stdout.splitlines():
-        kind = line.split(" (")[0]  # the probe's figure varies a little from process to process
-        if line.startswith("  Faster CPU kernels") and kind not in SEEN:  # the choice, once
-            SEEN.add(kind)
-            print(line, flush=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"]
+    lines = out.stdout.rstrip().splitlines()  # the kernel lines are indented: keep their spaces
+    kernels = [line for line in lines if line.startswith("  Faster CPU kernels")]
+    return json.loads(lines[-1])["tokens_per_s"], kernels
 
 
 def main() -> None:
@@ -155,9 +151,12 @@ def main() -> None:
         # alternate the two sides and keep each one's best, so that other load on the machine
         # during one measurement does not decide the ratio
         for round_ in range(args.rounds):
-            bases.append(measure("baseline", args, workdir / f"b{round_}"))
+            bases.append(measure("baseline", args, workdir / f"b{round_}")[0])
             print(f"baseline (Trainer + PEFT, padded to 128): {bases[-1]:.1f} real tokens/s", flush=True)
-            ours.append(measure("engine", args, workdir / f"e{round_}"))
+            rate, kernels = measure("engine", args, workdir / f"e{round_}")
+            ours.append(rate)
+            for line in kernels if round_ == 0 else []:  # the first process's choice (each one probes)
+                print(line, flush=True)
             print(f"engine ({'packed rows' if args.packing else 'length-grouped rows'}, answer-only head, CPU kernels): "
                   f"{ours[-1]:.1f} real tokens/s", flush=True)
         ratio = max(ours) / max(bases)

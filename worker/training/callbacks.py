@@ -50,13 +50,10 @@ class ReporterCallback(TrainerCallback):
         self.last_metrics: dict[str, float] = {}
         self.last_eval_step: int | None = None
 
-    def restore(self, state, checkpoint: str) -> None:
-        """A run resumed at its last step trains nothing: report where it stands and its last metrics."""
-        metadata = checkpoints.read_metadata(Path(checkpoint))
-        self.last_metrics.update(metadata.get("metrics") or {})
-        self.reporter.on_progress(state.global_step, state.max_steps, 0.0)
-
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step:  # resumed: the checkpoint's metrics stand until new ones are logged
+            resumed = checkpoints.read_metadata(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            self.last_metrics.update(resumed.get("metrics") or {})
         self.start_time = time.monotonic()
         self.start_step = state.global_step
         self.log_time, self.log_tokens, self.log_slots = self.start_time, self.counter.tokens, self.counter.slots

@@ -92,17 +92,24 @@ class EngineTrainer(Trainer):
         loss = loss_sum / denominator
         return (loss, None) if return_outputs else loss
 
-    def restore_finished(self, checkpoint: str) -> TrainOutput:
-        """The state and weights of a checkpoint taken at the last step, without training.
+    def train(self, resume_from_checkpoint=None, **kwargs) -> TrainOutput:
+        """Trainer.train, except from a checkpoint taken at the last step: nothing more is trained.
 
-        `train(resume_from_checkpoint=...)` checks for the last step only after a step, so resuming
-        from the final checkpoint of a run that ends mid-epoch would train one step too many.
+        The Trainer checks for the last step only after a step, so resuming from the final
+        checkpoint of a run that ends mid-epoch would train one step too many.
         """
+        if resume_from_checkpoint:
+            state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / checkpoints.TRAINER_STATE))
+            if state.global_step >= state.max_steps:
+                return self._restore_finished(resume_from_checkpoint, state)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _restore_finished(self, checkpoint: str, state: TrainerState) -> TrainOutput:
         self._load_from_checkpoint(checkpoint)
-        self.state = TrainerState.load_from_json(str(Path(checkpoint) / checkpoints.TRAINER_STATE))
-        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
-        training_loss = sum(losses) / len(losses) if losses else float("nan")
-        return TrainOutput(self.state.global_step, training_loss, {})
+        self.state = state
+        self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
+        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+        return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         metrics = evaluate_loss(self.model, self.get_eval_dataloader(eval_dataset))
@@ -156,11 +163,7 @@ def run(
     if checkpoint:
         reporter.on_log(f"Resuming from {checkpoint}.")
     started = time.monotonic()
-    if checkpoint and checkpoints.step_of(Path(checkpoint)) >= planned_steps(config, len(train_examples)):
-        output = trainer.restore_finished(checkpoint)
-        callback.restore(trainer.state, checkpoint)
-    else:
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
     metrics = {
         "train_loss": float(output.training_loss),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.worker.training.factories import records, tiny_config
 from worker.training import checkpoints
@@ -130,8 +131,6 @@ def test_resuming_from_the_final_checkpoint_trains_nothing_more(tiny_model_dir, 
     assert second.progress[-1][:2] == (9, 9)
     assert resumed.metrics["loss"] == pytest.approx(straight.metrics["loss"])
     assert resumed.metrics["train_loss"] == pytest.approx(straight.metrics["train_loss"], rel=1e-6)
-    from safetensors.torch import load_file
-
     before = load_file(Path(straight.adapter_dir) / "adapter_model.safetensors")
     after = load_file(Path(resumed.adapter_dir) / "adapter_model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
