@@ -97,6 +97,15 @@ def inference(host: str = "127.0.0.1", port: int = 8001) -> None:
     uvicorn.run(create_inference_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 
+def _declare_queues() -> None:
+    from app.queue import producer
+
+    app = producer()
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue(connection.default_channel).declare()
+
+
 @cli.command()
 def up(host: str = "127.0.0.1", port: int = 8000,
        builtin: Annotated[bool, typer.Option(help="Add the built-in model first.")] = True) -> None:
@@ -104,6 +113,7 @@ def up(host: str = "127.0.0.1", port: int = 8000,
     db_upgrade("head")
     if builtin:
         import_builtin()
+    _declare_queues()  # two workers starting at once would race to create them in the SQLite broker
     exe = [sys.executable, "-m", "app.cli"]
     procs = [
         subprocess.Popen([*exe, "worker", "--queues", "train", "--name", f"train@{socket.gethostname()}"]),
