@@ -18,7 +18,8 @@ class TokenCounter:
 
     def __init__(self) -> None:
         self.tokens = 0  # real tokens
-        self.slots = 0  # positions computed, padding included
+        self.slots = 0  # positions laid out, padding included
+        self.shared = 0  # positions not computed again: a shared prefix ran once for its micro-batch
 
 
 def peak_memory_mb() -> float:

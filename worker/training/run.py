@@ -30,7 +30,7 @@ from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.config import TrainingConfig
 from worker.training.cpu_kernels import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
-from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens
+from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens, shared_prefix_length
 from worker.training.modeling import (
     detect_device,
     load_model,
@@ -82,10 +82,12 @@ class EngineTrainer(Trainer):
         return LengthGroupedSampler(dataset.lengths, self.args.per_device_train_batch_size, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        prefix = shared_prefix_length(model, inputs)
         if model.training:
             self.token_counter.tokens += real_tokens(inputs)
             self.token_counter.slots += inputs["input_ids"].numel()
-        loss_sum, count = answer_loss_sum(model, inputs)
+            self.token_counter.shared += prefix * (len(inputs["input_ids"]) - 1)
+        loss_sum, count = answer_loss_sum(model, inputs, prefix)
         # Normalise by the answer tokens of the whole optimizer step, so gradient accumulation
         # gives the same update as one big batch.
         denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
@@ -170,6 +172,7 @@ def run(
         "train_runtime_s": seconds,
         "tokens_per_s": counter.tokens / max(seconds, 1e-9),
         "padding_share": 1 - counter.tokens / counter.slots if counter.slots else 0.0,
+        "shared_prefix_share": counter.shared / counter.tokens if counter.tokens else 0.0,
         **{k: v for k, v in callback.last_metrics.items() if k in ("loss", "peak_memory_mb")},
     }
     result = RunResult(
@@ -183,6 +186,10 @@ def run(
         last_checkpoint=checkpoints.latest_complete(output_dir / CHECKPOINTS),
         model=trainer.model,
     )
+    if counter.shared:
+        reporter.on_log(f"A prompt prefix common to each micro-batch (such as the system prompt) ran once per "
+                        f"micro-batch instead of once per example: {metrics['shared_prefix_share']:.0%} of the "
+                        "tokens trained on were not computed again.")
     if callback.stopped:
         reporter.on_log(f"Stopped at step {result.global_step}; checkpoint: {result.last_checkpoint}.")
         _write_result(output_dir, result)
