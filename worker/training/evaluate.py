@@ -11,9 +11,9 @@ logits only (`logits_to_keep` as a boolean mask). More metrics (BLEU, ROUGE) plu
 Shared prompt prefix: when every row of a micro-batch starts with the same tokens before its
 first trained token (a dataset's common system prompt, or the one a chat template adds), those
 tokens give the same hidden states, keys and values in every row, since attention is causal.
-On that decoder path the prefix runs once, as a one-row batch, and the rows continue from its
-keys and values (a KV cache that keeps its autograd graph; the backward pass sums the rows'
-gradients into the one prefix). The loss and gradients are the ones of the full rows, up to
+On that decoder path the first row runs whole and the others continue from its prefix keys and
+values (a KV cache that keeps its autograd graph; the backward pass sums the rows' gradients into
+the one prefix). The loss and gradients are the ones of the full rows, up to
 summation order; LoRA dropout draws one mask for the prefix instead of one per row.
 """
 
@@ -53,8 +53,8 @@ def _decoder_and_head(model):
 # The extra one-row pass has a cost of its own (small matrix products, one more trip through every
 # layer): share a prefix of at least this many tokens, and only when the rows that skip it skip at
 # least this share of the micro-batch. Measured on the built-in model (bench/shared_prefix.py, Zen 4
-# CPU): a 31-token prefix over rows of ~136 tokens (17% skipped) made a step 1.05x faster, a
-# 174-token one (47% skipped) 1.54x.
+# CPU): a 31-token prefix over rows of ~136 tokens (17% skipped) made a step 1.04-1.07x faster, a
+# 174-token one (47% skipped) 1.46-1.60x.
 MIN_SHARED_PREFIX = 8
 MIN_SKIPPED_SHARE = 0.1
 
@@ -97,19 +97,28 @@ def shared_prefix_length(model, batch: dict) -> int:
     return prefix
 
 
-def _decoder_with_shared_prefix(decoder, inputs: dict, prefix: int) -> torch.Tensor:
-    """The decoder's last hidden states of the positions after `prefix`, the prefix run once."""
+def _trained_hidden_sharing_prefix(decoder, inputs: dict, keep, shift_labels, prefix: int):
+    """Last hidden states and labels of the trained positions, the shared prefix computed once.
+
+    The first row runs whole, which leaves the prefix's keys and values in the cache; the other
+    rows run only past the prefix, reading the first row's prefix keys and values, expanded to
+    them. (Running the prefix alone as a first pass measured the same within this CPU's spread.)
+    """
     from transformers.cache_utils import DynamicCache
 
-    input_ids = inputs["input_ids"]
+    input_ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    first = int(mask[0].sum()) if mask is not None else input_ids.shape[1]
     cache = DynamicCache(config=decoder.config)
     name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    decoder(input_ids=input_ids[:1, :prefix], use_cache=True, **{name: cache})
-    for layer in cache.layers:  # the same keys and values for every row; their gradients add up
-        layer.keys = layer.keys.expand(len(input_ids), -1, -1, -1)
-        layer.values = layer.values.expand(len(input_ids), -1, -1, -1)
-    extra = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs else {}
-    return decoder(input_ids=input_ids[:, prefix:], use_cache=True, **{name: cache}, **extra).last_hidden_state
+    row = decoder(input_ids=input_ids[:1, :first], use_cache=True, **{name: cache}).last_hidden_state[0]
+    for layer in cache.layers:  # the same keys and values for every other row; their gradients add up
+        layer.keys = layer.keys[:, :, :prefix].expand(len(input_ids) - 1, -1, -1, -1)
+        layer.values = layer.values[:, :, :prefix].expand(len(input_ids) - 1, -1, -1, -1)
+    extra = {"attention_mask": mask[1:]} if mask is not None else {}
+    rest = decoder(input_ids=input_ids[1:, prefix:], use_cache=True, **{name: cache}, **extra).last_hidden_state
+    keep_row, keep_rest = keep[0, :first], keep[1:, prefix:]
+    hidden = torch.cat([row[keep_row], rest[keep_rest]])
+    return hidden, torch.cat([shift_labels[0, :first][keep_row], shift_labels[1:, prefix:][keep_rest]])
 
 
 def _accepts_logits_mask(model) -> bool:
@@ -129,11 +138,10 @@ def answer_loss_sum(model, batch: dict, prefix: int | None = None) -> tuple[torc
         decoder, head = parts
         prefix = shared_prefix_length(model, batch) if prefix is None else prefix
         if prefix:
-            hidden = _decoder_with_shared_prefix(decoder, inputs, prefix)
-            keep, shift_labels = keep[:, prefix:], shift_labels[:, prefix:]
+            hidden, labels = _trained_hidden_sharing_prefix(decoder, inputs, keep, shift_labels, prefix)
         else:
-            hidden = decoder(**inputs, use_cache=False).last_hidden_state
-        return head_cross_entropy(hidden[keep], head.weight, shift_labels[keep]), count
+            hidden, labels = decoder(**inputs, use_cache=False).last_hidden_state[keep], shift_labels[keep]
+        return head_cross_entropy(hidden, head.weight, labels), count
     if _accepts_logits_mask(model):
         logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
         logits = logits.reshape(-1, logits.shape[-1])
