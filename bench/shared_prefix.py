@@ -26,7 +26,7 @@ from worker.training.builtin import convert_builtin  # noqa: E402
 from worker.training.config import TrainingConfig  # noqa: E402
 from worker.training.cpu_kernels import speed_up_for_cpu  # noqa: E402
 from worker.training.data import PaddedCollator, read_jsonl, tokenize_records  # noqa: E402
-from worker.training.evaluate import answer_loss_sum, shared_prefix_length  # noqa: E402
+from worker.training.evaluate import answer_loss_sum, real_tokens, shared_prefix_length  # noqa: E402
 from worker.training.modeling import detect_device, load_model, load_tokenizer  # noqa: E402
 
 HOUSE_RULES = (
@@ -53,8 +53,7 @@ def compare(model, tokenizer, records: list[dict], rounds: int, label: str) -> f
     batches = [collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i : i + 4]])
                for i in range(0, 16, 4)]
     prefixes = [shared_prefix_length(model, b) for b in batches]
-    positions = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
-                    for b in batches)
+    positions = sum(real_tokens(b) for b in batches)
     skipped = sum(p * (len(b["input_ids"]) - 1) for p, b in zip(prefixes, batches))
 
     def step(share: bool) -> float:

@@ -50,11 +50,11 @@ def _decoder_and_head(model):
     return lm.get_decoder(), head
 
 
-# The extra one-row pass has a cost of its own (small matrix products, one more trip through every
-# layer): share a prefix of at least this many tokens, and only when the rows that skip it skip at
-# least this share of the micro-batch. Measured on the built-in model (bench/shared_prefix.py, Zen 4
-# CPU): a 31-token prefix over rows of ~136 tokens (17% skipped) made a step 1.04-1.07x faster, a
-# 174-token one (47% skipped) 1.46-1.60x.
+# Splitting a micro-batch into two passes has a cost of its own (smaller matrix products, one more
+# trip through every layer): share a prefix of at least this many tokens, and only when the rows
+# that skip it skip at least this share of the micro-batch. Measured on the built-in model
+# (bench/shared_prefix.py, Zen 4 CPU): a 31-token prefix over rows of ~136 tokens (17% skipped)
+# made a step 0.91-1.07x as fast, a 174-token one (47% skipped) 1.46-1.60x.
 MIN_SHARED_PREFIX = 8
 MIN_SKIPPED_SHARE = 0.1
 
@@ -91,8 +91,7 @@ def shared_prefix_length(model, batch: dict) -> int:
     if "attention_mask" in batch:
         limit &= batch["attention_mask"].bool().all(dim=0)
     prefix = min(int(limit.long().cumprod(0).sum()), width - 1)
-    positions = int(batch["attention_mask"].sum()) if "attention_mask" in batch else input_ids.numel()
-    if prefix < MIN_SHARED_PREFIX or prefix * (rows - 1) < MIN_SKIPPED_SHARE * positions:
+    if prefix < MIN_SHARED_PREFIX or prefix * (rows - 1) < MIN_SKIPPED_SHARE * real_tokens(batch):
         return 0
     return prefix
 
