@@ -28,22 +28,15 @@ cli.add_typer(users_cli, name="users")
 cli.add_typer(models_cli, name="models")
 
 
-def _alembic_config():  # noqa: ANN202
-    from alembic.config import Config
-
-    root = Path(__file__).resolve().parent.parent
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
-    return cfg
-
-
 @db_cli.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations (creates the SQLite file in the embedded default)."""
     from alembic import command
 
+    from app.db import alembic_config
+
     get_settings().ensure_dirs()
-    command.upgrade(_alembic_config(), revision)
+    command.upgrade(alembic_config(), revision)
     typer.echo(f"database at {revision}")
 
 
@@ -52,14 +45,18 @@ def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION ('base' removes every table)."""
     from alembic import command
 
-    command.downgrade(_alembic_config(), revision)
+    from app.db import alembic_config
+
+    command.downgrade(alembic_config(), revision)
 
 
 @db_cli.command("current")
 def db_current() -> None:
     from alembic import command
 
-    command.current(_alembic_config())
+    from app.db import alembic_config
+
+    command.current(alembic_config())
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,3 +57,13 @@ def session_scope(settings: Settings | None = None, *, factory: sessionmaker[Ses
         raise
     finally:
         session.close()
+
+
+def alembic_config():  # noqa: ANN201
+    """Alembic's configuration for the studio's migrations (the only way the schema changes)."""
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    return cfg

@@ -16,7 +16,7 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from app.cli import _alembic_config
+    from app.db import alembic_config
     from app.db import get_engine, session_factory
     from app.health import check_broker, check_database, check_storage, live_workers
     from app.storage import ArtifactStore
@@ -27,7 +27,7 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
     if db_ok:
         with get_engine(settings).connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         yield "schema", current == head, f"at {current}, latest {head}" + (
             "" if current == head else " (run: studio db upgrade)")
     ok, detail = check_broker(settings)

@@ -27,9 +27,9 @@ REDIS_URL = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 def migrate(url: str) -> None:
     from alembic import command
 
-    from app.cli import _alembic_config
+    from app.db import alembic_config
 
-    cfg = _alembic_config()
+    cfg = alembic_config()
     cfg.attributes["url"] = url
     command.upgrade(cfg, "head")
 

@@ -7,12 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from app.cli import _alembic_config
+from app.db import alembic_config
 from app.models import Base
 
 
 def _cfg(url: str):
-    cfg = _alembic_config()
+    cfg = alembic_config()
     cfg.attributes["url"] = url
     return cfg
 

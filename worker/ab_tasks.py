@@ -132,7 +132,7 @@ def load(target: Target):  # noqa: ANN201
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, target.adapter)
-    from worker.training.cpu_kernels import speed_up_for_cpu
+    from worker.training.cpu_speedup import speed_up_for_cpu
 
     model = model.to("cuda" if cuda else "cpu").eval()
     speed_up_for_cpu(model)  # fp32 CPU layers only (1.4x faster answers on the AMD dev CPU)

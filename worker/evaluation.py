@@ -284,7 +284,7 @@ def evaluate_again(evaluation_id: int) -> bool:
 
 def _saved_models(config, store: ArtifactStore, outputs: dict[str, str]) -> list:  # noqa: ANN001
     """[fine-tuned, base]: the adapter on the base (base None: disable the adapter), or the full model and the base."""
-    from worker.training.cpu_kernels import speed_up_for_cpu
+    from worker.training.cpu_speedup import speed_up_for_cpu
 
     base = load_plain(config, config.base_model)
     if "adapter" in outputs:
@@ -318,7 +318,7 @@ def _stored_inputs(store: ArtifactStore, job: dict[str, Any]) -> tuple[list[dict
 
 def load_plain(config, path: str):  # noqa: ANN001, ANN201
     """A model for evaluation on the training device, in the run's precision (4-bit for QLoRA)."""
-    from worker.training.cpu_kernels import speed_up_for_cpu
+    from worker.training.cpu_speedup import speed_up_for_cpu
     from worker.training.modeling import _load_base, detect_device, resolve_precision
 
     device = detect_device()

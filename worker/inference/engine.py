@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from worker.training.cpu_kernels import speed_up_for_cpu
+from worker.training.cpu_speedup import speed_up_for_cpu
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Faster CPU kernels for the same fp32 arithmetic: oneDNN linear layers, cheaper dropout masks.
 
 Both are swaps of a module's class (same parameters, same state dict, same results up to the
-summation order), made by `speed_up_for_cpu(model)` after the adapters are on.
+summation order), made by `cpu_speedup.speed_up_for_cpu(model)` after the adapters are on.
 
 **oneDNN linears.** PyTorch's x86 build multiplies fp32 matrices with MKL, and MKL runs its AVX2
 code on AMD CPUs, even those with AVX-512 (the development machine's Zen 5). oneDNN, also inside
@@ -32,7 +32,7 @@ from torch import nn
 
 # A probe shape typical of a small model's micro-batch: rows x hidden -> MLP width.
 _PROBE = (512, 576, 1536)
-_MIN_GAIN = 1.15  # below this the swap is not worth a second code path
+MIN_GAIN = 1.15  # below this the swap is not worth a second code path
 _GAPS_UP_TO = 0.15  # dropout rates up to this draw the gaps between dropped elements
 
 
@@ -128,7 +128,7 @@ def onednn_speedup() -> float:
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.linear without bias, through oneDNN where OneDNNLinear would use it."""
-    if fp32_cpu(x) and weight.dtype is torch.float32 and onednn_speedup() >= _MIN_GAIN:
+    if fp32_cpu(x) and weight.dtype is torch.float32 and onednn_speedup() >= MIN_GAIN:
         return onednn_linear(x, weight)
     return F.linear(x, weight)
 
@@ -173,29 +173,3 @@ class FastDropout(nn.Dropout):
         if not self.training or not 0 < self.p < 1 or self.inplace or not fp32_cpu(x):
             return super().forward(x)
         return x * keep_mask(x.shape, self.p) * (1.0 / (1.0 - self.p))  # autograd keeps the uint8 mask
-
-
-# -- the swap ---------------------------------------------------------------------------------
-
-def speed_up_for_cpu(model: nn.Module) -> list[str]:
-    """Swap the model's fp32 CPU layers for the faster kernels; what changed, in words."""
-    linears = [
-        m for m in model.modules()
-        if type(m) is nn.Linear and m.weight.dtype is torch.float32 and m.weight.device.type == "cpu"
-    ]
-    dropouts = [m for m in model.modules() if type(m) is nn.Dropout and 0 < m.p < 1 and not m.inplace]
-    changes = []
-    if linears and (speedup := onednn_speedup()) >= _MIN_GAIN:
-        from worker.training.cpu_lora import fuse_lora_layers
-
-        for module in linears:
-            module.__class__ = OneDNNLinear
-        changes.append(f"fp32 matrix multiplies of {len(linears)} linear layers through oneDNN "
-                       f"({speedup:.1f}x the default BLAS on this CPU)")
-        if fused := fuse_lora_layers(model):
-            changes.append(f"{fused} LoRA layers computed as one function each")
-    if dropouts:
-        for module in dropouts:
-            module.__class__ = FastDropout
-        changes.append(f"dropout masks of {len(dropouts)} layers drawn by gaps between dropped elements")
-    return changes

@@ -19,10 +19,10 @@ from worker.training.cpu_kernels import (
     OneDNNLinear,
     keep_mask,
     onednn_speedup,
-    speed_up_for_cpu,
     weight_grad,
 )
 from worker.training.cpu_lora import FusedLoraLinear, fuse_lora_layers
+from worker.training.cpu_speedup import speed_up_for_cpu
 from worker.training.losses import head_cross_entropy
 
 pytestmark = pytest.mark.skipif(onednn_speedup() == 0.0, reason="this PyTorch build has no oneDNN")
