@@ -16,13 +16,23 @@ DEFAULT_QUEUE = "default"
 # A Redis message that is not acked within this time is delivered again. Training tasks run for
 # hours, so it is long; a lost worker is detected sooner by the reconciler's heartbeat check.
 VISIBILITY_TIMEOUT_S = 24 * 3600
+# Imported by every worker at start: the task modules register their tasks, the heartbeat
+# module connects the signals that start the heartbeat and the reconciler.
+TASK_MODULES = [
+    "worker.runtime.heartbeat",
+    "worker.tasks.ab",         # studio.ab_generate
+    "worker.tasks.datasets",   # studio.validate_dataset
+    "worker.tasks.jobs",       # studio.train, studio.evaluate
+    "worker.tasks.judge",      # studio.judge
+    "worker.tasks.ping",       # studio.ping
+]
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     if settings.embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("studio", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("studio", broker=settings.broker_url, include=TASK_MODULES)
     app.conf.update(
         task_queues=(Queue(TRAIN_QUEUE), Queue(DEFAULT_QUEUE)),
         task_default_queue=DEFAULT_QUEUE,

@@ -1,7 +1,7 @@
 """The life of an automatic evaluation: pending -> running -> succeeded | failed.
 
 The worker that trained a run evaluates it right after the job is marked succeeded (see
-worker/evaluation.py); `rerun` queues a fresh evaluation of a finished run. An evaluation whose
+worker/tasks/evaluation.py); `rerun` queues a fresh evaluation of a finished run. An evaluation whose
 worker went away (killed, host lost, restarted) is interrupted: the page says so and offers a
 re-run, and `fail_interrupted` (run by every training worker when it picks up a ticket) marks
 such rows failed so that none stays "running" for ever. Services flush; the edges commit.

@@ -1,4 +1,4 @@
-"""Live workers: each one upserts its row every few seconds (see worker/heartbeat.py)."""
+"""Live workers: each one upserts its row every few seconds (see worker/runtime/heartbeat.py)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def _reload(db, comparison_id: int) -> tuple[Comparison, list[ComparisonPair]]: 
 
 
 def test_base_against_its_fine_tuned_run(db, store, team, tiny_run, sent):
-    from worker.ab_tasks import generate_comparison
+    from worker.tasks.ab import generate_comparison
 
     model, job = tiny_run
     cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "job", "id": job.id})
@@ -85,7 +85,7 @@ def test_base_against_its_fine_tuned_run(db, store, team, tiny_run, sent):
 
 
 def test_a_model_that_cannot_load_fails_with_a_clear_reason(db, store, team, tiny_run, tmp_path, sent):
-    from worker.ab_tasks import generate_comparison
+    from worker.tasks.ab import generate_comparison
 
     model, job = tiny_run
     broken = register_model(db, write_model_dir(tmp_path / "no-tokenizer"), name="Broken Model")
@@ -99,7 +99,7 @@ def test_a_model_that_cannot_load_fails_with_a_clear_reason(db, store, team, tin
 
 
 def test_a_run_without_weights_any_more_fails_before_loading(db, store, team, tiny_run, sent):
-    from worker.ab_tasks import generate_comparison
+    from worker.tasks.ab import generate_comparison
 
     model, job = tiny_run
     cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "job", "id": job.id})
@@ -112,7 +112,7 @@ def test_a_run_without_weights_any_more_fails_before_loading(db, store, team, ti
 
 
 def test_a_comparison_that_is_gone_is_a_no_op(db):
-    from worker.ab_tasks import generate_comparison
+    from worker.tasks.ab import generate_comparison
 
     assert generate_comparison(987654) == "gone"
 
@@ -122,7 +122,7 @@ def test_the_reconciler_resends_a_comparison_whose_message_was_lost(db, store, t
 
     from app.models import Worker, utcnow
     from tests.ab.conftest import make_comparison
-    from worker import reconciler
+    from worker.runtime import reconciler
 
     lost = make_comparison(db, store, team.team_id, team.owner.user_id, model, run, status=service.PENDING)
     lost.created_at = utcnow() - timedelta(seconds=settings.requeue_after_s + 5)

@@ -19,7 +19,7 @@ from app.models import BaseModel
 from app.models_registry.service import BUILTIN_SLUG
 from tests.browser.conftest import shoot
 from tests.factories import PASSWORD, make_account
-from worker.dataset_tasks import validate_dataset
+from worker.tasks.datasets import validate_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support_fr_brand_voice.jsonl"
 GOOD = [

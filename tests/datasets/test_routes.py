@@ -14,7 +14,7 @@ from app import queue
 from app.models import Dataset
 from tests.datasets.factories import chat, chats, jsonl
 from tests.factories import log_in, make_account, make_api_key
-from worker.dataset_tasks import validate_dataset
+from worker.tasks.datasets import validate_dataset
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from app.storage import ArtifactStore
 from tests.datasets.factories import chats, jsonl
 from tests.datasets.test_service import create
 from tests.factories import make_account
-from worker import dataset_tasks
-from worker.dataset_tasks import validate_dataset
+from worker.tasks import datasets as dataset_tasks
+from worker.tasks.datasets import validate_dataset
 
 
 @pytest.fixture(scope="session")

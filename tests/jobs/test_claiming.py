@@ -10,7 +10,8 @@ from app.jobs import repository as repo
 from app.models import Job, JobEvent, JobStatus, Worker, utcnow
 from tests.factories import make_account
 from tests.jobs.factories import make_dataset, make_job
-from worker import job_tasks, reconciler
+from worker.runtime import reconciler
+from worker.tasks import jobs as job_tasks
 
 
 def test_one_teams_fifty_jobs_do_not_starve_another_teams_one(db, store, model, team, sent):
@@ -115,7 +116,7 @@ def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, s
     """The run page and the APIs list the checkpoints on disk: the worker's reporter drops the rows
     of those the rotation deleted, and says so in the run's log."""
     from app.models import Checkpoint
-    from worker.job_reporter import DatabaseReporter
+    from worker.runtime.reporter import DatabaseReporter
 
     ds = make_dataset(db, store, team[0].team_id)
     job = make_job(db, team[0].team_id, ds, model)

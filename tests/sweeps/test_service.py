@@ -271,7 +271,7 @@ def test_list_and_get_are_team_scoped(client, make_sweep, team, db):
 
 
 def test_the_reconciler_advances_running_sweeps(make_sweep, db, settings, sent):
-    from worker import reconciler
+    from worker.runtime import reconciler
 
     sweep_id = make_sweep()["id"]
     first = _children(db, sweep_id)[0]

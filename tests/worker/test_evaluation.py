@@ -15,7 +15,7 @@ from app.storage import ArtifactStore
 from tests.factories import make_account
 from tests.jobs.factories import chat, make_dataset, make_job, register_model
 from tests.worker.training.factories import tiny_config
-from worker import evaluation
+from worker.tasks import evaluation
 
 TRAIN = [chat(i) for i in range(16)]
 EVAL = [chat(1000 + i) for i in range(4)]  # what make_dataset stores as the eval split
@@ -114,7 +114,7 @@ def _events(db, job_id: int) -> list[str]:  # noqa: ANN001
 def test_evaluation_after_a_run_is_stored_with_both_sides(db, job, trained, settings, monkeypatch):
     monkeypatch.setattr(settings, "eval_samples", 3)
     monkeypatch.setattr(settings, "eval_max_new_tokens", 24)
-    monkeypatch.setattr("worker.evaluation.get_settings", lambda: settings)
+    monkeypatch.setattr("worker.tasks.evaluation.get_settings", lambda: settings)
     assert evaluation.evaluate_after_run(job.id, trained[1], TRAIN, EVAL)
     db.expire_all()
     [row] = db.scalars(select(Evaluation).where(Evaluation.job_id == job.id)).all()
@@ -153,7 +153,7 @@ def test_no_evaluation_for_a_job_that_did_not_succeed(db, job, trained):
 def test_rerun_evaluates_the_stored_adapter(db, job, trained, settings, monkeypatch, sent):
     monkeypatch.setattr(settings, "eval_samples", 2)
     monkeypatch.setattr(settings, "eval_max_new_tokens", 8)
-    monkeypatch.setattr("worker.evaluation.get_settings", lambda: settings)
+    monkeypatch.setattr("worker.tasks.evaluation.get_settings", lambda: settings)
     store = ArtifactStore(settings.artifact_dir)
     key = f"teams/{job.team_id}/jobs/{job.id}/run/adapter"
     shutil.copytree(trained[1].adapter_dir, store.path(key))

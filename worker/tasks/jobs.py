@@ -21,9 +21,9 @@ from app.jobs import service
 from app.models import Artifact, Dataset, Job, JobStatus, utcnow
 from app.storage import ArtifactStore
 from app.sweeps import service as sweeps
-from worker import evaluation
+from worker.tasks import evaluation
 from worker.celery_app import TRAIN_QUEUE, celery_app
-from worker.job_reporter import DatabaseReporter
+from worker.runtime.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
 OOM_ADVICE = ("Lower the batch size or the maximum length, turn on gradient checkpointing, "
@@ -179,7 +179,7 @@ def run_job(job_id: int, lease: str) -> None:
 @celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)
 def train(self, job_id: int) -> None:  # noqa: ANN001
     """`job_id` is the ticket's job; the worker runs whichever queued job is fairest next."""
-    from worker.heartbeat import device_info
+    from worker.runtime.heartbeat import device_info
 
     memory_gb = device_info()["device_memory_bytes"] / 1024**3
     queue = self.request.delivery_info.get("routing_key") or TRAIN_QUEUE

@@ -36,7 +36,7 @@ from app.jobs import service
 from app.ab import service as ab
 from app.models import Comparison, Dataset, DatasetStatus, Job, JobStatus, utcnow
 from app.sweeps import service as sweeps
-from worker import evaluation
+from worker.tasks import evaluation
 
 log = logging.getLogger(__name__)
 

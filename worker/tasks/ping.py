@@ -1,15 +1,9 @@
-"""Celery task modules. Each domain's tasks live in their own module; importing them here
-registers them with the app (celery_app includes this module)."""
+"""`studio.ping`: a round trip through the broker, used by `studio doctor --deep` and the broker tests."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-import worker.heartbeat  # noqa: F401  (connects the heartbeat signals in every worker)
-import worker.ab_tasks  # noqa: F401  (studio.ab_generate)
-import worker.dataset_tasks  # noqa: F401
-import worker.job_tasks  # noqa: F401  (studio.train)
-import worker.judge_tasks  # noqa: F401  (studio.judge)
 from app.db import session_scope
 from app.models import Worker
 from worker.celery_app import celery_app

@@ -65,7 +65,7 @@ def _start(sender=None, **_kwargs) -> None:  # noqa: ANN001
     queues = ",".join(sorted(q.name for q in sender.app.amqp.queues.consume_from.values()))
     _stop.clear()
     threading.Thread(target=_loop, args=(sender.hostname, queues), daemon=True, name="heartbeat").start()
-    from worker import reconciler
+    from worker.runtime import reconciler
 
     reconciler.start()
 
@@ -73,7 +73,7 @@ def _start(sender=None, **_kwargs) -> None:  # noqa: ANN001
 @worker_shutdown.connect
 def _stop_beating(sender=None, **_kwargs) -> None:  # noqa: ANN001
     _stop.set()
-    from worker import reconciler
+    from worker.runtime import reconciler
 
     reconciler.stop()
     try:
