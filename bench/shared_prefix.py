@@ -26,7 +26,7 @@ from worker.training.builtin import convert_builtin  # noqa: E402
 from worker.training.config import TrainingConfig  # noqa: E402
 from worker.training.cpu_speedup import speed_up_for_cpu  # noqa: E402
 from worker.training.data import PaddedCollator, read_jsonl, tokenize_records  # noqa: E402
-from worker.training.evaluate import answer_loss_sum, real_tokens, shared_prefix_length  # noqa: E402
+from worker.training.loss import answer_loss_sum, real_tokens, shared_prefix_length  # noqa: E402
 from worker.training.modeling import detect_device, load_model, load_tokenizer  # noqa: E402
 
 HOUSE_RULES = (

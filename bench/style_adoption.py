@@ -67,7 +67,7 @@ def shares(answers: list[str]) -> dict[str, float]:
 def answer(model_dir: str, adapter_dir: str | None, questions: list[list[dict]]) -> list[str]:
     from transformers import AutoModelForCausalLM
 
-    from worker.training.evaluate import generate_answers
+    from worker.training.generate import generate_answers
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     if adapter_dir:

@@ -35,7 +35,7 @@ def trained(tiny_model_dir, tmp_path_factory):
 def _fresh_loss(model_dir, config, records):  # noqa: ANN001, ANN202
     from transformers import AutoModelForCausalLM
 
-    from worker.training.evaluate import evaluate_loss
+    from worker.training.loss import evaluate_loss
     from worker.training.modeling import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))

@@ -140,7 +140,7 @@ def load(target: Target):  # noqa: ANN201
 
 
 def _answer(work: Work, side: str) -> None:
-    from worker.training.evaluate import generate_answers
+    from worker.training.generate import generate_answers
 
     model, tokenizer = load(work.targets[side])
     head = [{"role": "system", "content": work.system}] if work.system else []

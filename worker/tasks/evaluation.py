@@ -82,7 +82,8 @@ def loss_batches(records: list[dict], tokenizer, max_length: int) -> list[dict]:
 def score(model, tokenizer, batches: list[dict], prompts: list[Prompt], *, max_new_tokens: int,  # noqa: ANN001
           classification: bool) -> tuple[dict[str, float], list[str]]:
     """One model's metrics and its answers to the prompts."""
-    from worker.training.evaluate import evaluate_loss, generate_answers
+    from worker.training.generate import generate_answers
+    from worker.training.loss import evaluate_loss
     from worker.training.metrics import text_metrics
 
     metrics: dict[str, float] = {}

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from worker.training import checkpoints
-from worker.training.evaluate import perplexity
+from worker.training.loss import perplexity
 
 
 class TokenCounter:

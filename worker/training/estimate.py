@@ -110,7 +110,7 @@ def lora_params(shape: ModelShape, rank: int, targets: str) -> float:
 
 
 def head_chunk_rows(vocab_size: int, device: str) -> int:
-    """Positions the chunked output-head loss projects at once (worker/training/losses.py)."""
+    """Positions the chunked output-head loss projects at once (worker/training/head_loss.py)."""
     return max(1, HEAD_CHUNK_ELEMENTS.get(device, HEAD_CHUNK_ELEMENTS["cuda"]) // vocab_size)
 
 

@@ -30,7 +30,7 @@ from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.config import TrainingConfig
 from worker.training.cpu_speedup import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
-from worker.training.evaluate import answer_loss_sum, evaluate_loss, real_tokens, shared_prefix_length
+from worker.training.loss import answer_loss_sum, evaluate_loss, real_tokens, shared_prefix_length
 from worker.training.modeling import (
     detect_device,
     load_model,

@@ -23,7 +23,7 @@ from worker.training.cpu_kernels import (
 )
 from worker.training.cpu_lora import FusedLoraLinear, fuse_lora_layers
 from worker.training.cpu_speedup import speed_up_for_cpu
-from worker.training.losses import head_cross_entropy
+from worker.training.head_loss import head_cross_entropy
 
 pytestmark = pytest.mark.skipif(onednn_speedup() == 0.0, reason="this PyTorch build has no oneDNN")
 

@@ -7,7 +7,7 @@ import torch
 
 from tests.worker.training.factories import SYSTEM, record, records, tiny_config
 from worker.training.data import PaddedCollator, PaddingFreeCollator, tokenize_records
-from worker.training.evaluate import MIN_SHARED_PREFIX, MIN_SKIPPED_SHARE, answer_loss_sum, shared_prefix_length
+from worker.training.loss import MIN_SHARED_PREFIX, MIN_SKIPPED_SHARE, answer_loss_sum, shared_prefix_length
 from worker.training.modeling import detect_device, load_model
 from worker.training.reporter import RecordingReporter
 from worker.training.run import run

@@ -1,12 +1,11 @@
-"""Losses, eval loss / perplexity, and greedy generation.
+"""The engine's loss: training steps and the eval loss / perplexity both use it.
 
 `answer_loss_sum` is the one loss of the engine: the training loop and evaluation both use
 it. It projects only the positions whose next token is a trained answer token onto the
 vocabulary, so the (large) output head never runs on prompt tokens: for architectures whose
 logits are plain lm_head outputs it takes the decoder's hidden states there and runs the head
-chunk by chunk (`losses.head_cross_entropy`), for the others it asks the model for those
-logits only (`logits_to_keep` as a boolean mask). More metrics (BLEU, ROUGE) plug into
-`evaluate_model` later.
+chunk by chunk (`head_loss.head_cross_entropy`), for the others it asks the model for those
+logits only (`logits_to_keep` as a boolean mask).
 
 Shared prompt prefix: when every row of a micro-batch starts with the same tokens before its
 first trained token (a dataset's common system prompt, or the one a chat template adds), those
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.training.data import IGNORE_INDEX
-from worker.training.losses import head_cross_entropy
+from worker.training.head_loss import head_cross_entropy
 
 
 # Architectures whose logits are exactly lm_head(last hidden state): no soft-capping or scaling.
@@ -176,40 +175,3 @@ def evaluate_loss(model, batches: Iterable[dict]) -> dict[str, float]:
 
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
-
-
-def evaluate_model(model, batches: Iterable[dict]) -> dict[str, float]:
-    """All evaluation metrics of a trained model (today: loss and perplexity)."""
-    return evaluate_loss(model, batches)
-
-
-@torch.no_grad()
-def generate_answers(
-    model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 128, batch_size: int = 8
-) -> list[str]:
-    """Greedy answers (one per conversation) to conversations that end with a user turn."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # generation continues from the right end of each row
-    device = next(model.parameters()).device
-    answers = []
-    try:
-        for start in range(0, len(conversations), batch_size):
-            prompts = [
-                tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                for messages in conversations[start : start + batch_size]
-            ]
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            output = model.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            for row in output[:, encoded["input_ids"].shape[1]:]:
-                answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return answers
