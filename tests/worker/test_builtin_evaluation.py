@@ -27,7 +27,7 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "support_fr_brand_voic
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the model is the point, not the database
 def test_builtin_model_fine_tuned_on_the_demo_beats_its_base(builtin_dir, db, settings, client, tmp_path):
     from worker.evaluation import evaluate_after_run
-    from worker.training.config import TrainingConfig
+    from planner.config import TrainingConfig
     from worker.training.data import read_jsonl
     from worker.training.reporter import NullReporter
     from worker.training.run import run

@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.training.config import TrainingConfig
-from worker.training.estimate import estimate
+from planner.config import TrainingConfig
+from planner.estimate import estimate
 
 # Effective FLOP/s per CPU core, used only when no throughput was measured: ~200 tokens/s for
 # LoRA on a 135M model on 2 cores. On the 2-core development machines the engine measured
