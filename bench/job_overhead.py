@@ -46,7 +46,7 @@ def records(n: int) -> list[dict]:
 
 
 def engine_alone(model_dir: Path, data: list[dict], steps: int, out: Path) -> tuple[float, float]:
-    from worker.training.config import TrainingConfig
+    from planner.config import TrainingConfig
     from worker.training.reporter import NullReporter
     from worker.training.run import run
 

@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from planner.config import TrainingConfig  # noqa: E402
 from worker.training.builtin import convert_builtin  # noqa: E402
-from worker.training.config import TrainingConfig  # noqa: E402
 from worker.training.cpu_speedup import speed_up_for_cpu  # noqa: E402
 from worker.training.data import PaddedCollator, read_jsonl, tokenize_records  # noqa: E402
 from worker.training.loss import answer_loss_sum, real_tokens, shared_prefix_length  # noqa: E402

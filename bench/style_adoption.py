@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from make_support_fr import GREETING, SIGNATURE, has_brand_voice  # noqa: E402
 
+from planner.presets import auto, classic, guess_tokens_per_second, read_model_info  # noqa: E402
 from worker.training.builtin import convert_builtin  # noqa: E402
 from worker.training.data import read_jsonl, tokenize_records  # noqa: E402
 from worker.training.modeling import load_tokenizer  # noqa: E402
-from worker.training.presets import auto, classic, guess_tokens_per_second, read_model_info  # noqa: E402
 from worker.training.reporter import NullReporter  # noqa: E402
 from worker.training.run import run  # noqa: E402
 

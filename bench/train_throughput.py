@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from planner.config import TrainingConfig  # noqa: E402
 from worker.training.builtin import convert_builtin  # noqa: E402
-from worker.training.config import TrainingConfig  # noqa: E402
 from worker.training.data import read_jsonl  # noqa: E402
 from worker.training.modeling import load_tokenizer  # noqa: E402
 from worker.training.reporter import NullReporter  # noqa: E402

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from app.errors import InvalidInput
 from app.models import BaseModel, Dataset, Worker
-from worker.training import estimate as estimator
-from worker.training import presets
-from worker.training.config import TrainingConfig
+from planner import estimate as estimator
+from planner import presets
+from planner.config import TrainingConfig
 
 PRESETS = ("auto", "classic")
 GiB = 1024**3

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.models import Job, JobStatus, utcnow
-from worker.training.config import TrainingConfig, field_help
+from planner.config import TrainingConfig, field_help
 
 CURVES = (("loss", "Training loss"), ("eval_loss", "Evaluation loss"), ("learning_rate", "Learning rate"))
 CURVE_NAMES = tuple(name for name, _ in CURVES)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import InvalidInput
-from worker.training.config import TrainingConfig
+from planner.config import TrainingConfig
 
 MAX_RUNS = 64  # grid points per sweep: each is a full fine-tuning run
 NOT_SWEPT = {"base_model"}  # chosen by the sweep's base model, never per point

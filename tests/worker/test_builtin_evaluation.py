@@ -26,8 +26,8 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "support_fr_brand_voic
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the model is the point, not the database
 def test_builtin_model_fine_tuned_on_the_demo_beats_its_base(builtin_dir, db, settings, client, tmp_path):
+    from planner.config import TrainingConfig
     from worker.tasks.evaluation import evaluate_after_run
-    from worker.training.config import TrainingConfig
     from worker.training.data import read_jsonl
     from worker.training.reporter import NullReporter
     from worker.training.run import run

@@ -238,7 +238,7 @@ def evaluate_after_run(job_id: int, result, train_records: list[dict], eval_reco
         return False
 
     def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-        from worker.training.config import TrainingConfig
+        from planner.config import TrainingConfig
         from worker.training.modeling import load_tokenizer
 
         config = TrainingConfig.model_validate(job["config"])
@@ -262,7 +262,7 @@ def evaluate_again(evaluation_id: int) -> bool:
     store = ArtifactStore(settings.artifact_dir)
 
     def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-        from worker.training.config import TrainingConfig
+        from planner.config import TrainingConfig
         from worker.training.modeling import load_tokenizer
 
         config = TrainingConfig.model_validate(job["config"])

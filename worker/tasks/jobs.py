@@ -150,7 +150,7 @@ def run_job(job_id: int, lease: str) -> None:
     # The lease heartbeat starts first: nothing slow may run between the claim and it.
     reporter = DatabaseReporter(job_id=job_id, attempt=attempt, lease_token=lease, log_path=log_path,
                                 store_root=store.root)
-    from worker.training.config import TrainingConfig
+    from planner.config import TrainingConfig
     from worker.training.run import run
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))

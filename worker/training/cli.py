@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from planner.config import TrainingConfig
 from worker.training.builtin import BUILTIN_NAME, convert_builtin
-from worker.training.config import TrainingConfig
 from worker.training.data import DataError, read_jsonl, tokenize_records
 from worker.training.reporter import PrintReporter
 
@@ -102,7 +102,7 @@ def _load_config(path: Path, records: list[dict], model: Path | None) -> Trainin
 
 
 def _preset(name: str, base_model: str, records: list[dict], budget: float | None):
-    from worker.training import presets
+    from planner import presets
 
     if name == "classic":
         return presets.classic(base_model)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import torch
 
-from worker.training.config import TrainingConfig
+from planner.config import TrainingConfig
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "safetensors")
 

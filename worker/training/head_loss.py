@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from planner.estimate import head_chunk_rows
 from worker.training.cpu_kernels import linear
-from worker.training.estimate import head_chunk_rows
 
 
 class _HeadCrossEntropy(torch.autograd.Function):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worker.training.config import TrainingConfig
+from planner.config import TrainingConfig
 
 # Module names per architecture (model_type). Unknown architectures fall back to looking for
 # the usual names among the model's linear layers.

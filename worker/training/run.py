@@ -25,9 +25,9 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import TrainOutput
 
+from planner.config import TrainingConfig
 from worker.training import allocator, checkpoints, export
 from worker.training.callbacks import ReporterCallback, TokenCounter
-from worker.training.config import TrainingConfig
 from worker.training.cpu_speedup import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
 from worker.training.loss import answer_loss_sum, evaluate_loss, real_tokens, shared_prefix_length

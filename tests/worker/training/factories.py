@@ -52,7 +52,7 @@ def records(count: int) -> list[dict]:
 
 
 def tiny_config(model_dir: Path, **overrides):
-    from worker.training.config import TrainingConfig
+    from planner.config import TrainingConfig
 
     values = dict(
         base_model=str(model_dir), method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0,

@@ -46,7 +46,7 @@ def main(tokenizer_dir: str, work_dir: str) -> None:
     from tests.worker.training.factories import records, tiny_config
     from worker.training.modeling import load_tokenizer
     from worker.training.data import tokenize_records
-    from worker.training.presets import read_model_info
+    from planner.presets import read_model_info
     from worker.training.reporter import NullReporter
     from worker.training.run import run
 

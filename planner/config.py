@@ -1,8 +1,8 @@
 """TrainingConfig: one small typed object that says how a run trains.
 
 Every field is documented (the web app shows the descriptions as help text) and validated
-with messages a person understands. No torch or transformers here: the web process imports
-this module to validate configs and must stay light.
+with messages a person understands; the default values live in planner/defaults.py. No torch or
+transformers here: the web process imports this module to validate configs and must stay light.
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from planner.defaults import (
+    DEFAULT_EPOCHS, DEFAULT_EVAL_STRATEGY, DEFAULT_GRAD_ACCUM, DEFAULT_GRADIENT_CHECKPOINTING,
+    DEFAULT_LEARNING_RATE, DEFAULT_LOGGING_STEPS, DEFAULT_LORA_ALPHA, DEFAULT_LORA_BIAS, DEFAULT_LORA_DROPOUT,
+    DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, DEFAULT_MAX_LENGTH, DEFAULT_METHOD, DEFAULT_PACKING,
+    DEFAULT_PER_DEVICE_BATCH_SIZE, DEFAULT_PRECISION, DEFAULT_SAVE_STRATEGY, DEFAULT_SAVE_TOTAL_LIMIT,
+    DEFAULT_SCHEDULER, DEFAULT_SEED, DEFAULT_TARGET_MODULES, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+)
 
 Method = Literal["full", "lora", "qlora", "lora8bit"]
 TargetModules = Literal["attention", "attention_mlp", "all_linear"]
@@ -34,42 +42,42 @@ class TrainingConfig(BaseModel):
         min_length=1,
     )
     method: Method = Field(
-        default="lora",
+        default=DEFAULT_METHOD,
         description="full: train every weight (most memory). lora: freeze the model and train small "
         "low-rank adapters. qlora: LoRA on a 4-bit (NF4) copy of the model, the least memory. "
         "lora8bit: LoRA on an 8-bit copy of the model.",
     )
     lora_r: int = Field(
-        default=16, ge=1, le=1024,
+        default=DEFAULT_LORA_R, ge=1, le=1024,
         description="LoRA rank: the size of the adapters. Higher learns more detail and uses more "
         "memory; 8 to 64 is usual. Ignored for full fine-tuning.",
     )
     lora_alpha: float = Field(
-        default=32, gt=0, le=4096,
+        default=DEFAULT_LORA_ALPHA, gt=0, le=4096,
         description="LoRA scaling: adapter updates are multiplied by alpha / rank. Twice the rank is "
         "a common choice.",
     )
     lora_dropout: float = Field(
-        default=0.05, ge=0, lt=1,
+        default=DEFAULT_LORA_DROPOUT, ge=0, lt=1,
         description="Dropout applied to the adapters' input during training (0 to turn it off).",
     )
     target_modules: TargetModules = Field(
-        default="attention",
+        default=DEFAULT_TARGET_MODULES,
         description="Which layers get adapters: attention (query/key/value/output projections), "
         "attention_mlp (also the feed-forward layers), or all_linear (every linear layer except "
         "the output head).",
     )
     lora_bias: Literal["none", "all", "lora_only"] = Field(
-        default="none",
+        default=DEFAULT_LORA_BIAS,
         description="Which bias terms to train along with the adapters. 'none' keeps the adapter "
         "small and loadable everywhere.",
     )
     learning_rate: float = Field(
-        default=2e-4, gt=0, le=1,
+        default=DEFAULT_LEARNING_RATE, gt=0, le=1,
         description="Peak learning rate. LoRA usually uses 1e-4 to 1e-3, full fine-tuning 1e-6 to 5e-5.",
     )
     epochs: float | None = Field(
-        default=3, gt=0, le=1000,
+        default=DEFAULT_EPOCHS, gt=0, le=1000,
         description="How many passes over the training data. Ignored when max_steps is set.",
     )
     max_steps: int | None = Field(
@@ -78,53 +86,55 @@ class TrainingConfig(BaseModel):
         "for the given number of epochs.",
     )
     per_device_batch_size: int = Field(
-        default=4, ge=1, le=4096,
+        default=DEFAULT_PER_DEVICE_BATCH_SIZE, ge=1, le=4096,
         description="Examples processed together in one forward/backward pass on one device.",
     )
     grad_accum: int = Field(
-        default=4, ge=1, le=4096,
+        default=DEFAULT_GRAD_ACCUM, ge=1, le=4096,
         description="Gradient accumulation: passes summed before each optimizer step. The effective "
         "batch is per_device_batch_size x grad_accum (x number of devices).",
     )
     scheduler: Scheduler = Field(
-        default="cosine",
+        default=DEFAULT_SCHEDULER,
         description="How the learning rate changes over the run after warmup: cosine or linear decay "
         "to zero, or constant.",
     )
     warmup: float = Field(
-        default=0.1, ge=0, le=0.5,
+        default=DEFAULT_WARMUP, ge=0, le=0.5,
         description="Fraction of the optimizer steps (0 to 0.5) during which the learning rate rises "
         "from zero to its peak.",
     )
     weight_decay: float = Field(
-        default=0.01, ge=0, le=1,
+        default=DEFAULT_WEIGHT_DECAY, ge=0, le=1,
         description="AdamW weight decay (a gentle pull of trained weights towards zero).",
     )
     max_grad_norm: float = Field(
-        default=1.0, ge=0,
+        default=DEFAULT_MAX_GRAD_NORM, ge=0,
         description="Gradient clipping: the gradient norm is scaled down to this value when larger "
         "(0 turns clipping off).",
     )
     precision: Precision = Field(
-        default="auto",
+        default=DEFAULT_PRECISION,
         description="Number format for training. auto: bf16 on GPUs that support it, fp16 on other "
         "CUDA GPUs, fp32 on a CPU (where bf16 is much slower).",
     )
     max_length: int = Field(
-        default=1024, ge=16, le=262144,
+        default=DEFAULT_MAX_LENGTH, ge=16, le=262144,
         description="Longest example in tokens; longer ones are cut (and counted in the data report).",
     )
     packing: bool = Field(
-        default=False,
+        default=DEFAULT_PACKING,
         description="Off (default): each example is its own row and micro-batches are grouped by "
         "length, so rows are padded by a few tokens at most and attention never spans two examples "
         "(the fastest layout on CPUs and with standard attention kernels). On: the examples of a "
         "micro-batch are laid end to end in one row with no padding at all (position_ids keep "
         "attention inside each example); best with variable-length attention kernels on GPUs.",
     )
-    seed: int = Field(default=42, ge=0, description="Random seed: the same seed and data give the same run.")
+    seed: int = Field(
+        default=DEFAULT_SEED, ge=0, description="Random seed: the same seed and data give the same run."
+    )
     eval_strategy: Cadence = Field(
-        default="epoch",
+        default=DEFAULT_EVAL_STRATEGY,
         description="When to measure loss on the evaluation data: no, every eval_steps steps, or at "
         "the end of each epoch (skipped when there is no evaluation data).",
     )
@@ -132,7 +142,7 @@ class TrainingConfig(BaseModel):
         default=None, ge=1, description="Evaluate every this many steps when eval_strategy is 'steps'."
     )
     save_strategy: Cadence = Field(
-        default="epoch",
+        default=DEFAULT_SAVE_STRATEGY,
         description="When to write a checkpoint that a run can resume from: no, every save_steps steps, "
         "or at the end of each epoch.",
     )
@@ -140,12 +150,14 @@ class TrainingConfig(BaseModel):
         default=None, ge=1, description="Write a checkpoint every this many steps when save_strategy is 'steps'."
     )
     save_total_limit: int | None = Field(
-        default=2, ge=1,
+        default=DEFAULT_SAVE_TOTAL_LIMIT, ge=1,
         description="How many checkpoints to keep on disk (the oldest are deleted). Empty keeps all.",
     )
-    logging_steps: int = Field(default=1, ge=1, description="Report training metrics every this many steps.")
+    logging_steps: int = Field(
+        default=DEFAULT_LOGGING_STEPS, ge=1, description="Report training metrics every this many steps."
+    )
     gradient_checkpointing: bool = Field(
-        default=False,
+        default=DEFAULT_GRADIENT_CHECKPOINTING,
         description="Recompute activations during the backward pass instead of storing them: much "
         "less memory for about 30% more time.",
     )

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from planner.defaults import (
+    DEFAULT_ESTIMATE_DEVICE, DEFAULT_KV_HEADS_RATIO, DEFAULT_LORA_R, DEFAULT_METHOD, DEFAULT_TARGET_MODULES,
+    DEFAULT_TIED_EMBEDDINGS,
+)
+
 GB = 1e9
 BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
 NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit values + 8-bit absmax per 64 + fp32 per 256 blocks
@@ -34,8 +39,8 @@ class ModelShape:
     num_layers: int
     vocab_size: int
     intermediate_size: int | None = None
-    num_kv_heads_ratio: float = 1.0  # key/value heads / attention heads (GQA < 1)
-    tied_embeddings: bool = False
+    num_kv_heads_ratio: float = DEFAULT_KV_HEADS_RATIO  # key/value heads / attention heads (GQA < 1)
+    tied_embeddings: bool = DEFAULT_TIED_EMBEDDINGS
 
     @property
     def embedding_params(self) -> float:
@@ -116,7 +121,7 @@ def head_chunk_rows(vocab_size: int, device: str) -> int:
 
 def activation_bytes(
     shape: ModelShape, tokens: int, dtype_bytes: float, gradient_checkpointing: bool,
-    loss_tokens: int | None = None, device: str = "cuda",
+    loss_tokens: int | None = None, device: str = DEFAULT_ESTIMATE_DEVICE,
 ) -> float:
     """Memory held for the backward pass, for `tokens` tokens in one micro-batch.
 
@@ -145,10 +150,10 @@ def estimate_memory(
     batch_size: int,
     context_length: int,
     precision: str = "bf16",
-    lora_rank: int = 16,
-    target_modules: str = "attention",
+    lora_rank: int = DEFAULT_LORA_R,
+    target_modules: str = DEFAULT_TARGET_MODULES,
     gradient_checkpointing: bool = False,
-    device: str = "cuda",
+    device: str = DEFAULT_ESTIMATE_DEVICE,
     device_memory_gb: float | None = None,
 ) -> MemoryEstimate:
     if method not in METHODS:
@@ -202,15 +207,15 @@ def estimate(
     vocab_size: int,
     context_length: int,
     batch_size: int,
-    method: str = "lora",
-    device: str = "cuda",
+    method: str = DEFAULT_METHOD,
+    device: str = DEFAULT_ESTIMATE_DEVICE,
     device_memory_gb: float | None = None,
     intermediate_size: int | None = None,
-    num_kv_heads_ratio: float = 1.0,
-    tied_embeddings: bool = False,
+    num_kv_heads_ratio: float = DEFAULT_KV_HEADS_RATIO,
+    tied_embeddings: bool = DEFAULT_TIED_EMBEDDINGS,
     precision: str | None = None,
-    lora_rank: int = 16,
-    target_modules: str = "attention",
+    lora_rank: int = DEFAULT_LORA_R,
+    target_modules: str = DEFAULT_TARGET_MODULES,
     gradient_checkpointing: bool = False,
     train_tokens: float | None = None,
     tokens_per_second: float | None = None,

@@ -14,8 +14,14 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.training.config import TrainingConfig
-from worker.training.estimate import estimate
+from planner.config import TrainingConfig
+from planner.defaults import (
+    DEFAULT_EPOCHS, DEFAULT_GRAD_ACCUM, DEFAULT_KV_HEADS_RATIO, DEFAULT_LEARNING_RATE, DEFAULT_LORA_ALPHA,
+    DEFAULT_LORA_DROPOUT, DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, DEFAULT_METHOD, DEFAULT_PACKING,
+    DEFAULT_PER_DEVICE_BATCH_SIZE, DEFAULT_PRECISION, DEFAULT_SCHEDULER, DEFAULT_TARGET_MODULES,
+    DEFAULT_TIED_EMBEDDINGS, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+)
+from planner.estimate import estimate
 
 # Effective FLOP/s per CPU core, used only when no throughput was measured: ~200 tokens/s for
 # LoRA on a 135M model on 2 cores. On the 2-core development machines the engine measured
@@ -24,6 +30,7 @@ from worker.training.estimate import estimate
 # is not overrun on a slower CPU.
 CPU_FLOPS_PER_CORE = 5.5e10
 GPU_FLOPS = 1.5e14
+AUTO_TARGET_MODULES = "all_linear"
 
 
 @dataclass
@@ -36,8 +43,8 @@ class ModelInfo:
     vocab_size: int
     context_length: int
     intermediate_size: int | None = None
-    num_kv_heads_ratio: float = 1.0
-    tied_embeddings: bool = False
+    num_kv_heads_ratio: float = DEFAULT_KV_HEADS_RATIO
+    tied_embeddings: bool = DEFAULT_TIED_EMBEDDINGS
     architecture: str = ""
 
 
@@ -48,14 +55,25 @@ class Preset:
 
 
 def classic(base_model: str) -> Preset:
-    """The classic starting point of LoRA tutorials."""
+    """The classic starting point of LoRA tutorials: the defaults of planner/defaults.py."""
     config = TrainingConfig(
-        base_model=base_model, method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05,
-        target_modules="attention", learning_rate=2e-4, epochs=3, scheduler="cosine", warmup=0.1,
-        weight_decay=0.01, max_grad_norm=1.0, per_device_batch_size=4, grad_accum=4,
+        base_model=base_model, method=DEFAULT_METHOD, lora_r=DEFAULT_LORA_R, lora_alpha=DEFAULT_LORA_ALPHA,
+        lora_dropout=DEFAULT_LORA_DROPOUT, target_modules=DEFAULT_TARGET_MODULES,
+        learning_rate=DEFAULT_LEARNING_RATE, epochs=DEFAULT_EPOCHS, scheduler=DEFAULT_SCHEDULER,
+        warmup=DEFAULT_WARMUP, weight_decay=DEFAULT_WEIGHT_DECAY, max_grad_norm=DEFAULT_MAX_GRAD_NORM,
+        per_device_batch_size=DEFAULT_PER_DEVICE_BATCH_SIZE, grad_accum=DEFAULT_GRAD_ACCUM,
     )
-    return Preset(config, ["The classic LoRA recipe: r=16, alpha=32, attention layers, LR 2e-4, "
-                           "3 epochs, cosine schedule, effective batch 16."])
+    return Preset(config, [
+        f"The classic LoRA recipe: r={DEFAULT_LORA_R}, alpha={DEFAULT_LORA_ALPHA}, {DEFAULT_TARGET_MODULES} "
+        f"layers, LR {_scientific(DEFAULT_LEARNING_RATE)}, {DEFAULT_EPOCHS} epochs, {DEFAULT_SCHEDULER} "
+        f"schedule, effective batch {DEFAULT_PER_DEVICE_BATCH_SIZE * DEFAULT_GRAD_ACCUM}."
+    ])
+
+
+def _scientific(number: float) -> str:
+    """2e-4 as people write it, rather than 0.0002 or 2e-04."""
+    mantissa, exponent = f"{number:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def read_model_info(model_dir: str | os.PathLike) -> ModelInfo:
@@ -125,7 +143,7 @@ def auto(
     reasons.append("Adapters on all linear layers (attention and feed-forward): they learn faster "
                    "than attention-only adapters for little extra memory.")
 
-    lr = min(max(2e-4 * (7e9 / n) ** 0.35, 5e-5), 1e-3)
+    lr = min(max(DEFAULT_LEARNING_RATE * (7e9 / n) ** 0.35, 5e-5), 1e-3)  # the default suits ~7B models
     reasons.append(f"Learning rate {lr:.1e}: smaller models take larger steps ({size} parameters).")
 
     effective = 16 if train_examples >= 1000 else 8 if train_examples >= 200 else 4
@@ -154,15 +172,16 @@ def auto(
             planned = max_steps
     warmup = 0.05 if planned < 300 else 0.03
     config = TrainingConfig(
-        base_model=base_model, method=method, lora_r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
-        target_modules="all_linear", learning_rate=round(lr, 6), epochs=epochs, max_steps=max_steps,
-        per_device_batch_size=per_device, grad_accum=effective // per_device, scheduler="cosine",
-        warmup=warmup, weight_decay=0.0, max_grad_norm=1.0, precision="auto", max_length=max_length,
-        packing=False, gradient_checkpointing=checkpointing, save_strategy="steps",
+        base_model=base_model, method=method, lora_r=rank, lora_alpha=2 * rank,
+        lora_dropout=DEFAULT_LORA_DROPOUT, target_modules=AUTO_TARGET_MODULES, learning_rate=round(lr, 6),
+        epochs=epochs, max_steps=max_steps, per_device_batch_size=per_device,
+        grad_accum=effective // per_device, scheduler=DEFAULT_SCHEDULER, warmup=warmup, weight_decay=0.0,
+        max_grad_norm=DEFAULT_MAX_GRAD_NORM, precision=DEFAULT_PRECISION, max_length=max_length,
+        packing=DEFAULT_PACKING, gradient_checkpointing=checkpointing, save_strategy="steps",
         save_steps=max(planned // 4, 10), eval_strategy="epoch" if max_steps is None else "steps",
         eval_steps=None if max_steps is None else max(planned // 4, 10),
     )
-    reasons.append(f"Warmup {warmup:.0%} of {planned} steps then cosine decay; length-grouped "
+    reasons.append(f"Warmup {warmup:.0%} of {planned} steps then {DEFAULT_SCHEDULER} decay; length-grouped "
                    "micro-batches, so almost no compute goes to padding.")
     return Preset(config, reasons)
 
@@ -182,7 +201,7 @@ def _fit(model, device, memory_gb, effective, max_length, rank, reasons) -> tupl
                  vocab_size=model.vocab_size, intermediate_size=model.intermediate_size,
                  num_kv_heads_ratio=model.num_kv_heads_ratio, tied_embeddings=model.tied_embeddings,
                  context_length=max_length, device="cuda", device_memory_gb=memory_gb,
-                 lora_rank=rank, target_modules="all_linear")
+                 lora_rank=rank, target_modules=AUTO_TARGET_MODULES)
     for method in ("lora", "lora8bit", "qlora"):
         for checkpointing in (False, True):
             per_device = effective
