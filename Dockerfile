@@ -5,6 +5,7 @@ WORKDIR /srv/studio
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY worker ./worker
+COPY planner ./planner
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static

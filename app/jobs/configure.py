@@ -1,6 +1,6 @@
 """From a dataset, a base model, a preset and overrides to a validated TrainingConfig and an
 estimate of memory and time on the workers that are online. Pure Python: the web process uses
-only the torch-free modules of the engine (config, presets, estimate)."""
+the torch-free planner (planner/: config, presets, estimate), as the engine does."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from app.health import live_workers
 from app.jobs import configure, service
 from app.models import DatasetStatus, Job, JobStatus, utcnow
 from app.models_registry import repository as models_repo
+from planner.defaults import DEFAULT_SEED
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
 STATUS = {JobStatus.queued: "queued", JobStatus.running: "running", JobStatus.succeeded: "succeeded",
@@ -78,7 +79,7 @@ def job_out(db: Session, job: Job) -> JobOut:
         estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[job.status],
         method=MethodOut(supervised={"hyperparameters": hp.model_dump()}),
         fine_tuned_model=names.fine_tuned_name(job, slug) if job.status == JobStatus.succeeded else None,
-        organization_id=f"team-{job.team_id}", result_files=[], seed=job.seed if job.seed is not None else 42,
+        organization_id=f"team-{job.team_id}", result_files=[], seed=job.seed if job.seed is not None else DEFAULT_SEED,
         trained_tokens=_trained_tokens(job), training_file=names.encode("file", job.dataset_id),
         validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=job.suffix)
 
