@@ -6,13 +6,13 @@ import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from app.datasets.errors import ERROR_TITLES
+from datacheck.problems import ERROR_TITLES
 from app.datasets.formats import FORMAT_LABELS, DatasetFormat
 from app.datasets.guidance import guidance_for
 from app.datasets.report import Counts, DatasetStats, ReportWarning, ValidationReport
 
 if TYPE_CHECKING:
-    from app.datasets.duplicates import HashIndex
+    from datacheck.duplicates import HashIndex
     from app.datasets.sources import Detection
     from app.datasets.validation import LineNotes, ValidationRun
 

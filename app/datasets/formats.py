@@ -21,7 +21,7 @@ from enum import StrEnum
 from operator import itemgetter
 from typing import Any
 
-from app.datasets.errors import Problem
+from datacheck.problems import Problem
 
 ROLES = frozenset(("system", "user", "assistant"))
 # The role sequences nearly every file consists of, accepted without walking the rules.

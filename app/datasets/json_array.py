@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from app.datasets.errors import Problem
+from datacheck.problems import Problem
 from app.datasets.formats import classify_keys, normalize_object
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import BinaryIO
 
 import orjson
 
-from app.datasets.errors import Problem
-from app.datasets.reader import DEFAULT_MAX_LINE_BYTES
+from datacheck.problems import Problem
+from datacheck.read import DEFAULT_MAX_LINE_BYTES
 from app.datasets.report import ColumnMapping
 from app.datasets.sources import BLANK, open_examples
 

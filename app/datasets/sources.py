@@ -15,10 +15,11 @@ from typing import BinaryIO
 
 import orjson
 
-from app.datasets import json_array, reader, table
-from app.datasets.errors import Problem
+from app.datasets import json_array, table
+from datacheck import read
+from datacheck.problems import Problem
 from app.datasets.formats import DatasetFormat, Message, classify_keys, normalize_object
-from app.datasets.reader import (
+from datacheck.read import (
     DEFAULT_MAX_LINE_BYTES,
     LONG_LINE,
     _Marker,
@@ -85,7 +86,7 @@ def open_examples(
 
 def _file_problem(head: bytes) -> Problem | None:
     if not head.strip():
-        if len(head) >= reader.HEAD_SIZE:
+        if len(head) >= read.HEAD_SIZE:
             return Problem("unknown_format", "The file starts with more than 64 KB of blank "
                            "lines or spaces. Remove them and upload the file again.")
         what = "empty (0 bytes)" if not head else "blank: it holds only spaces or empty lines"
@@ -127,7 +128,7 @@ def _jsonl_of_lists(head: bytes) -> bool:
 def _detect_jsonl(head: bytes, detection: Detection) -> None:
     """Vote on the format over the complete lines of the sample."""
     lines = head.split(b"\n")
-    if len(head) >= reader.HEAD_SIZE:
+    if len(head) >= read.HEAD_SIZE:
         lines.pop()  # may be cut in the middle
     lines = [line for line in lines if not is_blank(line)]
     votes: Counter[DatasetFormat] = Counter()

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from app.datasets.formats import Message
-from app.datasets.language import LANGUAGE_NAMES, LanguageSampler
+from datacheck.language import LANGUAGE_NAMES, LanguageSampler
 from app.datasets.report import DatasetStats, HistogramBin, LanguageShare, LengthStats
 
 CountTokens = Callable[[list[str]], Sequence[int]]

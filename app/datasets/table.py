@@ -10,9 +10,9 @@ import csv
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from app.datasets.errors import Problem
+from datacheck.problems import Problem
 from app.datasets.formats import DatasetFormat, pair_messages
-from app.datasets.reader import LONG_LINE, iter_line_batches
+from datacheck.read import LONG_LINE, iter_line_batches
 from app.datasets.report import ColumnMapping
 
 if TYPE_CHECKING:

@@ -17,12 +17,12 @@ from typing import BinaryIO
 import orjson
 from pydantic import BaseModel, Field
 
-from app.datasets.duplicates import HashIndex
-from app.datasets.errors import Problem
+from datacheck.duplicates import HashIndex
+from datacheck.problems import Problem
 from app.datasets.explain import build_report
 from app.datasets.formats import Message
 from app.datasets.guidance import Goal
-from app.datasets.reader import DEFAULT_MAX_LINE_BYTES
+from datacheck.read import DEFAULT_MAX_LINE_BYTES
 from app.datasets.report import ColumnMapping, LineError, ValidationReport
 from app.datasets.sources import BLANK, Detection, open_examples
 from app.datasets.split import eval_picker

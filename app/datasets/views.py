@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.datasets.errors import ERROR_TITLES, WARNING_TITLES
+from datacheck.problems import ERROR_TITLES, WARNING_TITLES
 from app.datasets.guidance import GOAL_LABELS, Goal
 from app.models import Dataset, DatasetStatus
 

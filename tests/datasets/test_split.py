@@ -6,7 +6,7 @@ import io
 
 from app.datasets.normalize import write_normalized
 from app.datasets.split import is_eval_example, split_normalized
-from tests.datasets.factories import chats, jsonl, validate
+from tests.datacheck.factories import chats, jsonl, validate
 
 
 def test_assignment_is_deterministic_close_to_the_fraction_and_seeded():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from app.datasets.stats import LengthAccumulator, bucket_bounds, bucket_of
-from tests.datasets.factories import chat, jsonl, validate, word_tokens
+from tests.datacheck.factories import chat, jsonl, validate, word_tokens
 
 
 def test_buckets_cover_every_length_once():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.datasets.table import propose_mapping
-from tests.datasets.factories import errors_at, validate
+from tests.datacheck.factories import errors_at, validate
 
 
 def test_mapping_is_proposed_from_header_names():

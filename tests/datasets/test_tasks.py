@@ -12,7 +12,7 @@ from app.datasets.report import ColumnMapping
 from app.models import BaseModel, Dataset, DatasetStatus
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
-from tests.datasets.factories import chats, jsonl
+from tests.datacheck.factories import chats, jsonl
 from tests.datasets.test_service import create
 from tests.factories import make_account
 from worker import dataset_tasks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.datasets.split import is_eval_example
-from tests.datasets.factories import chat, chats, jsonl, validate, word_tokens
+from tests.datacheck.factories import chat, chats, jsonl, validate, word_tokens
 
 
 def warning(report, kind):

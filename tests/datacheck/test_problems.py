@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from app.datasets.validation import validate_dataset
-from tests.datasets.factories import chat, chats, errors_at, jsonl, validate, word_tokens
+from tests.datacheck.factories import chat, chats, errors_at, jsonl, validate, word_tokens
 
 
 def single_error(data: bytes, **kwargs):

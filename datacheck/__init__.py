@@ -1,0 +1,1 @@
+"""The dataset checks: read -> detect -> parse -> validate -> report (no web, no torch)."""
