@@ -7,9 +7,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from datacheck.problems import ERROR_TITLES
-from app.datasets.formats import FORMAT_LABELS, DatasetFormat
 from app.datasets.guidance import guidance_for
-from app.datasets.report import Counts, DatasetStats, ReportWarning, ValidationReport
+from datacheck.types import FORMAT_LABELS, Counts, DatasetFormat, DatasetStats, ReportWarning, ValidationReport
 
 if TYPE_CHECKING:
     from datacheck.duplicates import HashIndex

@@ -17,36 +17,16 @@ Rules for a conversation (the same for every input format, decided here once):
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from operator import itemgetter
-from typing import Any
 
 from datacheck.problems import Problem
+from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
 
 ROLES = frozenset(("system", "user", "assistant"))
 # The role sequences nearly every file consists of, accepted without walking the rules.
 _USUAL_ORDERS = frozenset((("user", "assistant"), ("system", "user", "assistant")))
 _role = itemgetter("role")
-Message = dict[str, Any]
 
-
-class DatasetFormat(StrEnum):
-    CHAT = "chat"
-    PROMPT_COMPLETION = "prompt_completion"
-    INPUT_OUTPUT = "input_output"
-    ALPACA = "alpaca"
-    CSV = "csv"
-    TSV = "tsv"
-
-
-FORMAT_LABELS: dict[DatasetFormat, str] = {
-    DatasetFormat.CHAT: "Chat format (OpenAI)",
-    DatasetFormat.PROMPT_COMPLETION: 'Prompt/completion format ("prompt", "completion")',
-    DatasetFormat.INPUT_OUTPUT: 'Input/output format ("input", "output")',
-    DatasetFormat.ALPACA: 'Alpaca format ("instruction", "input", "output")',
-    DatasetFormat.CSV: "CSV table",
-    DatasetFormat.TSV: "TSV table (tab-separated)",
-}
 
 # Fields each flat JSON format needs; "system" is accepted by all of them.
 _FLAT_FIELDS = {

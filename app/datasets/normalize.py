@@ -8,7 +8,7 @@ import orjson
 
 from datacheck.problems import Problem
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping
 from app.datasets.sources import BLANK, open_examples
 
 

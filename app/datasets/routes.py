@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets import repository as repo
 from app.datasets import service, views
-from app.datasets.guidance import Goal
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping, Goal
 from app.datasets.schemas import DatasetOut, DatasetPage, MappingIn, ReportOut, RowsOut
 from app.datasets.upload import ReceivedUpload, human_bytes, new_prefix, receive_upload
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.datasets.preview import Row
+from datacheck.preview import Row
 from app.models import Dataset
 
 

@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 
 from app import queue
 from app.datasets import repository as repo
-from app.datasets.guidance import GOAL_LABELS, Goal
-from app.datasets.preview import Row, read_rows, search_rows
-from app.datasets.report import ColumnMapping
+from datacheck.preview import Row, read_rows, search_rows
+from datacheck.types import GOAL_LABELS, ColumnMapping, Goal
 from app.datasets.upload import ReceivedFile, ReceivedUpload, new_prefix
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Artifact, Dataset, DatasetStatus

@@ -18,7 +18,7 @@ import orjson
 from app.datasets import json_array, table
 from datacheck import read
 from datacheck.problems import Problem
-from app.datasets.formats import DatasetFormat, Message, classify_keys, normalize_object
+from app.datasets.formats import classify_keys, normalize_object
 from datacheck.read import (
     DEFAULT_MAX_LINE_BYTES,
     LONG_LINE,
@@ -30,7 +30,7 @@ from datacheck.read import (
     sniff_encoding,
     strip_bom,
 )
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping, DatasetFormat, Message
 
 BLANK = _Marker("BLANK")
 Item = list[Message] | Problem | _Marker

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from datacheck.problems import Problem
-from app.datasets.formats import DatasetFormat, pair_messages
+from app.datasets.formats import pair_messages
 from datacheck.read import LONG_LINE, iter_line_batches
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping, DatasetFormat
 
 if TYPE_CHECKING:
     from app.datasets.sources import Detection, Examples

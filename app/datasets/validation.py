@@ -20,13 +20,11 @@ from pydantic import BaseModel, Field
 from datacheck.duplicates import HashIndex
 from datacheck.problems import Problem
 from app.datasets.explain import build_report
-from app.datasets.formats import Message
-from app.datasets.guidance import Goal
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
-from app.datasets.report import ColumnMapping, LineError, ValidationReport
+from datacheck.types import ColumnMapping, CountTokens, Goal, LineError, Message, ValidationReport
 from app.datasets.sources import BLANK, Detection, open_examples
-from app.datasets.split import eval_picker
-from app.datasets.stats import CountTokens, StatsCollector, split_roles
+from datacheck.split import eval_picker
+from datacheck.stats import StatsCollector, split_roles
 
 TOKEN_BATCH = 256
 

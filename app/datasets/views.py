@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datacheck.problems import ERROR_TITLES, WARNING_TITLES
-from app.datasets.guidance import GOAL_LABELS, Goal
+from datacheck.types import GOAL_LABELS, Goal
 from app.models import Dataset, DatasetStatus
 
 STATUS_WORDS = {

@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.compare import repository as reads
-from app.datasets.guidance import GOAL_LABELS, Goal, guidance_for
+from app.datasets.guidance import guidance_for
+from datacheck.types import GOAL_LABELS, Goal
 from app.deps import CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context

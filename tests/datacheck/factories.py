@@ -6,7 +6,7 @@ import io
 
 import orjson
 
-from app.datasets.report import ValidationReport
+from datacheck.types import ValidationReport
 from app.datasets.validation import ValidationOptions, validate_dataset
 
 

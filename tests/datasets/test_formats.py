@@ -6,8 +6,8 @@ import io
 
 import orjson
 
-from app.datasets.formats import DatasetFormat
 from app.datasets.normalize import write_normalized
+from datacheck.types import DatasetFormat
 from app.datasets.validation import validate_dataset
 from tests.datacheck.factories import chat, chats, jsonl, validate
 

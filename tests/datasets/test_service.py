@@ -9,8 +9,7 @@ import pytest
 
 from app.datasets import repository as repo
 from app.datasets import service
-from app.datasets.guidance import Goal
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping, Goal
 from app.datasets.upload import ReceivedFile, ReceivedUpload
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Artifact, BaseModel, Dataset, DatasetStatus

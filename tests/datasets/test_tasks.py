@@ -8,7 +8,7 @@ import pytest
 
 from app.datasets import repository as repo
 from app.datasets import service
-from app.datasets.report import ColumnMapping
+from datacheck.types import ColumnMapping
 from app.models import BaseModel, Dataset, DatasetStatus
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore

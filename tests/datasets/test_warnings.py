@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.datasets.split import is_eval_example
+from datacheck.split import is_eval_example
 from tests.datacheck.factories import chat, chats, jsonl, validate, word_tokens
 
 

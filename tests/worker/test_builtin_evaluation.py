@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.datasets.split import eval_picker
+from datacheck.split import eval_picker
 from app.models import Evaluation, JobStatus, utcnow
 from app.storage import ArtifactStore
 from tests.factories import log_in, make_account

@@ -6,7 +6,7 @@ import io
 
 import orjson
 
-from app.datasets.preview import read_rows, search_rows
+from datacheck.preview import read_rows, search_rows
 from tests.datacheck.factories import chat
 
 
