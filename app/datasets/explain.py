@@ -12,7 +12,7 @@ from datacheck.types import FORMAT_LABELS, Counts, DatasetFormat, DatasetStats, 
 
 if TYPE_CHECKING:
     from datacheck.duplicates import HashIndex
-    from app.datasets.sources import Detection
+    from datacheck.detect import Detection
     from app.datasets.validation import LineNotes, ValidationRun
 
 MIN_EVAL_EXAMPLES = 20

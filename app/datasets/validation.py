@@ -22,7 +22,9 @@ from datacheck.problems import Problem
 from app.datasets.explain import build_report
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
 from datacheck.types import ColumnMapping, CountTokens, Goal, LineError, Message, ValidationReport
-from app.datasets.sources import BLANK, Detection, open_examples
+from datacheck.detect import Detection
+from datacheck.parse import open_examples
+from datacheck.parse.items import BLANK
 from datacheck.split import eval_picker
 from datacheck.stats import StatsCollector, split_roles
 

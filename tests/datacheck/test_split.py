@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from app.datasets.normalize import write_normalized
+from datacheck.normalize import write_normalized
 from datacheck.split import is_eval_example, split_normalized
 from tests.datacheck.factories import chats, jsonl, validate
 

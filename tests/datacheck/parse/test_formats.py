@@ -6,7 +6,7 @@ import io
 
 import orjson
 
-from app.datasets.normalize import write_normalized
+from datacheck.normalize import write_normalized
 from datacheck.types import DatasetFormat
 from app.datasets.validation import validate_dataset
 from tests.datacheck.factories import chat, chats, jsonl, validate

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.datasets.table import propose_mapping
+from datacheck.parse.table import propose_mapping
 from tests.datacheck.factories import errors_at, validate
 
 

@@ -1,4 +1,4 @@
-"""Dataset formats: what each looks like, and how one example becomes the internal record.
+"""How one example of any format becomes the internal record: checked messages.
 
 The internal record, which the training engine reads one JSON object per line, is::
 
@@ -27,27 +27,11 @@ ROLES = frozenset(("system", "user", "assistant"))
 _USUAL_ORDERS = frozenset((("user", "assistant"), ("system", "user", "assistant")))
 _role = itemgetter("role")
 
-
 # Fields each flat JSON format needs; "system" is accepted by all of them.
 _FLAT_FIELDS = {
     DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion"),
     DatasetFormat.INPUT_OUTPUT: ("input", "output"),
 }
-
-
-def classify_keys(obj: object) -> DatasetFormat | None:
-    """The JSON format an example's keys point to, or None."""
-    if not isinstance(obj, dict):
-        return None
-    if "messages" in obj:
-        return DatasetFormat.CHAT
-    if "instruction" in obj and "output" in obj:
-        return DatasetFormat.ALPACA
-    if "prompt" in obj and "completion" in obj:
-        return DatasetFormat.PROMPT_COMPLETION
-    if "input" in obj and "output" in obj:
-        return DatasetFormat.INPUT_OUTPUT
-    return None
 
 
 def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message]:
