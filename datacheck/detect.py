@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from datacheck import read
+import datacheck.read as read  # HEAD_SIZE is read at call time (tests patch it)
 from datacheck.problems import Problem
 from datacheck.read import is_blank, sniff_encoding, strip_bom
 from datacheck.types import ColumnMapping, DatasetFormat

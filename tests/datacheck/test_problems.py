@@ -8,7 +8,7 @@ import random
 import orjson
 import pytest
 
-from app.datasets.validation import validate_dataset
+from datacheck import validate_dataset
 from tests.datacheck.factories import chat, chats, errors_at, jsonl, validate, word_tokens
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from app.datasets import repository as repo
 from app.datasets import service
-from datacheck.types import ColumnMapping
 from app.models import BaseModel, Dataset, DatasetStatus
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
+from datacheck import ColumnMapping
 from tests.datacheck.factories import chats, jsonl
 from tests.datasets.test_service import create
 from tests.factories import make_account

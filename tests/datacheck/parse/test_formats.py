@@ -6,9 +6,9 @@ import io
 
 import orjson
 
+from datacheck import validate_dataset
 from datacheck.normalize import write_normalized
 from datacheck.types import DatasetFormat
-from app.datasets.validation import validate_dataset
 from tests.datacheck.factories import chat, chats, jsonl, validate
 
 

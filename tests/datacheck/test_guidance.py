@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.datasets.guidance import guidance_for
+from datacheck.guidance import guidance_for
 from tests.datacheck.factories import chats, jsonl, validate
 
 
