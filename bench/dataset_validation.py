@@ -28,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.datasets.validation import validate_dataset  # noqa: E402
+from datacheck import validate_dataset  # noqa: E402
 
 _WORDS = ("order delivery refund invoice account password shipping parcel warranty store "
           "customer please thanks help question answer product return exchange size colour "

@@ -14,8 +14,6 @@ from sqlalchemy.orm import Session
 
 from app.datasets import repository as repo
 from app.datasets import service, views
-from app.datasets.guidance import Goal
-from app.datasets.report import ColumnMapping
 from app.datasets.schemas import DatasetOut, DatasetPage, MappingIn, ReportOut, RowsOut
 from app.datasets.upload import ReceivedUpload, human_bytes, new_prefix, receive_upload
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep
@@ -24,6 +22,7 @@ from app.models import Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
 from app.web import is_htmx, redirect, render, templates
+from datacheck import ColumnMapping, Goal
 
 pages = APIRouter(tags=["datasets"], include_in_schema=False)
 api = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.datasets.preview import Row
 from app.models import Dataset
+from datacheck import Row
 
 
 class DatasetOut(BaseModel):

@@ -17,15 +17,13 @@ from sqlalchemy.orm import Session
 
 from app import queue
 from app.datasets import repository as repo
-from app.datasets.guidance import GOAL_LABELS, Goal
-from app.datasets.preview import Row, read_rows, search_rows
-from app.datasets.report import ColumnMapping
 from app.datasets.upload import ReceivedFile, ReceivedUpload, new_prefix
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Artifact, Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
+from datacheck import GOAL_LABELS, ColumnMapping, Goal, Row, read_rows, search_rows
 
 VALIDATE_TASK = "studio.validate_dataset"
 EXAMPLE_FILE = Path(__file__).resolve().parents[2] / "examples" / "support_fr_brand_voice.jsonl"

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.datasets.errors import ERROR_TITLES, WARNING_TITLES
-from app.datasets.guidance import GOAL_LABELS, Goal
 from app.models import Dataset, DatasetStatus
+from datacheck import ERROR_TITLES, GOAL_LABELS, WARNING_TITLES, Goal
 
 STATUS_WORDS = {
     DatasetStatus.uploaded: ("Waiting", "Uploaded; waiting for a worker to check it."),

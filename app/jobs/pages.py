@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.compare import repository as reads
-from app.datasets.guidance import GOAL_LABELS, Goal, guidance_for
 from app.deps import CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
@@ -28,6 +27,7 @@ from app.jobs import repository as repo
 from app.models import BaseModel, Dataset, Job
 from app.models_registry import repository as models_repo
 from app.web import is_htmx, redirect, render
+from datacheck import GOAL_LABELS, Goal, guidance_for
 
 pages = APIRouter(tags=["runs"], include_in_schema=False)
 PAGE_SIZE = 25

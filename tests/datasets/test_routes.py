@@ -12,7 +12,7 @@ import pytest
 
 from app import queue
 from app.models import Dataset
-from tests.datasets.factories import chat, chats, jsonl
+from tests.datacheck.factories import chat, chats, jsonl
 from tests.factories import log_in, make_account, make_api_key
 from worker.tasks.datasets import validate_dataset
 

@@ -9,13 +9,12 @@ import pytest
 
 from app.datasets import repository as repo
 from app.datasets import service
-from app.datasets.guidance import Goal
-from app.datasets.report import ColumnMapping
 from app.datasets.upload import ReceivedFile, ReceivedUpload
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Artifact, BaseModel, Dataset, DatasetStatus
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
+from datacheck import ColumnMapping, Goal
 from tests.factories import make_account
 
 CHAT = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}\n'

@@ -8,11 +8,11 @@ import pytest
 
 from app.datasets import repository as repo
 from app.datasets import service
-from app.datasets.report import ColumnMapping
 from app.models import BaseModel, Dataset, DatasetStatus
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
-from tests.datasets.factories import chats, jsonl
+from datacheck import ColumnMapping
+from tests.datacheck.factories import chats, jsonl
 from tests.datasets.test_service import create
 from tests.factories import make_account
 from worker.tasks import datasets as dataset_tasks

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.datasets.split import eval_picker
 from app.models import Evaluation, JobStatus, utcnow
 from app.storage import ArtifactStore
+from datacheck.split import eval_picker
 from tests.factories import log_in, make_account
 from tests.jobs.factories import make_dataset, make_job, register_model
 

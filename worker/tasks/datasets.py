@@ -24,16 +24,23 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.datasets import repository as repo
-from app.datasets.guidance import Goal
-from app.datasets.report import ColumnMapping, Counts, LineError, ReportWarning, ValidationReport
 from app.datasets.service import INTERNAL_ERROR, VALIDATE_TASK
-from app.datasets.stats import CountTokens
-from app.datasets.validation import ValidationOptions, validate_dataset as run_validation
 from app.db import session_scope
 from app.models import Artifact, BaseModel, Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore, Written
+from datacheck import (
+    ColumnMapping,
+    Counts,
+    CountTokens,
+    Goal,
+    LineError,
+    ReportWarning,
+    ValidationOptions,
+    ValidationReport,
+)
+from datacheck import validate_dataset as run_validation
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ HEAD_SIZE = 64 * 1024
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 
 
-class _Marker:
+class Marker:
     """A sentinel that prints its name (used in line batches instead of the line's bytes)."""
 
     def __init__(self, name: str) -> None:
@@ -27,7 +27,7 @@ class _Marker:
 
 
 # Stands in, in a line batch, for a line longer than max_line_bytes (the line was dropped).
-LONG_LINE = _Marker("LONG_LINE")
+LONG_LINE = Marker("LONG_LINE")
 
 
 def read_head(f: BinaryIO, size: int | None = None) -> bytes:
@@ -58,7 +58,7 @@ def iter_line_batches(
     head: bytes = b"",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     chunk_size: int | None = None,
-) -> Iterator[list[bytes | _Marker]]:
+) -> Iterator[list[bytes | Marker]]:
     """Yield the file's lines in batches (one batch per chunk read), without line endings.
 
     Line numbers are implicit: the n-th item over all batches is line n (1-based). A line
@@ -75,7 +75,7 @@ def iter_line_batches(
                 continue
             chunk = chunk[cut + 1 :]
             skipping = False
-            batch: list[bytes | _Marker] = [LONG_LINE]
+            batch: list[bytes | Marker] = [LONG_LINE]
         else:
             batch = []
         lines = (carry + chunk).split(b"\n") if carry else chunk.split(b"\n")

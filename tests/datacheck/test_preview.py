@@ -6,8 +6,8 @@ import io
 
 import orjson
 
-from app.datasets.preview import read_rows, search_rows
-from tests.datasets.factories import chat
+from datacheck.preview import read_rows, search_rows
+from tests.datacheck.factories import chat
 
 
 def normalized(n: int) -> io.BytesIO:
@@ -17,7 +17,7 @@ def normalized(n: int) -> io.BytesIO:
 
 
 def test_read_rows_from_any_position(monkeypatch):
-    import app.datasets.reader as reader
+    import datacheck.read as reader
     monkeypatch.setattr(reader, "CHUNK_SIZE", 100)  # positions cross many chunks
     rows = read_rows(normalized(50), 47, 10)
     assert [r.index for r in rows] == [47, 48, 49]

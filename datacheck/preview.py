@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import BaseModel
 
-from app.datasets.reader import iter_chunks, iter_line_batches
+from datacheck.read import iter_chunks, iter_line_batches
 
 _NO_LIMIT = 1 << 62
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.datasets.guidance import guidance_for
-from tests.datasets.factories import chats, jsonl, validate
+from datacheck.guidance import guidance_for
+from tests.datacheck.factories import chats, jsonl, validate
 
 
 @pytest.mark.parametrize(("goal", "task_type", "minimum", "low", "high"), [

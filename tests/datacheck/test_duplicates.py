@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.datasets.duplicates import HashIndex
-from tests.datasets.factories import chats, jsonl, validate
+from datacheck.duplicates import HashIndex
+from tests.datacheck.factories import chats, jsonl, validate
 
 
 def test_groups_and_shared_hashes_across_buckets():

@@ -6,8 +6,7 @@ import io
 
 import orjson
 
-from app.datasets.report import ValidationReport
-from app.datasets.validation import ValidationOptions, validate_dataset
+from datacheck import ValidationOptions, ValidationReport, validate_dataset
 
 
 def chat(user: str = "Where is my order?", answer: str = "It ships tomorrow.", *,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.datasets.table import propose_mapping
-from tests.datasets.factories import errors_at, validate
+from datacheck.parse.table import propose_mapping
+from tests.datacheck.factories import errors_at, validate
 
 
 def test_mapping_is_proposed_from_header_names():

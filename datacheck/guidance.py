@@ -8,28 +8,7 @@ Rules of thumb (examples for training):
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from app.datasets.report import DatasetStats, Guidance
-
-
-class Goal(StrEnum):
-    SUPPORT_ANSWERS = "support_answers"
-    BRAND_VOICE = "brand_voice"
-    CLASSIFICATION = "classification"
-    EXTRACTION = "extraction"
-    CODE = "code"
-    OTHER = "other"
-
-
-GOAL_LABELS = {
-    Goal.SUPPORT_ANSWERS: "answering customer questions",
-    Goal.BRAND_VOICE: "writing in your brand's voice",
-    Goal.CLASSIFICATION: "sorting texts into categories",
-    Goal.EXTRACTION: "pulling facts out of texts",
-    Goal.CODE: "writing code",
-    Goal.OTHER: "your task",
-}
+from datacheck.types import GOAL_LABELS, DatasetStats, Goal, Guidance
 
 TASK_TYPES = {
     Goal.CLASSIFICATION: "classification",

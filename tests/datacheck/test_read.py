@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from app.datasets.reader import LONG_LINE, iter_line_batches, sniff_encoding
+from datacheck.read import LONG_LINE, iter_line_batches, sniff_encoding
 
 
 def lines(data: bytes, chunk: int, limit: int = 10) -> list:

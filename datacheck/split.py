@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from app.datasets.reader import iter_line_batches
+from datacheck.read import iter_line_batches
 
 _MASK = (1 << 64) - 1
 

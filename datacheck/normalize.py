@@ -1,4 +1,5 @@
-"""Write the internal record form of a dataset, one JSON object per line, streamed."""
+"""Write the internal record form of a dataset, one JSON object per line, streamed: the
+parse stage's examples as they are, stopping at the first problem (no validation pass)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from typing import BinaryIO
 
 import orjson
 
-from app.datasets.errors import Problem
-from app.datasets.reader import DEFAULT_MAX_LINE_BYTES
-from app.datasets.report import ColumnMapping
-from app.datasets.sources import BLANK, open_examples
+from datacheck.parse import open_examples
+from datacheck.parse.items import BLANK
+from datacheck.problems import Problem
+from datacheck.read import DEFAULT_MAX_LINE_BYTES
+from datacheck.types import ColumnMapping
 
 
 class InvalidDatasetError(ValueError):

@@ -1,4 +1,4 @@
-"""Dataset formats: what each looks like, and how one example becomes the internal record.
+"""How one example of any format becomes the internal record: checked messages.
 
 The internal record, which the training engine reads one JSON object per line, is::
 
@@ -17,57 +17,21 @@ Rules for a conversation (the same for every input format, decided here once):
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from operator import itemgetter
-from typing import Any
 
-from app.datasets.errors import Problem
+from datacheck.problems import Problem
+from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
 
 ROLES = frozenset(("system", "user", "assistant"))
 # The role sequences nearly every file consists of, accepted without walking the rules.
 _USUAL_ORDERS = frozenset((("user", "assistant"), ("system", "user", "assistant")))
 _role = itemgetter("role")
-Message = dict[str, Any]
-
-
-class DatasetFormat(StrEnum):
-    CHAT = "chat"
-    PROMPT_COMPLETION = "prompt_completion"
-    INPUT_OUTPUT = "input_output"
-    ALPACA = "alpaca"
-    CSV = "csv"
-    TSV = "tsv"
-
-
-FORMAT_LABELS: dict[DatasetFormat, str] = {
-    DatasetFormat.CHAT: "Chat format (OpenAI)",
-    DatasetFormat.PROMPT_COMPLETION: 'Prompt/completion format ("prompt", "completion")',
-    DatasetFormat.INPUT_OUTPUT: 'Input/output format ("input", "output")',
-    DatasetFormat.ALPACA: 'Alpaca format ("instruction", "input", "output")',
-    DatasetFormat.CSV: "CSV table",
-    DatasetFormat.TSV: "TSV table (tab-separated)",
-}
 
 # Fields each flat JSON format needs; "system" is accepted by all of them.
 _FLAT_FIELDS = {
     DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion"),
     DatasetFormat.INPUT_OUTPUT: ("input", "output"),
 }
-
-
-def classify_keys(obj: object) -> DatasetFormat | None:
-    """The JSON format an example's keys point to, or None."""
-    if not isinstance(obj, dict):
-        return None
-    if "messages" in obj:
-        return DatasetFormat.CHAT
-    if "instruction" in obj and "output" in obj:
-        return DatasetFormat.ALPACA
-    if "prompt" in obj and "completion" in obj:
-        return DatasetFormat.PROMPT_COMPLETION
-    if "input" in obj and "output" in obj:
-        return DatasetFormat.INPUT_OUTPUT
-    return None
 
 
 def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message]:

@@ -6,10 +6,10 @@ import io
 
 import orjson
 
-from app.datasets.formats import DatasetFormat
-from app.datasets.normalize import write_normalized
-from app.datasets.validation import validate_dataset
-from tests.datasets.factories import chat, chats, jsonl, validate
+from datacheck import validate_dataset
+from datacheck.normalize import write_normalized
+from datacheck.types import DatasetFormat
+from tests.datacheck.factories import chat, chats, jsonl, validate
 
 
 def normalized(data: bytes, **kwargs) -> list[dict]:
@@ -75,7 +75,7 @@ def test_chat_as_json_array_on_one_line_with_large_items():
 
 
 def test_json_array_items_are_read_across_chunk_boundaries(monkeypatch):
-    import app.datasets.reader as reader
+    import datacheck.read as reader
     monkeypatch.setattr(reader, "CHUNK_SIZE", 7)
     monkeypatch.setattr(reader, "HEAD_SIZE", 5)
     items = [{"prompt": f"p{i}", "completion": f"c{i}", "n": 12345678901234} for i in range(20)]

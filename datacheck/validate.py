@@ -1,8 +1,9 @@
-"""Validate a dataset file in one streamed pass: errors per line, warnings, statistics,
-the train/eval split and (optionally) the normalised records, written as they are read.
+"""Stage 4 of the dataset checks: validate a dataset file in one streamed pass: errors per
+line, the notes warnings are made of, statistics, the train/eval split and (optionally) the
+normalised records, written as they are read. ``datacheck.report`` then words the result.
 
 A file with any error is ``invalid``; the caller then discards whatever was written to
-``train_out``/``eval_out``. Decisions (see also ``formats`` for the conversation rules):
+``train_out``/``eval_out``. Decisions (see also ``parse.messages`` for the conversation rules):
 - blank lines (0 bytes or only spaces) are skipped with a warning, not an error;
 - a JSON array file (even one named .jsonl) is read as an array of examples;
 - a line longer than ``max_line_bytes`` is an error and is never held whole in memory;
@@ -17,16 +18,15 @@ from typing import BinaryIO
 import orjson
 from pydantic import BaseModel, Field
 
-from app.datasets.duplicates import HashIndex
-from app.datasets.errors import Problem
-from app.datasets.explain import build_report
-from app.datasets.formats import Message
-from app.datasets.guidance import Goal
-from app.datasets.reader import DEFAULT_MAX_LINE_BYTES
-from app.datasets.report import ColumnMapping, LineError, ValidationReport
-from app.datasets.sources import BLANK, Detection, open_examples
-from app.datasets.split import eval_picker
-from app.datasets.stats import CountTokens, StatsCollector, split_roles
+from datacheck.detect import Detection
+from datacheck.duplicates import HashIndex
+from datacheck.parse import open_examples
+from datacheck.parse.items import BLANK
+from datacheck.problems import Problem
+from datacheck.read import DEFAULT_MAX_LINE_BYTES
+from datacheck.split import eval_picker
+from datacheck.stats import StatsCollector, split_roles
+from datacheck.types import ColumnMapping, CountTokens, Goal, LineError, Message
 
 TOKEN_BATCH = 256
 
@@ -81,6 +81,8 @@ class ValidationRun:
         self.is_eval = eval_picker(options.seed, options.eval_fraction)
         self.tally = {False: 0, True: 0}  # examples by is_eval
         self.with_system = self.multi_turn = 0
+        self.detection: Detection | None = None  # of the training file, set by validate()
+        self.eval_detection: Detection | None = None  # of the eval file, when there is one
 
     def scan(self, source: BinaryIO, filename: str | None, file: str) -> Detection:
         detection, items = open_examples(source, filename=filename, mapping=self.options.mapping,
@@ -162,7 +164,7 @@ class ValidationRun:
                                          message=where + problem.reason))
 
 
-def validate_dataset(
+def validate(
     source: BinaryIO,
     *,
     filename: str | None = None,
@@ -172,17 +174,12 @@ def validate_dataset(
     eval_filename: str | None = None,
     train_out: BinaryIO | None = None,
     eval_out: BinaryIO | None = None,
-) -> ValidationReport:
-    """Check ``source`` (a binary file at its start) and report, in one streamed pass.
-
-    Without ``eval_source``, ``options.eval_fraction`` of the examples are set aside for
-    evaluation (see ``split``); with it, all of ``source`` is training data. Normalised
-    records (one JSON object per line) go to ``train_out``/``eval_out`` when given.
-    """
+) -> ValidationRun:
+    """One streamed pass over ``source`` (and ``eval_source``); the run holds what the report
+    is made of (see ``datacheck.check.validate_dataset`` for the arguments)."""
     options = options or ValidationOptions()
     run = ValidationRun(options, count_tokens, train_out, eval_out, split=eval_source is None)
-    detection = run.scan(source, filename, "train")
-    eval_detection = None
+    run.detection = run.scan(source, filename, "train")
     if eval_source is not None:
-        eval_detection = run.scan(eval_source, eval_filename, "eval")
-    return build_report(run, detection, eval_detection)
+        run.eval_detection = run.scan(eval_source, eval_filename, "eval")
+    return run

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
 
-from app.datasets.formats import Message
-from app.datasets.language import LANGUAGE_NAMES, LanguageSampler
-from app.datasets.report import DatasetStats, HistogramBin, LanguageShare, LengthStats
+from datacheck.language import LANGUAGE_NAMES, LanguageSampler
+from datacheck.types import DatasetStats, HistogramBin, LanguageShare, LengthStats, Message
 
-CountTokens = Callable[[list[str]], Sequence[int]]
 CHARS_PER_TOKEN = 4  # rough average for English-like text, used only for estimates
 _EXACT = 32  # lengths below this have a bucket each
 _SUB = 8  # buckets per doubling above that

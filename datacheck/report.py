@@ -1,26 +1,30 @@
-"""Turn a finished validation pass into the report: warnings and plain-words explanation."""
+"""Stage 5 of the dataset checks: turn a finished validation pass into the report:
+warnings, size advice (``guidance``) and the plain-words explanation."""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from app.datasets.errors import ERROR_TITLES
-from app.datasets.formats import FORMAT_LABELS, DatasetFormat
-from app.datasets.guidance import guidance_for
-from app.datasets.report import Counts, DatasetStats, ReportWarning, ValidationReport
-
-if TYPE_CHECKING:
-    from app.datasets.duplicates import HashIndex
-    from app.datasets.sources import Detection
-    from app.datasets.validation import LineNotes, ValidationRun
+from datacheck.detect import Detection
+from datacheck.duplicates import HashIndex
+from datacheck.guidance import guidance_for
+from datacheck.problems import ERROR_TITLES
+from datacheck.types import (
+    FORMAT_LABELS,
+    Counts,
+    DatasetFormat,
+    DatasetStats,
+    ReportWarning,
+    ValidationReport,
+)
+from datacheck.validate import LineNotes, ValidationRun
 
 MIN_EVAL_EXAMPLES = 20
 
 
-def build_report(run: ValidationRun, detection: Detection,
-                 eval_detection: Detection | None) -> ValidationReport:
+def build_report(run: ValidationRun) -> ValidationReport:
+    detection, eval_detection = run.detection, run.eval_detection
     c = run.counts
     train, evals = run.tally[False], run.tally[True]
     counts = Counts(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.datasets.split import is_eval_example
-from tests.datasets.factories import chat, chats, jsonl, validate, word_tokens
+from datacheck.split import is_eval_example
+from tests.datacheck.factories import chat, chats, jsonl, validate, word_tokens
 
 
 def warning(report, kind):

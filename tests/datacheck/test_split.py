@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from app.datasets.normalize import write_normalized
-from app.datasets.split import is_eval_example, split_normalized
-from tests.datasets.factories import chats, jsonl, validate
+from datacheck.normalize import write_normalized
+from datacheck.split import is_eval_example, split_normalized
+from tests.datacheck.factories import chats, jsonl, validate
 
 
 def test_assignment_is_deterministic_close_to_the_fraction_and_seeded():

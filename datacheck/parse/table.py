@@ -1,4 +1,5 @@
-"""CSV and TSV files: the delimiter, the header, the column mapping, and the rows.
+"""CSV and TSV files: the header, the column mapping, and the rows (the delimiter is
+found by ``datacheck.detect``).
 
 Line numbers are the file's lines: the header is line 1 and a row is reported at the line
 where it starts (a quoted value may span several lines). Blank rows are skipped.
@@ -8,39 +9,27 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from app.datasets.errors import Problem
-from app.datasets.formats import DatasetFormat, pair_messages
-from app.datasets.reader import LONG_LINE, iter_line_batches
-from app.datasets.report import ColumnMapping
-
-if TYPE_CHECKING:
-    from app.datasets.sources import Detection, Examples
+from datacheck.detect import Detection
+from datacheck.parse.items import BLANK, Examples
+from datacheck.parse.messages import pair_messages
+from datacheck.problems import Problem
+from datacheck.read import LONG_LINE, iter_line_batches
+from datacheck.types import ColumnMapping
 
 _PROMPT_NAMES = ("prompt", "input", "question", "instruction", "query", "request", "user",
                  "text", "source", "message", "question_text", "customer_message")
 _ANSWER_NAMES = ("completion", "output", "answer", "response", "reply", "target", "assistant",
                  "label", "result", "answer_text", "agent_reply", "category")
 _SYSTEM_NAMES = ("system", "system_prompt", "system_message", "instructions", "persona")
-_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
 
 
-def open_table(f: BinaryIO, head: bytes, detection: Detection, filename: str | None,
-               mapping: ColumnMapping | None, max_line_bytes: int) -> tuple[Detection, Examples]:
-    """Read the header, settle the mapping (given or proposed) and stream the rows."""
-    from app.datasets.sources import BLANK
-
-    delimiter = _delimiter(head, filename)
-    if delimiter is None:
-        detection.problem = Problem(
-            "unknown_format",
-            "The file is neither JSON Lines, a JSON array, nor a CSV/TSV table. Upload "
-            "examples as JSONL (one JSON object per line), JSON or CSV with a header line.")
-        return detection, iter(())
-    detection.container, detection.delimiter = "table", delimiter
-    detection.format = DatasetFormat.TSV if delimiter == "\t" else DatasetFormat.CSV
-    rows = _rows(iter_line_batches(f, head, max_line_bytes), delimiter, max_line_bytes)
+def open_table(f: BinaryIO, head: bytes, detection: Detection, mapping: ColumnMapping | None,
+               max_line_bytes: int) -> tuple[Detection, Examples]:
+    """Read the header, settle the mapping (given or proposed) and stream the rows
+    (the delimiter is already on ``detection``, see ``datacheck.detect.detect_table``)."""
+    rows = _rows(iter_line_batches(f, head, max_line_bytes), detection.delimiter, max_line_bytes)
     header_line, header = next(((n, r) for n, r in rows if r is not BLANK), (1, None))
     if not isinstance(header, list):
         kind, reason = (header.kind, header.reason) if isinstance(header, Problem) else (
@@ -54,18 +43,6 @@ def open_table(f: BinaryIO, head: bytes, detection: Detection, filename: str | N
     if detection.problem:
         return detection, iter(())
     return detection, _examples(rows, detection.columns, detection.mapping)
-
-
-def _delimiter(head: bytes, filename: str | None) -> str | None:
-    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
-    name = (filename or "").lower()
-    if name.endswith((".tsv", ".tab")):
-        return "\t"
-    counts = {d: first.count(d) for d in _DELIMITERS}
-    best = max(counts, key=counts.get)
-    if counts[best]:
-        return best
-    return "," if name.endswith(".csv") else None
 
 
 def propose_mapping(columns: list[str]) -> ColumnMapping | None:
@@ -138,8 +115,6 @@ def _count_problem(found: int, size: int) -> Problem:
 
 def _rows(batches: Iterator[list], delimiter: str, max_line_bytes: int) -> Examples:
     """Rows as lists of strings (or a Problem, or BLANK) with their first line number."""
-    from app.datasets.sources import BLANK
-
     pending: list[tuple[int, Problem]] = []
     csv.field_size_limit(max(csv.field_size_limit(), max_line_bytes))
     lines = _text_lines(batches, pending, max_line_bytes)

@@ -11,13 +11,11 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from app.datasets.errors import Problem
-from app.datasets.formats import classify_keys, normalize_object
-
-if TYPE_CHECKING:
-    from app.datasets.sources import Detection, Examples
+from datacheck.detect import Detection, classify_keys
+from datacheck.parse.items import Examples
+from datacheck.parse.messages import normalize_object
+from datacheck.problems import Problem
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 

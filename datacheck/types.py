@@ -1,12 +1,59 @@
-"""The JSON-serialisable results of dataset checks: the validation report and its parts."""
+"""The data types every stage of the dataset checks shares (a leaf: it imports no stage).
+
+The formats a file may be in, the goals a dataset trains for, an internal message, the
+tokenizer callback, and the JSON-serialisable results: the validation report and its parts.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.datasets.formats import DatasetFormat
+# One message of the internal record (see datacheck.parse.messages for its rules).
+Message = dict[str, Any]
+# The base model's tokenizer, as the caller supplies it: texts -> one token count each.
+CountTokens = Callable[[list[str]], Sequence[int]]
+
+
+class DatasetFormat(StrEnum):
+    CHAT = "chat"
+    PROMPT_COMPLETION = "prompt_completion"
+    INPUT_OUTPUT = "input_output"
+    ALPACA = "alpaca"
+    CSV = "csv"
+    TSV = "tsv"
+
+
+FORMAT_LABELS: dict[DatasetFormat, str] = {
+    DatasetFormat.CHAT: "Chat format (OpenAI)",
+    DatasetFormat.PROMPT_COMPLETION: 'Prompt/completion format ("prompt", "completion")',
+    DatasetFormat.INPUT_OUTPUT: 'Input/output format ("input", "output")',
+    DatasetFormat.ALPACA: 'Alpaca format ("instruction", "input", "output")',
+    DatasetFormat.CSV: "CSV table",
+    DatasetFormat.TSV: "TSV table (tab-separated)",
+}
+
+
+class Goal(StrEnum):
+    SUPPORT_ANSWERS = "support_answers"
+    BRAND_VOICE = "brand_voice"
+    CLASSIFICATION = "classification"
+    EXTRACTION = "extraction"
+    CODE = "code"
+    OTHER = "other"
+
+
+GOAL_LABELS = {
+    Goal.SUPPORT_ANSWERS: "answering customer questions",
+    Goal.BRAND_VOICE: "writing in your brand's voice",
+    Goal.CLASSIFICATION: "sorting texts into categories",
+    Goal.EXTRACTION: "pulling facts out of texts",
+    Goal.CODE: "writing code",
+    Goal.OTHER: "your task",
+}
 
 
 class ColumnMapping(BaseModel):

@@ -8,8 +8,8 @@ import random
 import orjson
 import pytest
 
-from app.datasets.validation import validate_dataset
-from tests.datasets.factories import chat, chats, errors_at, jsonl, validate, word_tokens
+from datacheck import validate_dataset
+from tests.datacheck.factories import chat, chats, errors_at, jsonl, validate, word_tokens
 
 
 def single_error(data: bytes, **kwargs):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from app.datasets.stats import LengthAccumulator, bucket_bounds, bucket_of
-from tests.datasets.factories import chat, jsonl, validate, word_tokens
+from datacheck.stats import LengthAccumulator, bucket_bounds, bucket_of
+from tests.datacheck.factories import chat, jsonl, validate, word_tokens
 
 
 def test_buckets_cover_every_length_once():
@@ -82,7 +82,7 @@ def test_language_of_a_german_dataset():
 
 
 def test_statistics_do_not_depend_on_when_lengths_are_folded_in(monkeypatch):
-    import app.datasets.stats as stats_module
+    import datacheck.stats as stats_module
 
     data = jsonl(*[chat("q" * (i % 97 + 1), "a" * (i * 7 % 300 + 1)) for i in range(500)])
     reference = validate(data).stats
