@@ -6,6 +6,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY worker ./worker
 COPY planner ./planner
+COPY datacheck ./datacheck
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
