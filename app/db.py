@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
@@ -56,3 +56,8 @@ def session_scope(settings: Settings | None = None, *, factory: sessionmaker[Ses
         raise
     finally:
         session.close()
+
+
+def ping(session: Session) -> None:
+    """The cheapest round trip: raises when the database cannot be reached."""
+    session.execute(text("SELECT 1"))

@@ -25,3 +25,9 @@ def get_visible(session: Session, *, team_id: int, model_id: int) -> BaseModel |
 def by_slug(session: Session, slug: str, team_id: int | None) -> BaseModel | None:
     cond = BaseModel.team_id.is_(None) if team_id is None else BaseModel.team_id == team_id
     return session.scalar(select(BaseModel).where(BaseModel.slug == slug, cond))
+
+
+def all_paths(session: Session) -> list[str]:
+    """The directory of every registered model, of every team (the inference process serves
+    only models under the stores or registered here)."""
+    return list(session.scalars(select(BaseModel.path)))
