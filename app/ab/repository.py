@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Comparison, ComparisonPair, Membership, Role, Vote
+from app.models import Comparison, ComparisonPair, Vote
 
 
 def list_for_team(session: Session, *, team_id: int, limit: int = 100) -> list[Comparison]:
@@ -65,11 +65,6 @@ def add_vote(session: Session, *, pair_id: int, user_id: int, choice: str) -> Vo
     except IntegrityError:
         return None
     return vote
-
-
-def role_in_team(session: Session, *, team_id: int, user_id: int) -> Role | None:
-    return session.scalar(select(Membership.role).where(Membership.team_id == team_id,
-                                                        Membership.user_id == user_id))
 
 
 # -- worker side: ids a broker message handed over, or state ---------------------------------

@@ -9,6 +9,8 @@ from fastapi.responses import Response
 
 from app.auth import repository as repo
 from app.auth import service
+from app.teams import repository as teams_repo
+from app.teams import service as teams_service
 from app.deps import SESSION_COOKIE, OptionalPrincipal, SessionDep, SettingsDep
 from app.errors import StudioError
 from app.web import redirect, render, safe_next
@@ -79,9 +81,9 @@ def logout(request: Request, db: SessionDep, principal: OptionalPrincipal) -> Re
 
 @router.get("/invitations/{token}")
 def invitation_page(request: Request, token: str, db: SessionDep, principal: OptionalPrincipal) -> Response:
-    inv = service.open_invitation(db, token)
+    inv = teams_service.open_invitation(db, token)
     return render(request, "auth/invitation.html", {
-        "invitation": inv, "token": token, "team_name": repo.team(db, inv.team_id).name,
+        "invitation": inv, "token": token, "team_name": teams_repo.team(db, inv.team_id).name,
         "has_account": repo.user_by_email(db, inv.email) is not None,
     })
 
@@ -90,14 +92,14 @@ def invitation_page(request: Request, token: str, db: SessionDep, principal: Opt
 def accept_invitation(request: Request, token: str, db: SessionDep, settings: SettingsDep,
                       principal: OptionalPrincipal, password: Annotated[str, Form()] = "",
                       name: Annotated[str, Form()] = "") -> Response:
-    inv = service.open_invitation(db, token)
+    inv = teams_service.open_invitation(db, token)
     user = principal.user if principal and principal.user else None
     try:
-        user = service.accept_invitation(db, token=token, password=password, name=name, user=user)
+        user = teams_service.accept_invitation(db, token=token, password=password, name=name, user=user)
     except StudioError as exc:
         db.rollback()
         return render(request, "auth/invitation.html", {
-            "invitation": inv, "token": token, "team_name": repo.team(db, inv.team_id).name,
+            "invitation": inv, "token": token, "team_name": teams_repo.team(db, inv.team_id).name,
             "has_account": repo.user_by_email(db, inv.email) is not None, "error": exc.message,
         }, status_code=exc.status_code)
     if principal and principal.session_record is not None:
