@@ -243,7 +243,7 @@ async def try_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser,
                "tuned": await run_in_threadpool(inference.generate, settings, tuned, messages)}
     if is_htmx(request):
         return render(request, "jobs/_try.html", {"job": job, "prompt": prompt, "answers": answers,
-                                                  "model": db.get(BaseModel, job.base_model_id)})
+                                                  "model": models_repo.of_job(db, job)})
     return _run_page(request, db, p, job, prompt=prompt, answers=answers)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModel, ModelStatus
+from app.models import BaseModel, Job, ModelStatus
 
 
 def visible(session: Session, team_id: int, *, ready_only: bool = True) -> list[BaseModel]:
@@ -20,6 +20,11 @@ def get_visible(session: Session, *, team_id: int, model_id: int) -> BaseModel |
         BaseModel.id == model_id, or_(BaseModel.team_id.is_(None), BaseModel.team_id == team_id)
     )
     return session.scalar(stmt)
+
+
+def of_job(session: Session, job: Job) -> BaseModel | None:
+    """The base model of a job that was found through its team."""
+    return session.get(BaseModel, job.base_model_id)
 
 
 def by_slug(session: Session, slug: str, team_id: int | None) -> BaseModel | None:

@@ -247,7 +247,7 @@ def advance(session: Session, sweep_id: int, *, settings: Settings | None = None
     """Queues waiting points while there is room; once every run has ended, picks the best.
     Idempotent and safe to call from several processes at once."""
     settings = settings or get_settings()
-    sweep = session.get(Sweep, sweep_id, populate_existing=True)
+    sweep = repo.fresh(session, sweep_id)
     if sweep is None or sweep.status != "running" or not _needs_work(session, sweep, settings):
         return sweep
     sweep = repo.lock(session, sweep_id, wait=False)
