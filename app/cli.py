@@ -162,7 +162,7 @@ def users_create(email: str, password: Annotated[str, typer.Option(prompt=True, 
     try:
         with session_scope() as s:
             if team_id:
-                user = service._new_user(s, email=email, password=password, name=name)
+                user = service.new_user(s, email=email, password=password, name=name)
                 s.add(Membership(team_id=team_id, user_id=user.id, role=Role(role)))
                 typer.echo(f"created {user.email} in team {team_id} as {role}")
             else:

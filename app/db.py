@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
@@ -57,6 +57,11 @@ def session_scope(settings: Settings | None = None, *, factory: sessionmaker[Ses
         raise
     finally:
         session.close()
+
+
+def ping(session: Session) -> None:
+    """The cheapest round trip: raises when the database cannot be reached."""
+    session.execute(text("SELECT 1"))
 
 
 def alembic_config():  # noqa: ANN201

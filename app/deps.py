@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from app.api import limits
 from app.auth import repository as auth_repo
-from app.auth import service as auth_service
 from app.auth.security import same, sha256_hex
 from app.config import Settings
 from app.db import session_scope
 from app.errors import CSRFError, Forbidden, Unauthorized
 from app.models import ApiKey, Role, User, UserSession, utcnow
+from app.teams import repository as teams_repo
+from app.teams import service as teams_service
 
 SESSION_COOKIE = "studio_session"
 CSRF_COOKIE = "studio_csrf"
@@ -98,21 +99,21 @@ def optional_principal(request: Request, db: SessionDep) -> Principal | None:
     principal = None
     key = _bearer(request)
     if key is not None:
-        record = auth_service.check_api_key(db, key)
+        record = teams_service.check_api_key(db, key)
         limits.check_rate(record)
         principal = Principal(team_id=record.team_id, role=Role.member, scopes=record.scope_set,
                               api_key=record)
     else:
         record = _browser_session(request, db)
         if record is not None:
-            m = auth_repo.membership(db, team_id=record.team_id, user_id=record.user_id)
-            user = db.get(User, record.user_id)
+            m = teams_repo.membership(db, team_id=record.team_id, user_id=record.user_id)
+            user = auth_repo.user(db, record.user_id)
             if m is not None and user is not None and user.is_active:
                 principal = Principal(team_id=m.team_id, role=m.role, scopes=ROLE_SCOPES[m.role],
                                       user=user, session_record=record)
                 # Plain values for the layout: an error page renders after the session rolled back.
                 request.state.viewer = Viewer(email=user.email, name=user.name, role=m.role.value,
-                                              team_name=auth_repo.team(db, m.team_id).name)
+                                              team_name=teams_repo.team(db, m.team_id).name)
     request.state.principal = principal
     return principal
 

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
 
 from app.config import Settings
+from app.db import ping
 from app.models import Worker, utcnow
+from app.workers import repository as workers_repo
 
 router = APIRouter(tags=["health"])
-WORKER_ALIVE_S = 30
 
 
 def check_database(session_factory) -> tuple[bool, str]:  # noqa: ANN001
     try:
         with session_factory() as s:
-            s.execute(text("SELECT 1"))
+            ping(s)
         return True, "ok"
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"[:300]
@@ -46,15 +44,11 @@ def check_storage(store) -> tuple[bool, str]:  # noqa: ANN001
         return False, f"{type(exc).__name__}: {exc}"[:300]
 
 
-def alive_workers(session) -> list[Worker]:  # noqa: ANN001
-    """Workers whose heartbeat is recent: the one definition of "alive"."""
-    cutoff = utcnow() - timedelta(seconds=WORKER_ALIVE_S)
-    return list(session.scalars(select(Worker).where(Worker.last_seen_at >= cutoff).order_by(Worker.name)))
-
-
 def live_workers(session_factory) -> list[Worker]:  # noqa: ANN001
+    """The live workers, read in a session of their own: for the checks, which run outside a
+    request's unit of work (and only once the database answered)."""
     with session_factory() as s:
-        return alive_workers(s)
+        return workers_repo.alive(s)
 
 
 @router.get("/healthz")

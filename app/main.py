@@ -17,12 +17,12 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from app import queue, web  # noqa: F401  (queue: registers the after-commit hook)
-    from app.ab.pages import pages as ab_pages
     from app.ab.routes import api as ab_api
+    from app.ab.routes import pages as ab_pages
     from app.api import openapi as api_docs
     from app.api.limits import BodyLimitMiddleware
     from app.api.openai.routes import router as openai_api
-    from app.auth.routes import router as auth_router
+    from app.auth.routes import pages as auth_pages
     from app.compare.routes import pages as compare_pages
     from app.config import Settings, get_settings
     from app.db import session_factory
@@ -33,7 +33,7 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.evaluations.routes import api as evaluations_api
     from app.evaluations.routes import pages as evaluations_pages
     from app.health import router as health_router
-    from app.home import router as home_router
+    from app.home.routes import pages as home_pages
     from app.jobs.pages import pages as jobs_pages
     from app.jobs.routes import api as jobs_api
     from app.models_registry.routes import api as models_api
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StudioMiddleware, secure_cookies=settings.secure_cookies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes)
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
-    for router in (health_router, auth_router, home_router, team_pages, team_api, jobs_api, models_api,
+    for router in (health_router, auth_pages, home_pages, team_pages, team_api, jobs_api, models_api,
                    datasets_pages, datasets_api, openai_api, compare_pages, jobs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages):
         app.include_router(router)

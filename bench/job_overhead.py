@@ -96,14 +96,14 @@ def through_studio(model_dir: Path, data: list[dict], steps: int, data_dir: Path
 
 def _submit_and_wait(service, settings, account, dataset, model, steps: int) -> tuple[float, float, float]:  # noqa: ANN001
     """Submit one job and wait: (submit -> succeeded, submit -> running) in seconds."""
-    from app.db import session_factory, session_scope
+    from app.db import session_scope
     from app.models import Job, JobStatus
 
     with session_scope() as s:
         sub = service.Submission(team_id=account.team_id, user_id=account.user_id, dataset_id=dataset.id,
                                  base_model_id=model.id, preset="classic",
                                  hyperparameters={**HYPER, "max_steps": steps, "save_steps": max(steps // 4, 1)})
-        job_id = service.submit(s, sub=sub, settings=settings, session_factory=session_factory(settings))[0].id
+        job_id = service.submit(s, sub=sub, settings=settings)[0].id
     while True:  # polled slowly: a busy poller would steal CPU from the training it measures
         time.sleep(0.5)
         with session_scope() as s:

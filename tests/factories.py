@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.auth import service
+from app.teams import service as teams_service
 
 PASSWORD = "correct horse battery"
 
@@ -47,7 +48,7 @@ def log_in(client: TestClient, account: Account) -> str:
 
 
 def make_api_key(db: Session, account: Account, scopes: tuple[str, ...] = ("read", "write")) -> str:
-    _, key = service.create_api_key(db, team_id=account.team_id, user_id=account.user_id,
+    _, key = teams_service.create_api_key(db, team_id=account.team_id, user_id=account.user_id,
                                     name="test key", scopes=list(scopes))
     db.commit()
     return key

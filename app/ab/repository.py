@@ -3,11 +3,13 @@ votes only through a comparison that a team-scoped query returned."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Comparison, ComparisonPair, Membership, Role, Vote
+from app.models import Comparison, ComparisonPair, Vote
 
 
 def list_for_team(session: Session, *, team_id: int, limit: int = 100) -> list[Comparison]:
@@ -65,6 +67,17 @@ def add_vote(session: Session, *, pair_id: int, user_id: int, choice: str) -> Vo
     return vote
 
 
-def role_in_team(session: Session, *, team_id: int, user_id: int) -> Role | None:
-    return session.scalar(select(Membership.role).where(Membership.team_id == team_id,
-                                                        Membership.user_id == user_id))
+# -- worker side: ids a broker message handed over, or state ---------------------------------
+
+def by_id(session: Session, comparison_id: int) -> Comparison | None:
+    return session.get(Comparison, comparison_id)
+
+
+def pair_by_id(session: Session, pair_id: int) -> ComparisonPair | None:
+    return session.get(ComparisonPair, pair_id)
+
+
+def pending_since(session: Session, *, status: str, created_before: datetime) -> list[Comparison]:
+    """Comparisons of every team still in `status` (waiting for answers) since before the time."""
+    stmt = select(Comparison).where(Comparison.status == status, Comparison.created_at < created_before)
+    return list(session.scalars(stmt))

@@ -33,6 +33,7 @@ from app.jobs import repository as jobs_repo
 from app.models import Comparison, ComparisonPair, DatasetStatus, JobStatus, ModelStatus, Role, utcnow
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
+from app.teams import repository as teams_repo
 
 GENERATE_TASK = "studio.ab_generate"
 GENERATE_QUEUE = "train"  # loading two models needs a model-capable worker
@@ -184,7 +185,7 @@ def voter(session: Session, p: Principal) -> tuple[int | None, Role | None]:
     user_id = p.api_key.created_by_id if p.api_key is not None else None
     if user_id is None:
         return None, None
-    return user_id, repo.role_in_team(session, team_id=p.team_id, user_id=user_id)
+    return user_id, teams_repo.role_in_team(session, team_id=p.team_id, user_id=user_id)
 
 
 def check_can_vote(session: Session, p: Principal) -> int:

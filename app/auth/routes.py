@@ -9,11 +9,13 @@ from fastapi.responses import Response
 
 from app.auth import repository as repo
 from app.auth import service
+from app.teams import repository as teams_repo
+from app.teams import service as teams_service
 from app.deps import SESSION_COOKIE, OptionalPrincipal, SessionDep, SettingsDep
 from app.errors import StudioError
 from app.web import redirect, render, safe_next
 
-router = APIRouter(tags=["accounts"], include_in_schema=False)
+pages = APIRouter(tags=["accounts"], include_in_schema=False)
 
 
 def _start(request: Request, db, settings, user, team_id: int | None, next_url: str) -> Response:  # noqa: ANN001
@@ -24,14 +26,14 @@ def _start(request: Request, db, settings, user, team_id: int | None, next_url: 
     return response
 
 
-@router.get("/signup")
+@pages.get("/signup")
 def signup_page(request: Request, db: SessionDep, principal: OptionalPrincipal) -> Response:
     if principal and principal.user:
         return redirect(request, "/")
     return render(request, "auth/signup.html", {"first_user": repo.count_users(db) == 0})
 
 
-@router.post("/signup")
+@pages.post("/signup")
 def signup(request: Request, db: SessionDep, settings: SettingsDep,
            email: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
            name: Annotated[str, Form()] = "", team_name: Annotated[str, Form()] = "") -> Response:
@@ -48,14 +50,14 @@ def signup(request: Request, db: SessionDep, settings: SettingsDep,
     return _start(request, db, settings, user, team.id, "/")
 
 
-@router.get("/login")
+@pages.get("/login")
 def login_page(request: Request, principal: OptionalPrincipal, next: str = "/") -> Response:
     if principal and principal.user:
         return redirect(request, safe_next(next))
     return render(request, "auth/login.html", {"next_url": safe_next(next)})
 
 
-@router.post("/login")
+@pages.post("/login")
 def login(request: Request, db: SessionDep, settings: SettingsDep,
           email: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
           next: Annotated[str, Form()] = "/") -> Response:
@@ -68,7 +70,7 @@ def login(request: Request, db: SessionDep, settings: SettingsDep,
     return _start(request, db, settings, user, None, next)
 
 
-@router.post("/logout")
+@pages.post("/logout")
 def logout(request: Request, db: SessionDep, principal: OptionalPrincipal) -> Response:
     if principal and principal.session_record is not None:
         service.end_session(db, principal.session_record)
@@ -77,27 +79,27 @@ def logout(request: Request, db: SessionDep, principal: OptionalPrincipal) -> Re
     return response
 
 
-@router.get("/invitations/{token}")
+@pages.get("/invitations/{token}")
 def invitation_page(request: Request, token: str, db: SessionDep, principal: OptionalPrincipal) -> Response:
-    inv = service.open_invitation(db, token)
+    inv = teams_service.open_invitation(db, token)
     return render(request, "auth/invitation.html", {
-        "invitation": inv, "token": token, "team_name": repo.team(db, inv.team_id).name,
+        "invitation": inv, "token": token, "team_name": teams_repo.team(db, inv.team_id).name,
         "has_account": repo.user_by_email(db, inv.email) is not None,
     })
 
 
-@router.post("/invitations/{token}")
+@pages.post("/invitations/{token}")
 def accept_invitation(request: Request, token: str, db: SessionDep, settings: SettingsDep,
                       principal: OptionalPrincipal, password: Annotated[str, Form()] = "",
                       name: Annotated[str, Form()] = "") -> Response:
-    inv = service.open_invitation(db, token)
+    inv = teams_service.open_invitation(db, token)
     user = principal.user if principal and principal.user else None
     try:
-        user = service.accept_invitation(db, token=token, password=password, name=name, user=user)
+        user = teams_service.accept_invitation(db, token=token, password=password, name=name, user=user)
     except StudioError as exc:
         db.rollback()
         return render(request, "auth/invitation.html", {
-            "invitation": inv, "token": token, "team_name": repo.team(db, inv.team_id).name,
+            "invitation": inv, "token": token, "team_name": teams_repo.team(db, inv.team_id).name,
             "has_account": repo.user_by_email(db, inv.email) is not None, "error": exc.message,
         }, status_code=exc.status_code)
     if principal and principal.session_record is not None:

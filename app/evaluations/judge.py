@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput
+from app.evaluations import repository as repo
 from app.models import Evaluation, Job, JobStatus, utcnow
 
 if TYPE_CHECKING:
@@ -142,15 +142,6 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def latest_automatic(session: Session, job_id: int) -> Evaluation | None:
-    return session.scalar(
-        select(Evaluation)
-        .where(Evaluation.job_id == job_id, Evaluation.kind == "automatic", Evaluation.status == "succeeded")
-        .order_by(Evaluation.id.desc())
-        .limit(1)
-    )
-
-
 def request(session: Session, job: Job, settings: Settings) -> Evaluation:
     """Queues judging of a run's latest automatic evaluation (the caller has checked the team)."""
     if not settings.judge_base_url or not settings.judge_model:
@@ -158,11 +149,10 @@ def request(session: Session, job: Job, settings: Settings) -> Evaluation:
                            "(any OpenAI-compatible endpoint, the studio's own /v1 included).")
     if job.status != JobStatus.succeeded:
         raise Conflict(f"Only a finished run can be judged (this one is {job.status.value}).")
-    source = latest_automatic(session, job.id)
+    source = repo.latest_succeeded(session, job_id=job.id, kind="automatic")
     if source is None or not source.samples:
         raise Conflict("This run has no evaluation with sample answers yet: the judge scores those.")
-    pending = session.scalar(select(Evaluation).where(
-        Evaluation.job_id == job.id, Evaluation.kind == KIND, Evaluation.status.in_(("pending", "running"))))
+    pending = repo.unfinished_of(session, job_id=job.id, kind=KIND)
     if pending is not None:
         return pending  # a second click while one is under way changes nothing
     evaluation = Evaluation(team_id=job.team_id, job_id=job.id, kind=KIND, status="pending",
@@ -174,17 +164,41 @@ def request(session: Session, job: Job, settings: Settings) -> Evaluation:
     return evaluation
 
 
-def run(session_factory, evaluation_id: int, settings: Settings, client: httpx.Client | None = None) -> None:  # noqa: ANN001
-    """Scores every sample of the source evaluation; commits progress so the page can show it."""
-    with session_factory() as s:
-        evaluation = s.get(Evaluation, evaluation_id)
-        if evaluation is None or evaluation.status not in ("pending", "running"):
-            return  # deleted, or a redelivered message for a finished judging
-        source = s.get(Evaluation, (evaluation.details or {}).get("source_evaluation_id"))
-        samples = list(source.samples or []) if source is not None else []
-        details = dict(evaluation.details or {})
-        evaluation.status = "running"
-        s.commit()
+# -- judging: start (a unit of work), grade (no database, slow), record (a unit of work) ---------
+# The task (worker/tasks/judge.py) commits after start, so the page shows the judging running.
+
+@dataclass
+class Judging:
+    evaluation_id: int
+    samples: list[dict[str, Any]]
+    details: dict[str, Any]
+
+
+@dataclass
+class Graded:
+    scored: list[dict[str, Any]]
+    error: str | None
+    seconds: float
+
+
+def start(session: Session, evaluation_id: int) -> Judging | None:
+    """pending -> running; what the grading needs. None: the evaluation was deleted, or this is a
+    redelivered message for a finished judging."""
+    evaluation = repo.by_id(session, evaluation_id)
+    if evaluation is None or evaluation.status not in ("pending", "running"):
+        return None
+    source = repo.by_id(session, (evaluation.details or {}).get("source_evaluation_id"))
+    samples = list(source.samples or []) if source is not None else []
+    details = dict(evaluation.details or {})
+    evaluation.status = "running"
+    session.flush()
+    return Judging(evaluation_id, samples, details)
+
+
+def grade(work: Judging, settings: Settings, client: httpx.Client | None = None) -> Graded:
+    """Scores every sample's two answers, each on its own; a judge that cannot be used at all
+    ends the grading with the reason."""
+    details = work.details
     judge = JudgeClient(details.get("endpoint") or settings.judge_base_url,
                         details.get("model") or settings.judge_model, settings.judge_api_key,
                         timeout_s=settings.judge_timeout_s, client=client)
@@ -192,9 +206,9 @@ def run(session_factory, evaluation_id: int, settings: Settings, client: httpx.C
     scored: list[dict[str, Any]] = []
     error = None
     try:
-        if not samples:
+        if not work.samples:
             raise JudgeError("The evaluation this judging was based on is gone or has no samples.")
-        for sample in samples:
+        for sample in work.samples:
             row: dict[str, Any] = {"prompt": sample.get("prompt", "")}
             for side in ("base", "finetuned"):
                 verdict = judge.grade(sample.get("prompt", ""), sample.get(side) or "", sample.get("reference"))
@@ -205,17 +219,21 @@ def run(session_factory, evaluation_id: int, settings: Settings, client: httpx.C
                              f"{scored[0]['base_reason']}")
     except JudgeError as exc:
         error = str(exc)
-    with session_factory() as s:
-        evaluation = s.get(Evaluation, evaluation_id)
-        if evaluation is None:
-            return
-        evaluation.samples = scored
-        evaluation.metrics = summarize(scored) if scored else None
-        evaluation.details = {**details, "seconds": round(time.monotonic() - started, 2)}
-        evaluation.status = "failed" if error else "succeeded"
-        evaluation.error_message = error
-        evaluation.finished_at = utcnow()
-        s.commit()
+    return Graded(scored, error, round(time.monotonic() - started, 2))
+
+
+def record(session: Session, work: Judging, graded: Graded) -> None:
+    """The scores and their summary, or the reason the judging failed."""
+    evaluation = repo.by_id(session, work.evaluation_id)
+    if evaluation is None:
+        return
+    evaluation.samples = graded.scored
+    evaluation.metrics = summarize(graded.scored) if graded.scored else None
+    evaluation.details = {**work.details, "seconds": graded.seconds}
+    evaluation.status = "failed" if graded.error else "succeeded"
+    evaluation.error_message = graded.error
+    evaluation.finished_at = utcnow()
+    session.flush()
 
 
 def enqueue_if_configured(session: Session, job: Job, settings: Settings) -> Evaluation | None:

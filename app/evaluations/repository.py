@@ -25,7 +25,25 @@ def latest(session: Session, *, team_id: int, job_id: int, kind: str) -> Evaluat
     return session.scalar(stmt)
 
 
+def latest_succeeded(session: Session, *, job_id: int, kind: str) -> Evaluation | None:
+    """The newest finished evaluation of a job the caller has already found in its team."""
+    stmt = (select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.kind == kind,
+                                     Evaluation.status == "succeeded").order_by(Evaluation.id.desc()).limit(1))
+    return session.scalar(stmt)
+
+
+def unfinished_of(session: Session, *, job_id: int, kind: str) -> Evaluation | None:
+    """An evaluation of the job still pending or running (the caller has checked the team)."""
+    stmt = select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.kind == kind,
+                                    Evaluation.status.in_(UNFINISHED))
+    return session.scalar(stmt)
+
+
 # -- worker side -----------------------------------------------------------------------------
+
+def by_id(session: Session, evaluation_id: int | None) -> Evaluation | None:
+    return session.get(Evaluation, evaluation_id)
+
 
 def get_for_update(session: Session, evaluation_id: int) -> Evaluation | None:
     return session.get(Evaluation, evaluation_id, with_for_update=True)

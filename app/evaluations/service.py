@@ -13,11 +13,13 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app import health, queue
+from app import queue
 from app.errors import Conflict
 from app.evaluations import repository as repo
+from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs_service
 from app.models import Evaluation, Job, JobStatus, utcnow
+from app.workers import repository as workers_repo
 
 AUTOMATIC = "automatic"
 LLM_JUDGE = "llm_judge"
@@ -34,7 +36,7 @@ def worker_of(evaluation: Evaluation) -> str | None:
 
 def alive_workers(session: Session) -> dict[str, int | None]:
     """Live workers by name, with the process id each runs as now."""
-    return {w.name: (w.info or {}).get("pid") for w in health.alive_workers(session)}
+    return {w.name: (w.info or {}).get("pid") for w in workers_repo.alive(session)}
 
 
 def is_interrupted(evaluation: Evaluation, alive: dict[str, int | None], now: datetime | None = None) -> bool:
@@ -56,7 +58,7 @@ def can_rerun(job: Job, latest: Evaluation | None, alive: dict[str, int | None])
 
 def mark_failed(session: Session, evaluation: Evaluation, message: str) -> None:
     evaluation.status, evaluation.error_message, evaluation.finished_at = "failed", message, utcnow()
-    job = session.get(Job, evaluation.job_id)
+    job = jobs_repo.by_id(session, evaluation.job_id)
     if job is not None:
         jobs_service.add_event(session, job, "evaluation", f"Evaluation failed: {message}", level="warning",
                                data={"evaluation_id": evaluation.id, "status": "failed"})

@@ -20,12 +20,12 @@ from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
-from app.health import live_workers
 from app.jobs import configure, service, views
 from app.datasets import repository as datasets_repo
 from app.jobs import repository as repo
 from app.models import BaseModel, Dataset, Job
 from app.models_registry import repository as models_repo
+from app.sweeps import service as sweeps
 from app.web import is_htmx, redirect, render
 from datacheck import GOAL_LABELS, Goal, guidance_for
 
@@ -69,7 +69,7 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
     goal = form.get("goal") if form.get("goal") in goals else (
         dataset.goal if dataset is not None and dataset.goal in goals else Goal.OTHER.value)
     preset = form.get("preset") if form.get("preset") in configure.PRESETS else "auto"
-    device = configure.training_device(live_workers(request.app.state.session_factory))
+    device = service.training_device(db)
     choices = [_model_choice(m, dataset, device, preset) for m in models_repo.visible(db, p.team_id)]
     fitting = [c for c in choices if c["fits"] is not False]
     model_choice = next((c for c in choices if c["model"].id == _int(form.get("base_model_id"))),
@@ -123,7 +123,7 @@ async def create_run(request: Request, db: SessionDep, p: CurrentUser, settings:
                              preset=form.get("preset") or "auto", hyperparameters=views.overrides_from(form),
                              name=(form.get("name") or "")[:200])
     try:
-        job, _ = service.submit(db, sub=sub, settings=settings, session_factory=request.app.state.session_factory)
+        job, _ = service.submit(db, sub=sub, settings=settings)
     except StudioError as exc:
         db.rollback()
         return render(request, "jobs/new.html", _wizard(request, db, p, form, error=exc.message),
@@ -219,6 +219,7 @@ def run_status(request: Request, job_id: int, db: SessionDep, p: CurrentUser) ->
 def cancel_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
     p.require("write")
     job = service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id))
+    sweeps.job_ended(db, job)  # a sweep's next waiting run takes the freed slot
     said = "Cancelled." if job.status.is_final else "Stopping: the run ends at its next step."
     return redirect(request, f"/runs/{job.id}", flash=("success", said))
 
@@ -242,7 +243,7 @@ async def try_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser,
                "tuned": await run_in_threadpool(inference.generate, settings, tuned, messages)}
     if is_htmx(request):
         return render(request, "jobs/_try.html", {"job": job, "prompt": prompt, "answers": answers,
-                                                  "model": db.get(BaseModel, job.base_model_id)})
+                                                  "model": models_repo.of_job(db, job)})
     return _run_page(request, db, p, job, prompt=prompt, answers=answers)
 
 

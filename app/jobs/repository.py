@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Row, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric, Team
@@ -67,6 +67,36 @@ def artifact(session: Session, *, team_id: int, job_id: int, artifact_id: int) -
 
 # -- worker side -----------------------------------------------------------------------------
 
+def by_id(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
+    """The job a broker message or another row named (for_update: locked until the end of the
+    transaction)."""
+    if for_update:
+        return session.get(Job, job_id, with_for_update=True)
+    return session.get(Job, job_id)
+
+
+def stop_signals(session: Session, job_id: int) -> Row:
+    """(cancel_requested, lease_token): what a running job polls to know whether to stop."""
+    return session.execute(select(Job.cancel_requested, Job.lease_token).where(Job.id == job_id)).one()
+
+
+def add_metrics(session: Session, rows: list[dict]) -> None:
+    session.execute(insert(Metric), rows)
+
+
+def checkpoint(session: Session, job_id: int, step: int) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+
+
+def delete_checkpoints(session: Session, job_id: int, steps: Sequence[int]) -> None:
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(steps)))
+
+
+def running_worker_names(session: Session) -> set[str]:
+    """The workers that hold a running job."""
+    return set(session.scalars(select(Job.worker_id).where(Job.status == JobStatus.running)))
+
+
 def queued_in_fair_order(session: Session, queue: str, limit: int = 50) -> list[Job]:
     """Queued jobs of a queue, best first: higher priority, then the team with the fewest
     running jobs, then the team that started a job least recently, then the oldest job.
@@ -111,6 +141,16 @@ def stale_running(session: Session, *, heartbeat_before: datetime) -> list[Job]:
     stmt = select(Job).where(Job.status == JobStatus.running,
                              and_(Job.heartbeat_at.is_not(None), Job.heartbeat_at < heartbeat_before))
     return list(session.scalars(stmt))
+
+
+def take_back(session: Session, *, job_id: int, lease_token: str, values: dict) -> bool:
+    """Compare-and-set on a running job whose worker was lost: applies `values` (queued again, or
+    failed) only while the job still holds the lease the reconciler saw."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_token == lease_token, Job.status == JobStatus.running)
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def waiting_since(session: Session, *, enqueued_before: datetime) -> list[Job]:

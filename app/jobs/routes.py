@@ -1,4 +1,5 @@
-"""The native jobs API: submit, list, follow, cancel, retry, download."""
+"""The native jobs API: submit, list, follow, cancel, retry, download. The run pages are in
+app/jobs/pages.py: together they would pass ~400 lines."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.downloads import file_response
 from app.errors import NotFound
-from app.health import live_workers
 from app.jobs import configure, service
 from app.datasets import repository as datasets_repo
 from app.jobs import repository as repo
@@ -27,6 +27,7 @@ from app.jobs.schemas import (
 )
 from app.models import JobStatus
 from app.models_registry import repository as models_repo
+from app.sweeps import service as sweeps
 
 api = APIRouter(prefix="/api/v1", tags=["jobs"])
 LOG_TAIL_BYTES = 64 * 1024
@@ -42,23 +43,22 @@ def _submission(body: JobCreate, p, idempotency_key: str | None) -> service.Subm
 
 @api.post("/jobs", response_model=JobOut, status_code=201,
           responses={200: {"model": JobOut, "description": "The job first created with this Idempotency-Key."}})
-def create_job(request: Request, body: JobCreate, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep,
+def create_job(body: JobCreate, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     p.require("write")
-    job, created = service.submit(db, sub=_submission(body, p, idempotency_key), settings=settings,
-                                  session_factory=request.app.state.session_factory)
+    job, created = service.submit(db, sub=_submission(body, p, idempotency_key), settings=settings)
     return JSONResponse(JobOut.model_validate(job).model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @api.post("/jobs/estimate", response_model=EstimateOut)
-def estimate_job(request: Request, body: JobCreate, db: SessionDep, p: CurrentPrincipal) -> EstimateOut:
+def estimate_job(body: JobCreate, db: SessionDep, p: CurrentPrincipal) -> EstimateOut:
     """The configuration the job would get, why, and whether it fits: nothing is queued."""
     p.require("read")
     dataset = datasets_repo.get(db, team_id=p.team_id, dataset_id=body.dataset_id)
     model = models_repo.get_visible(db, team_id=p.team_id, model_id=body.base_model_id)
     if dataset is None or model is None:
         raise NotFound("No such dataset or base model.")
-    device = configure.training_device(live_workers(request.app.state.session_factory))
+    device = service.training_device(db)
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=body.preset,
                           overrides=body.hyperparameters,
                           time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
@@ -88,7 +88,9 @@ def get_job(job_id: int, db: SessionDep, p: CurrentPrincipal) -> JobOut:
 @api.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: int, db: SessionDep, p: CurrentPrincipal) -> JobOut:
     p.require("write")
-    return JobOut.model_validate(service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id)))
+    job = service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id))
+    sweeps.job_ended(db, job)  # a sweep's next waiting run takes the freed slot
+    return JobOut.model_validate(job)
 
 
 @api.post("/jobs/{job_id}/retry", response_model=JobOut)

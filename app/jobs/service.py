@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
-from app.health import live_workers
-from app.jobs import configure
 from app.datasets import repository as datasets_repo
+from app.jobs import configure
 from app.jobs import repository as repo
 from app.models import BaseModel, Dataset, DatasetStatus, Job, JobEvent, JobStatus, ModelStatus, utcnow
 from app.models_registry import repository as models_repo
+from app.workers import repository as workers_repo
 
 TRAIN_TASK = "studio.train"
 
@@ -83,7 +83,12 @@ def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id:
     return dataset, model
 
 
-def submit(session: Session, *, sub: Submission, settings: Settings, session_factory) -> tuple[Job, bool]:  # noqa: ANN001
+def training_device(session: Session) -> configure.Device:
+    """What a run would train on now: the biggest device among the live training workers."""
+    return configure.training_device(workers_repo.alive(session))
+
+
+def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Job, bool]:
     """Checks everything, then queues. Returns (job, created); an idempotency key that was
     already used returns the first job instead of a second one."""
     if sub.idempotency_key:
@@ -92,7 +97,7 @@ def submit(session: Session, *, sub: Submission, settings: Settings, session_fac
             return existing, False
     dataset, model = trainable(session, team_id=sub.team_id, dataset_id=sub.dataset_id,
                                base_model_id=sub.base_model_id)
-    device = configure.training_device(live_workers(session_factory))
+    device = training_device(session)
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
                           overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s)
     if device.known and plan.estimate["memory"]["fits"] is False:
@@ -117,6 +122,8 @@ def submit(session: Session, *, sub: Submission, settings: Settings, session_fac
 
 
 def cancel(session: Session, job: Job) -> Job:
+    """A queued job ends at once, a running one is asked to stop. The edge then lets the job's
+    sweep, if any, fill the freed slot (app.sweeps.service.job_ended)."""
     if job.status.is_final:
         raise Conflict(f"This job already ended ({job.status.value}).")
     if job.status == JobStatus.queued:
@@ -128,10 +135,6 @@ def cancel(session: Session, job: Job) -> Job:
         add_event(session, job, "cancel", "Cancel requested: the run stops at its next step and keeps its "
                   "last checkpoint.")
     session.flush()
-    if job.sweep_id is not None and job.status.is_final:
-        from app.sweeps.service import advance  # the sweep service builds on this module
-
-        advance(session, job.sweep_id)  # its next waiting run takes the freed slot
     return job
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModel, ModelStatus
+from app.models import BaseModel, Job, ModelStatus
 
 
 def visible(session: Session, team_id: int, *, ready_only: bool = True) -> list[BaseModel]:
@@ -22,6 +22,17 @@ def get_visible(session: Session, *, team_id: int, model_id: int) -> BaseModel |
     return session.scalar(stmt)
 
 
+def of_job(session: Session, job: Job) -> BaseModel | None:
+    """The base model of a job that was found through its team."""
+    return session.get(BaseModel, job.base_model_id)
+
+
 def by_slug(session: Session, slug: str, team_id: int | None) -> BaseModel | None:
     cond = BaseModel.team_id.is_(None) if team_id is None else BaseModel.team_id == team_id
     return session.scalar(select(BaseModel).where(BaseModel.slug == slug, cond))
+
+
+def all_paths(session: Session) -> list[str]:
+    """The directory of every registered model, of every team (the inference process serves
+    only models under the stores or registered here)."""
+    return list(session.scalars(select(BaseModel.path)))

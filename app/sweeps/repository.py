@@ -87,6 +87,11 @@ def evaluation_scores(session: Session, job_ids: list[int]) -> tuple[dict[int, d
 
 # -- worker side -----------------------------------------------------------------------------
 
+def fresh(session: Session, sweep_id: int) -> Sweep | None:
+    """The sweep as the database has it now (not as this session last saw it), without a lock."""
+    return session.get(Sweep, sweep_id, populate_existing=True)
+
+
 def running_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Sweep.id).where(Sweep.status == "running").order_by(Sweep.id)))
 

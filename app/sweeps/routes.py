@@ -51,14 +51,14 @@ def _out(session: Session, sweep: Sweep, *, with_runs: bool) -> SweepOut:
 # -- API ------------------------------------------------------------------------------------
 
 @api.post("/sweeps", response_model=SweepOut, status_code=201)
-def create_sweep(request: Request, body: SweepCreate, db: SessionDep, p: CurrentPrincipal,
+def create_sweep(body: SweepCreate, db: SessionDep, p: CurrentPrincipal,
                  settings: SettingsDep) -> Response:
     p.require("write")
     req = service.SweepRequest(team_id=p.team_id, user_id=p.user_id, dataset_id=body.dataset_id,
                                base_model_id=body.base_model_id, search_space=body.search_space,
                                preset=body.preset, hyperparameters=body.hyperparameters, name=body.name,
                                metric=body.metric, mode=body.mode, max_parallel=body.max_parallel)
-    sweep = service.create(db, req=req, settings=settings, session_factory=request.app.state.session_factory)
+    sweep = service.create(db, req=req, settings=settings)
     return JSONResponse(_out(db, sweep, with_runs=True).model_dump(mode="json"), status_code=201)
 
 
@@ -183,7 +183,7 @@ async def create_sweep_page(request: Request, db: SessionDep, p: CurrentUser, se
                                    preset=form.get("preset") or "auto", name=(form.get("name") or "")[:200],
                                    metric=(form.get("metric") or "eval_loss").strip(), mode=mode,
                                    max_parallel=_int(form.get("max_parallel") or "2") or 0)
-        sweep = service.create(db, req=req, settings=settings, session_factory=request.app.state.session_factory)
+        sweep = service.create(db, req=req, settings=settings)
     except StudioError as exc:
         db.rollback()
         return render(request, "sweeps/new.html", _new_context(db, p, form, error=exc.message),

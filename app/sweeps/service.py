@@ -2,24 +2,23 @@
 the best child by a chosen metric is marked and can be promoted.
 
 A sweep's grid point i is its child i: the child's idempotency key names the point, so a
-point can never be queued twice. `advance` is called after every child ends (worker hook), when
-a child is cancelled from the web, and by every worker's reconciler; it locks the sweep, so
-several workers calling it at once do the work once. Services flush; the edges commit.
+point can never be queued twice. `advance` is called after every child ends (the training
+task's hook), when a child is cancelled from the web (`job_ended`), and by every worker's
+reconciler; it locks the sweep, so several workers calling it at once do the work once.
+Services flush; the edges commit.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited, StudioError
-from app.health import live_workers
 from app.jobs import configure
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs_service
@@ -27,7 +26,6 @@ from app.models import BaseModel, Dataset, Job, JobStatus, Sweep, utcnow
 from app.sweeps import grid
 from app.sweeps import repository as repo
 
-log = logging.getLogger(__name__)
 MAX_PARALLEL = 16
 METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 # Reported by every run in its results; any other metric comes from the run's evaluation.
@@ -88,13 +86,13 @@ def _check_request(req: SweepRequest) -> tuple[dict[str, list[Any]], dict[str, A
     return space, fixed, mode
 
 
-def _plan_points(session: Session, req: SweepRequest, space: dict, fixed: dict,
-                 session_factory) -> tuple[Dataset, BaseModel, configure.Plan]:  # noqa: ANN001
+def _plan_points(session: Session, req: SweepRequest, space: dict,
+                 fixed: dict) -> tuple[Dataset, BaseModel, configure.Plan]:
     """Plans the base and every point as submit will, so an invalid or oversized combination is
     refused before anything is queued."""
     dataset, model = jobs_service.trainable(session, team_id=req.team_id, dataset_id=req.dataset_id,
                                             base_model_id=req.base_model_id)
-    device = configure.training_device(live_workers(session_factory))
+    device = jobs_service.training_device(session)
     base = configure.plan(dataset=dataset, model=model, device=device, preset=req.preset, overrides=fixed)
     for point in grid.expand(space):
         try:
@@ -110,11 +108,11 @@ def _plan_points(session: Session, req: SweepRequest, space: dict, fixed: dict,
     return dataset, model, base
 
 
-def create(session: Session, *, req: SweepRequest, settings: Settings, session_factory) -> Sweep:  # noqa: ANN001
+def create(session: Session, *, req: SweepRequest, settings: Settings) -> Sweep:
     """Checks the whole grid, stores the sweep and queues its first runs (as many as
     max_parallel and the team's limit allow; the others wait)."""
     space, fixed, mode = _check_request(req)
-    dataset, model, base = _plan_points(session, req, space, fixed, session_factory)
+    dataset, model, base = _plan_points(session, req, space, fixed)
     sweep = Sweep(team_id=req.team_id, created_by_id=req.user_id, dataset_id=dataset.id, base_model_id=model.id,
                   name=(req.name.strip() or f"Sweep of {model.display_name} on {dataset.name}")[:200],
                   base_config={"preset": req.preset, "hyperparameters": fixed, "config": base.config.model_dump()},
@@ -123,7 +121,7 @@ def create(session: Session, *, req: SweepRequest, settings: Settings, session_f
     session.add(sweep)
     session.flush()
     _fill(session, sweep, repo.children(session, team_id=sweep.team_id, sweep_id=sweep.id),
-          settings=settings, session_factory=session_factory, strict=True)
+          settings=settings, strict=True)
     return sweep
 
 
@@ -135,7 +133,7 @@ def waiting_points(sweep: Sweep, children: list[Job]) -> list[tuple[int, dict[st
     return [(i, p) for i, p in enumerate(grid.expand(sweep.search_space)) if i not in taken]
 
 
-def _fill(session: Session, sweep: Sweep, children: list[Job], *, settings: Settings, session_factory,  # noqa: ANN001
+def _fill(session: Session, sweep: Sweep, children: list[Job], *, settings: Settings,
           strict: bool = False) -> int:
     """Submits waiting points while the sweep and the team have room; returns how many."""
     waiting = waiting_points(sweep, children)
@@ -151,7 +149,7 @@ def _fill(session: Session, sweep: Sweep, children: list[Job], *, settings: Sett
             hyperparameters={**fixed, **point}, name=f"{sweep.name} · {grid.label(point)}",
             idempotency_key=repo.child_key(sweep.id, index), sweep_id=sweep.id, sweep_params=point)
         try:
-            jobs_service.submit(session, sub=sub, settings=settings, session_factory=session_factory)
+            jobs_service.submit(session, sub=sub, settings=settings)
         except RateLimited:
             break  # the team is at its limit: the point waits for a slot
         except StudioError as exc:
@@ -245,58 +243,30 @@ def _needs_work(session: Session, sweep: Sweep, settings: Settings) -> bool:
         jobs_repo.active_jobs(session, team_id=sweep.team_id) < settings.max_active_jobs_per_team
 
 
-def advance(session: Session, sweep_id: int, *, settings: Settings | None = None,
-            session_factory: sessionmaker | None = None) -> Sweep | None:
+def advance(session: Session, sweep_id: int, *, settings: Settings | None = None) -> Sweep | None:
     """Queues waiting points while there is room; once every run has ended, picks the best.
     Idempotent and safe to call from several processes at once."""
     settings = settings or get_settings()
-    sweep = session.get(Sweep, sweep_id, populate_existing=True)
+    sweep = repo.fresh(session, sweep_id)
     if sweep is None or sweep.status != "running" or not _needs_work(session, sweep, settings):
         return sweep
     sweep = repo.lock(session, sweep_id, wait=False)
     if sweep is None or sweep.status != "running":
         return sweep
-    if session_factory is None:
-        from app.db import session_factory as make_factory
-
-        session_factory = make_factory(settings)
     children = repo.children(session, team_id=sweep.team_id, sweep_id=sweep.id, fresh=True)
-    if _fill(session, sweep, children, settings=settings, session_factory=session_factory):
+    if _fill(session, sweep, children, settings=settings):
         children = repo.children(session, team_id=sweep.team_id, sweep_id=sweep.id, fresh=True)
     _finish_if_done(session, sweep, children)
     session.flush()
     return sweep
 
 
-def advance_after(job_id: int, settings: Settings | None = None) -> None:
-    """The worker's hook once a job's outcome is committed: advances its sweep, if it has one,
-    in a transaction of its own. A failure is logged; the reconciler's next pass repairs it."""
-    from app.db import session_scope
-
-    try:
-        with session_scope(settings) as s:
-            sweep_id = repo.sweep_of_job(s, job_id)
-            if sweep_id is not None:
-                advance(s, sweep_id, settings=settings)
-    except Exception:  # noqa: BLE001  (the job's outcome is already recorded)
-        log.exception("could not advance the sweep of job %s; the reconciler will", job_id)
-
-
-def advance_all(settings: Settings | None = None) -> int:
-    """The reconciler's pass: every running sweep advanced, each in its own transaction."""
-    from app.db import session_factory, session_scope
-
-    settings = settings or get_settings()
-    factory = session_factory(settings)
-    with session_scope(factory=factory) as s:
-        ids = repo.running_ids(s)
-    for sweep_id in ids:
-        try:
-            with session_scope(factory=factory) as s:
-                advance(s, sweep_id, settings=settings, session_factory=factory)
-        except Exception:  # noqa: BLE001  (one broken sweep must not stop the others)
-            log.exception("could not advance sweep %s", sweep_id)
-    return len(ids)
+def job_ended(session: Session, job: Job) -> None:
+    """The web's hook once a child of a sweep ended (cancelled before it started): its next
+    waiting run takes the freed slot, in the same unit of work. The worker's hook is the
+    training task's (worker/tasks/jobs.py), the repair the reconciler's pass."""
+    if job.sweep_id is not None and job.status.is_final:
+        advance(session, job.sweep_id)
 
 
 # -- cancel and promote ---------------------------------------------------------------------

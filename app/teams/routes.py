@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from app.auth import repository as repo
-from app.auth import service
+from app.auth import service as auth_service
 from app.deps import CurrentPrincipal, CurrentUser, SessionDep
 from app.errors import InvalidInput, StudioError
 from app.models import Role
+from app.teams import repository as repo
+from app.teams import service
 from app.teams.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Me
 from app.web import redirect, render
 
@@ -82,7 +83,7 @@ def remove_member(request: Request, user_id: int, db: SessionDep, p: CurrentUser
 @pages.post("/team/switch")
 def switch_team(request: Request, db: SessionDep, p: CurrentUser,
                 team_id: Annotated[int, Form()] = 0) -> Response:
-    service.switch_team(db, record=p.session_record, team_id=team_id)
+    auth_service.switch_team(db, record=p.session_record, team_id=team_id)
     return redirect(request, "/")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.auth import service
+from app.teams import service
 from app.models import Base, Role
 from tests.app.routes_walk import fill, params, routes
 from tests.factories import log_in, make_account, make_api_key

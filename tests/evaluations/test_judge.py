@@ -12,13 +12,13 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.db import session_factory
 from app.errors import Conflict, InvalidInput
 from app.evaluations import judge
 from app.models import BaseModel, Evaluation, JobStatus
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
 from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+from worker.tasks import judge as judge_tasks
 
 SAMPLES = [
     {"prompt": "Où est ma commande ?", "reference": "Bonjour et merci de votre message ! Elle arrive demain.",
@@ -127,7 +127,7 @@ def test_a_run_is_judged_answer_by_answer_and_summarised(db, settings, run_with_
         db.commit()
         assert sent == [(judge.JUDGE_TASK, [evaluation.id], "default")]
         assert judge.request(db, run_with_samples, settings).id == evaluation.id  # no second judging
-        judge.run(session_factory(settings), evaluation.id, settings)
+        judge_tasks.run_judging(evaluation.id, settings)
 
     db.expire_all()
     evaluation = db.get(Evaluation, evaluation.id)
@@ -155,7 +155,7 @@ def test_a_refusing_judge_fails_the_judging_with_the_reason(db, settings, run_wi
         settings = configured(settings, server.url, key)
         evaluation = judge.request(db, run_with_samples, settings)
         db.commit()
-        judge.run(session_factory(settings), evaluation.id, settings)
+        judge_tasks.run_judging(evaluation.id, settings)
     db.expire_all()
     evaluation = db.get(Evaluation, evaluation.id)
     assert evaluation.status == "failed" and words in evaluation.error_message
@@ -168,7 +168,7 @@ def test_an_unreachable_judge_fails_clearly(db, settings, run_with_samples, sent
     settings = configured(settings, f"http://127.0.0.1:{port}/v1")
     evaluation = judge.request(db, run_with_samples, settings)
     db.commit()
-    judge.run(session_factory(settings), evaluation.id, settings, client=httpx.Client(timeout=2))
+    judge_tasks.run_judging(evaluation.id, settings, client=httpx.Client(timeout=2))
     db.expire_all()
     assert "Could not reach the judge" in db.get(Evaluation, evaluation.id).error_message
 
@@ -210,7 +210,7 @@ def test_the_studios_own_v1_endpoint_can_be_the_judge(db, settings, account, run
                                            "judge_api_key": key})
     evaluation = judge.request(db, run_with_samples, settings)
     db.commit()
-    judge.run(session_factory(settings), evaluation.id, settings, client=client)
+    judge_tasks.run_judging(evaluation.id, settings, client=client)
     db.expire_all()
     evaluation = db.get(Evaluation, evaluation.id)
     assert evaluation.status == "succeeded", evaluation.error_message

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.db import session_factory
 from app.models import Job, JobStatus, utcnow
 from app.sweeps import service
 from tests.jobs.conftest import dataset, model, store, team  # noqa: F401  (shared fixtures)
@@ -26,8 +25,6 @@ def make_sweep(client, team, dataset, model, sent):  # noqa: F811
 @pytest.fixture
 def finish(db, settings):
     """Ends a child as a worker would (the outcome committed), then advances its sweep."""
-    factory = session_factory(settings)
-
     def end(job_id: int, status: JobStatus = JobStatus.succeeded, **metrics: float) -> None:
         db.expire_all()
         job = db.get(Job, job_id)
@@ -35,7 +32,7 @@ def finish(db, settings):
         if status == JobStatus.succeeded:
             job.result = {"global_step": 4, "metrics": {"train_loss": 2.0, **metrics}}
         db.commit()
-        service.advance(db, job.sweep_id, settings=settings, session_factory=factory)
+        service.advance(db, job.sweep_id, settings=settings)
         db.commit()
 
     return end

@@ -56,9 +56,8 @@ def test_advance_fills_freed_slots_then_picks_the_lowest_eval_loss(make_sweep, f
 
 def test_advance_is_idempotent_and_never_exceeds_max_parallel(make_sweep, db, settings, sent):
     sweep_id = make_sweep(max_parallel=3)["id"]
-    factory = session_factory(settings)
     for _ in range(3):
-        service.advance(db, sweep_id, settings=settings, session_factory=factory)
+        service.advance(db, sweep_id, settings=settings)
         db.commit()
     assert len(_children(db, sweep_id)) == 3 and len(sent) == 3
     # Even a second process racing past the checks cannot queue a grid point twice.
@@ -79,7 +78,7 @@ def test_concurrent_advances_queue_each_point_once(make_sweep, db, settings, sen
         try:
             barrier.wait()
             with factory() as s:
-                service.advance(s, sweep_id, settings=settings, session_factory=factory)
+                service.advance(s, sweep_id, settings=settings)
                 s.commit()
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
@@ -122,7 +121,7 @@ def test_an_evaluation_score_picks_the_highest_and_waits_for_evaluations(make_sw
     db.execute(update(Evaluation).where(Evaluation.job_id == c.id).values(status="succeeded",
                                                                            metrics={"finetuned": {"bleu": 30.0}}))
     db.commit()
-    service.advance(db, sweep_id, settings=settings, session_factory=session_factory(settings))
+    service.advance(db, sweep_id, settings=settings)
     db.commit()
     sweep = _sweep(db, sweep_id)
     assert sweep.status == "succeeded" and sweep.best_job_id == c.id
@@ -138,7 +137,7 @@ def test_a_run_whose_evaluation_never_came_is_skipped_after_a_while(make_sweep, 
     b = db.get(Job, b.id)
     b.finished_at = utcnow() - timedelta(seconds=service.EVALUATION_WAIT_S + 1)
     db.commit()
-    service.advance(db, sweep_id, settings=settings, session_factory=session_factory(settings))
+    service.advance(db, sweep_id, settings=settings)
     db.commit()
     assert _sweep(db, sweep_id).best_job_id == a.id
 
@@ -171,7 +170,7 @@ def test_the_team_limit_holds_sweep_children_back(make_sweep, finish, db, settin
     assert len(_children(db, sweep_id)) == 3  # the freed slot goes to the next point
     other.status = JobStatus.succeeded
     db.commit()
-    service.advance(db, sweep_id, settings=settings, session_factory=session_factory(settings))
+    service.advance(db, sweep_id, settings=settings)
     db.commit()
     children = _children(db, sweep_id)
     assert len(children) == 4

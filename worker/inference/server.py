@@ -23,12 +23,11 @@ from pathlib import Path
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from app.config import Settings
 from app.db import session_scope
 from app.inference.client import service_token
-from app.models import BaseModel as BaseModelRow
+from app.models_registry import repository as models_repo
 from worker.inference.engine import Engine, Output, Request
 
 log = logging.getLogger("studio.inference")
@@ -63,7 +62,7 @@ def allowed(settings: Settings, raw: str) -> bool:
     if _within(path, settings.model_dir) or _within(path, settings.artifact_dir):
         return True
     with session_scope(settings) as s:
-        registered = s.scalars(select(BaseModelRow.path)).all()
+        registered = models_repo.all_paths(s)
     return any(Path(p).resolve() == path for p in registered)
 
 

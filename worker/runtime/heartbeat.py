@@ -9,10 +9,10 @@ import os
 import threading
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
-from sqlalchemy import delete, select
 
 from app.db import session_scope
 from app.models import Worker, utcnow
+from app.workers import repository as workers_repo
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
@@ -38,7 +38,7 @@ def device_info() -> dict:
 
 def beat(name: str, queues: str, info: dict, extra: dict | None = None) -> None:
     with session_scope() as s:
-        row = s.scalar(select(Worker).where(Worker.name == name))
+        row = workers_repo.by_name(s, name)
         if row is None:
             row = Worker(name=name, last_seen_at=utcnow())
             s.add(row)
@@ -78,7 +78,7 @@ def _stop_beating(sender=None, **_kwargs) -> None:  # noqa: ANN001
     reconciler.stop()
     try:
         with session_scope() as s:
-            s.execute(delete(Worker).where(Worker.name == sender.hostname))
+            workers_repo.remove(s, sender.hostname)
     except Exception:
         log.exception("could not remove the worker row at shutdown")
 

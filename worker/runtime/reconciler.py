@@ -25,17 +25,19 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app import queue
 from app.config import Settings, get_settings
-from app.db import session_scope
-from app.health import alive_workers
+from app.db import session_factory, session_scope
 from app.jobs import repository as repo
 from app.jobs import service
+from app.ab import repository as ab_repo
 from app.ab import service as ab
-from app.models import Comparison, Dataset, DatasetStatus, Job, JobStatus, utcnow
+from app.models import Dataset, DatasetStatus, JobStatus, utcnow
+from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
+from app.workers import repository as workers_repo
 from worker.tasks import evaluation
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,7 @@ def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
             values = dict(status=JobStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
                           error_message=f"The worker running this job stopped answering {job.attempt} times; "
                           "the job was given up. Check the workers' logs (out of host memory?) and retry.")
-        won = s.execute(update(Job).where(Job.id == job.id, Job.lease_token == job.lease_token,
-                                          Job.status == JobStatus.running).values(**values)
-                        .execution_options(synchronize_session=False)).rowcount
-        if not won:
+        if not repo.take_back(s, job_id=job.id, lease_token=job.lease_token, values=values):
             continue
         s.expire(job)
         count += 1
@@ -71,8 +70,8 @@ def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
 
 
 def _idle_train_workers(s, now) -> list[str]:  # noqa: ANN001
-    alive = alive_workers(s)
-    busy = set(s.scalars(select(Job.worker_id).where(Job.status == JobStatus.running)))
+    alive = workers_repo.alive(s)
+    busy = repo.running_worker_names(s)
     return [w.name for w in alive if "train" in w.queues.split(",") and w.name not in busy]
 
 
@@ -98,12 +97,26 @@ def _resend_validations(s, settings: Settings, now) -> int:  # noqa: ANN001
 def _resend_comparisons(s, settings: Settings, now) -> int:  # noqa: ANN001
     if not _idle_train_workers(s, now):
         return 0
-    stuck = list(s.scalars(select(Comparison).where(
-        Comparison.status == ab.PENDING,
-        Comparison.created_at < now - timedelta(seconds=settings.requeue_after_s))))
+    stuck = ab_repo.pending_since(s, status=ab.PENDING,
+                                  created_before=now - timedelta(seconds=settings.requeue_after_s))
     for comparison in stuck:
         queue.enqueue(s, ab.GENERATE_TASK, comparison.id, queue=ab.GENERATE_QUEUE)
     return len(stuck)
+
+
+def _advance_sweeps(settings: Settings) -> int:
+    """Every running sweep advanced, each in its own transaction: one broken sweep must not
+    stop the others."""
+    factory = session_factory(settings)
+    with session_scope(factory=factory) as s:
+        ids = sweeps_repo.running_ids(s)
+    for sweep_id in ids:
+        try:
+            with session_scope(factory=factory) as s:
+                sweeps.advance(s, sweep_id, settings=settings)
+        except Exception:  # noqa: BLE001
+            log.exception("could not advance sweep %s", sweep_id)
+    return len(ids)
 
 
 def reconcile(settings: Settings | None = None) -> dict[str, int]:
@@ -116,7 +129,7 @@ def reconcile(settings: Settings | None = None) -> dict[str, int]:
         validations = _resend_validations(s, settings, now)
         comparisons = _resend_comparisons(s, settings, now)
     interrupted = evaluation.fail_interrupted()
-    advanced = sweeps.advance_all(settings)
+    advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost jobs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)

@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
-
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import repository as repo
 from app.jobs import service
-from app.models import Checkpoint, Job, Metric, utcnow
+from app.models import Checkpoint, utcnow
 
 FLUSH_EVERY_S = 2.0
 MAX_BUFFER = 500
@@ -70,16 +68,16 @@ class DatabaseReporter:
         key = Path(path).resolve().relative_to(self.store_root).as_posix()
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
         with session_scope() as s:
-            if s.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step)) is None:
+            if repo.checkpoint(s, self.job_id, step) is None:
                 s.add(Checkpoint(job_id=self.job_id, step=step, path=key, size_bytes=size, metrics=metadata))
-                service.add_event(s, s.get(Job, self.job_id), "checkpoint", f"Checkpoint saved at step {step}.",
+                service.add_event(s, repo.by_id(s, self.job_id), "checkpoint", f"Checkpoint saved at step {step}.",
                                   data={"step": step})
         self.on_log(f"checkpoint at step {step}")
 
     def on_checkpoints_deleted(self, steps: list[int]) -> None:
         """The run page and the APIs list the checkpoints that are on disk: deleted ones go."""
         with session_scope() as s:
-            s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step.in_(steps)))
+            repo.delete_checkpoints(s, self.job_id, steps)
         self.on_log(f"Deleted older checkpoints (steps {', '.join(map(str, steps))}); the newest are kept.")
 
     def should_stop(self) -> bool:
@@ -88,7 +86,7 @@ class DatabaseReporter:
         if time.monotonic() - self._last_poll >= POLL_EVERY_S:
             self._last_poll = time.monotonic()
             with session_scope() as s:
-                row = s.execute(select(Job.cancel_requested, Job.lease_token).where(Job.id == self.job_id)).one()
+                row = repo.stop_signals(s, self.job_id)
             if row.lease_token != self.lease:
                 self.lease_lost = True
             elif row.cancel_requested:
@@ -109,9 +107,9 @@ class DatabaseReporter:
             return
         with session_scope() as s:
             if rows:
-                s.execute(insert(Metric), rows)
+                repo.add_metrics(s, rows)
             if progress is not None:
-                job = s.get(Job, self.job_id)
+                job = repo.by_id(s, self.job_id)
                 job.current_step, job.total_steps, job.eta_s = progress
 
     def _heartbeat(self) -> None:

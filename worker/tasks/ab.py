@@ -28,7 +28,6 @@ from app.errors import StudioError
 from app.inference import targets
 from app.inference.client import Target
 from app.jobs import repository as jobs_repo
-from app.models import Comparison, ComparisonPair
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
 from worker.celery_app import celery_app
@@ -91,7 +90,7 @@ def _target(session, team_id: int, ref: dict, label: str) -> Target:  # noqa: AN
 
 def _start(comparison_id: int) -> Work | str:
     with session_scope() as s:
-        comparison = s.get(Comparison, comparison_id)
+        comparison = repo.by_id(s, comparison_id)
         if comparison is None:
             log.info("comparison %s no longer exists; nothing to generate", comparison_id)
             return "gone"
@@ -158,10 +157,10 @@ def _answer(work: Work, side: str) -> None:
 def _save(work: Work, side: str, pair_ids: list[int], answers: list[str]) -> None:
     with session_scope() as s:
         for pair_id, answer in zip(pair_ids, answers, strict=True):
-            pair = s.get(ComparisonPair, pair_id)
+            pair = repo.pair_by_id(s, pair_id)
             if pair is not None:
                 setattr(pair, f"answer_{side}", answer)
-        comparison = s.get(Comparison, work.comparison_id)
+        comparison = repo.by_id(s, work.comparison_id)
         if comparison is not None:
             source = dict(comparison.prompt_source or {})
             done = int((source.get("progress") or {}).get("done", 0)) + len(pair_ids)
@@ -178,7 +177,7 @@ def _free_memory() -> None:
 
 def _open(comparison_id: int) -> str:
     with session_scope() as s:
-        comparison = s.get(Comparison, comparison_id)
+        comparison = repo.by_id(s, comparison_id)
         if comparison is None:
             return "gone"
         comparison.status = service.OPEN
@@ -196,6 +195,6 @@ def _explain(exc: Exception, side: str, label: str) -> str:
 
 def _fail(comparison_id: int, message: str) -> None:
     with session_scope() as s:
-        comparison = s.get(Comparison, comparison_id)
+        comparison = repo.by_id(s, comparison_id)
         if comparison is not None:
             comparison.status, comparison.error_message = service.FAILED, message

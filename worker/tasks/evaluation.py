@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from app.config import get_settings
+from app.datasets import repository as datasets_repo
 from app.db import session_scope
 from app.evaluations import judge
 from app.evaluations import repository as repo
 from app.evaluations import service
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs_service
-from app.models import Dataset, Evaluation, Job, JobStatus, utcnow
+from app.models import Evaluation, JobStatus, utcnow
 from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,14 @@ def worker_name() -> str:
 
 def _event(job_id: int, message: str, **data: Any) -> None:
     with session_scope() as s:
-        job = s.get(Job, job_id)
+        job = jobs_repo.by_id(s, job_id)
         jobs_service.add_event(s, job, "evaluation", message, data=data or None)
 
 
 def open_after_run(job_id: int, worker: str) -> int | None:
     """A pending automatic evaluation for a job that just succeeded (None if it did not)."""
     with session_scope() as s:
-        job = s.get(Job, job_id)
+        job = jobs_repo.by_id(s, job_id)
         if job is None or job.status != JobStatus.succeeded:
             return None
         row = Evaluation(team_id=job.team_id, job_id=job.id, kind=service.AUTOMATIC, status="pending",
@@ -179,7 +180,7 @@ def _start(evaluation_id: int, worker: str) -> dict[str, Any] | None:
         row = repo.get_for_update(s, evaluation_id)
         if row is None or row.status != "pending":
             return None
-        job = s.get(Job, row.job_id)
+        job = jobs_repo.by_id(s, row.job_id)
         row.status = "running"
         row.details = {**(row.details or {}), "worker": worker, "worker_pid": os.getpid()}
         return {"job_id": job.id, "team_id": job.team_id, "config": dict(job.config), "goal": job.goal,
@@ -194,7 +195,7 @@ def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> Non
         row.status, row.finished_at = "succeeded", utcnow()
         row.metrics, row.samples = outcome["metrics"], outcome["samples"]
         row.details = {**(row.details or {}), **outcome["details"], "seconds": round(seconds, 1)}
-        job = s.get(Job, row.job_id)
+        job = jobs_repo.by_id(s, row.job_id)
         jobs_service.add_event(s, job, "evaluation", f"Evaluation done: {summary(outcome['metrics'])}.",
                                data={"evaluation_id": row.id, "status": "succeeded"})
         judge.enqueue_if_configured(s, job, get_settings())  # the LLM judge scores these answers next
@@ -307,10 +308,11 @@ def _records(store: ArtifactStore, key: str | None) -> list[dict]:
 def _stored_inputs(store: ArtifactStore, job: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
     """The run's training and eval records (as the training task read them) and its saved outputs."""
     with session_scope() as s:
-        dataset = s.get(Dataset, job["dataset_id"])
+        dataset = datasets_repo.get(s, team_id=job["team_id"], dataset_id=job["dataset_id"], purpose=None)
         eval_key = dataset.normalized_eval_path
         if job["eval_dataset_id"] and job["eval_dataset_id"] != dataset.eval_dataset_id:  # OpenAI validation_file
-            eval_key = s.get(Dataset, job["eval_dataset_id"]).normalized_path
+            eval_key = datasets_repo.get(s, team_id=job["team_id"], dataset_id=job["eval_dataset_id"],
+                                         purpose=None).normalized_path
         train_key = dataset.normalized_path
         outputs = {a.kind: a.path for a in jobs_repo.artifacts(s, team_id=job["team_id"], job_id=job["job_id"])
                    if a.kind in ("adapter", "model")}

@@ -15,11 +15,13 @@ from pathlib import Path
 
 
 from app.config import get_settings
+from app.datasets import repository as datasets_repo
 from app.db import session_scope
 from app.jobs import repository as repo
 from app.jobs import service
-from app.models import Artifact, Dataset, Job, JobStatus, utcnow
+from app.models import Artifact, Job, JobStatus, utcnow
 from app.storage import ArtifactStore
+from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from worker.tasks import evaluation
 from worker.celery_app import TRAIN_QUEUE, celery_app
@@ -98,7 +100,7 @@ def _record_outputs(s, job: Job, store: ArtifactStore, result) -> None:  # noqa:
 
 def _finish(job_id: int, lease: str, store: ArtifactStore, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
     with session_scope() as s:
-        job = s.get(Job, job_id, with_for_update=True)
+        job = repo.by_id(s, job_id, for_update=True)
         if job is None or job.lease_token != lease or job.status != JobStatus.running:
             return  # the reconciler gave the job away; that run owns the outcome now
         job.finished_at = utcnow()
@@ -124,13 +126,25 @@ def _finish(job_id: int, lease: str, store: ArtifactStore, result=None, failure=
                               + (f" (loss {loss:.3f})." if loss is not None else "."), data={"status": "succeeded"})
             for warning in result.warnings:
                 service.add_event(s, job, "warning", warning, level="warning")
-    sweeps.advance_after(job_id)  # its sweep queues the next waiting run or picks the best
+    _advance_sweep(job_id)  # its sweep queues the next waiting run or picks the best
+
+
+def _advance_sweep(job_id: int) -> None:
+    """The hook once a job's outcome is committed: advances its sweep, if it has one, in a
+    transaction of its own. A failure is logged; the reconciler's next pass repairs it."""
+    try:
+        with session_scope() as s:
+            sweep_id = sweeps_repo.sweep_of_job(s, job_id)
+            if sweep_id is not None:
+                sweeps.advance(s, sweep_id)
+    except Exception:  # noqa: BLE001  (the job's outcome is already recorded)
+        log.exception("could not advance the sweep of job %s; the reconciler will", job_id)
 
 
 def _setup(job_id: int, store: ArtifactStore):  # noqa: ANN202
     with session_scope() as s:
-        job = s.get(Job, job_id)
-        dataset = s.get(Dataset, job.dataset_id)
+        job = repo.by_id(s, job_id)
+        dataset = datasets_repo.get(s, team_id=job.team_id, dataset_id=job.dataset_id, purpose=None)
         run_key = f"teams/{job.team_id}/jobs/{job.id}/run"
         log_key = f"{run_key}/training.log"
         if not any(a.kind == "log" for a in repo.artifacts(s, team_id=job.team_id, job_id=job.id)):
@@ -138,7 +152,8 @@ def _setup(job_id: int, store: ArtifactStore):  # noqa: ANN202
         resume = bool(repo.checkpoints(s, job.id))
         eval_key = dataset.normalized_eval_path
         if job.eval_dataset_id and job.eval_dataset_id != dataset.eval_dataset_id:  # OpenAI validation_file
-            eval_key = s.get(Dataset, job.eval_dataset_id).normalized_path
+            eval_key = datasets_repo.get(s, team_id=job.team_id, dataset_id=job.eval_dataset_id,
+                                         purpose=None).normalized_path
         return (dict(job.config), job.attempt, dataset.normalized_path, eval_key,
                 store.path(run_key), store.path(log_key), resume)
 

@@ -6,13 +6,30 @@ Plain HTTP to an OpenAI-compatible endpoint, no model in this process: it runs o
 
 from __future__ import annotations
 
-from app.config import get_settings
-from app.db import session_factory
+from typing import TYPE_CHECKING
+
+from app.config import Settings, get_settings
+from app.db import session_scope
 from app.evaluations import judge
 from worker.celery_app import celery_app
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def run_judging(evaluation_id: int, settings: Settings, client: httpx.Client | None = None) -> None:
+    """Two units of work around the grading: the first commits "running" so that the page shows
+    the judging under way; the second the scores. No transaction stays open while the judge
+    answers."""
+    with session_scope(settings) as s:
+        work = judge.start(s, evaluation_id)
+    if work is None:
+        return
+    graded = judge.grade(work, settings, client=client)
+    with session_scope(settings) as s:
+        judge.record(s, work, graded)
 
 
 @celery_app.task(name=judge.JUDGE_TASK, acks_late=True)
 def judge_evaluation(evaluation_id: int) -> None:
-    settings = get_settings()
-    judge.run(session_factory(settings), evaluation_id, settings)
+    run_judging(evaluation_id, get_settings())

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from app.db import session_scope
-from app.models import Worker
+from app.workers import repository as workers_repo
 from worker.celery_app import celery_app
 
 
@@ -14,6 +12,6 @@ def ping(self, nonce: str) -> None:  # noqa: ANN001
     """Round trip through the broker: the worker writes the nonce on its own row.
     Used by `studio doctor --deep` and the broker tests."""
     with session_scope() as s:
-        row = s.scalar(select(Worker).where(Worker.name == self.request.hostname))
+        row = workers_repo.by_name(s, self.request.hostname)
         if row is not None:
             row.info = {**(row.info or {}), "last_ping": nonce}

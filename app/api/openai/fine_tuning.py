@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from app.api.openai import names
@@ -29,10 +29,10 @@ from app.api.openai.schemas import (
 )
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.errors import InvalidInput
-from app.health import live_workers
 from app.jobs import configure, service
 from app.models import DatasetStatus, Job, JobStatus, utcnow
 from app.models_registry import repository as models_repo
+from app.sweeps import service as sweeps
 from planner.defaults import DEFAULT_SEED
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
@@ -122,22 +122,21 @@ def _usable(db: Session, team_id: int, file_id: str, param: str):  # noqa: ANN20
 
 
 @router.post("/jobs", response_model=JobOut)
-def create_job(request: Request, body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
+def create_job(body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
                settings: SettingsDep) -> JobOut:
     p.require("write")
     base = names.base_model(db, team_id=p.team_id, name=body.model)
     train = _usable(db, p.team_id, body.training_file, "training_file")
     valid = _usable(db, p.team_id, body.validation_file, "validation_file") if body.validation_file else None
-    sf = request.app.state.session_factory
 
     def base_lr() -> float:
-        device = configure.training_device(live_workers(sf))
+        device = service.training_device(db)
         return configure.plan(dataset=train, model=base, device=device).config.learning_rate
 
     asked = _requested(body)
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
                              hyperparameters=_overrides(asked, body.seed, base_lr), suffix=body.suffix)
-    job, _ = service.submit(db, sub=sub, settings=settings, session_factory=sf)
+    job, _ = service.submit(db, sub=sub, settings=settings)
     if valid is not None:
         job.eval_dataset_id = valid.id
     job.estimate = {**(job.estimate or {}), OPENAI_KEY: {
@@ -168,7 +167,9 @@ def retrieve_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -
 @router.post("/jobs/{fine_tuning_job_id}/cancel", response_model=JobOut)
 def cancel_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -> JobOut:
     p.require("write")
-    return job_out(db, service.cancel(db, _job(db, p.team_id, fine_tuning_job_id)))
+    job = service.cancel(db, _job(db, p.team_id, fine_tuning_job_id))
+    sweeps.job_ended(db, job)  # a sweep's next waiting run takes the freed slot
+    return job_out(db, job)
 
 
 @router.get("/jobs/{fine_tuning_job_id}/events", response_model=EventList)
