@@ -1,11 +1,14 @@
-"""Queries for datasets. Every one filters by team: another team's dataset does not exist."""
+"""Queries for datasets. Every one a request makes filters by team: another team's dataset does
+not exist. The worker side (`by_id`, `uploaded_before`) holds ids that the database gave it."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Artifact, Dataset
+from app.models import Artifact, Dataset, DatasetStatus
 
 # Dataset.purpose: an uploaded training set, or the separate evaluation file of one.
 FINE_TUNE = "fine-tune"
@@ -50,3 +53,14 @@ def versions(session: Session, *, team_id: int, name: str) -> list[Dataset]:
 def artifacts(session: Session, *, team_id: int, dataset_id: int) -> list[Artifact]:
     stmt = select(Artifact).where(Artifact.team_id == team_id, Artifact.dataset_id == dataset_id)
     return list(session.scalars(stmt.order_by(Artifact.id)))
+
+
+def by_id(session: Session, dataset_id: int) -> Dataset | None:
+    """A dataset named by a task message (the worker side: the id came from the database)."""
+    return session.get(Dataset, dataset_id)
+
+
+def uploaded_before(session: Session, created_before: datetime) -> list[Dataset]:
+    """Uploads still waiting for their check since before this time (a lost validation message)."""
+    stmt = select(Dataset).where(Dataset.status == DatasetStatus.uploaded, Dataset.created_at < created_before)
+    return list(session.scalars(stmt))

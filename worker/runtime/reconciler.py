@@ -25,8 +25,6 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from app import queue
 from app.config import Settings, get_settings
 from app.db import session_factory, session_scope
@@ -34,7 +32,8 @@ from app.jobs import repository as repo
 from app.jobs import service
 from app.ab import repository as ab_repo
 from app.ab import service as ab
-from app.models import Dataset, DatasetStatus, JobStatus, utcnow
+from app.datasets import repository as datasets_repo
+from app.models import JobStatus, utcnow
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from app.workers import repository as workers_repo
@@ -86,9 +85,7 @@ def _resend_lost(s, settings: Settings, now) -> int:  # noqa: ANN001
 
 
 def _resend_validations(s, settings: Settings, now) -> int:  # noqa: ANN001
-    stuck = list(s.scalars(select(Dataset).where(
-        Dataset.status == DatasetStatus.uploaded,
-        Dataset.created_at < now - timedelta(seconds=settings.requeue_after_s))))
+    stuck = datasets_repo.uploaded_before(s, now - timedelta(seconds=settings.requeue_after_s))
     for dataset in stuck:
         queue.enqueue(s, "studio.validate_dataset", dataset.id, queue="default")
     return len(stuck)

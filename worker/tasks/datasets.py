@@ -95,7 +95,7 @@ def validate_dataset(dataset_id: int) -> str:
 def _start(dataset_id: int) -> Check | None:
     settings = get_settings()
     with session_scope() as session:
-        dataset = session.get(Dataset, dataset_id)
+        dataset = repo.by_id(session, dataset_id)
         if dataset is None:
             raise DatasetGone(dataset_id)
         if dataset.status == DatasetStatus.valid:
@@ -195,7 +195,7 @@ def _run(check: Check, store: ArtifactStore) -> ValidationReport:
 
 def _finish(check: Check, report: ValidationReport, store: ArtifactStore) -> str:
     with session_scope() as session:
-        dataset = session.get(Dataset, check.dataset_id)
+        dataset = repo.by_id(session, check.dataset_id)
         if dataset is None:  # deleted while it was being checked
             _remove(store, check.stored)
             return "gone"
@@ -243,7 +243,7 @@ def _fail(check: Check, exc: Exception, store: ArtifactStore) -> None:
         guidance=None, error_counts={INTERNAL_ERROR: 1},
         errors=[LineError(line=None, kind=INTERNAL_ERROR, message=message)])
     with session_scope() as session:
-        dataset = session.get(Dataset, check.dataset_id)
+        dataset = repo.by_id(session, check.dataset_id)
         if dataset is not None:
             dataset.status = DatasetStatus.invalid
             dataset.report = report.model_dump(mode="json")
