@@ -76,7 +76,7 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated: train, def
     from worker.celery_app import celery_app
 
     hostname = name or f"{queues.replace(',', '+')}@{socket.gethostname()}"
-    # A training worker holds one GPU and runs one job at a time in its own process (the solo
+    # A training worker holds one GPU and runs one run at a time in its own process (the solo
     # pool): no fork, so CUDA initialises where it trains. Other queues use a forked pool.
     pool = ["-P", "solo"] if "train" in queues.split(",") else ["-P", "prefork", "-c", str(concurrency)]
     celery_app.worker_main(["worker", "-Q", queues, *pool, "-n", hostname,

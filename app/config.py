@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,10 +33,11 @@ class Settings(BaseSettings):
     max_line_bytes: int = 1024**2
     # Local model directories may only hold safetensors unless an admin allows pickled weights.
     allow_unsafe_weights: bool = False
-    # A running job's heartbeat older than this is considered lost by the reconciler.
+    # A training run's heartbeat older than this is considered lost by the reconciler.
     heartbeat_timeout_s: int = 120
-    max_job_attempts: int = 3
-    # The reconciler (a thread in every worker) runs this often; a queued job still waiting this
+    max_run_attempts: int = Field(3, validation_alias=AliasChoices(
+        "STUDIO_MAX_RUN_ATTEMPTS", "STUDIO_MAX_JOB_ATTEMPTS", "max_run_attempts"))  # the old name still read
+    # The reconciler (a thread in every worker) runs this often; a queued run still waiting this
     # long while a training worker is idle lost its broker message and is enqueued again.
     reconcile_every_s: float = 15.0
     requeue_after_s: float = 60.0
@@ -50,8 +51,9 @@ class Settings(BaseSettings):
     inference_max_adapters: int = 8
     # JSON request bodies larger than this are refused with 413 (uploads: max_upload_bytes).
     max_json_bytes: int = 1024**2
-    # A team may have at most this many jobs queued or running at once (sweeps wait their turn).
-    max_active_jobs_per_team: int = 20
+    # A team may have at most this many runs queued or running at once (sweeps wait their turn).
+    max_active_runs_per_team: int = Field(20, validation_alias=AliasChoices(
+        "STUDIO_MAX_ACTIVE_RUNS_PER_TEAM", "STUDIO_MAX_ACTIVE_JOBS_PER_TEAM", "max_active_runs_per_team"))
     # End-of-run evaluation: how many eval prompts get base and fine-tuned generations, and how long.
     eval_samples: int = 8
     eval_max_new_tokens: int = 96

@@ -34,8 +34,8 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.evaluations.routes import pages as evaluations_pages
     from app.health import router as health_router
     from app.home.routes import pages as home_pages
-    from app.jobs.pages import pages as jobs_pages
-    from app.jobs.routes import api as jobs_api
+    from app.runs.pages import pages as runs_pages
+    from app.runs.routes import api as runs_api
     from app.models_registry.routes import api as models_api
     from app.middleware import StudioMiddleware
     from app.storage import ArtifactStore
@@ -126,8 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StudioMiddleware, secure_cookies=settings.secure_cookies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes)
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
-    for router in (health_router, auth_pages, home_pages, team_pages, team_api, jobs_api, models_api,
-                   datasets_pages, datasets_api, openai_api, compare_pages, jobs_pages,
+    for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
+                   datasets_pages, datasets_api, openai_api, compare_pages, runs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages):
         app.include_router(router)
     api_docs.install(app)

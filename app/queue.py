@@ -1,6 +1,6 @@
 """Enqueue after commit, pass ids.
 
-Services call `enqueue(session, task, job_id)`; the message is kept on the session and sent
+Services call `enqueue(session, task, run_id)`; the message is kept on the session and sent
 only when that session's transaction commits (a rollback drops it). A message lost after the
 commit (broker down) is repaired by the reconciler, which re-enqueues from the database.
 """

@@ -1,5 +1,5 @@
 """How fast the run pages answer on PostgreSQL with a big team: the comparison of 20 runs with
-5,000 logged steps each, and the runs list of a team with 10,000 jobs (first page, filtered, deep
+5,000 logged steps each, and the runs list of a team with 10,000 runs (first page, filtered, deep
 cursor page).
 
     .venv/bin/python bench/pages.py [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
 STEPS = 5_000
-RUNS = 20
-JOBS = 10_000
+COMPARED = 20
+RUNS = 10_000
 
 
 def p95(values: list[float]) -> float:
@@ -42,7 +42,7 @@ def p95(values: list[float]) -> float:
 
 
 def seed(url: str) -> tuple[int, list[int], int, int]:
-    from app.models import BaseModel, Dataset, DatasetStatus, Job, JobStatus, Metric
+    from app.models import BaseModel, Dataset, DatasetStatus, Run, RunStatus, Metric
     from tests.factories import make_account
 
     engine = create_engine(url)
@@ -58,25 +58,25 @@ def seed(url: str) -> tuple[int, list[int], int, int]:
         db.commit()
         dataset_ids = [d.id for d in datasets]
         rng = random.Random(0)
-        statuses = list(JobStatus)
+        statuses = list(RunStatus)
         rows = [{"team_id": acc.team_id, "created_by_id": acc.user_id, "name": f"run {i}",
                  "dataset_id": dataset_ids[i % 5], "base_model_id": model.id,
                  "method": ("lora", "qlora", "full")[i % 3], "status": statuses[rng.randrange(5)],
                  "config": {"method": "lora", "lora_r": 8 * (1 + i % 4), "learning_rate": 2e-4, "max_steps": STEPS},
-                 "current_step": STEPS, "total_steps": STEPS} for i in range(JOBS)]
-        db.execute(insert(Job), rows)
+                 "current_step": STEPS, "total_steps": STEPS} for i in range(RUNS)]
+        db.execute(insert(Run), rows)
         db.commit()
-        compared = [j for (j,) in db.execute(text("SELECT id FROM jobs ORDER BY id DESC LIMIT :n"), {"n": RUNS})]
-        for job_id in compared:
+        compared = [j for (j,) in db.execute(text("SELECT id FROM runs ORDER BY id DESC LIMIT :n"), {"n": COMPARED})]
+        for run_id in compared:
             points = []
             decay = rng.uniform(300, 1500)
             for step in range(1, STEPS + 1):
                 loss = 0.6 + 2.0 * math.exp(-step / decay) + rng.uniform(-0.05, 0.05)
-                points += [{"job_id": job_id, "step": step, "name": "loss", "value": loss},
-                           {"job_id": job_id, "step": step, "name": "learning_rate", "value": 2e-4 * (1 - step / STEPS)},
-                           {"job_id": job_id, "step": step, "name": "grad_norm", "value": rng.uniform(0.5, 2)}]
+                points += [{"run_id": run_id, "step": step, "name": "loss", "value": loss},
+                           {"run_id": run_id, "step": step, "name": "learning_rate", "value": 2e-4 * (1 - step / STEPS)},
+                           {"run_id": run_id, "step": step, "name": "grad_norm", "value": rng.uniform(0.5, 2)}]
                 if step % 50 == 0:
-                    points.append({"job_id": job_id, "step": step, "name": "eval_loss", "value": loss + 0.1})
+                    points.append({"run_id": run_id, "step": step, "name": "eval_loss", "value": loss + 0.1})
             db.execute(insert(Metric), points)
             db.commit()
         db.execute(text("ANALYZE"))
@@ -114,8 +114,8 @@ def main() -> None:
         migrate(url)
         started = time.perf_counter()
         acc, compared, dataset_id, author = seed(url)
-        print(f"seeded {JOBS:,} jobs and {RUNS} runs x {STEPS:,} steps "
-              f"({RUNS * (3 * STEPS + STEPS // 50):,} metric rows) in {time.perf_counter() - started:.0f}s")
+        print(f"seeded {RUNS:,} runs, {COMPARED} of them compared with {STEPS:,} steps each "
+              f"({COMPARED * (3 * STEPS + STEPS // 50):,} metric rows) in {time.perf_counter() - started:.0f}s")
         run(url, acc, compared, dataset_id, author, args.repeat)
     finally:
         from app.db import _engine_for
@@ -139,7 +139,7 @@ def run(url: str, acc, compared: list[int], dataset_id: int, author: int, repeat
         with TestClient(create_app(settings)) as client:
             log_in(client, acc)
             ids = ",".join(map(str, compared))
-            oldest = min(compared) - JOBS // 2
+            oldest = min(compared) - RUNS // 2
             cases = [
                 ("comparison, 20 runs x 5,000 steps", f"/runs/compare?ids={ids}", 300),
                 ("runs list, first page of 10,000", "/runs", 100),

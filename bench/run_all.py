@@ -25,7 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "dataset_validation": ([], ["--size-mb", "64"]),
     "train_throughput": ([], ["--steps", "2", "--rounds", "1"]),
     "shared_prefix": ([], ["--rounds", "1"]),
-    "job_overhead": ([], ["--steps", "40"]),
+    "run_overhead": ([], ["--steps", "40"]),
     "pages": ([], ["--repeat", "10"]),
     "style_adoption": ([], ["--budget-s", "120", "--limit-s", "180"]),
 }

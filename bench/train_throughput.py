@@ -16,7 +16,7 @@ accumulation), same precision (fp32 on the CPU), same number of optimizer steps.
   as one function each and dropout masks drawn by gaps (worker/training/cpu_kernels.py).
 
 Both count only real tokens (padding excluded; the baseline's truncated tail is not counted
-either). Each measurement runs in a fresh process, as a worker's job does (the engine tunes the
+either). Each measurement runs in a fresh process, as a worker's run does (the engine tunes the
 C allocator for the process it runs in; measured in one process, the baseline's later rounds
 ran on the engine's tuning). The two sides alternate for --rounds rounds and each keeps its best
 rate, so a passing load on the machine does not decide the ratio. Prints the CPU, the rates,

@@ -1,7 +1,7 @@
 """The Celery application, configured from the studio's Settings.
 
 Redis in production; in the embedded default kombu's SQLAlchemy transport on a SQLite file, so
-that no service is needed. Messages only say "job N is ready": the database is the truth.
+that no service is needed. Messages only say "run N is ready": the database is the truth.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ TASK_MODULES = [
     "worker.runtime.heartbeat",
     "worker.tasks.ab",         # studio.ab_generate
     "worker.tasks.datasets",   # studio.validate_dataset
-    "worker.tasks.jobs",       # studio.train, studio.evaluate
+    "worker.tasks.runs",       # studio.train, studio.evaluate
     "worker.tasks.judge",      # studio.judge
     "worker.tasks.ping",       # studio.ping
 ]

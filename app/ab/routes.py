@@ -2,7 +2,7 @@
 close. The pages: the list, the new-comparison form, one comparison (status, your progress,
 results once revealed), the blind voting page, close and generate again.
 
-/ab/new?job_id=7 opens the form prefilled with run 7's base model as A and the run as B, its
+/ab/new?run_id=7 opens the form prefilled with run 7's base model as A and the run as B, its
 dataset as the prompt source (the address for a "Compare with base" link). The status
 region (`ab/_status.html`) asks for itself again every 2 s while answers are being generated.
 """
@@ -32,7 +32,7 @@ from app.ab.schemas import (
 from app.compare import repository as reads
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep
 from app.errors import Conflict, InvalidInput, StudioError
-from app.jobs import repository as jobs_repo
+from app.runs import repository as runs_repo
 from app.models import Comparison, ComparisonPair
 from app.web import is_htmx, redirect, render
 
@@ -162,10 +162,10 @@ def ab_list(request: Request, db: SessionDep, p: CurrentUser) -> Response:
 
 def _prefill(db: Session, p: Principal, query: dict[str, str]) -> dict[str, str]:
     form = {"source": "dataset", "count": "20", "max_new_tokens": str(service.DEFAULT_MAX_NEW_TOKENS)}
-    job = jobs_repo.get(db, team_id=p.team_id, job_id=_int(query.get("job_id")) or 0)
-    if job is not None:
-        form.update(model_a=f"base:{job.base_model_id}", model_b=f"job:{job.id}", dataset_id=str(job.dataset_id),
-                    name=f"{job.name}: base vs fine-tuned"[:200])
+    run = runs_repo.get(db, team_id=p.team_id, run_id=_int(query.get("run_id")) or 0)
+    if run is not None:
+        form.update(model_a=f"base:{run.base_model_id}", model_b=f"run:{run.id}", dataset_id=str(run.dataset_id),
+                    name=f"{run.name}: base vs fine-tuned"[:200])
     form.update({k: v for k, v in query.items() if k in ("model_a", "model_b", "dataset_id") and v})
     return form
 

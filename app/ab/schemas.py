@@ -12,14 +12,14 @@ from app.ab.prompts import MAX_PROMPTS
 
 
 class ModelRef(BaseModel):
-    kind: Literal["base", "job"] = Field(description="A base model, or a fine-tuned run (job).")
-    id: int = Field(gt=0, description="The base model's id (GET /api/v1/models) or the job's id.")
+    kind: Literal["base", "run"] = Field(description="A base model, or a fine-tuned run (run).")
+    id: int = Field(gt=0, description="The base model's id (GET /api/v1/models) or the run's id.")
 
 
 class ComparisonCreate(BaseModel):
     name: str = Field("", max_length=200, description="Defaults to “<model A> vs <model B>”.")
     model_a: ModelRef = Field(examples=[{"kind": "base", "id": 1}])
-    model_b: ModelRef = Field(examples=[{"kind": "job", "id": 7}])
+    model_b: ModelRef = Field(examples=[{"kind": "run", "id": 7}])
     prompts: list[str] | None = Field(None, max_length=MAX_PROMPTS,
                                       description="The prompts; or leave out and give dataset_id.")
     dataset_id: int | None = Field(None, description="Sample prompts from this dataset's eval split (its "

@@ -29,8 +29,8 @@ from app.api.openai import repository as openai_repo
 from app.datasets import repository as datasets_repo
 from app.deps import Principal
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
-from app.jobs import repository as jobs_repo
-from app.models import Comparison, ComparisonPair, DatasetStatus, JobStatus, ModelStatus, Role, utcnow
+from app.runs import repository as runs_repo
+from app.models import Comparison, ComparisonPair, DatasetStatus, RunStatus, ModelStatus, Role, utcnow
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
 from app.teams import repository as teams_repo
@@ -47,14 +47,14 @@ DEFAULT_MAX_NEW_TOKENS = 256
 # -- models A and B -------------------------------------------------------------------------
 
 def parse_ref(value: str | dict | None, *, param: str) -> dict[str, Any]:
-    """"base:3" / "job:7" (forms) or {"kind": "job", "id": 7} (API) -> {"kind", "id"}."""
+    """"base:3" / "run:7" (forms) or {"kind": "run", "id": 7} (API) -> {"kind", "id"}."""
     kind, ident = (value.get("kind"), value.get("id")) if isinstance(value, dict) else \
         (str(value or "").partition(":")[0], str(value or "").partition(":")[2])
     try:
         number = int(str(ident))
     except ValueError:
         number = 0
-    if kind not in ("base", "job") or number <= 0:
+    if kind not in ("base", "run") or number <= 0:
         raise InvalidInput("Choose a base model or a fine-tuned run.", param=param)
     return {"kind": kind, "id": number}
 
@@ -68,14 +68,14 @@ def check_model(session: Session, *, team_id: int, ref: dict[str, Any], param: s
         if model.status != ModelStatus.ready or not model.is_enabled:
             raise InvalidInput(f"The base model “{model.display_name}” is not ready to answer.", param=param)
         return model.display_name
-    job = jobs_repo.get(session, team_id=team_id, job_id=ref["id"])
-    if job is None:
+    run = runs_repo.get(session, team_id=team_id, run_id=ref["id"])
+    if run is None:
         raise NotFound(f"Your team has no run #{ref['id']}.", param=param)
-    servable = openai_repo.servable_output(session, team_id=team_id, job_id=job.id)
-    if job.status != JobStatus.succeeded or servable is None:
-        raise InvalidInput(f"Run #{job.id} has no fine-tuned model to compare: only a run that succeeded "
+    servable = openai_repo.servable_output(session, team_id=team_id, run_id=run.id)
+    if run.status != RunStatus.succeeded or servable is None:
+        raise InvalidInput(f"Run #{run.id} has no fine-tuned model to compare: only a run that succeeded "
                            "and saved its adapter or model can answer.", param=param)
-    return f"{job.name} (run #{job.id})"
+    return f"{run.name} (run #{run.id})"
 
 
 def model_label(session: Session, *, team_id: int, ref: dict[str, Any]) -> str:
@@ -83,15 +83,15 @@ def model_label(session: Session, *, team_id: int, ref: dict[str, Any]) -> str:
     if ref.get("kind") == "base":
         model = models_repo.get_visible(session, team_id=team_id, model_id=int(ref["id"]))
         return model.display_name if model else f"a removed base model (#{ref['id']})"
-    job = jobs_repo.get(session, team_id=team_id, job_id=int(ref["id"]))
-    return f"{job.name} (run #{job.id})" if job else f"a removed run (#{ref['id']})"
+    run = runs_repo.get(session, team_id=team_id, run_id=int(ref["id"]))
+    return f"{run.name} (run #{run.id})" if run else f"a removed run (#{ref['id']})"
 
 
 def model_choices(session: Session, *, team_id: int) -> list[tuple[str, str]]:
     """(form value, label) of every model the team can compare: base models, then fine-tuned runs."""
     out = [(f"base:{m.id}", f"{m.display_name} (base model)") for m in models_repo.visible(session, team_id)]
-    out += [(f"job:{j.id}", f"{j.name} (run #{j.id}, fine-tuned)")
-            for j in openai_repo.servable_jobs(session, team_id=team_id)]
+    out += [(f"run:{j.id}", f"{j.name} (run #{j.id}, fine-tuned)")
+            for j in openai_repo.servable_runs(session, team_id=team_id)]
     return out
 
 

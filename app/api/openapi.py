@@ -19,7 +19,7 @@ ERROR_STATUSES = {"401": "No valid API key or session", "403": "Not allowed", "4
                   "413": "Body too large", "422": "Invalid input", "429": "Rate limited"}
 DESCRIPTION = """Two APIs over the same studio, both with `Authorization: Bearer <studio API key>`:
 
-* **Native** under `/api/v1`: datasets, models, jobs with events, metrics, checkpoints, artifacts.
+* **Native** under `/api/v1`: datasets, models, runs with events, metrics, checkpoints, artifacts.
 * **OpenAI-compatible** under `/v1`: files, fine_tuning.jobs, models, chat.completions; the
   official `openai` SDK works with `base_url="http://<studio>/v1"`.
 

@@ -1,5 +1,5 @@
 """Read queries for the run pages: names for the runs list, filter choices, curve points for one
-run or many. Every query of tenant data takes the team id; metric queries take job ids that a
+run or many. Every query of tenant data takes the team id; metric queries take run ids that a
 team-scoped query returned."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModel, Dataset, DatasetStatus, Job, Membership, Metric, User
+from app.models import BaseModel, Dataset, DatasetStatus, Run, Membership, Metric, User
 
 
-def jobs_by_ids(session: Session, *, team_id: int, ids: Sequence[int]) -> list[Job]:
-    found = {j.id: j for j in session.scalars(select(Job).where(Job.team_id == team_id, Job.id.in_(list(ids))))}
+def runs_by_ids(session: Session, *, team_id: int, ids: Sequence[int]) -> list[Run]:
+    found = {j.id: j for j in session.scalars(select(Run).where(Run.team_id == team_id, Run.id.in_(list(ids))))}
     return [found[i] for i in ids if i in found]
 
 
@@ -51,14 +51,14 @@ def datasets_in_runs(session: Session, *, team_id: int) -> list[tuple[int, str, 
     return list(session.execute(stmt).all())
 
 
-def curve_rows(session: Session, job_ids: Sequence[int], names: Sequence[str], *,
+def curve_rows(session: Session, run_ids: Sequence[int], names: Sequence[str], *,
                up_to_id: int | None = None) -> list[tuple[int, str, int, float]]:
-    """(job_id, name, step, value) of the given curves, in step order, as plain tuples."""
-    if not job_ids:
+    """(run_id, name, step, value) of the given curves, in step order, as plain tuples."""
+    if not run_ids:
         return []
-    stmt = (select(Metric.job_id, Metric.name, Metric.step, Metric.value)
-            .where(Metric.job_id.in_(list(job_ids)), Metric.name.in_(list(names)))
-            .order_by(Metric.job_id, Metric.name, Metric.step, Metric.id))
+    stmt = (select(Metric.run_id, Metric.name, Metric.step, Metric.value)
+            .where(Metric.run_id.in_(list(run_ids)), Metric.name.in_(list(names)))
+            .order_by(Metric.run_id, Metric.name, Metric.step, Metric.id))
     if up_to_id is not None:
         stmt = stmt.where(Metric.id <= up_to_id)
     return list(session.execute(stmt).all())
@@ -67,23 +67,23 @@ def curve_rows(session: Session, job_ids: Sequence[int], names: Sequence[str], *
 def thinned_curve_rows(session: Session, last_steps: dict[int, int], names: Sequence[str],
                        dense: Sequence[str], max_points: int) -> list[tuple[int, str, int, float]]:
     """Like curve_rows, but the dense curves (logged every step) come thinned to about max_points
-    per run: every k-th step and the last k steps, asked for by step so that the (job, name,
+    per run: every k-th step and the last k steps, asked for by step so that the (run, name,
     step) index finds them without reading the rest. Sparse curves (evaluation) come whole."""
     if not last_steps:
         return []
-    cols = (Metric.job_id, Metric.name, Metric.step, Metric.value)
-    order = (Metric.job_id, Metric.name, Metric.step, Metric.id)
+    cols = (Metric.run_id, Metric.name, Metric.step, Metric.value)
+    order = (Metric.run_id, Metric.name, Metric.step, Metric.id)
     arms = []
-    for job_id, last in last_steps.items():
+    for run_id, last in last_steps.items():
         k = max(1, -(-last // max_points))
         steps = sorted(set(range(k, last + 1, k)) | set(range(max(1, last - k + 1), last + 1)))
-        arms.append(and_(Metric.job_id == job_id, _one_of(session, Metric.step, steps)) if k > 1
-                    else Metric.job_id == job_id)
+        arms.append(and_(Metric.run_id == run_id, _one_of(session, Metric.step, steps)) if k > 1
+                    else Metric.run_id == run_id)
     thinned = select(*cols).where(Metric.name.in_(list(dense)), or_(*arms))
     sparse = [n for n in names if n not in dense]
     rows = list(session.execute(thinned).all())
     if sparse:
-        rows += session.execute(select(*cols).where(Metric.job_id.in_(list(last_steps)),
+        rows += session.execute(select(*cols).where(Metric.run_id.in_(list(last_steps)),
                                                     Metric.name.in_(sparse)).order_by(*order)).all()
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return rows
@@ -96,9 +96,9 @@ def _one_of(session: Session, column, values: list[int]):  # noqa: ANN001, ANN20
     return column.in_(values)
 
 
-def last_metric_id(session: Session, job_id: int) -> int:
-    return session.scalar(select(func.max(Metric.id)).where(Metric.job_id == job_id)) or 0
+def last_metric_id(session: Session, run_id: int) -> int:
+    return session.scalar(select(func.max(Metric.id)).where(Metric.run_id == run_id)) or 0
 
 
-def recent_jobs(session: Session, *, team_id: int, limit: int = 5) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.team_id == team_id).order_by(Job.id.desc()).limit(limit)))
+def recent_runs(session: Session, *, team_id: int, limit: int = 5) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.team_id == team_id).order_by(Run.id.desc()).limit(limit)))

@@ -26,7 +26,7 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput
 from app.evaluations import repository as repo
-from app.models import Evaluation, Job, JobStatus, utcnow
+from app.models import Evaluation, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
     import httpx
@@ -142,20 +142,20 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def request(session: Session, job: Job, settings: Settings) -> Evaluation:
+def request(session: Session, run: Run, settings: Settings) -> Evaluation:
     """Queues judging of a run's latest automatic evaluation (the caller has checked the team)."""
     if not settings.judge_base_url or not settings.judge_model:
         raise InvalidInput("No LLM judge is configured: set STUDIO_JUDGE_BASE_URL and STUDIO_JUDGE_MODEL "
                            "(any OpenAI-compatible endpoint, the studio's own /v1 included).")
-    if job.status != JobStatus.succeeded:
-        raise Conflict(f"Only a finished run can be judged (this one is {job.status.value}).")
-    source = repo.latest_succeeded(session, job_id=job.id, kind="automatic")
+    if run.status != RunStatus.succeeded:
+        raise Conflict(f"Only a finished run can be judged (this one is {run.status.value}).")
+    source = repo.latest_succeeded(session, run_id=run.id, kind="automatic")
     if source is None or not source.samples:
         raise Conflict("This run has no evaluation with sample answers yet: the judge scores those.")
-    pending = repo.unfinished_of(session, job_id=job.id, kind=KIND)
+    pending = repo.unfinished_of(session, run_id=run.id, kind=KIND)
     if pending is not None:
         return pending  # a second click while one is under way changes nothing
-    evaluation = Evaluation(team_id=job.team_id, job_id=job.id, kind=KIND, status="pending",
+    evaluation = Evaluation(team_id=run.team_id, run_id=run.id, kind=KIND, status="pending",
                             details={"endpoint": settings.judge_base_url, "model": settings.judge_model,
                                      "source_evaluation_id": source.id})
     session.add(evaluation)
@@ -236,11 +236,11 @@ def record(session: Session, work: Judging, graded: Graded) -> None:
     session.flush()
 
 
-def enqueue_if_configured(session: Session, job: Job, settings: Settings) -> Evaluation | None:
+def enqueue_if_configured(session: Session, run: Run, settings: Settings) -> Evaluation | None:
     """Called when a run's automatic evaluation has finished: judge it too when a judge is set up."""
     if not settings.judge_base_url or not settings.judge_model:
         return None
     try:
-        return request(session, job, settings)
+        return request(session, run, settings)
     except (InvalidInput, Conflict):
         return None

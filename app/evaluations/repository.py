@@ -11,30 +11,30 @@ from app.models import Evaluation
 UNFINISHED = ("pending", "running")
 
 
-def for_job(session: Session, *, team_id: int, job_id: int, kind: str | None = None) -> list[Evaluation]:
-    """A job's evaluations, oldest first."""
-    stmt = select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.job_id == job_id)
+def for_run(session: Session, *, team_id: int, run_id: int, kind: str | None = None) -> list[Evaluation]:
+    """A run's evaluations, oldest first."""
+    stmt = select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.run_id == run_id)
     if kind is not None:
         stmt = stmt.where(Evaluation.kind == kind)
     return list(session.scalars(stmt.order_by(Evaluation.id)))
 
 
-def latest(session: Session, *, team_id: int, job_id: int, kind: str) -> Evaluation | None:
-    stmt = (select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.job_id == job_id,
+def latest(session: Session, *, team_id: int, run_id: int, kind: str) -> Evaluation | None:
+    stmt = (select(Evaluation).where(Evaluation.team_id == team_id, Evaluation.run_id == run_id,
                                      Evaluation.kind == kind).order_by(Evaluation.id.desc()).limit(1))
     return session.scalar(stmt)
 
 
-def latest_succeeded(session: Session, *, job_id: int, kind: str) -> Evaluation | None:
-    """The newest finished evaluation of a job the caller has already found in its team."""
-    stmt = (select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.kind == kind,
+def latest_succeeded(session: Session, *, run_id: int, kind: str) -> Evaluation | None:
+    """The newest finished evaluation of a run the caller has already found in its team."""
+    stmt = (select(Evaluation).where(Evaluation.run_id == run_id, Evaluation.kind == kind,
                                      Evaluation.status == "succeeded").order_by(Evaluation.id.desc()).limit(1))
     return session.scalar(stmt)
 
 
-def unfinished_of(session: Session, *, job_id: int, kind: str) -> Evaluation | None:
-    """An evaluation of the job still pending or running (the caller has checked the team)."""
-    stmt = select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.kind == kind,
+def unfinished_of(session: Session, *, run_id: int, kind: str) -> Evaluation | None:
+    """An evaluation of the run still pending or running (the caller has checked the team)."""
+    stmt = select(Evaluation).where(Evaluation.run_id == run_id, Evaluation.kind == kind,
                                     Evaluation.status.in_(UNFINISHED))
     return session.scalar(stmt)
 

@@ -12,7 +12,7 @@ class EvaluationOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    job_id: int
+    run_id: int
     kind: str = Field(description="automatic (metrics computed by the studio) or llm_judge (scores by an LLM).")
     status: str = Field(description="pending, running, succeeded or failed.")
     metrics: dict[str, Any] | None = Field(

@@ -1,6 +1,6 @@
 """The life of an automatic evaluation: pending -> running -> succeeded | failed.
 
-The worker that trained a run evaluates it right after the job is marked succeeded (see
+The worker that trained a run evaluates it right after the run is marked succeeded (see
 worker/tasks/evaluation.py); `rerun` queues a fresh evaluation of a finished run. An evaluation whose
 worker went away (killed, host lost, restarted) is interrupted: the page says so and offers a
 re-run, and `fail_interrupted` (run by every training worker when it picks up a ticket) marks
@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.errors import Conflict
 from app.evaluations import repository as repo
-from app.jobs import repository as jobs_repo
-from app.jobs import service as jobs_service
-from app.models import Evaluation, Job, JobStatus, utcnow
+from app.runs import repository as runs_repo
+from app.runs import service as runs_service
+from app.models import Evaluation, Run, RunStatus, utcnow
 from app.workers import repository as workers_repo
 
 AUTOMATIC = "automatic"
@@ -51,16 +51,16 @@ def is_interrupted(evaluation: Evaluation, alive: dict[str, int | None], now: da
     return evaluation.status == "pending" and age > STALE_PENDING_S
 
 
-def can_rerun(job: Job, latest: Evaluation | None, alive: dict[str, int | None]) -> bool:
-    return job.status == JobStatus.succeeded and (
+def can_rerun(run: Run, latest: Evaluation | None, alive: dict[str, int | None]) -> bool:
+    return run.status == RunStatus.succeeded and (
         latest is None or latest.status not in repo.UNFINISHED or is_interrupted(latest, alive))
 
 
 def mark_failed(session: Session, evaluation: Evaluation, message: str) -> None:
     evaluation.status, evaluation.error_message, evaluation.finished_at = "failed", message, utcnow()
-    job = jobs_repo.by_id(session, evaluation.job_id)
-    if job is not None:
-        jobs_service.add_event(session, job, "evaluation", f"Evaluation failed: {message}", level="warning",
+    run = runs_repo.by_id(session, evaluation.run_id)
+    if run is not None:
+        runs_service.add_event(session, run, "evaluation", f"Evaluation failed: {message}", level="warning",
                                data={"evaluation_id": evaluation.id, "status": "failed"})
 
 
@@ -77,20 +77,20 @@ def fail_interrupted(session: Session, *, alive: dict[str, int | None], this_wor
     return count
 
 
-def rerun(session: Session, *, job: Job, alive: dict[str, int | None]) -> Evaluation:
+def rerun(session: Session, *, run: Run, alive: dict[str, int | None]) -> Evaluation:
     """Queues a fresh automatic evaluation of a finished run (on the run's training queue)."""
-    if job.status != JobStatus.succeeded:
+    if run.status != RunStatus.succeeded:
         raise Conflict("Only a run that finished can be evaluated.")
-    latest = repo.latest(session, team_id=job.team_id, job_id=job.id, kind=AUTOMATIC)
+    latest = repo.latest(session, team_id=run.team_id, run_id=run.id, kind=AUTOMATIC)
     if latest is not None and latest.status in repo.UNFINISHED:
         if not is_interrupted(latest, alive):
             raise Conflict("This run is being evaluated already.")
         mark_failed(session, latest, INTERRUPTED)
-    evaluation = Evaluation(team_id=job.team_id, job_id=job.id, kind=AUTOMATIC, status="pending",
+    evaluation = Evaluation(team_id=run.team_id, run_id=run.id, kind=AUTOMATIC, status="pending",
                             details={"source": "rerun"})
     session.add(evaluation)
     session.flush()
-    jobs_service.add_event(session, job, "evaluation", "Evaluation queued again.",
+    runs_service.add_event(session, run, "evaluation", "Evaluation queued again.",
                            data={"evaluation_id": evaluation.id, "status": "pending"})
-    queue.enqueue(session, EVALUATE_TASK, evaluation.id, queue=job.queue)
+    queue.enqueue(session, EVALUATE_TASK, evaluation.id, queue=run.queue)
     return evaluation

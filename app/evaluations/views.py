@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.evaluations import service
-from app.models import Evaluation, Job
+from app.models import Evaluation, Run
 
 # key, label, lower is better, what it means
 METRICS = (
@@ -108,7 +108,7 @@ def judge_rows(metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
              "better": None}]
 
 
-def section(job: Job, evaluations: list[Evaluation], alive: dict[str, int | None], can_write: bool) -> dict[str, Any]:
+def section(run: Run, evaluations: list[Evaluation], alive: dict[str, int | None], can_write: bool) -> dict[str, Any]:
     """The template context of the Evaluation section."""
     automatic = [e for e in evaluations if e.kind == service.AUTOMATIC]
     judges = [e for e in evaluations if e.kind == service.LLM_JUDGE]
@@ -116,14 +116,14 @@ def section(job: Job, evaluations: list[Evaluation], alive: dict[str, int | None
     interrupted = latest is not None and service.is_interrupted(latest, alive)
     details = (latest.details or {}) if latest else {}
     return {
-        "job": job, "evaluation": latest, "interrupted": interrupted,
+        "run": run, "evaluation": latest, "interrupted": interrupted,
         "evaluating": latest is not None and latest.status in ("pending", "running") and not interrupted,
         "rows": metric_rows(latest.metrics) if latest else [], "sentence": sentence(latest.metrics) if latest else "",
         "split_label": SPLIT_LABELS.get(details.get("split", ""), ""), "details": details,
         "judge": judges[-1] if judges else None,
-        "polling": not job.status.is_final or (latest is not None and latest.status in ("pending", "running") and not interrupted)
+        "polling": not run.status.is_final or (latest is not None and latest.status in ("pending", "running") and not interrupted)
         or (bool(judges) and judges[-1].status in ("pending", "running")),
         "judge_rows": judge_rows(judges[-1].metrics) if judges else [],
-        "can_rerun": can_write and service.can_rerun(job, latest, alive),
+        "can_rerun": can_write and service.can_rerun(run, latest, alive),
         "prompt_text": prompt_text, "earlier_turns": earlier_turns,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Dataset, Job, JobStatus, Membership
+from app.models import Dataset, Run, RunStatus, Membership
 
 
 def team_counts(session: Session, team_id: int) -> dict[str, int]:
@@ -15,10 +15,10 @@ def team_counts(session: Session, team_id: int) -> dict[str, int]:
     return {
         "datasets": count(select(func.count(Dataset.id)).where(Dataset.team_id == team_id,
                                                                Dataset.purpose == "fine-tune")),
-        "jobs": count(select(func.count(Job.id)).where(Job.team_id == team_id)),
-        "running": count(select(func.count(Job.id)).where(Job.team_id == team_id,
-                                                         Job.status == JobStatus.running)),
-        "queued": count(select(func.count(Job.id)).where(Job.team_id == team_id,
-                                                        Job.status == JobStatus.queued)),
+        "runs": count(select(func.count(Run.id)).where(Run.team_id == team_id)),
+        "running": count(select(func.count(Run.id)).where(Run.team_id == team_id,
+                                                         Run.status == RunStatus.running)),
+        "queued": count(select(func.count(Run.id)).where(Run.team_id == team_id,
+                                                        Run.status == RunStatus.queued)),
         "members": count(select(func.count(Membership.id)).where(Membership.team_id == team_id)),
     }

@@ -1,4 +1,4 @@
-"""What the inference process should load for a base model or a fine-tuned job: directories
+"""What the inference process should load for a base model or a fine-tuned run: directories
 resolved from the team's database rows, never from what a caller sent."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.api.openai import repository as openai_repo
 from app.errors import NotFound
 from app.inference.client import Target
-from app.models import BaseModel, Job
+from app.models import BaseModel, Run
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
 
@@ -17,10 +17,10 @@ def base_target(model: BaseModel) -> Target:
     return Target(base=model.path)
 
 
-def job_target(db: Session, store: ArtifactStore, *, team_id: int, job: Job) -> tuple[Target, Target]:
-    """(the base model, the fine-tuned model) of a job: its adapter on the base, or its full model."""
-    output = openai_repo.servable_output(db, team_id=team_id, job_id=job.id)
-    base = models_repo.get_visible(db, team_id=team_id, model_id=job.base_model_id)
+def run_target(db: Session, store: ArtifactStore, *, team_id: int, run: Run) -> tuple[Target, Target]:
+    """(the base model, the fine-tuned model) of a run: its adapter on the base, or its full model."""
+    output = openai_repo.servable_output(db, team_id=team_id, run_id=run.id)
+    base = models_repo.get_visible(db, team_id=team_id, model_id=run.base_model_id)
     if output is None or base is None:
         raise NotFound("This fine-tuned model has no trained weights to serve.", param="model")
     if output.kind == "model":

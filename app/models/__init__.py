@@ -4,13 +4,13 @@ from app.models.accounts import ApiKey, Invitation, Membership, Role, Team, User
 from app.models.base import Base, utcnow
 from app.models.datasets import Dataset, DatasetStatus
 from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
-from app.models.jobs import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric
+from app.models.runs import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric
 from app.models.registry import BaseModel, ModelStatus
 from app.models.workers import Worker
 
 __all__ = [
     "ApiKey", "Artifact", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
-    "Dataset", "DatasetStatus", "Evaluation", "Invitation", "Job", "JobEvent", "JobStatus",
+    "Dataset", "DatasetStatus", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
     "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]

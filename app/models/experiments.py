@@ -16,7 +16,7 @@ class Evaluation(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32), default="automatic")  # automatic | llm_judge
     status: Mapped[str] = mapped_column(String(16), default="pending")
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -37,7 +37,7 @@ class Comparison(Timestamped, Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(String(200))
-    # {"kind": "base", "id": 1} or {"kind": "job", "id": 7}
+    # {"kind": "base", "id": 1} or {"kind": "run", "id": 7}
     model_a: Mapped[dict[str, Any]] = mapped_column(JSONType)
     model_b: Mapped[dict[str, Any]] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -89,13 +89,13 @@ class Sweep(Timestamped, Base):
     mode: Mapped[str] = mapped_column(String(8), default="min")
     max_parallel: Mapped[int] = mapped_column(Integer, default=2)
     status: Mapped[str] = mapped_column(String(16), default="running")
-    best_job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_best_job")
+    best_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_best_run")
     )
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
     base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"))
-    promoted_job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_promoted_job")
+    promoted_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL", use_alter=True, name="fk_sweeps_promoted_run")
     )
     error_message: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

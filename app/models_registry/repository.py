@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModel, Job, ModelStatus
+from app.models import BaseModel, Run, ModelStatus
 
 
 def visible(session: Session, team_id: int, *, ready_only: bool = True) -> list[BaseModel]:
@@ -22,9 +22,9 @@ def get_visible(session: Session, *, team_id: int, model_id: int) -> BaseModel |
     return session.scalar(stmt)
 
 
-def of_job(session: Session, job: Job) -> BaseModel | None:
-    """The base model of a job that was found through its team."""
-    return session.get(BaseModel, job.base_model_id)
+def of_run(session: Session, run: Run) -> BaseModel | None:
+    """The base model of a run that was found through its team."""
+    return session.get(BaseModel, run.base_model_id)
 
 
 def by_slug(session: Session, slug: str, team_id: int | None) -> BaseModel | None:

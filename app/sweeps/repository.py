@@ -1,5 +1,5 @@
 """Queries for sweeps. Tenant reads take the team id; the worker-side ones (advance, the
-reconciler's pass) work on a sweep id that a job row or a state query handed over."""
+reconciler's pass) work on a sweep id that a run row or a state query handed over."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.jobs.repository import ACTIVE  # noqa: F401  (queued or running: what the team limit counts)
-from app.models import Evaluation, Job, Sweep
+from app.runs.repository import ACTIVE  # noqa: F401  (queued or running: what the team limit counts)
+from app.models import Evaluation, Run, Sweep
 
 KEY_PREFIX = "studio-sweep"
 
@@ -20,9 +20,9 @@ def child_key(sweep_id: int, index: int) -> str:
     return f"{KEY_PREFIX}:{sweep_id}:{index}"
 
 
-def point_index(job: Job) -> int | None:
-    prefix, _, index = (job.idempotency_key or "").rpartition(":")
-    return int(index) if prefix == f"{KEY_PREFIX}:{job.sweep_id}" and index.isdigit() else None
+def point_index(run: Run) -> int | None:
+    prefix, _, index = (run.idempotency_key or "").rpartition(":")
+    return int(index) if prefix == f"{KEY_PREFIX}:{run.sweep_id}" and index.isdigit() else None
 
 
 def get(session: Session, *, team_id: int, sweep_id: int) -> Sweep | None:
@@ -36,8 +36,8 @@ def list_sweeps(session: Session, *, team_id: int, before_id: int | None = None,
     return list(session.scalars(stmt.order_by(Sweep.id.desc()).limit(limit)))
 
 
-def children(session: Session, *, team_id: int, sweep_id: int, fresh: bool = False) -> list[Job]:
-    stmt = select(Job).where(Job.team_id == team_id, Job.sweep_id == sweep_id).order_by(Job.id)
+def children(session: Session, *, team_id: int, sweep_id: int, fresh: bool = False) -> list[Run]:
+    stmt = select(Run).where(Run.team_id == team_id, Run.sweep_id == sweep_id).order_by(Run.id)
     if fresh:
         stmt = stmt.execution_options(populate_existing=True)
     return list(session.scalars(stmt))
@@ -47,9 +47,9 @@ def child_counts(session: Session, *, team_id: int, sweep_ids: list[int]) -> dic
     """{sweep id: {status: count}} for the list page."""
     if not sweep_ids:
         return {}
-    rows = session.execute(select(Job.sweep_id, Job.status, func.count(Job.id))
-                           .where(Job.team_id == team_id, Job.sweep_id.in_(sweep_ids))
-                           .group_by(Job.sweep_id, Job.status))
+    rows = session.execute(select(Run.sweep_id, Run.status, func.count(Run.id))
+                           .where(Run.team_id == team_id, Run.sweep_id.in_(sweep_ids))
+                           .group_by(Run.sweep_id, Run.status))
     out: dict[int, dict[str, int]] = {}
     for sweep_id, status, n in rows:
         out.setdefault(sweep_id, {})[status.value] = n
@@ -70,18 +70,18 @@ def lock(session: Session, sweep_id: int, *, wait: bool = True) -> Sweep | None:
     return session.scalar(stmt.execution_options(**fresh))
 
 
-def evaluation_scores(session: Session, job_ids: list[int]) -> tuple[dict[int, dict[str, Any]], dict[int, set[str]]]:
-    """Per job: the fine-tuned model's scores of its finished evaluations (later ones win), and
+def evaluation_scores(session: Session, run_ids: list[int]) -> tuple[dict[int, dict[str, Any]], dict[int, set[str]]]:
+    """Per run: the fine-tuned model's scores of its finished evaluations (later ones win), and
     the statuses of all its evaluations (to wait for those still running)."""
     scores: dict[int, dict[str, Any]] = {}
     states: dict[int, set[str]] = {}
-    if not job_ids:
+    if not run_ids:
         return scores, states
-    for e in session.scalars(select(Evaluation).where(Evaluation.job_id.in_(job_ids)).order_by(Evaluation.id)):
-        states.setdefault(e.job_id, set()).add(e.status)
+    for e in session.scalars(select(Evaluation).where(Evaluation.run_id.in_(run_ids)).order_by(Evaluation.id)):
+        states.setdefault(e.run_id, set()).add(e.status)
         if e.status == "succeeded" and isinstance(e.metrics, dict):
             tuned = e.metrics.get("finetuned", e.metrics)
-            scores.setdefault(e.job_id, {}).update(tuned if isinstance(tuned, dict) else {})
+            scores.setdefault(e.run_id, {}).update(tuned if isinstance(tuned, dict) else {})
     return scores, states
 
 
@@ -96,5 +96,5 @@ def running_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Sweep.id).where(Sweep.status == "running").order_by(Sweep.id)))
 
 
-def sweep_of_job(session: Session, job_id: int) -> int | None:
-    return session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+def sweep_of_run(session: Session, run_id: int) -> int | None:
+    return session.scalar(select(Run.sweep_id).where(Run.id == run_id))

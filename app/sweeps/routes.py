@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.compare import repository as reads
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
-from app.jobs import configure
+from app.runs import configure
 from app.models import Sweep
 from app.models_registry import repository as models_repo
 from app.sweeps import grid, service, views
@@ -38,12 +38,12 @@ def _out(session: Session, sweep: Sweep, *, with_runs: bool) -> SweepOut:
     items = views.rows(session, sweep) if with_runs else None
     by_status = views.counts(items) if items is not None else views.summary_counts(
         sweep, repo.child_counts(session, team_id=sweep.team_id, sweep_ids=[sweep.id]).get(sweep.id, {}))
-    runs = [SweepRun(index=r.index, params=r.params, status=r.status, job_id=r.job.id if r.job else None,
+    runs = [SweepRun(index=r.index, params=r.params, status=r.status, run_id=r.run.id if r.run else None,
                      value=r.value, is_best=r.is_best, is_promoted=r.is_promoted) for r in items] if items else None
     return SweepOut(id=sweep.id, name=sweep.name, status=sweep.status, metric=sweep.metric, mode=sweep.mode,
                     max_parallel=sweep.max_parallel, search_space=sweep.search_space, base_config=sweep.base_config,
-                    dataset_id=sweep.dataset_id, base_model_id=sweep.base_model_id, best_job_id=sweep.best_job_id,
-                    promoted_job_id=sweep.promoted_job_id, error_message=sweep.error_message,
+                    dataset_id=sweep.dataset_id, base_model_id=sweep.base_model_id, best_run_id=sweep.best_run_id,
+                    promoted_run_id=sweep.promoted_run_id, error_message=sweep.error_message,
                     created_at=sweep.created_at, finished_at=sweep.finished_at,
                     total_runs=len(grid.expand(sweep.search_space)), counts=by_status, runs=runs)
 
@@ -88,10 +88,10 @@ def cancel_sweep(sweep_id: int, db: SessionDep, p: CurrentPrincipal) -> SweepOut
 
 @api.post("/sweeps/{sweep_id}/promote", response_model=SweepOut)
 def promote_sweep_run(sweep_id: int, db: SessionDep, p: CurrentPrincipal, body: PromoteBody | None = None) -> SweepOut:
-    """Marks a succeeded run as the team's chosen model: the best one unless job_id names another."""
+    """Marks a succeeded run as the team's chosen model: the best one unless run_id names another."""
     p.require("write")
     sweep = service.get(db, team_id=p.team_id, sweep_id=sweep_id)
-    service.promote(db, sweep, body.job_id if body else None)
+    service.promote(db, sweep, body.run_id if body else None)
     return _out(db, sweep, with_runs=True)
 
 
@@ -251,6 +251,6 @@ def cancel_sweep_page(request: Request, sweep_id: int, db: SessionDep, p: Curren
 async def promote_page(request: Request, sweep_id: int, db: SessionDep, p: CurrentUser) -> Response:
     p.require("write")
     sweep = service.get(db, team_id=p.team_id, sweep_id=sweep_id)
-    job = service.promote(db, sweep, _int((await request.form()).get("job_id")))
+    run = service.promote(db, sweep, _int((await request.form()).get("run_id")))
     return redirect(request, f"/sweeps/{sweep.id}",
-                    flash=("success", f"Run #{job.id} “{job.name}” is now the promoted run of this sweep."))
+                    flash=("success", f"Run #{run.id} “{run.name}” is now the promoted run of this sweep."))

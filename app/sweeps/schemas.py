@@ -32,14 +32,14 @@ class SweepCreate(BaseModel):
 
 
 class PromoteBody(BaseModel):
-    job_id: int | None = Field(None, description="A succeeded run of the sweep; empty promotes the best one.")
+    run_id: int | None = Field(None, description="A succeeded run of the sweep; empty promotes the best one.")
 
 
 class SweepRun(BaseModel):
     index: int = Field(description="The grid point's position in the search space's expansion.")
     params: dict[str, Any]
-    status: str = Field(description="waiting (not queued yet), not_run (the sweep ended first), or the job's status.")
-    job_id: int | None
+    status: str = Field(description="waiting (not queued yet), not_run (the sweep ended first), or the run's status.")
+    run_id: int | None
     value: float | None = Field(description="The run's value of the sweep's metric, once it has one.")
     is_best: bool
     is_promoted: bool
@@ -56,8 +56,8 @@ class SweepOut(BaseModel):
     base_config: dict[str, Any]
     dataset_id: int | None
     base_model_id: int | None
-    best_job_id: int | None
-    promoted_job_id: int | None
+    best_run_id: int | None
+    promoted_run_id: int | None
     error_message: str | None
     created_at: datetime
     finished_at: datetime | None

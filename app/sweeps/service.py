@@ -1,9 +1,9 @@
-"""Sweeps (grid search): one search space becomes child jobs, submitted a few at a time, and
+"""Sweeps (grid search): one search space becomes child runs, submitted a few at a time, and
 the best child by a chosen metric is marked and can be promoted.
 
 A sweep's grid point i is its child i: the child's idempotency key names the point, so a
 point can never be queued twice. `advance` is called after every child ends (the training
-task's hook), when a child is cancelled from the web (`job_ended`), and by every worker's
+task's hook), when a child is cancelled from the web (`run_ended`), and by every worker's
 reconciler; it locks the sweep, so several workers calling it at once do the work once.
 Services flush; the edges commit.
 """
@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited, StudioError
-from app.jobs import configure
-from app.jobs import repository as jobs_repo
-from app.jobs import service as jobs_service
-from app.models import BaseModel, Dataset, Job, JobStatus, Sweep, utcnow
+from app.runs import configure
+from app.runs import repository as runs_repo
+from app.runs import service as runs_service
+from app.models import BaseModel, Dataset, Run, RunStatus, Sweep, utcnow
 from app.sweeps import grid
 from app.sweeps import repository as repo
 
@@ -90,9 +90,9 @@ def _plan_points(session: Session, req: SweepRequest, space: dict,
                  fixed: dict) -> tuple[Dataset, BaseModel, configure.Plan]:
     """Plans the base and every point as submit will, so an invalid or oversized combination is
     refused before anything is queued."""
-    dataset, model = jobs_service.trainable(session, team_id=req.team_id, dataset_id=req.dataset_id,
+    dataset, model = runs_service.trainable(session, team_id=req.team_id, dataset_id=req.dataset_id,
                                             base_model_id=req.base_model_id)
-    device = jobs_service.training_device(session)
+    device = runs_service.training_device(session)
     base = configure.plan(dataset=dataset, model=model, device=device, preset=req.preset, overrides=fixed)
     for point in grid.expand(space):
         try:
@@ -127,29 +127,29 @@ def create(session: Session, *, req: SweepRequest, settings: Settings) -> Sweep:
 
 # -- advancing ------------------------------------------------------------------------------
 
-def waiting_points(sweep: Sweep, children: list[Job]) -> list[tuple[int, dict[str, Any]]]:
+def waiting_points(sweep: Sweep, children: list[Run]) -> list[tuple[int, dict[str, Any]]]:
     """Grid points that have no child yet, in grid order."""
     taken = {repo.point_index(j) for j in children}
     return [(i, p) for i, p in enumerate(grid.expand(sweep.search_space)) if i not in taken]
 
 
-def _fill(session: Session, sweep: Sweep, children: list[Job], *, settings: Settings,
+def _fill(session: Session, sweep: Sweep, children: list[Run], *, settings: Settings,
           strict: bool = False) -> int:
     """Submits waiting points while the sweep and the team have room; returns how many."""
     waiting = waiting_points(sweep, children)
     active = sum(j.status in repo.ACTIVE for j in children)
     room = min(sweep.max_parallel - active,
-               settings.max_active_jobs_per_team - jobs_repo.active_jobs(session, team_id=sweep.team_id))
+               settings.max_active_runs_per_team - runs_repo.active_runs(session, team_id=sweep.team_id))
     submitted = 0
     fixed = (sweep.base_config or {}).get("hyperparameters") or {}
     for index, point in waiting[:max(room, 0)]:
-        sub = jobs_service.Submission(
+        sub = runs_service.Submission(
             team_id=sweep.team_id, user_id=sweep.created_by_id, dataset_id=sweep.dataset_id or 0,
             base_model_id=sweep.base_model_id or 0, preset=(sweep.base_config or {}).get("preset", "auto"),
             hyperparameters={**fixed, **point}, name=f"{sweep.name} · {grid.label(point)}",
             idempotency_key=repo.child_key(sweep.id, index), sweep_id=sweep.id, sweep_params=point)
         try:
-            jobs_service.submit(session, sub=sub, settings=settings)
+            runs_service.submit(session, sub=sub, settings=settings)
         except RateLimited:
             break  # the team is at its limit: the point waits for a slot
         except StudioError as exc:
@@ -168,40 +168,40 @@ def _number(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def metric_values(session: Session, sweep: Sweep, children: list[Job]) -> dict[int, float | None]:
+def metric_values(session: Session, sweep: Sweep, children: list[Run]) -> dict[int, float | None]:
     """Each succeeded child's value of the sweep's metric: a training metric from the run's
     results; any other name from the fine-tuned model's scores of its evaluations."""
-    succeeded = [j for j in children if j.status == JobStatus.succeeded]
+    succeeded = [j for j in children if j.status == RunStatus.succeeded]
     scores = {} if sweep.metric in RUN_METRICS else repo.evaluation_scores(session, [j.id for j in succeeded])[0]
     out: dict[int, float | None] = {j.id: None for j in children}
-    for job in succeeded:
-        source = ((job.result or {}).get("metrics") or {}) if sweep.metric in RUN_METRICS else scores.get(job.id, {})
-        out[job.id] = _number(source.get(sweep.metric))
+    for run in succeeded:
+        source = ((run.result or {}).get("metrics") or {}) if sweep.metric in RUN_METRICS else scores.get(run.id, {})
+        out[run.id] = _number(source.get(sweep.metric))
     return out
 
 
-def _awaiting_scores(session: Session, sweep: Sweep, children: list[Job], values: dict[int, float | None]) -> bool:
+def _awaiting_scores(session: Session, sweep: Sweep, children: list[Run], values: dict[int, float | None]) -> bool:
     """An evaluation score arrives after its run ends: wait for runs whose evaluation is still
     going, or has not started yet (for at most EVALUATION_WAIT_S after the run ended)."""
-    missing = [j for j in children if j.status == JobStatus.succeeded and values.get(j.id) is None]
+    missing = [j for j in children if j.status == RunStatus.succeeded and values.get(j.id) is None]
     if sweep.metric in RUN_METRICS or not missing:
         return False
     states = repo.evaluation_scores(session, [j.id for j in missing])[1]
     now = utcnow()
-    for job in missing:
-        seen = states.get(job.id, set())
+    for run in missing:
+        seen = states.get(run.id, set())
         if seen & {"pending", "running"}:
             return True
-        if not seen and job.finished_at and (now - job.finished_at).total_seconds() < EVALUATION_WAIT_S:
+        if not seen and run.finished_at and (now - run.finished_at).total_seconds() < EVALUATION_WAIT_S:
             return True
     return False
 
 
-def pick_best(sweep: Sweep, children: list[Job], values: dict[int, float | None]) -> Job | None:
+def pick_best(sweep: Sweep, children: list[Run], values: dict[int, float | None]) -> Run | None:
     """The succeeded child with the best value; a tie goes to the earliest grid point."""
     sign = 1 if sweep.mode == "min" else -1
     scored = [(sign * values[j.id], repo.point_index(j) or 0, j.id, j) for j in children
-              if j.status == JobStatus.succeeded and values.get(j.id) is not None]
+              if j.status == RunStatus.succeeded and values.get(j.id) is not None]
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
@@ -211,21 +211,21 @@ def _end(sweep: Sweep, status: str, message: str | None = None) -> None:
     sweep.finished_at = utcnow()
 
 
-def _finish_if_done(session: Session, sweep: Sweep, children: list[Job]) -> None:
+def _finish_if_done(session: Session, sweep: Sweep, children: list[Run]) -> None:
     if sweep.status != "running" or waiting_points(sweep, children) or any(j.status in repo.ACTIVE for j in children):
         return
     values = metric_values(session, sweep, children)
     if _awaiting_scores(session, sweep, children, values):
         return  # the reconciler's next pass looks again
     best = pick_best(sweep, children, values)
-    succeeded = [j for j in children if j.status == JobStatus.succeeded]
+    succeeded = [j for j in children if j.status == RunStatus.succeeded]
     if best is not None:
-        sweep.best_job_id = best.id
+        sweep.best_run_id = best.id
         _end(sweep, "succeeded")
     elif not succeeded:
-        counts = {s: sum(j.status == s for j in children) for s in (JobStatus.failed, JobStatus.cancelled)}
-        _end(sweep, "failed", f"None of the {len(children)} runs succeeded ({counts[JobStatus.failed]} failed, "
-             f"{counts[JobStatus.cancelled]} cancelled): open a run to see why it stopped, fix that, and start "
+        counts = {s: sum(j.status == s for j in children) for s in (RunStatus.failed, RunStatus.cancelled)}
+        _end(sweep, "failed", f"None of the {len(children)} runs succeeded ({counts[RunStatus.failed]} failed, "
+             f"{counts[RunStatus.cancelled]} cancelled): open a run to see why it stopped, fix that, and start "
              "the sweep again.")
     else:
         hint = (" The dataset has no evaluation examples: add some, or pick by train_loss."
@@ -240,7 +240,7 @@ def _needs_work(session: Session, sweep: Sweep, settings: Settings) -> bool:
     if not waiting_points(sweep, children):
         return active == 0 and not _awaiting_scores(session, sweep, children, metric_values(session, sweep, children))
     return active < sweep.max_parallel and \
-        jobs_repo.active_jobs(session, team_id=sweep.team_id) < settings.max_active_jobs_per_team
+        runs_repo.active_runs(session, team_id=sweep.team_id) < settings.max_active_runs_per_team
 
 
 def advance(session: Session, sweep_id: int, *, settings: Settings | None = None) -> Sweep | None:
@@ -261,12 +261,12 @@ def advance(session: Session, sweep_id: int, *, settings: Settings | None = None
     return sweep
 
 
-def job_ended(session: Session, job: Job) -> None:
+def run_ended(session: Session, run: Run) -> None:
     """The web's hook once a child of a sweep ended (cancelled before it started): its next
     waiting run takes the freed slot, in the same unit of work. The worker's hook is the
-    training task's (worker/tasks/jobs.py), the repair the reconciler's pass."""
-    if job.sweep_id is not None and job.status.is_final:
-        advance(session, job.sweep_id)
+    training task's (worker/tasks/runs.py), the repair the reconciler's pass."""
+    if run.sweep_id is not None and run.status.is_final:
+        advance(session, run.sweep_id)
 
 
 # -- cancel and promote ---------------------------------------------------------------------
@@ -280,42 +280,42 @@ def cancel(session: Session, sweep: Sweep) -> Sweep:
     _end(sweep, "cancelled")
     session.flush()  # before the children: their cancel hook then sees an ended sweep
     children = repo.children(session, team_id=sweep.team_id, sweep_id=sweep.id, fresh=True)
-    for job in children:
-        if job.status in repo.ACTIVE and not job.cancel_requested:
-            jobs_service.cancel(session, job)
+    for run in children:
+        if run.status in repo.ACTIVE and not run.cancel_requested:
+            runs_service.cancel(session, run)
     best = pick_best(sweep, children, metric_values(session, sweep, children))
-    sweep.best_job_id = best.id if best is not None else None
+    sweep.best_run_id = best.id if best is not None else None
     session.flush()
     return sweep
 
 
-def promote(session: Session, sweep: Sweep, job_id: int | None = None) -> Job:
+def promote(session: Session, sweep: Sweep, run_id: int | None = None) -> Run:
     """Marks one succeeded run of the sweep as the team's chosen model (the best by default);
     promoting another run later moves the mark, so a sweep has at most one promoted run."""
     sweep = repo.lock(session, sweep.id)
-    if job_id is None:
-        if sweep.best_job_id is None:
+    if run_id is None:
+        if sweep.best_run_id is None:
             raise Conflict("This sweep has no best run yet: it picks one when every run has ended. "
-                           "Name a run (job_id) to promote it now.")
-        job_id = sweep.best_job_id
-    job = jobs_service.get(session, team_id=sweep.team_id, job_id=job_id)
-    if job.sweep_id != sweep.id:
-        raise InvalidInput(f"Run #{job.id} is not part of this sweep.", param="job_id")
-    if job.status != JobStatus.succeeded:
-        raise Conflict(f"Only a run that succeeded can be promoted (run #{job.id} is {job.status.value}).")
-    if sweep.promoted_job_id == job.id:
-        return job
-    if sweep.promoted_job_id is not None:
-        previous = jobs_service.get(session, team_id=sweep.team_id, job_id=sweep.promoted_job_id)
+                           "Name a run (run_id) to promote it now.")
+        run_id = sweep.best_run_id
+    run = runs_service.get(session, team_id=sweep.team_id, run_id=run_id)
+    if run.sweep_id != sweep.id:
+        raise InvalidInput(f"Run #{run.id} is not part of this sweep.", param="run_id")
+    if run.status != RunStatus.succeeded:
+        raise Conflict(f"Only a run that succeeded can be promoted (run #{run.id} is {run.status.value}).")
+    if sweep.promoted_run_id == run.id:
+        return run
+    if sweep.promoted_run_id is not None:
+        previous = runs_service.get(session, team_id=sweep.team_id, run_id=sweep.promoted_run_id)
         previous.promoted_at = None
-        jobs_service.add_event(session, previous, "promotion", f"No longer the promoted run of the sweep "
-                               f"“{sweep.name}”: run #{job.id} replaced it.")
-    job.promoted_at = utcnow()
-    sweep.promoted_job_id = job.id
-    jobs_service.add_event(session, job, "promotion", f"Promoted: the chosen run of the sweep “{sweep.name}” "
-                           f"({metric_label(sweep.metric)} {_fmt(metric_values(session, sweep, [job])[job.id])}).")
+        runs_service.add_event(session, previous, "promotion", f"No longer the promoted run of the sweep "
+                               f"“{sweep.name}”: run #{run.id} replaced it.")
+    run.promoted_at = utcnow()
+    sweep.promoted_run_id = run.id
+    runs_service.add_event(session, run, "promotion", f"Promoted: the chosen run of the sweep “{sweep.name}” "
+                           f"({metric_label(sweep.metric)} {_fmt(metric_values(session, sweep, [run])[run.id])}).")
     session.flush()
-    return job
+    return run
 
 
 def _fmt(value: float | None) -> str:

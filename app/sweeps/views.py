@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.jobs.views import PALETTE
-from app.models import Job, Sweep
+from app.runs.views import PALETTE
+from app.models import Run, Sweep
 from app.sweeps import grid, service
 from app.sweeps import repository as repo
 
@@ -24,7 +24,7 @@ class Row:
     index: int
     params: dict[str, Any]
     label: str
-    job: Job | None
+    run: Run | None
     status: str
     value: float | None
     is_best: bool = False
@@ -39,12 +39,12 @@ def rows(session: Session, sweep: Sweep) -> list[Row]:
     values = service.metric_values(session, sweep, children)
     out = []
     for i, point in enumerate(grid.expand(sweep.search_space)):
-        job = by_index.get(i)
-        status = job.status.value if job else ("waiting" if sweep.status == "running" else "not_run")
-        out.append(Row(index=i, params=point, label=grid.label(point), job=job, status=status,
-                       value=values.get(job.id) if job else None,
-                       is_best=job is not None and job.id == sweep.best_job_id,
-                       is_promoted=job is not None and job.id == sweep.promoted_job_id))
+        run = by_index.get(i)
+        status = run.status.value if run else ("waiting" if sweep.status == "running" else "not_run")
+        out.append(Row(index=i, params=point, label=grid.label(point), run=run, status=status,
+                       value=values.get(run.id) if run else None,
+                       is_best=run is not None and run.id == sweep.best_run_id,
+                       is_promoted=run is not None and run.id == sweep.promoted_run_id))
     sign = 1 if sweep.mode == "min" else -1
     return sorted(out, key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0, r.index))
 
@@ -92,7 +92,7 @@ def dot_chart(items: list[Row]) -> dict[str, Any] | None:
     lo, hi = _scale([r.value for r in scored])
     x = lambda v: L + (v - lo) / (hi - lo) * (W - L - R)  # noqa: E731
     dots = [{"y": T + ROW * i + ROW // 2, "x": round(x(r.value), 1), "label": r.label, "value": number(r.value),
-             "best": r.is_best, "job_id": r.job.id if r.job else None} for i, r in enumerate(scored)]
+             "best": r.is_best, "run_id": r.run.id if r.run else None} for i, r in enumerate(scored)]
     ticks = [{"x": round(x(v), 1), "text": number(v)} for v in _ticks(lo, hi)]
     return {"width": W, "height": height, "left": L, "right": W - R, "bottom": height - B, "dots": dots,
             "ticks": ticks}

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from app.ab import service
-from app.models import Artifact, JobStatus, Membership, Role
+from app.models import Artifact, RunStatus, Membership, Role
 from app.storage import ArtifactStore
 from tests.factories import Account, log_in, make_account
-from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 
 
 @pytest.fixture
@@ -58,10 +58,10 @@ def dataset(db, store, team):
 
 
 def succeeded_run(db, team_id: int, dataset, model, *, name: str = "support v1"):  # noqa: ANN001
-    job = make_job(db, team_id, dataset, model, status=JobStatus.succeeded, name=name)
-    db.add(Artifact(team_id=team_id, job_id=job.id, kind="adapter", path=f"teams/{team_id}/jobs/{job.id}/run/adapter"))
+    run = make_run(db, team_id, dataset, model, status=RunStatus.succeeded, name=name)
+    db.add(Artifact(team_id=team_id, run_id=run.id, kind="adapter", path=f"teams/{team_id}/jobs/{run.id}/run/adapter"))
     db.commit()
-    return job
+    return run
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def make_comparison(db, store, team_id: int, user_id: int, model, run, *, prompt
                     status: str = service.OPEN, name: str = "base vs tuned"):
     """A comparison as the worker leaves it: answers written, sides placed, open for votes."""
     new = service.NewComparison(team_id=team_id, user_id=user_id, name=name,
-                                model_a={"kind": "base", "id": model.id}, model_b={"kind": "job", "id": run.id},
+                                model_a={"kind": "base", "id": model.id}, model_b={"kind": "run", "id": run.id},
                                 prompts=[f"Question {i}?" for i in range(prompts)])
     comparison = service.create(db, new=new, store=store)
     pairs = service.repo.pairs(db, comparison_id=comparison.id)

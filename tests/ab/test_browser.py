@@ -56,8 +56,8 @@ def test_vote_blind_then_see_the_reveal(page, live_server, db, store, team, mode
     assert "B won 100% of 3 decisive votes" in text and "p = 0.25" in text
     assert "Model B · support v1" in text
     shoot(page, "ab-results")
-    page.goto(live_server + f"/ab/new?job_id={run.id}")
-    assert page.input_value("#f-model_b") == f"job:{run.id}"
+    page.goto(live_server + f"/ab/new?run_id={run.id}")
+    assert page.input_value("#f-model_b") == f"run:{run.id}"
     assert page.input_value("#f-model_a") == f"base:{model.id}"
     shoot(page, "ab-new")
     assert re.search(r"support v1: base vs fine-tuned", page.input_value("#f-name"))

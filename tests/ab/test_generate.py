@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from app.ab import service  # noqa: E402
 from app.models import Artifact, Comparison, ComparisonPair  # noqa: E402
 from tests.ab.conftest import succeeded_run  # noqa: E402
-from tests.jobs.factories import register_model, write_model_dir  # noqa: E402
+from tests.runs.factories import register_model, write_model_dir  # noqa: E402
 
 PROMPTS = ["J'ai une question sur ma facture.", "Mon mot de passe ne marche plus.", "Comment synchroniser ?"]
 
@@ -41,10 +41,10 @@ def _adapter(base_dir, out_dir) -> None:  # noqa: ANN001
 @pytest.fixture
 def tiny_run(db, store, team, dataset, tiny_dir):
     model = register_model(db, tiny_dir, name="Tiny Base")
-    job = succeeded_run(db, team.team_id, dataset, model)
-    artifact = db.query(Artifact).filter_by(job_id=job.id).one()
+    run = succeeded_run(db, team.team_id, dataset, model)
+    artifact = db.query(Artifact).filter_by(run_id=run.id).one()
     _adapter(tiny_dir, store.path(artifact.path))
-    return model, job
+    return model, run
 
 
 def _create(db, store, team, a: dict, b: dict, *, prompts=PROMPTS, system="Réponds brièvement."):  # noqa: ANN001
@@ -63,8 +63,8 @@ def _reload(db, comparison_id: int) -> tuple[Comparison, list[ComparisonPair]]: 
 def test_base_against_its_fine_tuned_run(db, store, team, tiny_run, sent):
     from worker.tasks.ab import generate_comparison
 
-    model, job = tiny_run
-    cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "job", "id": job.id})
+    model, run = tiny_run
+    cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "run", "id": run.id})
     assert sent == [(service.GENERATE_TASK, [cid], "train")]
     assert generate_comparison(cid) == service.OPEN
     comparison, pairs = _reload(db, cid)
@@ -87,9 +87,9 @@ def test_base_against_its_fine_tuned_run(db, store, team, tiny_run, sent):
 def test_a_model_that_cannot_load_fails_with_a_clear_reason(db, store, team, tiny_run, tmp_path, sent):
     from worker.tasks.ab import generate_comparison
 
-    model, job = tiny_run
+    model, run = tiny_run
     broken = register_model(db, write_model_dir(tmp_path / "no-tokenizer"), name="Broken Model")
-    cid = _create(db, store, team, {"kind": "job", "id": job.id}, {"kind": "base", "id": broken.id})
+    cid = _create(db, store, team, {"kind": "run", "id": run.id}, {"kind": "base", "id": broken.id})
     assert generate_comparison(cid) == service.FAILED
     comparison, pairs = _reload(db, cid)
     assert comparison.status == "failed"
@@ -101,13 +101,13 @@ def test_a_model_that_cannot_load_fails_with_a_clear_reason(db, store, team, tin
 def test_a_run_without_weights_any_more_fails_before_loading(db, store, team, tiny_run, sent):
     from worker.tasks.ab import generate_comparison
 
-    model, job = tiny_run
-    cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "job", "id": job.id})
-    db.query(Artifact).filter_by(job_id=job.id).delete()
+    model, run = tiny_run
+    cid = _create(db, store, team, {"kind": "base", "id": model.id}, {"kind": "run", "id": run.id})
+    db.query(Artifact).filter_by(run_id=run.id).delete()
     db.commit()
     assert generate_comparison(cid) == service.FAILED
     comparison, _ = _reload(db, cid)
-    assert comparison.error_message == (f"support v1 (run #{job.id}): This fine-tuned model has no trained "
+    assert comparison.error_message == (f"support v1 (run #{run.id}): This fine-tuned model has no trained "
                                         "weights to serve.")
 
 

@@ -24,10 +24,10 @@ def test_list_shows_comparisons(browser_of, team, comparison):
 
 
 def test_new_form_is_prefilled_from_a_run(browser_of, team, model, run, dataset):
-    r = browser_of(team.member).get(f"/ab/new?job_id={run.id}")
+    r = browser_of(team.member).get(f"/ab/new?run_id={run.id}")
     assert r.status_code == 200
     assert f'<option value="base:{model.id}" selected>' in r.text
-    assert re.search(rf'<select id="f-model_b".*?<option value="job:{run.id}" selected>', r.text, re.S)
+    assert re.search(rf'<select id="f-model_b".*?<option value="run:{run.id}" selected>', r.text, re.S)
     assert f'<option value="{dataset.id}" selected>' in r.text
     assert "support v1: base vs fine-tuned" in r.text
 
@@ -39,7 +39,7 @@ def test_new_form_without_two_models_says_what_to_do(browser_of, team, model):
 
 def test_create_from_the_form_then_watch_progress(browser_of, db, team, model, run, sent):
     b = browser_of(team.member)
-    form = {"model_a": f"base:{model.id}", "model_b": f"job:{run.id}", "source": "custom",
+    form = {"model_a": f"base:{model.id}", "model_b": f"run:{run.id}", "source": "custom",
             "prompts": "First question?\n\nSecond question?", "count": "20", "max_new_tokens": "128"}
     r = b.post("/ab", data=form, follow_redirects=False)
     assert r.status_code == 303, r.text
@@ -68,10 +68,10 @@ def test_form_errors_are_shown_on_the_form(browser_of, db, team, model, run, sen
                             "prompts": "hi"})
     assert r.status_code == 422 and "Choose two different models" in r.text
     assert 'name="prompts"' in r.text and ">hi</textarea>" in r.text  # what was typed is kept
-    r = b.post("/ab", data={"model_a": f"base:{model.id}", "model_b": f"job:{run.id}", "source": "custom",
+    r = b.post("/ab", data={"model_a": f"base:{model.id}", "model_b": f"run:{run.id}", "source": "custom",
                             "prompts": ""})
     assert r.status_code == 422 and "Give at least one prompt" in r.text
-    r = b.post("/ab", data={"model_a": "", "model_b": f"job:{run.id}", "source": "custom", "prompts": "x"})
+    r = b.post("/ab", data={"model_a": "", "model_b": f"run:{run.id}", "source": "custom", "prompts": "x"})
     assert r.status_code == 422 and "Choose a base model or a fine-tuned run." in r.text
     assert db.query(Comparison).count() == 0 and sent == []
 

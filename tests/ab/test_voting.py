@@ -9,7 +9,7 @@ from app.ab import service
 from app.models import ComparisonPair, Vote
 from tests.ab.conftest import make_comparison, succeeded_run
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset, register_model, write_model_dir
+from tests.runs.factories import make_dataset, register_model, write_model_dir
 
 API = "/api/v1/ab/comparisons"
 
@@ -120,9 +120,9 @@ def test_closing_the_comparison(client, db, team, comparison):
 
 
 def _models(db, comparison):  # noqa: ANN001, ANN202
-    from app.models import BaseModel, Job
+    from app.models import BaseModel, Run
 
-    return db.get(BaseModel, comparison.model_a["id"]), db.get(Job, comparison.model_b["id"])
+    return db.get(BaseModel, comparison.model_a["id"]), db.get(Run, comparison.model_b["id"])
 
 
 def test_no_votes_before_the_answers_exist(client, db, team, model, run, sent):
@@ -152,14 +152,14 @@ def test_another_team_cannot_see_list_vote_or_close(client, db, team, comparison
 # -- creating over the API ------------------------------------------------------------------
 
 def test_create_with_prompts_queues_generation_on_the_train_queue(client, db, team, model, run, sent):
-    body = {"model_a": {"kind": "base", "id": model.id}, "model_b": {"kind": "job", "id": run.id},
+    body = {"model_a": {"kind": "base", "id": model.id}, "model_b": {"kind": "run", "id": run.id},
             "prompts": ["How do I reset my password?", "Line one\nline two"], "system": "Be brief."}
     r = client.post(API, json=body, headers=_key(db, team.member))
     assert r.status_code == 201, r.text
     out = r.json()
     assert out["status"] == "pending" and out["pairs_total"] == 2 and out["pairs"] == []
     assert out["name"] == f"Tiny Base vs support v1 (run #{run.id})"
-    assert out["model_b"] == {"kind": "job", "id": run.id, "label": f"support v1 (run #{run.id})"}
+    assert out["model_b"] == {"kind": "run", "id": run.id, "label": f"support v1 (run #{run.id})"}
     assert out["prompt_source"] == {"kind": "custom", "count": 2, "system": "Be brief.", "max_new_tokens": 256}
     assert out["progress"] == {"done": 0, "total": 4}
     assert sent == [(service.GENERATE_TASK, [out["id"]], "train")]
@@ -172,7 +172,7 @@ def test_create_with_prompts_queues_generation_on_the_train_queue(client, db, te
 def test_create_from_a_dataset_uses_its_eval_split_then_its_train_split(client, db, store, team, model, run,
                                                                          dataset, sent):
     headers = _key(db, team.owner)
-    base = {"model_a": {"kind": "base", "id": model.id}, "model_b": {"kind": "job", "id": run.id}}
+    base = {"model_a": {"kind": "base", "id": model.id}, "model_b": {"kind": "run", "id": run.id}}
     r = client.post(API, json={**base, "dataset_id": dataset.id, "count": 3}, headers=headers)
     assert r.status_code == 201, r.text
     assert r.json()["prompt_source"]["kind"] == "eval_split" and r.json()["pairs_total"] == 3
@@ -186,7 +186,7 @@ def test_create_from_a_dataset_uses_its_eval_split_then_its_train_split(client, 
 
 def test_create_refuses_what_cannot_be_compared(client, db, store, team, model, run, dataset, sent):
     headers = _key(db, team.owner)
-    a, b = {"kind": "base", "id": model.id}, {"kind": "job", "id": run.id}
+    a, b = {"kind": "base", "id": model.id}, {"kind": "run", "id": run.id}
 
     def error(body: dict) -> tuple[int, str]:
         r = client.post(API, json=body, headers=headers)
@@ -200,12 +200,12 @@ def test_create_refuses_what_cannot_be_compared(client, db, store, team, model, 
     too_long = (422, "Prompt 1 is longer than 4,000 characters.")
     assert error({"model_a": a, "model_b": b, "prompts": ["x" * 4001]}) == too_long
     unknown = (404, "Your team has no run #999.")
-    assert error({"model_a": a, "model_b": {"kind": "job", "id": 999}, "prompts": ["x"]}) == unknown
-    from app.models import JobStatus
-    from tests.jobs.factories import make_job
+    assert error({"model_a": a, "model_b": {"kind": "run", "id": 999}, "prompts": ["x"]}) == unknown
+    from app.models import RunStatus
+    from tests.runs.factories import make_run
 
-    running = make_job(db, team.team_id, dataset, model, status=JobStatus.running)
-    status, message = error({"model_a": a, "model_b": {"kind": "job", "id": running.id}, "prompts": ["x"]})
+    running = make_run(db, team.team_id, dataset, model, status=RunStatus.running)
+    status, message = error({"model_a": a, "model_b": {"kind": "run", "id": running.id}, "prompts": ["x"]})
     assert status == 422 and "has no fine-tuned model to compare" in message
     assert error({"model_a": a, "model_b": b, "dataset_id": 999})[0] == 404
     viewer = client.post(API, json={"model_a": a, "model_b": b, "prompts": ["x"]},
@@ -221,10 +221,10 @@ def test_run_against_run_and_another_teams_models_are_refused(client, db, store,
     their_run = succeeded_run(db, other.team_id, make_dataset(db, store, other.team_id), their_model)
     second = succeeded_run(db, team.team_id, dataset, model, name="support v2")
     headers = _key(db, team.owner)
-    ok = client.post(API, json={"model_a": {"kind": "job", "id": run.id}, "model_b": {"kind": "job", "id": second.id},
+    ok = client.post(API, json={"model_a": {"kind": "run", "id": run.id}, "model_b": {"kind": "run", "id": second.id},
                                 "prompts": ["x"]}, headers=headers)
     assert ok.status_code == 201
-    for ref in ({"kind": "job", "id": their_run.id}, {"kind": "base", "id": their_model.id}):
+    for ref in ({"kind": "run", "id": their_run.id}, {"kind": "base", "id": their_model.id}):
         r = client.post(API, json={"model_a": {"kind": "base", "id": model.id}, "model_b": ref, "prompts": ["x"]},
                         headers=headers)
         assert r.status_code == 404 and "Theirs" not in json.dumps(r.json())

@@ -17,7 +17,7 @@ def test_a_key_over_its_rate_limit_gets_429_and_other_keys_do_not(client, db):
     limits.reset()
     headers = {"Authorization": f"Bearer {key}"}
     assert [client.get("/v1/models", headers=headers).status_code for _ in range(3)] == [200] * 3
-    r = client.get("/api/v1/jobs", headers=headers)  # both APIs count against the same key
+    r = client.get("/api/v1/runs", headers=headers)  # both APIs count against the same key
     assert r.status_code == 429
     error = r.json()["error"]
     assert error["type"] == "rate_limited" and 1 <= error["details"]["retry_after_s"] <= 60

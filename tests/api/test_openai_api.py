@@ -1,14 +1,14 @@
-"""The OpenAI-compatible API in process: shapes, mapping onto datasets and jobs, refusals in the
+"""The OpenAI-compatible API in process: shapes, mapping onto datasets and runs, refusals in the
 OpenAI error shape, and team scoping. (The SDK end to end: tests/worker/test_openai_sdk.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from app.models import Artifact, Checkpoint, DatasetStatus, JobEvent, JobStatus
+from app.models import Artifact, Checkpoint, DatasetStatus, RunEvent, RunStatus
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 
 CHAT = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n'
 
@@ -52,7 +52,7 @@ def test_file_refusals_use_the_openai_error_shape(client, team):
     _error(client.get("/v1/files"), 401, "unauthorized")
 
 
-def test_fine_tuning_job_maps_onto_a_studio_job(client, db, settings, team):
+def test_fine_tuning_job_maps_onto_a_studio_run(client, db, settings, team):
     account, headers, model = team
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16)
     r = client.post("/v1/fine_tuning/jobs", headers=headers, json={
@@ -60,20 +60,20 @@ def test_fine_tuning_job_maps_onto_a_studio_job(client, db, settings, team):
         "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2},
         "method": {"type": "supervised"}})
     assert r.status_code == 200, r.text
-    job = r.json()
-    assert job["object"] == "fine_tuning.job" and job["status"] == "queued" and job["model"] == model.slug
-    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2}
-    assert job["seed"] == 3 and job["training_file"] == f"file-{dataset.id}" and job["fine_tuned_model"] is None
+    run = r.json()
+    assert run["object"] == "fine_tuning.job" and run["status"] == "queued" and run["model"] == model.slug
+    assert run["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2}
+    assert run["seed"] == 3 and run["training_file"] == f"file-{dataset.id}" and run["fine_tuned_model"] is None
     listed = client.get("/v1/fine_tuning/jobs", headers=headers).json()
-    assert [j["id"] for j in listed["data"]] == [job["id"]]
-    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=headers).json()["data"]
+    assert [j["id"] for j in listed["data"]] == [run["id"]]
+    events = client.get(f"/v1/fine_tuning/jobs/{run['id']}/events", headers=headers).json()["data"]
     assert events[-1]["message"].startswith("Queued") and events[-1]["object"] == "fine_tuning.job.event"
-    cancelled = client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=headers).json()
+    cancelled = client.post(f"/v1/fine_tuning/jobs/{run['id']}/cancel", headers=headers).json()
     assert cancelled["status"] == "cancelled"
-    _error(client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=headers), 409, "conflict")
+    _error(client.post(f"/v1/fine_tuning/jobs/{run['id']}/cancel", headers=headers), 409, "conflict")
 
 
-def test_job_create_refusals(client, db, settings, team):
+def test_run_create_refusals(client, db, settings, team):
     account, headers, model = team
     pending = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, status=DatasetStatus.validating)
     body = {"model": model.slug, "training_file": f"file-{pending.id}"}
@@ -85,27 +85,27 @@ def test_job_create_refusals(client, db, settings, team):
     _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 422, "invalid_input")
 
 
-def test_succeeded_job_is_a_model_with_checkpoints(client, db, settings, team):
+def test_succeeded_run_is_a_model_with_checkpoints(client, db, settings, team):
     account, headers, model = team
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
-    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded, suffix="v1",
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded, suffix="v1",
                    result={"data_report": {"trained_tokens": 100}, "metrics": {"epoch": 2.0}})
-    db.add_all([Artifact(team_id=account.team_id, job_id=job.id, kind="adapter", path="x/adapter"),
-                Checkpoint(job_id=job.id, step=2, path="x/c2", metrics={"loss": 1.5}),
-                Checkpoint(job_id=job.id, step=4, path="x/c4", metrics={"loss": 1.2}),
-                JobEvent(job_id=job.id, kind="status", message="Succeeded", level="info")])
+    db.add_all([Artifact(team_id=account.team_id, run_id=run.id, kind="adapter", path="x/adapter"),
+                Checkpoint(run_id=run.id, step=2, path="x/c2", metrics={"loss": 1.5}),
+                Checkpoint(run_id=run.id, step=4, path="x/c4", metrics={"loss": 1.2}),
+                RunEvent(run_id=run.id, kind="status", message="Succeeded", level="info")])
     db.commit()
-    name = f"ft:{model.slug}:team-{account.team_id}:v1:{job.id}"
-    got = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}", headers=headers).json()
+    name = f"ft:{model.slug}:team-{account.team_id}:v1:{run.id}"
+    got = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}", headers=headers).json()
     assert got["fine_tuned_model"] == name and got["trained_tokens"] == 200
     ids = [m["id"] for m in client.get("/v1/models", headers=headers).json()["data"]]
     assert ids == [model.slug, name]
     assert client.get(f"/v1/models/{name}", headers=headers).json()["owned_by"] == f"team-{account.team_id}"
-    _error(client.get(f"/v1/models/ft:{model.slug}:team-999:v1:{job.id}", headers=headers), 404, "not_found")
-    page = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints?limit=1", headers=headers).json()
+    _error(client.get(f"/v1/models/ft:{model.slug}:team-999:v1:{run.id}", headers=headers), 404, "not_found")
+    page = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/checkpoints?limit=1", headers=headers).json()
     assert [c["step_number"] for c in page["data"]] == [4] and page["has_more"]
     assert page["data"][0]["metrics"]["train_loss"] == 1.2
-    rest = client.get(f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints?after={page['last_id']}", headers=headers)
+    rest = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/checkpoints?after={page['last_id']}", headers=headers)
     assert [c["step_number"] for c in rest.json()["data"]] == [2]
 
 
@@ -125,17 +125,17 @@ def test_chat_refusals_and_an_unreachable_inference_server(client, settings, tea
 def test_another_teams_key_sees_nothing(client, db, settings, team):
     account, headers, model = team
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
-    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded)
-    db.add(Artifact(team_id=account.team_id, job_id=job.id, kind="adapter", path="x/adapter"))
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded)
+    db.add(Artifact(team_id=account.team_id, run_id=run.id, kind="adapter", path="x/adapter"))
     db.commit()
     other = {"Authorization": f"Bearer {make_api_key(db, make_account(db))}"}
     assert client.get("/v1/files", headers=other).json()["data"] == []
     assert client.get("/v1/fine_tuning/jobs", headers=other).json()["data"] == []
     assert [m["id"] for m in client.get("/v1/models", headers=other).json()["data"]] == [model.slug]
     for path in (f"/v1/files/file-{dataset.id}", f"/v1/files/file-{dataset.id}/content",
-                 f"/v1/fine_tuning/jobs/ftjob-{job.id}", f"/v1/fine_tuning/jobs/ftjob-{job.id}/events",
-                 f"/v1/fine_tuning/jobs/ftjob-{job.id}/checkpoints",
-                 f"/v1/models/ft:{model.slug}:team-{account.team_id}::{job.id}"):
+                 f"/v1/fine_tuning/jobs/ftjob-{run.id}", f"/v1/fine_tuning/jobs/ftjob-{run.id}/events",
+                 f"/v1/fine_tuning/jobs/ftjob-{run.id}/checkpoints",
+                 f"/v1/models/ft:{model.slug}:team-{account.team_id}::{run.id}"):
         _error(client.get(path, headers=other), 404, "not_found")
     _error(client.delete(f"/v1/files/file-{dataset.id}", headers=other), 404, "not_found")
-    _error(client.post(f"/v1/fine_tuning/jobs/ftjob-{job.id}/cancel", headers=other), 404, "not_found")
+    _error(client.post(f"/v1/fine_tuning/jobs/ftjob-{run.id}/cancel", headers=other), 404, "not_found")

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from app.models import ApiKey
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 
 EXAMPLES = 12
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -34,7 +34,7 @@ def test_both_apis_conform_to_their_openapi_document(app, db, tmp_path):
     key = make_api_key(db, account, scopes=("read", "write", "admin"))
     model = register_model(db, write_model_dir(tmp_path / "tiny"))
     dataset = make_dataset(db, ArtifactStore(app.state.settings.artifact_dir), account.team_id)
-    make_job(db, account.team_id, dataset, model)
+    make_run(db, account.team_id, dataset, model)
     db.execute(update(ApiKey).values(rate_limit_per_min=100_000))  # not what is tested here
     db.commit()
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

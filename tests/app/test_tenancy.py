@@ -23,7 +23,7 @@ OWN_TEAM_ROUTES = {
     "/healthz", "/readyz", "/login", "/signup", "/logout",
     "/datasets", "/datasets/new", "/datasets/example", "/api/v1/datasets",
     "/api/v1/models",  # shared models plus A's own: B's private model must not appear (MARK)
-    "GET /api/v1/jobs",  # A's own jobs; POST with B's dataset and model must be refused
+    "GET /api/v1/runs",  # A's own runs; POST with B's dataset and model must be refused
     "GET /runs", "/runs/new", "/runs/recent", "/runs/compare",  # POST /runs with B's ids must be refused
     "/runs/help/fine-tune-or-retrieval",
     "GET /v1/files", "POST /v1/files", "GET /v1/fine_tuning/jobs", "GET /v1/models",  # A's own only
@@ -45,7 +45,7 @@ def _team_b(db):
     db.commit()
     ids = {"user_id": member.user_id, "key_id": key.id, "invitation_id": inv.id, "team_id": b.team_id}
     ids["dataset_id"] = _dataset_of(db, b.team_id)
-    ids.update(_job_of(db, b.team_id, ids["dataset_id"]))
+    ids.update(_run_of(db, b.team_id, ids["dataset_id"]))
     ids.update(_openai_ids(db, b.team_id, ids))
     ids.update(_sweep_of(db, b.team_id, ids))
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
@@ -57,7 +57,7 @@ def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
     from app.models import Comparison, ComparisonPair, Vote
 
     comparison = Comparison(team_id=team_id, name=f"{MARK} comparison", status="open",
-                            model_a={"kind": "base", "id": ids["model_id"]}, model_b={"kind": "job", "id": ids["job_id"]},
+                            model_a={"kind": "base", "id": ids["model_id"]}, model_b={"kind": "run", "id": ids["run_id"]},
                             prompt_source={"kind": "custom", "count": 1, "seed": 1})
     db.add(comparison)
     db.flush()
@@ -71,20 +71,20 @@ def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
 
 def _sweep_of(db, team_id: int, ids: dict) -> dict:
     """Team B's finished sweep with one succeeded child, its best run."""
-    from app.models import Job, JobStatus, Sweep
+    from app.models import Run, RunStatus, Sweep
     from app.sweeps.repository import child_key
 
     sweep = Sweep(team_id=team_id, name=f"{MARK} sweep", base_config={"preset": "auto"}, search_space={"lora_r": [8]},
                   status="running", dataset_id=ids["dataset_id"], base_model_id=ids["model_id"])
     db.add(sweep)
     db.flush()
-    child = Job(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
+    child = Run(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
                 name=f"{MARK} child", config={"base_model": "/nonexistent/b-model", "lora_r": 8},
-                status=JobStatus.succeeded, sweep_id=sweep.id, sweep_params={"lora_r": 8},
+                status=RunStatus.succeeded, sweep_id=sweep.id, sweep_params={"lora_r": 8},
                 idempotency_key=child_key(sweep.id, 0), result={"metrics": {"eval_loss": 1.0}})
     db.add(child)
     db.flush()
-    sweep.status, sweep.best_job_id = "succeeded", child.id
+    sweep.status, sweep.best_run_id = "succeeded", child.id
     db.commit()
     return {"sweep_id": sweep.id}
 
@@ -92,39 +92,39 @@ def _sweep_of(db, team_id: int, ids: dict) -> dict:
 def _openai_ids(db, team_id: int, ids: dict) -> dict:
     """Team B's ids as the OpenAI-compatible API names them, and a fine-tuned model of B's that
     has an adapter to serve (its name carries MARK, so a leak in any list shows)."""
-    from app.models import Artifact, Job, JobStatus
+    from app.models import Artifact, Run, RunStatus
 
-    job = Job(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
+    run = Run(team_id=team_id, dataset_id=ids["dataset_id"], base_model_id=ids["model_id"], method="lora",
               name=f"{MARK} tuned", config={"base_model": "/nonexistent/b-model", "epochs": 1},
-              status=JobStatus.succeeded, suffix=MARK)
-    db.add(job)
+              status=RunStatus.succeeded, suffix=MARK)
+    db.add(run)
     db.flush()
-    db.add(Artifact(team_id=team_id, job_id=job.id, kind="adapter", path=f"teams/{team_id}/jobs/{job.id}/run/adapter"))
+    db.add(Artifact(team_id=team_id, run_id=run.id, kind="adapter", path=f"teams/{team_id}/jobs/{run.id}/run/adapter"))
     db.commit()
-    return {"file_id": f"file-{ids['dataset_id']}", "fine_tuning_job_id": f"ftjob-{ids['job_id']}",
-            "model": f"ft:b-model:team-{team_id}:{MARK}:{job.id}"}
+    return {"file_id": f"file-{ids['dataset_id']}", "fine_tuning_job_id": f"ftjob-{ids['run_id']}",
+            "model": f"ft:b-model:team-{team_id}:{MARK}:{run.id}"}
 
 
-def _job_of(db, team_id: int, dataset_id: int) -> dict:
-    """Team B's private base model, a job on it, an event, a metric, a checkpoint, an artifact."""
-    from app.models import Artifact, BaseModel, Checkpoint, Evaluation, Job, JobEvent, Metric
+def _run_of(db, team_id: int, dataset_id: int) -> dict:
+    """Team B's private base model, a run on it, an event, a metric, a checkpoint, an artifact."""
+    from app.models import Artifact, BaseModel, Checkpoint, Evaluation, Run, RunEvent, Metric
 
     model = BaseModel(team_id=team_id, slug="b-model", display_name=f"{MARK} model", source="local",
                       path="/nonexistent/b-model", parameter_count=1000)
     db.add(model)
     db.flush()
-    job = Job(team_id=team_id, dataset_id=dataset_id, base_model_id=model.id, method="lora", name=f"{MARK} job",
+    run = Run(team_id=team_id, dataset_id=dataset_id, base_model_id=model.id, method="lora", name=f"{MARK} run",
               config={"base_model": model.path, "max_steps": 1})
-    db.add(job)
+    db.add(run)
     db.flush()
-    db.add_all([JobEvent(job_id=job.id, kind="status", message=MARK), Metric(job_id=job.id, step=1, name="loss", value=1.0),
-                Checkpoint(job_id=job.id, step=1, path=f"teams/{team_id}/jobs/{job.id}/run/checkpoints/checkpoint-1"),
-                Evaluation(team_id=team_id, job_id=job.id, status="succeeded", samples=[{"prompt": MARK}],
+    db.add_all([RunEvent(run_id=run.id, kind="status", message=MARK), Metric(run_id=run.id, step=1, name="loss", value=1.0),
+                Checkpoint(run_id=run.id, step=1, path=f"teams/{team_id}/jobs/{run.id}/run/checkpoints/checkpoint-1"),
+                Evaluation(team_id=team_id, run_id=run.id, status="succeeded", samples=[{"prompt": MARK}],
                            metrics={"base": {"rougeL": 0.1}, "finetuned": {"rougeL": 0.2}})])
-    artifact = Artifact(team_id=team_id, job_id=job.id, kind="log", path=f"teams/{team_id}/jobs/{job.id}/run/training.log")
+    artifact = Artifact(team_id=team_id, run_id=run.id, kind="log", path=f"teams/{team_id}/jobs/{run.id}/run/training.log")
     db.add(artifact)
     db.commit()
-    return {"job_id": job.id, "artifact_id": artifact.id, "model_id": model.id, "base_model_id": model.id}
+    return {"run_id": run.id, "artifact_id": artifact.id, "model_id": model.id, "base_model_id": model.id}
 
 
 def _dataset_of(db, team_id: int) -> int:
@@ -161,16 +161,16 @@ def _body(method: str, path: str, ids: dict) -> dict:
         "/signup": {"email": "owner-b@example.com", "password": "correct horse battery"},
     }
     jsons = {"/api/v1/api-keys": {"name": "k", "scopes": ["read"]},
-             "/api/v1/jobs": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
-             "/api/v1/jobs/estimate": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
+             "/api/v1/runs": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
+             "/api/v1/runs/estimate": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
              "/api/v1/datasets/{dataset_id}/mapping": {"prompt": "q", "completion": "a"},
              "/v1/fine_tuning/jobs": {"model": "b-model", "training_file": f"file-{ids['dataset_id']}"},
              "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]},
              "/api/v1/ab/comparisons": {"model_a": {"kind": "base", "id": ids["base_model_id"]},
-                                        "model_b": {"kind": "job", "id": ids["job_id"]}, "prompts": ["hi"]},
+                                        "model_b": {"kind": "run", "id": ids["run_id"]}, "prompts": ["hi"]},
              "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"}}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
-    forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"job:{ids['job_id']}",
+    forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"run:{ids['run_id']}",
                     "source": "custom", "prompts": "hi"}
     forms["/ab/{comparison_id}/pairs/{pair_id}/vote"] = {"choice": "left"}
     forms["/runs"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "hp_max_steps": "1"}

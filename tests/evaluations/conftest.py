@@ -1,3 +1,3 @@
 from __future__ import annotations
 
-from tests.jobs.conftest import dataset, model, store, team  # noqa: F401  (the job tests' fixtures)
+from tests.runs.conftest import dataset, model, store, team  # noqa: F401  (the run tests' fixtures)

@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse
 
 from app.errors import Conflict, InvalidInput
 from app.evaluations import judge
-from app.models import BaseModel, Evaluation, JobStatus
+from app.models import BaseModel, Evaluation, RunStatus
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset, make_job, register_model, write_model_dir
+from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 from worker.tasks import judge as judge_tasks
 
 SAMPLES = [
@@ -109,11 +109,11 @@ def account(db):
 def run_with_samples(db, settings, tmp_path, account):
     model = register_model(db, write_model_dir(tmp_path / "tiny-model"))
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
-    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded)
-    db.add(Evaluation(team_id=job.team_id, job_id=job.id, kind="automatic", status="succeeded",
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded)
+    db.add(Evaluation(team_id=run.team_id, run_id=run.id, kind="automatic", status="succeeded",
                       metrics={"base": {}, "finetuned": {}}, samples=SAMPLES))
     db.commit()
-    return job
+    return run
 
 
 def configured(settings, url: str, key: str = "judge-key"):
@@ -177,10 +177,10 @@ def test_judging_needs_a_configured_judge_and_a_finished_evaluated_run(db, setti
     with pytest.raises(InvalidInput, match="STUDIO_JUDGE_BASE_URL"):
         judge.request(db, run_with_samples, settings)
     settings = configured(settings, "http://127.0.0.1:9/v1")
-    run_with_samples.status = JobStatus.running
+    run_with_samples.status = RunStatus.running
     with pytest.raises(Conflict, match="finished run"):
         judge.request(db, run_with_samples, settings)
-    run_with_samples.status = JobStatus.succeeded
+    run_with_samples.status = RunStatus.succeeded
     for evaluation in db.query(Evaluation).all():
         db.delete(evaluation)
     db.flush()

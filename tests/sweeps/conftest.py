@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.models import Job, JobStatus, utcnow
+from app.models import Run, RunStatus, utcnow
 from app.sweeps import service
-from tests.jobs.conftest import dataset, model, store, team  # noqa: F401  (shared fixtures)
+from tests.runs.conftest import dataset, model, store, team  # noqa: F401  (shared fixtures)
 
 SPACE = {"learning_rate": [1e-4, 3e-4], "lora_r": [8, 16]}
 
@@ -25,14 +25,14 @@ def make_sweep(client, team, dataset, model, sent):  # noqa: F811
 @pytest.fixture
 def finish(db, settings):
     """Ends a child as a worker would (the outcome committed), then advances its sweep."""
-    def end(job_id: int, status: JobStatus = JobStatus.succeeded, **metrics: float) -> None:
+    def end(run_id: int, status: RunStatus = RunStatus.succeeded, **metrics: float) -> None:
         db.expire_all()
-        job = db.get(Job, job_id)
-        job.status, job.finished_at = status, utcnow()
-        if status == JobStatus.succeeded:
-            job.result = {"global_step": 4, "metrics": {"train_loss": 2.0, **metrics}}
+        run = db.get(Run, run_id)
+        run.status, run.finished_at = status, utcnow()
+        if status == RunStatus.succeeded:
+            run.result = {"global_step": 4, "metrics": {"train_loss": 2.0, **metrics}}
         db.commit()
-        service.advance(db, job.sweep_id, settings=settings)
+        service.advance(db, run.sweep_id, settings=settings)
         db.commit()
 
     return end

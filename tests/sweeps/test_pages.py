@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from app.models import Job, Sweep
+from app.models import Run, Sweep
 from tests.factories import log_in
 
 
@@ -19,9 +19,9 @@ def browser(client, team):
     return client
 
 
-def _children(db, sweep_id: int) -> list[Job]:
+def _children(db, sweep_id: int) -> list[Run]:
     db.expire_all()
-    return list(db.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+    return list(db.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)))
 
 
 def test_empty_list_invites_a_first_sweep_and_the_nav_has_sweeps(browser):
@@ -79,15 +79,15 @@ def test_dashboard_while_running_then_finished(browser, make_sweep, finish, db):
     assert 'id="sweep-dashboard"' in fragment and "<html" not in fragment
     assert "Against <code>learning_rate</code>" in fragment
     finish(second.id, eval_loss=0.75)
-    for job, loss in zip(_children(db, sweep_id)[2:], (1.5, 0.9)):
-        finish(job.id, eval_loss=loss)
+    for run, loss in zip(_children(db, sweep_id)[2:], (1.5, 0.9)):
+        finish(run.id, eval_loss=loss)
     html = browser.get(f"/sweeps/{sweep_id}?x=learning_rate").text
     assert 'hx-trigger="load delay:3s"' not in html and "Cancel sweep" not in html  # no longer live
     assert f'The best run is <a href="/runs/{second.id}">#{second.id} (r=8 lr=0.0003)</a>' in html
     rows = re.findall(r'<a href="/runs/(\d+)">#\d+</a>', html)
     assert int(rows[0]) == second.id  # sorted by the metric, best first
     assert html.count("badge-best") == 1 and "dot-best" in html and "<polyline" in html
-    r = browser.post(f"/sweeps/{sweep_id}/promote", data={"csrf_token": browser.csrf, "job_id": second.id},
+    r = browser.post(f"/sweeps/{sweep_id}/promote", data={"csrf_token": browser.csrf, "run_id": second.id},
                      follow_redirects=False)
     assert r.status_code == 303
     html = browser.get(f"/sweeps/{sweep_id}").text

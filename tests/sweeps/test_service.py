@@ -8,14 +8,14 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from app.db import session_factory
-from app.models import Evaluation, Job, JobEvent, JobStatus, Sweep, utcnow
+from app.models import Evaluation, Run, RunEvent, RunStatus, Sweep, utcnow
 from app.sweeps import service
-from tests.jobs.factories import make_job
+from tests.runs.factories import make_run
 
 
-def _children(db, sweep_id: int) -> list[Job]:
+def _children(db, sweep_id: int) -> list[Run]:
     db.expire_all()
-    return list(db.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+    return list(db.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)))
 
 
 def _sweep(db, sweep_id: int) -> Sweep:
@@ -43,14 +43,14 @@ def test_advance_fills_freed_slots_then_picks_the_lowest_eval_loss(make_sweep, f
     finish(first.id, eval_loss=1.5)
     children = _children(db, sweep_id)
     assert len(children) == 3 and children[2].sweep_params == {"lora_r": 16, "learning_rate": 1e-4}
-    assert sum(c.status in (JobStatus.queued, JobStatus.running) for c in children) == 2
+    assert sum(c.status in (RunStatus.queued, RunStatus.running) for c in children) == 2
     finish(second.id, eval_loss=1.2)
     third, fourth = _children(db, sweep_id)[2:]
     finish(third.id, eval_loss=1.9)
     assert _sweep(db, sweep_id).status == "running"  # the last one is still queued
     finish(fourth.id, eval_loss=1.3)
     sweep = _sweep(db, sweep_id)
-    assert sweep.status == "succeeded" and sweep.best_job_id == second.id and sweep.finished_at is not None
+    assert sweep.status == "succeeded" and sweep.best_run_id == second.id and sweep.finished_at is not None
     assert len(sent) == 4
 
 
@@ -70,7 +70,7 @@ def test_concurrent_advances_queue_each_point_once(make_sweep, db, settings, sen
 
     sweep_id = make_sweep(max_parallel=1)["id"]
     first = _children(db, sweep_id)[0]
-    first.status = JobStatus.failed
+    first.status = RunStatus.failed
     db.commit()
     factory, barrier, errors = session_factory(settings), threading.Barrier(4), []
 
@@ -90,19 +90,19 @@ def test_concurrent_advances_queue_each_point_once(make_sweep, db, settings, sen
         t.join()
     assert errors == []
     children = _children(db, sweep_id)
-    assert len(children) == 2 and [c.status for c in children] == [JobStatus.failed, JobStatus.queued]
+    assert len(children) == 2 and [c.status for c in children] == [RunStatus.failed, RunStatus.queued]
 
 
 def test_ties_go_to_the_earliest_grid_point(make_sweep, finish, db):
     sweep_id = make_sweep(max_parallel=4)["id"]
     children = _children(db, sweep_id)
-    for job, loss in zip(children[::-1], (0.5, 0.7, 0.5, 0.9)):  # points 3 and 1 tie
-        finish(job.id, eval_loss=loss)
-    assert _sweep(db, sweep_id).best_job_id == children[1].id
+    for run, loss in zip(children[::-1], (0.5, 0.7, 0.5, 0.9)):  # points 3 and 1 tie
+        finish(run.id, eval_loss=loss)
+    assert _sweep(db, sweep_id).best_run_id == children[1].id
 
 
-def _evaluation(db, job: Job, status: str = "succeeded", **scores: float) -> None:
-    db.add(Evaluation(team_id=job.team_id, job_id=job.id, status=status,
+def _evaluation(db, run: Run, status: str = "succeeded", **scores: float) -> None:
+    db.add(Evaluation(team_id=run.team_id, run_id=run.id, status=status,
                       metrics={"base": {"bleu": 1.0}, "finetuned": scores} if scores else None))
     db.commit()
 
@@ -113,18 +113,18 @@ def test_an_evaluation_score_picks_the_highest_and_waits_for_evaluations(make_sw
     a, b, c, d = _children(db, sweep_id)
     _evaluation(db, a, bleu=10.0)
     finish(a.id)
-    finish(b.id, JobStatus.failed)
+    finish(b.id, RunStatus.failed)
     _evaluation(db, c, status="running")
     finish(c.id)
-    finish(d.id, JobStatus.cancelled)
+    finish(d.id, RunStatus.cancelled)
     assert _sweep(db, sweep_id).status == "running"  # run c's evaluation is still going
-    db.execute(update(Evaluation).where(Evaluation.job_id == c.id).values(status="succeeded",
+    db.execute(update(Evaluation).where(Evaluation.run_id == c.id).values(status="succeeded",
                                                                            metrics={"finetuned": {"bleu": 30.0}}))
     db.commit()
     service.advance(db, sweep_id, settings=settings)
     db.commit()
     sweep = _sweep(db, sweep_id)
-    assert sweep.status == "succeeded" and sweep.best_job_id == c.id
+    assert sweep.status == "succeeded" and sweep.best_run_id == c.id
 
 
 def test_a_run_whose_evaluation_never_came_is_skipped_after_a_while(make_sweep, finish, db, settings):
@@ -134,58 +134,58 @@ def test_a_run_whose_evaluation_never_came_is_skipped_after_a_while(make_sweep, 
     finish(a.id)
     finish(b.id)  # no evaluation (yet)
     assert _sweep(db, sweep_id).status == "running"
-    b = db.get(Job, b.id)
+    b = db.get(Run, b.id)
     b.finished_at = utcnow() - timedelta(seconds=service.EVALUATION_WAIT_S + 1)
     db.commit()
     service.advance(db, sweep_id, settings=settings)
     db.commit()
-    assert _sweep(db, sweep_id).best_job_id == a.id
+    assert _sweep(db, sweep_id).best_run_id == a.id
 
 
 def test_all_failed_is_a_failed_sweep_with_the_reason(make_sweep, finish, db):
     sweep_id = make_sweep(max_parallel=4)["id"]
-    for job in _children(db, sweep_id):
-        finish(job.id, JobStatus.failed)
+    for run in _children(db, sweep_id):
+        finish(run.id, RunStatus.failed)
     sweep = _sweep(db, sweep_id)
-    assert sweep.status == "failed" and sweep.best_job_id is None
+    assert sweep.status == "failed" and sweep.best_run_id is None
     assert "None of the 4 runs succeeded (4 failed, 0 cancelled)" in sweep.error_message
 
 
 def test_no_eval_split_says_how_to_fix_it(make_sweep, finish, db):
     sweep_id = make_sweep(search_space={"lora_r": [8, 16]})["id"]
-    for job in _children(db, sweep_id):
-        finish(job.id)  # train_loss only
+    for run in _children(db, sweep_id):
+        finish(run.id)  # train_loss only
     sweep = _sweep(db, sweep_id)
     assert sweep.status == "failed" and "none reported eval_loss" in sweep.error_message
     assert "pick by train_loss" in sweep.error_message
 
 
 def test_the_team_limit_holds_sweep_children_back(make_sweep, finish, db, settings, team, dataset, model, sent):
-    settings.max_active_jobs_per_team = 3
-    other = make_job(db, team[0].team_id, dataset, model)  # a job outside the sweep takes a slot
+    settings.max_active_runs_per_team = 3
+    other = make_run(db, team[0].team_id, dataset, model)  # a run outside the sweep takes a slot
     sweep_id = make_sweep(max_parallel=4)["id"]
     assert len(_children(db, sweep_id)) == 2
     first = _children(db, sweep_id)[0]
     finish(first.id, eval_loss=1.0)
     assert len(_children(db, sweep_id)) == 3  # the freed slot goes to the next point
-    other.status = JobStatus.succeeded
+    other.status = RunStatus.succeeded
     db.commit()
     service.advance(db, sweep_id, settings=settings)
     db.commit()
     children = _children(db, sweep_id)
     assert len(children) == 4
-    active = db.scalar(select(func.count(Job.id)).where(Job.team_id == team[0].team_id,
-                                                         Job.status.in_((JobStatus.queued, JobStatus.running))))
+    active = db.scalar(select(func.count(Run.id)).where(Run.team_id == team[0].team_id,
+                                                         Run.status.in_((RunStatus.queued, RunStatus.running))))
     assert active == 3
 
 
 def test_cancelling_a_queued_child_frees_its_slot_at_once(client, make_sweep, team, db):
     sweep_id = make_sweep()["id"]
     first = _children(db, sweep_id)[0]
-    r = client.post(f"/api/v1/jobs/{first.id}/cancel", headers=team[1])
+    r = client.post(f"/api/v1/runs/{first.id}/cancel", headers=team[1])
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     children = _children(db, sweep_id)
-    assert len(children) == 3 and children[2].status == JobStatus.queued
+    assert len(children) == 3 and children[2].status == RunStatus.queued
 
 
 def test_cancel_sweep_stops_children_and_keeps_the_best_so_far(client, make_sweep, finish, team, db):
@@ -193,17 +193,17 @@ def test_cancel_sweep_stops_children_and_keeps_the_best_so_far(client, make_swee
     first, second = _children(db, sweep_id)
     finish(first.id, eval_loss=1.1)
     running = _children(db, sweep_id)[1]
-    running.status, running.attempt = JobStatus.running, 1
+    running.status, running.attempt = RunStatus.running, 1
     db.commit()
     r = client.post(f"/api/v1/sweeps/{sweep_id}/cancel", headers=team[1])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] == "cancelled" and body["best_job_id"] == first.id
+    assert body["status"] == "cancelled" and body["best_run_id"] == first.id
     assert body["counts"] == {"succeeded": 1, "running": 1, "cancelled": 1, "not_run": 1}
     children = _children(db, sweep_id)
-    assert len(children) == 3 and children[1].cancel_requested and children[2].status == JobStatus.cancelled
+    assert len(children) == 3 and children[1].cancel_requested and children[2].status == RunStatus.cancelled
     assert client.post(f"/api/v1/sweeps/{sweep_id}/cancel", headers=team[1]).status_code == 409
-    finish(children[1].id, JobStatus.cancelled)
+    finish(children[1].id, RunStatus.cancelled)
     assert len(_children(db, sweep_id)) == 3 and _sweep(db, sweep_id).status == "cancelled"
 
 
@@ -212,24 +212,24 @@ def test_promote_the_best_then_another(client, make_sweep, finish, team, db):
     children = _children(db, sweep_id)
     r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", headers=team[1])
     assert r.status_code == 409 and "no best run yet" in r.json()["error"]["message"]
-    r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", json={"job_id": children[0].id}, headers=team[1])
+    r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", json={"run_id": children[0].id}, headers=team[1])
     assert r.status_code == 409 and "Only a run that succeeded" in r.json()["error"]["message"]
-    for job, loss in zip(children, (0.4, 0.3, 0.6, 0.5)):
-        finish(job.id, eval_loss=loss)
+    for run, loss in zip(children, (0.4, 0.3, 0.6, 0.5)):
+        finish(run.id, eval_loss=loss)
     r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", headers=team[1])
-    assert r.status_code == 200 and r.json()["promoted_job_id"] == children[1].id
+    assert r.status_code == 200 and r.json()["promoted_run_id"] == children[1].id
     db.expire_all()
-    assert db.get(Job, children[1].id).promoted_at is not None
-    r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", json={"job_id": children[0].id}, headers=team[1])
-    assert r.json()["promoted_job_id"] == children[0].id
+    assert db.get(Run, children[1].id).promoted_at is not None
+    r = client.post(f"/api/v1/sweeps/{sweep_id}/promote", json={"run_id": children[0].id}, headers=team[1])
+    assert r.json()["promoted_run_id"] == children[0].id
     db.expire_all()
-    assert db.get(Job, children[1].id).promoted_at is None and db.get(Job, children[0].id).promoted_at is not None
+    assert db.get(Run, children[1].id).promoted_at is None and db.get(Run, children[0].id).promoted_at is not None
     assert [x for x in r.json()["runs"] if x["is_promoted"]] == [
-        next(x for x in r.json()["runs"] if x["job_id"] == children[0].id)]
-    messages = db.scalars(select(JobEvent.message).where(JobEvent.job_id == children[0].id)).all()
+        next(x for x in r.json()["runs"] if x["run_id"] == children[0].id)]
+    messages = db.scalars(select(RunEvent.message).where(RunEvent.run_id == children[0].id)).all()
     assert any(m.startswith("Promoted: the chosen run of the sweep “lr-rank”") for m in messages)
     other = make_sweep(search_space={"lora_r": [4]})
-    r = client.post(f"/api/v1/sweeps/{other['id']}/promote", json={"job_id": children[0].id}, headers=team[1])
+    r = client.post(f"/api/v1/sweeps/{other['id']}/promote", json={"run_id": children[0].id}, headers=team[1])
     assert r.status_code == 422 and "not part of this sweep" in r.json()["error"]["message"]
 
 
@@ -253,7 +253,7 @@ def test_refusals_queue_nothing(client, team, dataset, model, db, sent):
         r = post(**body)
         assert r.status_code == status, (body, r.text)
         assert says in r.json()["error"]["message"], (body, r.json())
-    assert sent == [] and db.scalar(select(func.count(Sweep.id))) == 0 and db.scalar(select(func.count(Job.id))) == 0
+    assert sent == [] and db.scalar(select(func.count(Sweep.id))) == 0 and db.scalar(select(func.count(Run.id))) == 0
 
 
 def test_list_and_get_are_team_scoped(client, make_sweep, team, db):
@@ -274,7 +274,7 @@ def test_the_reconciler_advances_running_sweeps(make_sweep, db, settings, sent):
 
     sweep_id = make_sweep()["id"]
     first = _children(db, sweep_id)[0]
-    first.status = JobStatus.failed  # ended without the worker's hook (e.g. given up by the reconciler)
+    first.status = RunStatus.failed  # ended without the worker's hook (e.g. given up by the reconciler)
     db.commit()
     assert reconciler.reconcile(settings)["sweeps"] == 1
     assert len(_children(db, sweep_id)) == 3

@@ -9,10 +9,10 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.models import Job, JobStatus, Sweep
+from app.models import Run, RunStatus, Sweep
 from tests.processes import wait_for
 from tests.worker.conftest import builtin_dir, tiny_model_dir, tokenizer  # noqa: F401  (fixtures)
-from tests.worker.test_job_lifecycle import broker, model_and_data, studio  # noqa: F401  (fixtures)
+from tests.worker.test_run_lifecycle import broker, model_and_data, studio  # noqa: F401  (fixtures)
 
 FAST = {"method": "lora", "max_steps": 4, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "no",
         "eval_strategy": "no", "max_length": 96, "warmup": 0.0}
@@ -38,8 +38,8 @@ def test_a_four_run_sweep_completes_and_picks_the_lowest_eval_loss(studio, model
     def finished() -> Sweep | None:
         nonlocal most_active
         db.expire_all()
-        children = db.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
-        most_active = max(most_active, sum(j.status in (JobStatus.queued, JobStatus.running) for j in children))
+        children = db.scalars(select(Run).where(Run.sweep_id == sweep_id)).all()
+        most_active = max(most_active, sum(j.status in (RunStatus.queued, RunStatus.running) for j in children))
         sweep = db.get(Sweep, sweep_id)
         if sweep.status == "failed":
             pytest.fail(f"sweep failed: {sweep.error_message}\n{studio.logs()}")
@@ -47,20 +47,20 @@ def test_a_four_run_sweep_completes_and_picks_the_lowest_eval_loss(studio, model
 
     sweep = wait_for(finished, 240, "the sweep to finish", interval=0.5)
     print(f"\n4-run sweep -> succeeded in {time.monotonic() - started:.1f}s")
-    children = db.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)).all()
-    assert len(children) == 4 and all(j.status == JobStatus.succeeded for j in children)
+    children = db.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)).all()
+    assert len(children) == 4 and all(j.status == RunStatus.succeeded for j in children)
     assert most_active <= 2
     assert sorted((j.sweep_params["learning_rate"], j.sweep_params["lora_r"]) for j in children) == [
         (1e-4, 4), (1e-4, 8), (2e-3, 4), (2e-3, 8)]
-    for job in children:
-        assert job.config["learning_rate"] == job.sweep_params["learning_rate"]
-        assert job.config["lora_r"] == job.sweep_params["lora_r"]
+    for run in children:
+        assert run.config["learning_rate"] == run.sweep_params["learning_rate"]
+        assert run.config["lora_r"] == run.sweep_params["lora_r"]
     losses = {j.id: j.result["metrics"]["eval_loss"] for j in children}
     assert len(set(losses.values())) > 1, "the grid points trained differently"
-    assert sweep.best_job_id == min(losses, key=losses.get)
+    assert sweep.best_run_id == min(losses, key=losses.get)
 
     body = studio.client.get(f"/api/v1/sweeps/{sweep_id}", headers=studio.headers).json()
-    assert body["runs"][0]["job_id"] == sweep.best_job_id and body["runs"][0]["is_best"]
+    assert body["runs"][0]["run_id"] == sweep.best_run_id and body["runs"][0]["is_best"]
     assert [r_["value"] for r_ in body["runs"]] == sorted(losses.values())
     r = studio.client.post(f"/api/v1/sweeps/{sweep_id}/promote", headers=studio.headers)
-    assert r.status_code == 200 and r.json()["promoted_job_id"] == sweep.best_job_id
+    assert r.status_code == 200 and r.json()["promoted_run_id"] == sweep.best_run_id

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.models import Evaluation, JobStatus, utcnow
+from app.models import Evaluation, RunStatus, utcnow
 from app.storage import ArtifactStore
 from datacheck.split import eval_picker
 from tests.factories import log_in, make_account
-from tests.jobs.factories import make_dataset, make_job, register_model
+from tests.runs.factories import make_dataset, make_run, register_model
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "support_fr_brand_voice.jsonl"
 
@@ -30,7 +30,7 @@ def test_builtin_model_fine_tuned_on_the_demo_beats_its_base(builtin_dir, db, se
     from worker.tasks.evaluation import evaluate_after_run
     from worker.training.data import read_jsonl
     from worker.training.reporter import NullReporter
-    from worker.training.run import run
+    from worker.training.run import run as run_engine
 
     started = time.monotonic()
     records = read_jsonl(DEMO)
@@ -43,21 +43,21 @@ def test_builtin_model_fine_tuned_on_the_demo_beats_its_base(builtin_dir, db, se
                             per_device_batch_size=6, grad_accum=1, warmup=0.0, scheduler="constant",
                             max_length=160, packing=True, gradient_checkpointing=False, save_strategy="no",
                             eval_strategy="no", save_total_limit=None)
-    result = run(config, train, None, tmp_path / "run", NullReporter(), export_merged=False)
+    result = run_engine(config, train, None, tmp_path / "run", NullReporter(), export_merged=False)
     trained_s = time.monotonic() - started
 
     account = make_account(db)
     model = register_model(db, builtin_dir, name="SmolLM2-135M-Instruct")
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
-    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded, goal="brand_voice",
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded, goal="brand_voice",
                    finished_at=utcnow(), name="Brand voice")
-    job.config = config.model_dump()
+    run.config = config.model_dump()
     db.commit()
-    assert evaluate_after_run(job.id, result, train, evals)
+    assert evaluate_after_run(run.id, result, train, evals)
     evaluated_s = time.monotonic() - started - trained_s
 
     db.expire_all()
-    row = db.scalar(select(Evaluation).where(Evaluation.job_id == job.id))
+    row = db.scalar(select(Evaluation).where(Evaluation.run_id == run.id))
     assert row.status == "succeeded", row.error_message
     base, tuned = row.metrics["base"], row.metrics["finetuned"]
     print(f"\nbuilt-in model, {result.global_step} LoRA steps in {trained_s:.0f}s, evaluation in {evaluated_s:.0f}s "
@@ -71,7 +71,7 @@ def test_builtin_model_fine_tuned_on_the_demo_beats_its_base(builtin_dir, db, se
     assert tuned["rougeL"] > base["rougeL"]
 
     log_in(client, account)
-    page = client.get(f"/runs/{job.id}").text
+    page = client.get(f"/runs/{run.id}").text
     assert (f"The fine-tuned model&#39;s answers overlap the references more: ROUGE-L {tuned['rougeL']:.2f} vs "
             f"{base['rougeL']:.2f} for the base model.") in page
     assert f"evaluation loss {tuned['eval_loss']:.3f} vs {base['eval_loss']:.3f}" in page

@@ -1,6 +1,6 @@
 """End-of-run evaluation on a tiny real model: both sides measured (the base with the adapter
 disabled, or loaded beside a full fine-tune), the row stored with events, a failure that leaves the
-job succeeded, a re-run from the stored outputs, and interrupted rows repaired."""
+run succeeded, a re-run from the stored outputs, and interrupted rows repaired."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from app.evaluations import service
-from app.models import Artifact, Evaluation, Job, JobEvent, JobStatus, Worker, utcnow
+from app.models import Artifact, Evaluation, Run, RunEvent, RunStatus, Worker, utcnow
 from app.storage import ArtifactStore
 from tests.factories import make_account
-from tests.jobs.factories import chat, make_dataset, make_job, register_model
+from tests.runs.factories import chat, make_dataset, make_run, register_model
 from tests.worker.training.factories import tiny_config
 from worker.tasks import evaluation
 
@@ -25,10 +25,10 @@ EVAL = [chat(1000 + i) for i in range(4)]  # what make_dataset stores as the eva
 def trained(tiny_model_dir, tmp_path_factory):
     """A LoRA run on the tiny model (its adapter saved), shared by the tests of this module."""
     from worker.training.reporter import NullReporter
-    from worker.training.run import run
+    from worker.training.run import run as run_engine
 
     config = tiny_config(tiny_model_dir, max_steps=16, max_length=96)
-    result = run(config, TRAIN, EVAL, tmp_path_factory.mktemp("run"), NullReporter(), export_merged=False)
+    result = run_engine(config, TRAIN, EVAL, tmp_path_factory.mktemp("run"), NullReporter(), export_merged=False)
     return config, result
 
 
@@ -69,10 +69,10 @@ def test_classification_goal_adds_accuracy_and_training_prompts_are_marked(train
 
 def test_full_fine_tune_loads_the_base_beside_it(tiny_model_dir, tokenizer, tmp_path):
     from worker.training.reporter import NullReporter
-    from worker.training.run import run
+    from worker.training.run import run as run_engine
 
     config = tiny_config(tiny_model_dir, method="full", learning_rate=1e-3, max_steps=4, max_length=96)
-    result = run(config, TRAIN, EVAL, tmp_path, NullReporter())
+    result = run_engine(config, TRAIN, EVAL, tmp_path, NullReporter())
     base = evaluation.load_plain(config, config.base_model)
     out = evaluation.evaluate_pair(result.model, tokenizer, EVAL, split="eval", max_length=96, samples=2,
                                    max_new_tokens=8, goal="other", base=base)
@@ -95,72 +95,72 @@ def test_split_and_sample_choice():
 # -- the stored evaluation -------------------------------------------------------------------
 
 @pytest.fixture
-def job(db, settings, tiny_model_dir, trained) -> Job:
+def run(db, settings, tiny_model_dir, trained) -> Run:
     account = make_account(db)
     model = register_model(db, tiny_model_dir)
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16, n_eval=4)
-    job = make_job(db, account.team_id, dataset, model, status=JobStatus.succeeded, goal="support_answers",
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded, goal="support_answers",
                    finished_at=utcnow())
-    job.config = trained[0].model_dump()
+    run.config = trained[0].model_dump()
     db.commit()
-    return job
+    return run
 
 
-def _events(db, job_id: int) -> list[str]:  # noqa: ANN001
+def _events(db, run_id: int) -> list[str]:  # noqa: ANN001
     db.expire_all()
-    return [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    return [e.message for e in db.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))]
 
 
-def test_evaluation_after_a_run_is_stored_with_both_sides(db, job, trained, settings, monkeypatch):
+def test_evaluation_after_a_run_is_stored_with_both_sides(db, run, trained, settings, monkeypatch):
     monkeypatch.setattr(settings, "eval_samples", 3)
     monkeypatch.setattr(settings, "eval_max_new_tokens", 24)
     monkeypatch.setattr("worker.tasks.evaluation.get_settings", lambda: settings)
-    assert evaluation.evaluate_after_run(job.id, trained[1], TRAIN, EVAL)
+    assert evaluation.evaluate_after_run(run.id, trained[1], TRAIN, EVAL)
     db.expire_all()
-    [row] = db.scalars(select(Evaluation).where(Evaluation.job_id == job.id)).all()
-    assert row.kind == "automatic" and row.status == "succeeded" and row.team_id == job.team_id
+    [row] = db.scalars(select(Evaluation).where(Evaluation.run_id == run.id)).all()
+    assert row.kind == "automatic" and row.status == "succeeded" and row.team_id == run.team_id
     assert row.metrics["finetuned"]["eval_loss"] < row.metrics["base"]["eval_loss"]
     assert len(row.samples) == 3 and set(row.samples[0]) == {"prompt", "reference", "base", "finetuned"}
     assert row.details["split"] == "eval" and row.details["samples"] == 3 and row.details["max_new_tokens"] == 24
     assert row.details["seconds"] >= 0 and row.details["worker"] and row.finished_at is not None
-    events = _events(db, job.id)
+    events = _events(db, run.id)
     assert "Evaluating: base model on 3 eval prompts…" in events and "Evaluating: fine-tuned model…" in events
     assert events[-1].startswith("Evaluation done: ROUGE-L ") and "eval loss" in events[-1]
-    assert db.get(Job, job.id).status == JobStatus.succeeded
+    assert db.get(Run, run.id).status == RunStatus.succeeded
 
 
-def test_failed_evaluation_leaves_the_job_succeeded(db, job, trained, monkeypatch):
+def test_failed_evaluation_leaves_the_run_succeeded(db, run, trained, monkeypatch):
     def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("generation exploded")
 
     monkeypatch.setattr(evaluation, "evaluate_pair", boom)
-    assert not evaluation.evaluate_after_run(job.id, trained[1], TRAIN, EVAL)
+    assert not evaluation.evaluate_after_run(run.id, trained[1], TRAIN, EVAL)
     db.expire_all()
-    row = db.scalar(select(Evaluation).where(Evaluation.job_id == job.id))
+    row = db.scalar(select(Evaluation).where(Evaluation.run_id == run.id))
     assert row.status == "failed" and "RuntimeError: generation exploded" in row.error_message
     assert row.finished_at is not None
-    assert db.get(Job, job.id).status == JobStatus.succeeded
-    assert _events(db, job.id)[-1].startswith("Evaluation failed: RuntimeError: generation exploded")
+    assert db.get(Run, run.id).status == RunStatus.succeeded
+    assert _events(db, run.id)[-1].startswith("Evaluation failed: RuntimeError: generation exploded")
 
 
-def test_no_evaluation_for_a_job_that_did_not_succeed(db, job, trained):
-    job.status = JobStatus.cancelled
+def test_no_evaluation_for_a_run_that_did_not_succeed(db, run, trained):
+    run.status = RunStatus.cancelled
     db.commit()
-    assert not evaluation.evaluate_after_run(job.id, trained[1], TRAIN, EVAL)
-    assert db.scalar(select(Evaluation).where(Evaluation.job_id == job.id)) is None
+    assert not evaluation.evaluate_after_run(run.id, trained[1], TRAIN, EVAL)
+    assert db.scalar(select(Evaluation).where(Evaluation.run_id == run.id)) is None
 
 
-def test_rerun_evaluates_the_stored_adapter(db, job, trained, settings, monkeypatch, sent):
+def test_rerun_evaluates_the_stored_adapter(db, run, trained, settings, monkeypatch, sent):
     monkeypatch.setattr(settings, "eval_samples", 2)
     monkeypatch.setattr(settings, "eval_max_new_tokens", 8)
     monkeypatch.setattr("worker.tasks.evaluation.get_settings", lambda: settings)
     store = ArtifactStore(settings.artifact_dir)
-    key = f"teams/{job.team_id}/jobs/{job.id}/run/adapter"
+    key = f"teams/{run.team_id}/jobs/{run.id}/run/adapter"
     shutil.copytree(trained[1].adapter_dir, store.path(key))
-    db.add(Artifact(team_id=job.team_id, job_id=job.id, kind="adapter", path=key))
-    row = service.rerun(db, job=job, alive={})
+    db.add(Artifact(team_id=run.team_id, run_id=run.id, kind="adapter", path=key))
+    row = service.rerun(db, run=run, alive={})
     db.commit()
-    assert sent == [("studio.evaluate", [row.id], job.queue)]
+    assert sent == [("studio.evaluate", [row.id], run.queue)]
     assert evaluation.evaluate_again(row.id)
     assert not evaluation.evaluate_again(row.id)  # a duplicated message does nothing
     db.expire_all()
@@ -169,17 +169,17 @@ def test_rerun_evaluates_the_stored_adapter(db, job, trained, settings, monkeypa
     assert row.metrics["finetuned"]["eval_loss"] < row.metrics["base"]["eval_loss"]
 
 
-def test_rerun_without_saved_outputs_fails_clearly(db, job, sent):
-    row = service.rerun(db, job=job, alive={})
+def test_rerun_without_saved_outputs_fails_clearly(db, run, sent):
+    row = service.rerun(db, run=run, alive={})
     db.commit()
     assert not evaluation.evaluate_again(row.id)
     db.expire_all()
     assert "no saved adapter or model" in db.get(Evaluation, row.id).error_message
 
 
-def test_interrupted_evaluations_are_marked_failed(db, job):
+def test_interrupted_evaluations_are_marked_failed(db, run):
     db.add(Worker(name="alive@host", last_seen_at=utcnow(), queues="train", info={"pid": 7}))
-    rows = {name: Evaluation(team_id=job.team_id, job_id=job.id, status="running", details=details)
+    rows = {name: Evaluation(team_id=run.team_id, run_id=run.id, status="running", details=details)
             for name, details in {"gone": {"worker": "gone@host", "worker_pid": 1},
                                   "alive": {"worker": "alive@host", "worker_pid": 7},
                                   "restarted": {"worker": "alive@host", "worker_pid": 6},

@@ -16,7 +16,7 @@ import pytest
 
 from tests.processes import Processes, wait_for
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import chat, register_model
+from tests.runs.factories import chat, register_model
 
 
 def _free_port() -> int:
@@ -70,24 +70,24 @@ def test_openai_sdk_fine_tunes_and_chats(running_studio):
     assert client.files.content(processed.id).read() == data
     assert uploaded.id in [f.id for f in client.files.list()]
 
-    job = client.fine_tuning.jobs.create(model=s["model"], training_file=uploaded.id, suffix="sdk", seed=7,
+    run = client.fine_tuning.jobs.create(model=s["model"], training_file=uploaded.id, suffix="sdk", seed=7,
                                          hyperparameters={"n_epochs": 1, "batch_size": 4})
-    assert job.status == "queued" and job.id.startswith("ftjob-") and job.hyperparameters.n_epochs == 1
+    assert run.status == "queued" and run.id.startswith("ftjob-") and run.hyperparameters.n_epochs == 1
 
     def finished():  # noqa: ANN202
-        current = client.fine_tuning.jobs.retrieve(job.id)
+        current = client.fine_tuning.jobs.retrieve(run.id)
         assert current.status not in ("failed", "cancelled"), f"{current.error}\n{s['procs'].tail()}"
         return current if current.status == "succeeded" else None
 
-    done = wait_for(finished, 180, "the job to succeed", interval=1)
+    done = wait_for(finished, 180, "the run to succeed", interval=1)
     trained_in = time.monotonic() - started
-    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    events = [e.message for e in client.fine_tuning.jobs.list_events(run.id, limit=100)]
     # newest first: the run's evaluation may already be reporting after "Succeeded"
     succeeded = next(i for i, m in enumerate(events) if m.startswith("Succeeded"))
     assert all(m.startswith("Evaluat") for m in events[:succeeded]) and events[-1].startswith("Queued")
-    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(run.id).data
     assert checkpoints and checkpoints[0].step_number == 4
-    assert done.fine_tuned_model == f"ft:{s['model']}:{done.organization_id}:sdk:{job.id.split('-')[1]}"
+    assert done.fine_tuned_model == f"ft:{s['model']}:{done.organization_id}:sdk:{run.id.split('-')[1]}"
     assert done.trained_tokens and done.trained_tokens > 0
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
     assert client.models.retrieve(done.fine_tuned_model).owned_by == done.organization_id

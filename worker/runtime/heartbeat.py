@@ -1,4 +1,4 @@
-"""Each worker upserts its row in `workers` every few seconds; /readyz, `studio doctor`, job
+"""Each worker upserts its row in `workers` every few seconds; /readyz, `studio doctor`, run
 routing and the reconciler read it. Started by Celery's worker_ready signal."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _fresh_connections(**_kwargs) -> None:
 def _preload_engine(sender=None, **_kwargs) -> None:  # noqa: ANN001
     """A training worker runs the solo pool (one task at a time in this very process, no fork:
     CUDA cannot be re-initialised in a forked child). It imports the engine and probes its
-    device now, so a claimed job starts training at once."""
+    device now, so a claimed run starts training at once."""
     if getattr(sender, "pool_cls", None) is None or "solo" not in str(sender.pool_cls).lower():
         return
     try:

@@ -1,11 +1,11 @@
 """Repairs what the broker cannot: the database is the truth.
 
-- A running job whose lease heartbeat is older than `heartbeat_timeout_s` lost its worker (killed,
+- A run in progress whose lease heartbeat is older than `heartbeat_timeout_s` lost its worker (killed,
   host down): it is queued again and resumes from its latest checkpoint, up to `max_attempts`;
   after that it fails with the reason.
-- A queued job that has waited longer than `requeue_after_s` while a training worker sat idle
+- A queued run that has waited longer than `requeue_after_s` while a training worker sat idle
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
-  Extra tickets are harmless: a worker claims jobs by compare-and-set.
+  Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
 - An A/B comparison still waiting for its answers after `requeue_after_s` while a training worker
   sat idle lost its message: its generation is enqueued again (the task skips a comparison that
@@ -28,12 +28,12 @@ from datetime import timedelta
 from app import queue
 from app.config import Settings, get_settings
 from app.db import session_factory, session_scope
-from app.jobs import repository as repo
-from app.jobs import service
+from app.runs import repository as repo
+from app.runs import service
 from app.ab import repository as ab_repo
 from app.ab import service as ab
 from app.datasets import repository as datasets_repo
-from app.models import JobStatus, utcnow
+from app.models import RunStatus, utcnow
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from app.workers import repository as workers_repo
@@ -44,26 +44,26 @@ log = logging.getLogger(__name__)
 
 def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
     count = 0
-    for job in repo.stale_running(s, heartbeat_before=now - timedelta(seconds=settings.heartbeat_timeout_s)):
-        silent = int((now - job.heartbeat_at).total_seconds())
-        if job.attempt < job.max_attempts:
-            values = dict(status=JobStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
+    for run in repo.stale_running(s, heartbeat_before=now - timedelta(seconds=settings.heartbeat_timeout_s)):
+        silent = int((now - run.heartbeat_at).total_seconds())
+        if run.attempt < run.max_attempts:
+            values = dict(status=RunStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
         else:
-            values = dict(status=JobStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
-                          error_message=f"The worker running this job stopped answering {job.attempt} times; "
-                          "the job was given up. Check the workers' logs (out of host memory?) and retry.")
-        if not repo.take_back(s, job_id=job.id, lease_token=job.lease_token, values=values):
+            values = dict(status=RunStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
+                          error_message=f"The worker running this run stopped answering {run.attempt} times; "
+                          "the run was given up. Check the workers' logs (out of host memory?) and retry.")
+        if not repo.take_back(s, run_id=run.id, lease_token=run.lease_token, values=values):
             continue
-        s.expire(job)
+        s.expire(run)
         count += 1
-        if values["status"] == JobStatus.queued:
-            service.add_event(s, job, "status", f"The worker {job.worker_id} stopped answering ({silent}s without "
+        if values["status"] == RunStatus.queued:
+            service.add_event(s, run, "status", f"The worker {run.worker_id} stopped answering ({silent}s without "
                               f"a heartbeat): queued again, it resumes from its latest checkpoint "
-                              f"(attempt {job.attempt + 1} of {job.max_attempts}).", level="warning",
+                              f"(attempt {run.attempt + 1} of {run.max_attempts}).", level="warning",
                               data={"status": "queued", "reason": "worker_lost"})
-            queue.enqueue(s, service.TRAIN_TASK, job.id, queue=job.queue)
+            queue.enqueue(s, service.TRAIN_TASK, run.id, queue=run.queue)
         else:
-            service.add_event(s, job, "status", values["error_message"], level="error",
+            service.add_event(s, run, "status", values["error_message"], level="error",
                               data={"status": "failed", "kind": "worker_lost"})
     return count
 
@@ -78,9 +78,9 @@ def _resend_lost(s, settings: Settings, now) -> int:  # noqa: ANN001
     if not _idle_train_workers(s, now):
         return 0
     waiting = repo.waiting_since(s, enqueued_before=now - timedelta(seconds=settings.requeue_after_s))
-    for job in waiting:
-        job.enqueued_at = now
-        queue.enqueue(s, service.TRAIN_TASK, job.id, queue=job.queue)
+    for run in waiting:
+        run.enqueued_at = now
+        queue.enqueue(s, service.TRAIN_TASK, run.id, queue=run.queue)
     return len(waiting)
 
 
@@ -128,7 +128,7 @@ def reconcile(settings: Settings | None = None) -> dict[str, int]:
     interrupted = evaluation.fail_interrupted()
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
-        log.warning("reconciler: %d lost jobs requeued, %d tickets re-sent, %d validations re-sent, "
+        log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
     return {"requeued": requeued, "resent": resent, "validations": validations, "comparisons": comparisons,
             "evaluations": interrupted, "sweeps": advanced}

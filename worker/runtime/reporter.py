@@ -1,10 +1,10 @@
-"""The engine's reporter, implemented against the database for one claimed job.
+"""The engine's reporter, implemented against the database for one claimed run.
 
 - metrics are buffered and written in batches (one transaction every couple of seconds, never
   one commit per step);
-- a thread renews the job's lease (its heartbeat) every few seconds; if the lease was taken
-  away (the reconciler gave the job to another worker), the run stops at its next step so that
-  two runs of one job never overlap;
+- a thread renews the run's lease (its heartbeat) every few seconds; if the lease was taken
+  away (the reconciler gave the run to another worker), the run stops at its next step so that
+  two runs of one run never overlap;
 - should_stop() reads the cancel flag at most once a second;
 - every log line goes to the run's log file (an artifact whose tail the run page shows).
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import repository as repo
-from app.jobs import service
+from app.runs import repository as repo
+from app.runs import service
 from app.models import Checkpoint, utcnow
 
 FLUSH_EVERY_S = 2.0
@@ -29,12 +29,12 @@ HEARTBEAT_EVERY_S = 5.0
 
 
 class LeaseLost(RuntimeError):
-    """Another worker owns this job now."""
+    """Another worker owns this run now."""
 
 
 class DatabaseReporter:
-    def __init__(self, *, job_id: int, attempt: int, lease_token: str, log_path: Path, store_root: Path):
-        self.job_id, self.attempt, self.lease = job_id, attempt, lease_token
+    def __init__(self, *, run_id: int, attempt: int, lease_token: str, log_path: Path, store_root: Path):
+        self.run_id, self.attempt, self.lease = run_id, attempt, lease_token
         self.store_root = store_root
         self.log_path = log_path
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ class DatabaseReporter:
         self.cancelled = False
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{job_id}")
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{run_id}")
         self._beat.start()
 
     # -- the Reporter protocol -----------------------------------------------------------------
@@ -55,7 +55,7 @@ class DatabaseReporter:
         with self._lock:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and value == value:  # skip NaN
-                    self._buffer.append({"job_id": self.job_id, "attempt": self.attempt, "step": step,
+                    self._buffer.append({"run_id": self.run_id, "attempt": self.attempt, "step": step,
                                          "name": name, "value": float(value)})
         if len(self._buffer) >= MAX_BUFFER or time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
             self.flush()
@@ -68,16 +68,16 @@ class DatabaseReporter:
         key = Path(path).resolve().relative_to(self.store_root).as_posix()
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
         with session_scope() as s:
-            if repo.checkpoint(s, self.job_id, step) is None:
-                s.add(Checkpoint(job_id=self.job_id, step=step, path=key, size_bytes=size, metrics=metadata))
-                service.add_event(s, repo.by_id(s, self.job_id), "checkpoint", f"Checkpoint saved at step {step}.",
+            if repo.checkpoint(s, self.run_id, step) is None:
+                s.add(Checkpoint(run_id=self.run_id, step=step, path=key, size_bytes=size, metrics=metadata))
+                service.add_event(s, repo.by_id(s, self.run_id), "checkpoint", f"Checkpoint saved at step {step}.",
                                   data={"step": step})
         self.on_log(f"checkpoint at step {step}")
 
     def on_checkpoints_deleted(self, steps: list[int]) -> None:
         """The run page and the APIs list the checkpoints that are on disk: deleted ones go."""
         with session_scope() as s:
-            repo.delete_checkpoints(s, self.job_id, steps)
+            repo.delete_checkpoints(s, self.run_id, steps)
         self.on_log(f"Deleted older checkpoints (steps {', '.join(map(str, steps))}); the newest are kept.")
 
     def should_stop(self) -> bool:
@@ -86,7 +86,7 @@ class DatabaseReporter:
         if time.monotonic() - self._last_poll >= POLL_EVERY_S:
             self._last_poll = time.monotonic()
             with session_scope() as s:
-                row = repo.stop_signals(s, self.job_id)
+                row = repo.stop_signals(s, self.run_id)
             if row.lease_token != self.lease:
                 self.lease_lost = True
             elif row.cancel_requested:
@@ -109,8 +109,8 @@ class DatabaseReporter:
             if rows:
                 repo.add_metrics(s, rows)
             if progress is not None:
-                job = repo.by_id(s, self.job_id)
-                job.current_step, job.total_steps, job.eta_s = progress
+                run = repo.by_id(s, self.run_id)
+                run.current_step, run.total_steps, run.eta_s = progress
 
     def _heartbeat(self) -> None:
         # Several beats fit in the timeout, so that one slow write never looks like a lost worker.
@@ -118,7 +118,7 @@ class DatabaseReporter:
         while not self._closing.wait(every):
             try:
                 with session_scope() as s:
-                    if not repo.renew_lease(s, job_id=self.job_id, lease_token=self.lease, now=utcnow()):
+                    if not repo.renew_lease(s, run_id=self.run_id, lease_token=self.lease, now=utcnow()):
                         self.lease_lost = True
                         return
             except Exception:  # a database hiccup: the next beat retries; the lease is generous

@@ -27,7 +27,7 @@ from app.db import session_scope
 from app.errors import StudioError
 from app.inference import targets
 from app.inference.client import Target
-from app.jobs import repository as jobs_repo
+from app.runs import repository as runs_repo
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
 from worker.celery_app import celery_app
@@ -79,11 +79,11 @@ def _target(session, team_id: int, ref: dict, label: str) -> Target:  # noqa: AN
         if model is None:
             raise ModelUnavailable(f"The base model {label} was removed, so it cannot answer.")
         return targets.base_target(model)
-    job = jobs_repo.get(session, team_id=team_id, job_id=int(ref["id"]))
-    if job is None:
+    run = runs_repo.get(session, team_id=team_id, run_id=int(ref["id"]))
+    if run is None:
         raise ModelUnavailable(f"The run {label} was removed, so it cannot answer.")
     try:
-        return targets.job_target(session, store, team_id=team_id, job=job)[1]
+        return targets.run_target(session, store, team_id=team_id, run=run)[1]
     except StudioError as exc:
         raise ModelUnavailable(f"{label}: {exc.message}") from exc
 

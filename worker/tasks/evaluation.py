@@ -1,6 +1,6 @@
 """Automatic evaluation of a finished run: the base model against the fine-tuned one.
 
-    evaluate_after_run(job_id, result, train_records, eval_records)  # in the training task, model in memory
+    evaluate_after_run(run_id, result, train_records, eval_records)  # in the training task, model in memory
     evaluate_again(evaluation_id)                                      # the studio.evaluate task (re-run)
 
 Both models are measured the same way on the same data:
@@ -13,7 +13,7 @@ shows what the model learned, not how it does on unseen prompts.
 
 Adapter runs reuse the trained model in memory: its base numbers come with the adapter disabled.
 A full fine-tune loads the base model beside it. The result is one `evaluations` row (kind
-"automatic"); a failure marks the row failed and never touches the job, which is already succeeded.
+"automatic"); a failure marks the row failed and never touches the run, which is already succeeded.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from app.db import session_scope
 from app.evaluations import judge
 from app.evaluations import repository as repo
 from app.evaluations import service
-from app.jobs import repository as jobs_repo
-from app.jobs import service as jobs_service
-from app.models import Evaluation, JobStatus, utcnow
+from app.runs import repository as runs_repo
+from app.runs import service as runs_service
+from app.models import Evaluation, RunStatus, utcnow
 from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -155,19 +155,19 @@ def worker_name() -> str:
     return getattr(request, "hostname", None) or f"local@{socket.gethostname()}"
 
 
-def _event(job_id: int, message: str, **data: Any) -> None:
+def _event(run_id: int, message: str, **data: Any) -> None:
     with session_scope() as s:
-        job = jobs_repo.by_id(s, job_id)
-        jobs_service.add_event(s, job, "evaluation", message, data=data or None)
+        run = runs_repo.by_id(s, run_id)
+        runs_service.add_event(s, run, "evaluation", message, data=data or None)
 
 
-def open_after_run(job_id: int, worker: str) -> int | None:
-    """A pending automatic evaluation for a job that just succeeded (None if it did not)."""
+def open_after_run(run_id: int, worker: str) -> int | None:
+    """A pending automatic evaluation for a run that just succeeded (None if it did not)."""
     with session_scope() as s:
-        job = jobs_repo.by_id(s, job_id)
-        if job is None or job.status != JobStatus.succeeded:
+        run = runs_repo.by_id(s, run_id)
+        if run is None or run.status != RunStatus.succeeded:
             return None
-        row = Evaluation(team_id=job.team_id, job_id=job.id, kind=service.AUTOMATIC, status="pending",
+        row = Evaluation(team_id=run.team_id, run_id=run.id, kind=service.AUTOMATIC, status="pending",
                          details={"source": "after_run", "worker": worker, "worker_pid": os.getpid()})
         s.add(row)
         s.flush()
@@ -175,16 +175,16 @@ def open_after_run(job_id: int, worker: str) -> int | None:
 
 
 def _start(evaluation_id: int, worker: str) -> dict[str, Any] | None:
-    """pending -> running, compare-and-set; what the evaluation needs to know about its job."""
+    """pending -> running, compare-and-set; what the evaluation needs to know about its run."""
     with session_scope() as s:
         row = repo.get_for_update(s, evaluation_id)
         if row is None or row.status != "pending":
             return None
-        job = jobs_repo.by_id(s, row.job_id)
+        run = runs_repo.by_id(s, row.run_id)
         row.status = "running"
         row.details = {**(row.details or {}), "worker": worker, "worker_pid": os.getpid()}
-        return {"job_id": job.id, "team_id": job.team_id, "config": dict(job.config), "goal": job.goal,
-                "dataset_id": job.dataset_id, "eval_dataset_id": job.eval_dataset_id}
+        return {"run_id": run.id, "team_id": run.team_id, "config": dict(run.config), "goal": run.goal,
+                "dataset_id": run.dataset_id, "eval_dataset_id": run.eval_dataset_id}
 
 
 def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> None:
@@ -195,10 +195,10 @@ def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> Non
         row.status, row.finished_at = "succeeded", utcnow()
         row.metrics, row.samples = outcome["metrics"], outcome["samples"]
         row.details = {**(row.details or {}), **outcome["details"], "seconds": round(seconds, 1)}
-        job = jobs_repo.by_id(s, row.job_id)
-        jobs_service.add_event(s, job, "evaluation", f"Evaluation done: {summary(outcome['metrics'])}.",
+        run = runs_repo.by_id(s, row.run_id)
+        runs_service.add_event(s, run, "evaluation", f"Evaluation done: {summary(outcome['metrics'])}.",
                                data={"evaluation_id": row.id, "status": "succeeded"})
-        judge.enqueue_if_configured(s, job, get_settings())  # the LLM judge scores these answers next
+        judge.enqueue_if_configured(s, run, get_settings())  # the LLM judge scores these answers next
 
 
 def _fail(evaluation_id: int, exc: BaseException) -> None:
@@ -211,16 +211,16 @@ def _fail(evaluation_id: int, exc: BaseException) -> None:
 
 
 def _run(evaluation_id: int, work: Callable[[dict[str, Any], Callable[[str], None]], dict[str, Any]]) -> bool:
-    """Runs `work(job, progress)` for a pending evaluation and records the outcome; never raises."""
+    """Runs `work(run, progress)` for a pending evaluation and records the outcome; never raises."""
     worker = worker_name()
-    job = _start(evaluation_id, worker)
-    if job is None:
+    run = _start(evaluation_id, worker)
+    if run is None:
         return False
     started = time.monotonic()
     try:
-        outcome = work(job, lambda message: _event(job["job_id"], message, evaluation_id=evaluation_id))
+        outcome = work(run, lambda message: _event(run["run_id"], message, evaluation_id=evaluation_id))
     except Exception as exc:
-        log.exception("evaluation %s of job %s failed", evaluation_id, job["job_id"])
+        log.exception("evaluation %s of run %s failed", evaluation_id, run["run_id"])
         _fail(evaluation_id, exc)
         return False
     _succeed(evaluation_id, outcome, time.monotonic() - started)
@@ -231,25 +231,25 @@ def _split(train_records: list[dict], eval_records: list[dict]) -> tuple[list[di
     return (eval_records, "eval") if eval_records else (train_records, "train")
 
 
-def evaluate_after_run(job_id: int, result, train_records: list[dict], eval_records: list[dict]) -> bool:  # noqa: ANN001
+def evaluate_after_run(run_id: int, result, train_records: list[dict], eval_records: list[dict]) -> bool:  # noqa: ANN001
     """Evaluates the run that just succeeded with its trained model still in memory."""
     settings = get_settings()
-    evaluation_id = open_after_run(job_id, worker_name())
+    evaluation_id = open_after_run(run_id, worker_name())
     if evaluation_id is None:
         return False
 
-    def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    def work(run: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
         from planner.config import TrainingConfig
         from worker.training.modeling import load_tokenizer
 
-        config = TrainingConfig.model_validate(job["config"])
+        config = TrainingConfig.model_validate(run["config"])
         tokenizer = load_tokenizer(config.base_model)
         base = None if config.uses_adapter else load_plain(config, config.base_model)
         records, split = _split(train_records, eval_records)
         try:
             return evaluate_pair(result.model, tokenizer, records, split=split, max_length=config.max_length,
                                  samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
-                                 goal=job["goal"], base=base, progress=progress)
+                                 goal=run["goal"], base=base, progress=progress)
         finally:
             del base
             _free_memory()
@@ -262,12 +262,12 @@ def evaluate_again(evaluation_id: int) -> bool:
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
 
-    def work(job: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    def work(run: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
         from planner.config import TrainingConfig
         from worker.training.modeling import load_tokenizer
 
-        config = TrainingConfig.model_validate(job["config"])
-        train_records, eval_records, outputs = _stored_inputs(store, job)
+        config = TrainingConfig.model_validate(run["config"])
+        train_records, eval_records, outputs = _stored_inputs(store, run)
         if not outputs:
             raise ValueError("This run has no saved adapter or model to evaluate.")
         tokenizer = load_tokenizer(config.base_model)
@@ -276,7 +276,7 @@ def evaluate_again(evaluation_id: int) -> bool:
         try:
             return evaluate_pair(models[0], tokenizer, records, split=split, max_length=config.max_length,
                                  samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
-                                 goal=job["goal"], base=models[1], progress=progress)
+                                 goal=run["goal"], base=models[1], progress=progress)
         finally:
             models.clear()
             _free_memory()
@@ -305,16 +305,16 @@ def _records(store: ArtifactStore, key: str | None) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _stored_inputs(store: ArtifactStore, job: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
+def _stored_inputs(store: ArtifactStore, run: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
     """The run's training and eval records (as the training task read them) and its saved outputs."""
     with session_scope() as s:
-        dataset = datasets_repo.get(s, team_id=job["team_id"], dataset_id=job["dataset_id"], purpose=None)
+        dataset = datasets_repo.get(s, team_id=run["team_id"], dataset_id=run["dataset_id"], purpose=None)
         eval_key = dataset.normalized_eval_path
-        if job["eval_dataset_id"] and job["eval_dataset_id"] != dataset.eval_dataset_id:  # OpenAI validation_file
-            eval_key = datasets_repo.get(s, team_id=job["team_id"], dataset_id=job["eval_dataset_id"],
+        if run["eval_dataset_id"] and run["eval_dataset_id"] != dataset.eval_dataset_id:  # OpenAI validation_file
+            eval_key = datasets_repo.get(s, team_id=run["team_id"], dataset_id=run["eval_dataset_id"],
                                          purpose=None).normalized_path
         train_key = dataset.normalized_path
-        outputs = {a.kind: a.path for a in jobs_repo.artifacts(s, team_id=job["team_id"], job_id=job["job_id"])
+        outputs = {a.kind: a.path for a in runs_repo.artifacts(s, team_id=run["team_id"], run_id=run["run_id"])
                    if a.kind in ("adapter", "model")}
     return _records(store, train_key), _records(store, eval_key), outputs
 

@@ -4,7 +4,7 @@ On Linux, glibc serves large blocks (activations, gradients) with mmap and retur
 munmap as soon as they are freed, and trims the heap top past 128 KiB; every step then pays
 page faults to map and zero the same memory again. A long-lived process whose early work grew
 the heap escapes this by luck, a fresh worker does not: the same 120-step run took 22.4 s in a
-fresh process against 19.6 s in a warm one (bench/job_overhead.py's model, 2-core CPU). With
+fresh process against 19.6 s in a warm one (bench/run_overhead.py's model, 2-core CPU). With
 blocks up to 32 MiB kept on the heap and trimming only past 1 GiB it took 20.3 s.
 
 `tune()` is process-wide and idempotent; it does nothing where glibc's mallopt is missing

@@ -1,6 +1,6 @@
 """The engine's only window on the outside world.
 
-worker/runtime/reporter.py implements Reporter against the database (metrics rows, checkpoint rows, job
+worker/runtime/reporter.py implements Reporter against the database (metrics rows, checkpoint rows, run
 events, the cancel flag); the CLI implements it by printing lines. The engine never imports
 either.
 """

@@ -209,7 +209,7 @@ def run(
 
 def _quiet_libraries() -> None:
     """The run's log is for people: no progress bars drawn into it, no library-internal deprecation
-    notices nobody running a job can act on (transformers calls its own deprecated property)."""
+    notices nobody running a run can act on (transformers calls its own deprecated property)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

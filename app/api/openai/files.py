@@ -123,8 +123,8 @@ def delete_file(request: Request, file_id: str, db: SessionDep, p: CurrentPrinci
     """Deletes the file and its validated copies; a file a fine-tuning job used is kept."""
     p.require("write")
     row = get_file(db, p.team_id, file_id)
-    if repo.jobs_using(db, team_id=p.team_id, dataset_id=row.id):
-        raise Conflict("A fine-tuning job used this file, so it is kept with the job's record.", param="file_id")
+    if repo.runs_using(db, team_id=p.team_id, dataset_id=row.id):
+        raise Conflict("A fine-tuning job used this file, so it is kept with the run's record.", param="file_id")
     keys = [k for k in (row.raw_path, row.normalized_path, row.normalized_eval_path) if k]
     try:
         with db.begin_nested():

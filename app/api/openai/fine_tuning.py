@@ -1,6 +1,6 @@
-"""`/v1/fine_tuning/jobs`: OpenAI fine-tuning jobs mapped onto the studio's jobs.
+"""`/v1/fine_tuning/jobs`: OpenAI fine-tuning jobs mapped onto the studio's runs.
 
-create -> app.jobs.service.submit (same checks, same queue); n_epochs, batch_size and
+create -> app.runs.service.submit (same checks, same queue); n_epochs, batch_size and
 learning_rate_multiplier become overrides of the studio's auto preset, "auto" keeps its choice.
 """
 
@@ -29,59 +29,59 @@ from app.api.openai.schemas import (
 )
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.errors import InvalidInput
-from app.jobs import configure, service
-from app.models import DatasetStatus, Job, JobStatus, utcnow
+from app.runs import configure, service
+from app.models import DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from planner.defaults import DEFAULT_SEED
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
-STATUS = {JobStatus.queued: "queued", JobStatus.running: "running", JobStatus.succeeded: "succeeded",
-          JobStatus.failed: "failed", JobStatus.cancelled: "cancelled"}
+STATUS = {RunStatus.queued: "queued", RunStatus.running: "running", RunStatus.succeeded: "succeeded",
+          RunStatus.failed: "failed", RunStatus.cancelled: "cancelled"}
 LEVELS = {"warning": "warn", "error": "error"}
-OPENAI_KEY = "openai"  # where the request's own values are kept in Job.estimate
+OPENAI_KEY = "openai"  # where the request's own values are kept in Run.estimate
 
 
-def _epochs_done(job: Job) -> float:
-    result = job.result or {}
-    return float((result.get("metrics") or {}).get("epoch") or job.config.get("epochs") or 1)
+def _epochs_done(run: Run) -> float:
+    result = run.result or {}
+    return float((result.get("metrics") or {}).get("epoch") or run.config.get("epochs") or 1)
 
 
-def _trained_tokens(job: Job) -> int | None:
-    if job.status != JobStatus.succeeded:
+def _trained_tokens(run: Run) -> int | None:
+    if run.status != RunStatus.succeeded:
         return None
-    per_epoch = ((job.result or {}).get("data_report") or {}).get("trained_tokens")
-    return int(round(per_epoch * _epochs_done(job))) if per_epoch is not None else None
+    per_epoch = ((run.result or {}).get("data_report") or {}).get("trained_tokens")
+    return int(round(per_epoch * _epochs_done(run))) if per_epoch is not None else None
 
 
-def _hyperparameters(job: Job) -> HyperparametersOut:
-    asked = ((job.estimate or {}).get(OPENAI_KEY) or {}).get("hyperparameters") or {}
-    epochs = job.config.get("epochs")
+def _hyperparameters(run: Run) -> HyperparametersOut:
+    asked = ((run.estimate or {}).get(OPENAI_KEY) or {}).get("hyperparameters") or {}
+    epochs = run.config.get("epochs")
     return HyperparametersOut(
-        n_epochs=int(epochs) if epochs and not job.config.get("max_steps") else "auto",
-        batch_size=job.config.get("per_device_batch_size", 1) * job.config.get("grad_accum", 1),
+        n_epochs=int(epochs) if epochs and not run.config.get("max_steps") else "auto",
+        batch_size=run.config.get("per_device_batch_size", 1) * run.config.get("grad_accum", 1),
         learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto")
 
 
-def job_out(db: Session, job: Job) -> JobOut:
-    base = models_repo.get_visible(db, team_id=job.team_id, model_id=job.base_model_id)
-    slug = base.slug if base is not None else str(job.base_model_id)
-    asked = (job.estimate or {}).get(OPENAI_KEY) or {}
+def job_out(db: Session, run: Run) -> JobOut:
+    base = models_repo.get_visible(db, team_id=run.team_id, model_id=run.base_model_id)
+    slug = base.slug if base is not None else str(run.base_model_id)
+    asked = (run.estimate or {}).get(OPENAI_KEY) or {}
     error = None
-    if job.status == JobStatus.failed:
-        error = JobError(code=job.error_kind or "error", message=job.error_message or "The run failed.")
+    if run.status == RunStatus.failed:
+        error = JobError(code=run.error_kind or "error", message=run.error_message or "The run failed.")
     finish = None
-    if job.status == JobStatus.running and job.eta_s:
-        finish = names.unix(utcnow()) + int(job.eta_s)
-    hp = _hyperparameters(job)
+    if run.status == RunStatus.running and run.eta_s:
+        finish = names.unix(utcnow()) + int(run.eta_s)
+    hp = _hyperparameters(run)
     return JobOut(
-        id=names.encode("ftjob", job.id), created_at=names.unix(job.created_at), finished_at=names.unix(job.finished_at),
-        estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[job.status],
+        id=names.encode("ftjob", run.id), created_at=names.unix(run.created_at), finished_at=names.unix(run.finished_at),
+        estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[run.status],
         method=MethodOut(supervised={"hyperparameters": hp.model_dump()}),
-        fine_tuned_model=names.fine_tuned_name(job, slug) if job.status == JobStatus.succeeded else None,
-        organization_id=f"team-{job.team_id}", result_files=[], seed=job.seed if job.seed is not None else DEFAULT_SEED,
-        trained_tokens=_trained_tokens(job), training_file=names.encode("file", job.dataset_id),
-        validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=job.suffix)
+        fine_tuned_model=names.fine_tuned_name(run, slug) if run.status == RunStatus.succeeded else None,
+        organization_id=f"team-{run.team_id}", result_files=[], seed=run.seed if run.seed is not None else DEFAULT_SEED,
+        trained_tokens=_trained_tokens(run), training_file=names.encode("file", run.dataset_id),
+        validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=run.suffix)
 
 
 def _requested(body: JobCreateIn) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def _usable(db: Session, team_id: int, file_id: str, param: str):  # noqa: ANN20
     row = get_file(db, team_id, file_id, param=param)
     if row.status != DatasetStatus.valid:
         state = "still being validated" if row.status != DatasetStatus.invalid else "invalid"
-        raise InvalidInput(f"The file {file_id} is {state}: a job needs files whose status is 'processed'.",
+        raise InvalidInput(f"The file {file_id} is {state}: a run needs files whose status is 'processed'.",
                            param=param)
     return row
 
@@ -136,13 +136,13 @@ def create_job(body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
     asked = _requested(body)
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
                              hyperparameters=_overrides(asked, body.seed, base_lr), suffix=body.suffix)
-    job, _ = service.submit(db, sub=sub, settings=settings)
+    run, _ = service.submit(db, sub=sub, settings=settings)
     if valid is not None:
-        job.eval_dataset_id = valid.id
-    job.estimate = {**(job.estimate or {}), OPENAI_KEY: {
+        run.eval_dataset_id = valid.id
+    run.estimate = {**(run.estimate or {}), OPENAI_KEY: {
         "hyperparameters": asked, "validation_file": body.validation_file, "metadata": body.metadata}}
     db.flush()
-    return job_out(db, job)
+    return job_out(db, run)
 
 
 @router.get("/jobs", response_model=JobList)
@@ -150,26 +150,26 @@ def list_jobs(db: SessionDep, p: CurrentPrincipal,
               after: Annotated[str | None, Query(max_length=64, description="a job id: the page after it")] = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
     p.require("read")
-    jobs = repo.jobs_after(db, team_id=p.team_id, after_id=names.decode_cursor("ftjob", after), limit=limit + 1)
-    return JobList(data=[job_out(db, j) for j in jobs[:limit]], has_more=len(jobs) > limit)
+    runs = repo.runs_after(db, team_id=p.team_id, after_id=names.decode_cursor("ftjob", after), limit=limit + 1)
+    return JobList(data=[job_out(db, j) for j in runs[:limit]], has_more=len(runs) > limit)
 
 
-def _job(db: Session, team_id: int, job_id: str) -> Job:
-    return service.get(db, team_id=team_id, job_id=names.decode("ftjob", job_id, what="fine-tuning job"))
+def _run(db: Session, team_id: int, run_id: str) -> Run:
+    return service.get(db, team_id=team_id, run_id=names.decode("ftjob", run_id, what="fine-tuning job"))
 
 
 @router.get("/jobs/{fine_tuning_job_id}", response_model=JobOut)
 def retrieve_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -> JobOut:
     p.require("read")
-    return job_out(db, _job(db, p.team_id, fine_tuning_job_id))
+    return job_out(db, _run(db, p.team_id, fine_tuning_job_id))
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel", response_model=JobOut)
 def cancel_job(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal) -> JobOut:
     p.require("write")
-    job = service.cancel(db, _job(db, p.team_id, fine_tuning_job_id))
-    sweeps.job_ended(db, job)  # a sweep's next waiting run takes the freed slot
-    return job_out(db, job)
+    run = service.cancel(db, _run(db, p.team_id, fine_tuning_job_id))
+    sweeps.run_ended(db, run)  # a sweep's next waiting run takes the freed slot
+    return job_out(db, run)
 
 
 @router.get("/jobs/{fine_tuning_job_id}/events", response_model=EventList)
@@ -178,8 +178,8 @@ def list_events(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipal,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> EventList:
     """Newest first, as OpenAI lists them; `after` is the last event of the previous page."""
     p.require("read")
-    job = _job(db, p.team_id, fine_tuning_job_id)
-    rows = repo.events_newest_first(db, job_id=job.id, after_id=names.decode_cursor("ftevent", after),
+    run = _run(db, p.team_id, fine_tuning_job_id)
+    rows = repo.events_newest_first(db, run_id=run.id, after_id=names.decode_cursor("ftevent", after),
                                     limit=limit + 1)
     data = [EventOut(id=names.encode("ftevent", e.id), created_at=names.unix(e.created_at), message=e.message,
                      level=LEVELS.get(e.level, "info"), type="metrics" if e.kind == "metrics" else "message",
@@ -192,18 +192,18 @@ def list_checkpoints(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipa
                      after: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Annotated[int, Query(ge=1, le=100)] = 10) -> CheckpointList:
     p.require("read")
-    job = _job(db, p.team_id, fine_tuning_job_id)
-    base = models_repo.get_visible(db, team_id=p.team_id, model_id=job.base_model_id)
-    slug = base.slug if base is not None else str(job.base_model_id)
-    rows = repo.checkpoints_newest_first(db, job_id=job.id, after_id=names.decode_cursor("ftckpt", after),
+    run = _run(db, p.team_id, fine_tuning_job_id)
+    base = models_repo.get_visible(db, team_id=p.team_id, model_id=run.base_model_id)
+    slug = base.slug if base is not None else str(run.base_model_id)
+    rows = repo.checkpoints_newest_first(db, run_id=run.id, after_id=names.decode_cursor("ftckpt", after),
                                          limit=limit + 1)
     data = []
     for c in rows[:limit]:
         m = c.metrics or {}
         data.append(CheckpointOut(
             id=names.encode("ftckpt", c.id), created_at=names.unix(c.created_at), step_number=c.step,
-            fine_tuned_model_checkpoint=names.checkpoint_name(job, slug, c.step),
-            fine_tuning_job_id=names.encode("ftjob", job.id),
+            fine_tuned_model_checkpoint=names.checkpoint_name(run, slug, c.step),
+            fine_tuning_job_id=names.encode("ftjob", run.id),
             metrics=CheckpointMetrics(step=c.step, train_loss=m.get("loss", m.get("train_loss")),
                                       valid_loss=m.get("eval_loss"))))
     return CheckpointList(data=data, has_more=len(rows) > limit, first_id=data[0].id if data else None,

@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.jobs import repository as jobs_repo
-from app.models import BaseModel, Job
+from app.runs import repository as runs_repo
+from app.models import BaseModel, Run
 from app.models_registry import repository as models_repo
 
 
@@ -41,12 +41,12 @@ def base_name(model: BaseModel) -> str:
     return model.slug
 
 
-def fine_tuned_name(job: Job, base_slug: str) -> str:
-    return f"ft:{base_slug}:team-{job.team_id}:{job.suffix or ''}:{job.id}"
+def fine_tuned_name(run: Run, base_slug: str) -> str:
+    return f"ft:{base_slug}:team-{run.team_id}:{run.suffix or ''}:{run.id}"
 
 
-def checkpoint_name(job: Job, base_slug: str, step: int) -> str:
-    return f"{fine_tuned_name(job, base_slug)}:ckpt-step-{step}"
+def checkpoint_name(run: Run, base_slug: str, step: int) -> str:
+    return f"{fine_tuned_name(run, base_slug)}:ckpt-step-{step}"
 
 
 def base_model(session: Session, *, team_id: int, name: str, param: str = "model") -> BaseModel:
@@ -59,16 +59,16 @@ def base_model(session: Session, *, team_id: int, name: str, param: str = "model
     return row
 
 
-def fine_tuned_job(session: Session, *, team_id: int, name: str, param: str = "model") -> Job:
-    """The team's job behind an `ft:` name; the whole name must match, not only its job id."""
+def fine_tuned_run(session: Session, *, team_id: int, name: str, param: str = "model") -> Run:
+    """The team's run behind an `ft:` name; the whole name must match, not only its job id."""
     missing = NotFound("This model does not exist or you do not have access to it.", param=param)
     last = name.rsplit(":", 1)[-1]
     if not name.startswith("ft:") or not last.isdigit() or len(last) > 18:
         raise missing
-    job = jobs_repo.get(session, team_id=team_id, job_id=int(last))
-    if job is None:
+    run = runs_repo.get(session, team_id=team_id, run_id=int(last))
+    if run is None:
         raise missing
-    base = models_repo.get_visible(session, team_id=team_id, model_id=job.base_model_id)
-    if base is None or fine_tuned_name(job, base.slug) != name:
+    base = models_repo.get_visible(session, team_id=team_id, model_id=run.base_model_id)
+    if base is None or fine_tuned_name(run, base.slug) != name:
         raise missing
-    return job
+    return run

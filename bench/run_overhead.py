@@ -1,7 +1,7 @@
 """What the studio costs on top of the engine: the same training through the studio (queue,
 worker process, database metrics, checkpoints, artifacts) and through the engine alone.
 
-    .venv/bin/python bench/job_overhead.py [--steps 120] [--broker redis://127.0.0.1:6379/14]
+    .venv/bin/python bench/run_overhead.py [--steps 120] [--broker redis://127.0.0.1:6379/14]
 
 Prints the wall time of both, their ratio (goal <= 1.05) and the time from submit to running
 on an idle worker (goal < 2 s). Uses a small Llama built from a config with the built-in
@@ -48,11 +48,11 @@ def records(n: int) -> list[dict]:
 def engine_alone(model_dir: Path, data: list[dict], steps: int, out: Path) -> tuple[float, float]:
     from planner.config import TrainingConfig
     from worker.training.reporter import NullReporter
-    from worker.training.run import run
+    from worker.training.run import run as run_engine
 
     config = TrainingConfig(base_model=str(model_dir), max_steps=steps, save_steps=max(steps // 4, 1), **HYPER)
     started = time.perf_counter()
-    result = run(config, data, None, out, NullReporter())
+    result = run_engine(config, data, None, out, NullReporter())
     return time.perf_counter() - started, result.metrics["train_runtime_s"]
 
 
@@ -66,11 +66,11 @@ def through_studio(model_dir: Path, data: list[dict], steps: int, data_dir: Path
 
     from app.config import get_settings
     from app.db import session_scope
-    from app.jobs import service
+    from app.runs import service
     from app.models import Worker
     from app.storage import ArtifactStore
     from tests.factories import make_account
-    from tests.jobs.factories import make_dataset, register_model
+    from tests.runs.factories import make_dataset, register_model
 
     settings = get_settings()
     worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "train", "--name", "bench@local"],
@@ -95,37 +95,37 @@ def through_studio(model_dir: Path, data: list[dict], steps: int, data_dir: Path
 
 
 def _submit_and_wait(service, settings, account, dataset, model, steps: int) -> tuple[float, float, float]:  # noqa: ANN001
-    """Submit one job and wait: (submit -> succeeded, submit -> running) in seconds."""
+    """Submit one run and wait: (submit -> succeeded, submit -> running) in seconds."""
     from app.db import session_scope
-    from app.models import Job, JobStatus
+    from app.models import Run, RunStatus
 
     with session_scope() as s:
         sub = service.Submission(team_id=account.team_id, user_id=account.user_id, dataset_id=dataset.id,
                                  base_model_id=model.id, preset="classic",
                                  hyperparameters={**HYPER, "max_steps": steps, "save_steps": max(steps // 4, 1)})
-        job_id = service.submit(s, sub=sub, settings=settings)[0].id
+        run_id = service.submit(s, sub=sub, settings=settings)[0].id
     while True:  # polled slowly: a busy poller would steal CPU from the training it measures
         time.sleep(0.5)
         with session_scope() as s:
-            job = s.get(Job, job_id)
-            if job.status.is_final:
+            run = s.get(Run, run_id)
+            if run.status.is_final:
                 break
-    if job.status != JobStatus.succeeded:
-        raise SystemExit(f"the studio run ended {job.status.value}")
+    if run.status != RunStatus.succeeded:
+        raise SystemExit(f"the studio run ended {run.status.value}")
     # The worker evaluates the run after marking it succeeded (not part of the run's time): wait
-    # for that, so the next job starts on an idle worker as the engine-alone run does.
+    # for that, so the next run starts on an idle worker as the engine-alone run does.
     from app.models import Evaluation
 
     while True:
         with session_scope() as s:
-            busy = s.query(Evaluation).filter(Evaluation.job_id == job_id,
+            busy = s.query(Evaluation).filter(Evaluation.run_id == run_id,
                                               Evaluation.status.in_(("pending", "running"))).count()
         if not busy:
             break
         time.sleep(0.5)
     # The row's own clocks: created at submit (web), started at claim and finished at the outcome (worker).
-    return ((job.finished_at - job.created_at).total_seconds(), (job.started_at - job.created_at).total_seconds(),
-            job.result["metrics"]["train_runtime_s"])
+    return ((run.finished_at - run.created_at).total_seconds(), (run.started_at - run.created_at).total_seconds(),
+            run.result["metrics"]["train_runtime_s"])
 
 
 def main() -> None:
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--broker", default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="job-overhead-"))
+    tmp = Path(tempfile.mkdtemp(prefix="run-overhead-"))
     try:
         model_dir = build_model(tmp)
         data = records(args.steps * 4)

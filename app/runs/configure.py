@@ -108,5 +108,5 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
         "by_method": {m: round(e.total_gb, 2) for m, e in est.by_method.items()},
     }
     warnings = [] if device.known else [
-        "No training worker is online: the job waits in the queue until one starts (studio worker)."]
+        "No training worker is online: the run waits in the queue until one starts (studio worker)."]
     return Plan(config=config, reasons=chosen.reasons, estimate=estimate, warnings=warnings)

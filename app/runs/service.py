@@ -1,4 +1,4 @@
-"""Submitting, cancelling and retrying jobs, and every state transition with its event.
+"""Submitting, cancelling and retrying runs, and every state transition with its event.
 Services flush; the request edge or the task wrapper commits."""
 
 from __future__ import annotations
@@ -12,28 +12,28 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
-from app.jobs import configure
-from app.jobs import repository as repo
-from app.models import BaseModel, Dataset, DatasetStatus, Job, JobEvent, JobStatus, ModelStatus, utcnow
+from app.runs import configure
+from app.runs import repository as repo
+from app.models import BaseModel, Dataset, DatasetStatus, Run, RunEvent, RunStatus, ModelStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.workers import repository as workers_repo
 
 TRAIN_TASK = "studio.train"
 
 
-def add_event(session: Session, job: Job, kind: str, message: str, *, level: str = "info",
-              data: dict[str, Any] | None = None) -> JobEvent:
-    event = JobEvent(job_id=job.id, kind=kind, message=message, level=level, data=data)
+def add_event(session: Session, run: Run, kind: str, message: str, *, level: str = "info",
+              data: dict[str, Any] | None = None) -> RunEvent:
+    event = RunEvent(run_id=run.id, kind=kind, message=message, level=level, data=data)
     session.add(event)
     session.flush()
     return event
 
 
-def get(session: Session, *, team_id: int, job_id: int) -> Job:
-    job = repo.get(session, team_id=team_id, job_id=job_id)
-    if job is None:
-        raise NotFound("No such fine-tuning job.")
-    return job
+def get(session: Session, *, team_id: int, run_id: int) -> Run:
+    run = repo.get(session, team_id=team_id, run_id=run_id)
+    if run is None:
+        raise NotFound("No such fine-tuning run.")
+    return run
 
 
 @dataclass
@@ -50,20 +50,20 @@ class Submission:
     suffix: str | None = None
     time_budget_s: float | None = None
     sweep_id: int | None = None
-    sweep_params: dict[str, Any] | None = None  # the sweep's grid point this job runs
+    sweep_params: dict[str, Any] | None = None  # the sweep's grid point this run trains
 
 
 def check_team_limit(session: Session, *, team_id: int, settings: Settings) -> None:
-    """A team may have at most max_active_jobs_per_team jobs queued or running. Holds a lock on
+    """A team may have at most max_active_runs_per_team runs queued or running. Holds a lock on
     the team until the transaction ends, so two submissions cannot both take the last slot."""
     repo.lock_team(session, team_id)
-    active, limit = repo.active_jobs(session, team_id=team_id), settings.max_active_jobs_per_team
+    active, limit = repo.active_runs(session, team_id=team_id), settings.max_active_runs_per_team
     if active >= limit:
-        jobs = f"{active} job{'s' if active != 1 else ''}"
-        raise RateLimited(f"Your team already has {jobs} queued or running, and the limit is {limit}. Wait for "
+        runs = f"{active} run{'s' if active != 1 else ''}"
+        raise RateLimited(f"Your team already has {runs} queued or running, and the limit is {limit}. Wait for "
                           "some to finish or cancel those you no longer need, then submit again (an admin can "
-                          "raise STUDIO_MAX_ACTIVE_JOBS_PER_TEAM). Sweeps queue their runs as slots free up.",
-                          param="team", details={"active_jobs": active, "limit": limit})
+                          "raise STUDIO_MAX_ACTIVE_RUNS_PER_TEAM). Sweeps queue their runs as slots free up.",
+                          param="team", details={"active_runs": active, "limit": limit})
 
 
 def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id: int) -> tuple[Dataset, BaseModel]:
@@ -88,9 +88,9 @@ def training_device(session: Session) -> configure.Device:
     return configure.training_device(workers_repo.alive(session))
 
 
-def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Job, bool]:
-    """Checks everything, then queues. Returns (job, created); an idempotency key that was
-    already used returns the first job instead of a second one."""
+def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Run, bool]:
+    """Checks everything, then queues. Returns (run, created); an idempotency key that was
+    already used returns the first run instead of a second one."""
     if sub.idempotency_key:
         existing = repo.by_idempotency_key(session, team_id=sub.team_id, key=sub.idempotency_key)
         if existing is not None:
@@ -104,54 +104,54 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Jo
         raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
                            param="hyperparameters", details={"estimate": plan.estimate})
     check_team_limit(session, team_id=sub.team_id, settings=settings)
-    job = Job(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
+    run = Run(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
               eval_dataset_id=dataset.eval_dataset_id, base_model_id=model.id, method=plan.config.method,
-              config=plan.config.model_dump(), goal=dataset.goal, status=JobStatus.queued, queue="train",
-              priority=sub.priority, max_attempts=settings.max_job_attempts, seed=plan.config.seed,
+              config=plan.config.model_dump(), goal=dataset.goal, status=RunStatus.queued, queue="train",
+              priority=sub.priority, max_attempts=settings.max_run_attempts, seed=plan.config.seed,
               idempotency_key=sub.idempotency_key, suffix=sub.suffix, enqueued_at=utcnow(),
               estimate={**plan.estimate, "reasons": plan.reasons}, sweep_id=sub.sweep_id,
               sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
-    session.add(job)
+    session.add(run)
     session.flush()
-    add_event(session, job, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
+    add_event(session, run, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
-        add_event(session, job, "warning", warning, level="warning")
-    queue.enqueue(session, TRAIN_TASK, job.id, queue=job.queue)
-    return job, True
+        add_event(session, run, "warning", warning, level="warning")
+    queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
+    return run, True
 
 
-def cancel(session: Session, job: Job) -> Job:
-    """A queued job ends at once, a running one is asked to stop. The edge then lets the job's
-    sweep, if any, fill the freed slot (app.sweeps.service.job_ended)."""
-    if job.status.is_final:
-        raise Conflict(f"This job already ended ({job.status.value}).")
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-        add_event(session, job, "status", "Cancelled before it started.", data={"status": "cancelled"})
-    elif not job.cancel_requested:
-        job.cancel_requested = True
-        add_event(session, job, "cancel", "Cancel requested: the run stops at its next step and keeps its "
+def cancel(session: Session, run: Run) -> Run:
+    """A queued run ends at once, a running one is asked to stop. The edge then lets the run's
+    sweep, if any, fill the freed slot (app.sweeps.service.run_ended)."""
+    if run.status.is_final:
+        raise Conflict(f"This run already ended ({run.status.value}).")
+    if run.status == RunStatus.queued:
+        run.status = RunStatus.cancelled
+        run.finished_at = utcnow()
+        add_event(session, run, "status", "Cancelled before it started.", data={"status": "cancelled"})
+    elif not run.cancel_requested:
+        run.cancel_requested = True
+        add_event(session, run, "cancel", "Cancel requested: the run stops at its next step and keeps its "
                   "last checkpoint.")
     session.flush()
-    return job
+    return run
 
 
-def retry(session: Session, job: Job, *, settings: Settings) -> Job:
-    """A failed or cancelled job runs again, resuming from its latest checkpoint when it has one."""
-    if job.status not in (JobStatus.failed, JobStatus.cancelled):
-        raise Conflict(f"Only a failed or cancelled job can be retried (this one is {job.status.value}).")
-    check_team_limit(session, team_id=job.team_id, settings=settings)
-    last = repo.checkpoints(session, job.id)
-    job.status = JobStatus.queued
-    job.cancel_requested = False
-    job.error_kind = job.error_message = None
-    job.finished_at = None
-    job.worker_id = job.lease_token = None
-    job.enqueued_at = utcnow()
-    job.max_attempts = job.attempt + settings.max_job_attempts
+def retry(session: Session, run: Run, *, settings: Settings) -> Run:
+    """A failed or cancelled run starts again, resuming from its latest checkpoint when it has one."""
+    if run.status not in (RunStatus.failed, RunStatus.cancelled):
+        raise Conflict(f"Only a failed or cancelled run can be retried (this one is {run.status.value}).")
+    check_team_limit(session, team_id=run.team_id, settings=settings)
+    last = repo.checkpoints(session, run.id)
+    run.status = RunStatus.queued
+    run.cancel_requested = False
+    run.error_kind = run.error_message = None
+    run.finished_at = None
+    run.worker_id = run.lease_token = None
+    run.enqueued_at = utcnow()
+    run.max_attempts = run.attempt + settings.max_run_attempts
     where = f"resumes from the checkpoint at step {last[-1].step}" if last else "starts from the beginning"
-    add_event(session, job, "status", f"Retry requested: queued again, {where}.", data={"status": "queued"})
-    queue.enqueue(session, TRAIN_TASK, job.id, queue=job.queue)
-    return job
+    add_event(session, run, "status", f"Retry requested: queued again, {where}.", data={"status": "queued"})
+    queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
+    return run

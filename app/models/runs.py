@@ -1,4 +1,4 @@
-"""Fine-tuning jobs and everything a run writes back: events, metrics, checkpoints, artifacts."""
+"""Fine-tuning runs and everything a run writes back: events, metrics, checkpoints, artifacts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, JSONType, Timestamped, UTCDateTime
 
 
-class JobStatus(str, enum.Enum):
+class RunStatus(str, enum.Enum):
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -32,15 +32,15 @@ class JobStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
-class Job(Timestamped, Base):
-    __tablename__ = "jobs"
+class Run(Timestamped, Base):
+    __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint("team_id", "idempotency_key"),
-        Index("ix_jobs_team_created", "team_id", "created_at"),
-        Index("ix_jobs_status_priority", "status", "priority", "created_at"),
+        Index("ix_runs_team_created", "team_id", "created_at"),
+        Index("ix_runs_status_priority", "status", "priority", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -55,15 +55,15 @@ class Job(Timestamped, Base):
     method: Mapped[str] = mapped_column(String(16))  # full | lora | qlora | lora8bit
     config: Mapped[dict[str, Any]] = mapped_column(JSONType)
     goal: Mapped[str] = mapped_column(String(32), default="other")
-    status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued, index=True
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, length=16), default=RunStatus.queued, index=True
     )
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     queue: Mapped[str] = mapped_column(String(64), default="train")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
-    # Which worker holds the job, and until when its lease is good (renewed by heartbeats).
+    # Which worker holds the run, and until when its lease is good (renewed by heartbeats).
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -85,15 +85,15 @@ class Job(Timestamped, Base):
     sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Set when a run is promoted (e.g. the best of a sweep): the team's chosen model.
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
 
 
-class JobEvent(Timestamped, Base):
-    __tablename__ = "job_events"
-    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+class RunEvent(Timestamped, Base):
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_run_id_id", "run_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     level: Mapped[str] = mapped_column(String(16), default="info")
     kind: Mapped[str] = mapped_column(String(32))  # status, checkpoint, log, warning, ...
     message: Mapped[str] = mapped_column(Text)
@@ -104,10 +104,10 @@ class Metric(Base):
     """One point of one curve. Written in batches by the worker, read by step ranges."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_job_name_step", "job_id", "name", "step"),)
+    __table_args__ = (Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     step: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
@@ -116,10 +116,10 @@ class Metric(Base):
 
 class Checkpoint(Timestamped, Base):
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("job_id", "step"),)
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     step: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -133,7 +133,7 @@ class Artifact(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))  # adapter, merged, model_card, log, ...
     path: Mapped[str] = mapped_column(String(500))

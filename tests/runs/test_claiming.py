@@ -6,56 +6,56 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from app.jobs import repository as repo
-from app.models import Job, JobEvent, JobStatus, Worker, utcnow
+from app.runs import repository as repo
+from app.models import Run, RunEvent, RunStatus, Worker, utcnow
 from tests.factories import make_account
-from tests.jobs.factories import make_dataset, make_job
+from tests.runs.factories import make_dataset, make_run
 from worker.runtime import reconciler
-from worker.tasks import jobs as job_tasks
+from worker.tasks import runs as run_tasks
 
 
-def test_one_teams_fifty_jobs_do_not_starve_another_teams_one(db, store, model, team, sent):
+def test_one_teams_fifty_runs_do_not_starve_another_teams_one(db, store, model, team, sent):
     a = team[0]
     b = make_account(db)
     ds_a, ds_b = make_dataset(db, store, a.team_id), make_dataset(db, store, b.team_id)
-    a_jobs = [make_job(db, a.team_id, ds_a, model) for _ in range(50)]
-    b_job = make_job(db, b.team_id, ds_b, model)
+    a_runs = [make_run(db, a.team_id, ds_a, model) for _ in range(50)]
+    b_run = make_run(db, b.team_id, ds_b, model)
     order = []
     for _ in range(3):
-        job_id, _lease = job_tasks.claim_next("w1@test")
-        order.append(job_id)
+        run_id, _lease = run_tasks.claim_next("w1@test")
+        order.append(run_id)
         db.expire_all()
-        job = db.get(Job, job_id)
-        job.status, job.finished_at = JobStatus.succeeded, utcnow()  # it ran; the worker is free again
+        run = db.get(Run, run_id)
+        run.status, run.finished_at = RunStatus.succeeded, utcnow()  # it ran; the worker is free again
         db.commit()
-    assert order == [a_jobs[0].id, b_job.id, a_jobs[1].id]
+    assert order == [a_runs[0].id, b_run.id, a_runs[1].id]
 
 
 def test_priority_comes_first_within_the_queue(db, store, model, team, sent):
     ds = make_dataset(db, store, team[0].team_id)
-    low = make_job(db, team[0].team_id, ds, model)
-    high = make_job(db, team[0].team_id, ds, model, priority=5)
+    low = make_run(db, team[0].team_id, ds, model)
+    high = make_run(db, team[0].team_id, ds, model, priority=5)
     assert [j.id for j in repo.queued_in_fair_order(db, "train")] == [high.id, low.id]
 
 
-def test_a_job_is_claimed_once_and_duplicate_tickets_find_nothing(db, store, model, team, sent):
+def test_a_run_is_claimed_once_and_duplicate_tickets_find_nothing(db, store, model, team, sent):
     ds = make_dataset(db, store, team[0].team_id)
-    job = make_job(db, team[0].team_id, ds, model)
-    assert repo.claim(db, job_id=job.id, worker="w1", lease_token="t1", now=utcnow()) is True
-    assert repo.claim(db, job_id=job.id, worker="w2", lease_token="t2", now=utcnow()) is False
+    run = make_run(db, team[0].team_id, ds, model)
+    assert repo.claim(db, run_id=run.id, worker="w1", lease_token="t1", now=utcnow()) is True
+    assert repo.claim(db, run_id=run.id, worker="w2", lease_token="t2", now=utcnow()) is False
     db.commit()
-    assert job_tasks.claim_next("w3@test") is None  # a re-delivered ticket runs nothing twice
+    assert run_tasks.claim_next("w3@test") is None  # a re-delivered ticket runs nothing twice
     db.expire_all()
-    row = db.get(Job, job.id)
+    row = db.get(Run, run.id)
     assert (row.worker_id, row.lease_token, row.attempt) == ("w1", "t1", 1)
 
 
 def _running(db, team_id, ds, model, *, silent_s: int, attempt: int = 1, max_attempts: int = 3):  # noqa: ANN001
-    return make_job(db, team_id, ds, model, status=JobStatus.running, worker_id="dead@host", lease_token="old",
+    return make_run(db, team_id, ds, model, status=RunStatus.running, worker_id="dead@host", lease_token="old",
                     attempt=attempt, max_attempts=max_attempts, heartbeat_at=utcnow() - timedelta(seconds=silent_s))
 
 
-def test_reconciler_requeues_a_lost_job_then_gives_up(db, store, model, team, sent, settings):
+def test_reconciler_requeues_a_lost_run_then_gives_up(db, store, model, team, sent, settings):
     ds = make_dataset(db, store, team[0].team_id)
     lost = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 5)
     alive = _running(db, team[0].team_id, ds, model, silent_s=1)
@@ -63,21 +63,21 @@ def test_reconciler_requeues_a_lost_job_then_gives_up(db, store, model, team, se
     result = reconciler.reconcile(settings)
     assert result["requeued"] == 2
     db.expire_all()
-    assert db.get(Job, lost.id).status == JobStatus.queued and db.get(Job, lost.id).lease_token is None
-    assert db.get(Job, alive.id).status == JobStatus.running
-    failed = db.get(Job, spent.id)
-    assert failed.status == JobStatus.failed and failed.error_kind == "worker_lost"
+    assert db.get(Run, lost.id).status == RunStatus.queued and db.get(Run, lost.id).lease_token is None
+    assert db.get(Run, alive.id).status == RunStatus.running
+    failed = db.get(Run, spent.id)
+    assert failed.status == RunStatus.failed and failed.error_kind == "worker_lost"
     assert ("studio.train", [lost.id], "train") in sent and ("studio.train", [spent.id], "train") not in sent
-    message = db.scalar(select(JobEvent.message).where(JobEvent.job_id == lost.id))
+    message = db.scalar(select(RunEvent.message).where(RunEvent.run_id == lost.id))
     assert "stopped answering" in message and "attempt 2 of 3" in message
     assert reconciler.reconcile(settings)["requeued"] == 0  # nothing is done twice
 
 
 def test_reconciler_resends_tickets_lost_with_the_broker_only_to_idle_workers(db, store, model, team, sent, settings):
     ds = make_dataset(db, store, team[0].team_id)
-    waiting = make_job(db, team[0].team_id, ds, model)
+    waiting = make_run(db, team[0].team_id, ds, model)
     waiting.enqueued_at = utcnow() - timedelta(seconds=settings.requeue_after_s + 5)
-    fresh = make_job(db, team[0].team_id, ds, model)
+    fresh = make_run(db, team[0].team_id, ds, model)
     db.commit()
     assert reconciler.reconcile(settings)["resent"] == 0  # no training worker: nothing would take it
     db.add(Worker(name="train@host", queues="train", last_seen_at=utcnow()))
@@ -88,13 +88,13 @@ def test_reconciler_resends_tickets_lost_with_the_broker_only_to_idle_workers(db
     assert reconciler.reconcile(settings)["resent"] == 0  # its clock was reset
 
 
-def test_a_worker_claims_only_jobs_that_fit_its_device(db, store, model, team, sent):
+def test_a_worker_claims_only_runs_that_fit_its_device(db, store, model, team, sent):
     ds = make_dataset(db, store, team[0].team_id)
-    big = make_job(db, team[0].team_id, ds, model, estimate={"memory": {"total_gb": 70.0}})
-    small = make_job(db, team[0].team_id, ds, model, estimate={"memory": {"total_gb": 10.0}})
-    assert job_tasks.claim_next("gpu24@test", memory_gb=24)[0] == small.id
-    assert job_tasks.claim_next("gpu24@test", memory_gb=24) is None  # the 70 GB job waits for a bigger GPU
-    assert job_tasks.claim_next("gpu80@test", memory_gb=80)[0] == big.id
+    big = make_run(db, team[0].team_id, ds, model, estimate={"memory": {"total_gb": 70.0}})
+    small = make_run(db, team[0].team_id, ds, model, estimate={"memory": {"total_gb": 10.0}})
+    assert run_tasks.claim_next("gpu24@test", memory_gb=24)[0] == small.id
+    assert run_tasks.claim_next("gpu24@test", memory_gb=24) is None  # the 70 GB run waits for a bigger GPU
+    assert run_tasks.claim_next("gpu80@test", memory_gb=80)[0] == big.id
 
 
 def test_failures_are_explained_in_plain_words():
@@ -104,11 +104,11 @@ def test_failures_are_explained_in_plain_words():
     class DataError(ValueError):
         pass
 
-    kind, message = job_tasks.classify_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate"), 12)
+    kind, message = run_tasks.classify_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate"), 12)
     assert kind == "out_of_memory" and "at step 12" in message and "QLoRA" in message and "batch size" in message
-    kind, message = job_tasks.classify_failure(DataError("every answer is masked"), 0)
+    kind, message = run_tasks.classify_failure(DataError("every answer is masked"), 0)
     assert kind == "dataset" and "every answer is masked" in message
-    kind, message = job_tasks.classify_failure(KeyError("x"), 3)
+    kind, message = run_tasks.classify_failure(KeyError("x"), 3)
     assert kind == "error" and "KeyError" in message and "log" in message
 
 
@@ -119,18 +119,18 @@ def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, s
     from worker.runtime.reporter import DatabaseReporter
 
     ds = make_dataset(db, store, team[0].team_id)
-    job = make_job(db, team[0].team_id, ds, model)
-    job_id, lease = job_tasks.claim_next("w1@test")
-    assert job_id == job.id
+    run = make_run(db, team[0].team_id, ds, model)
+    run_id, lease = run_tasks.claim_next("w1@test")
+    assert run_id == run.id
     for step in (2, 4, 6):
-        db.add(Checkpoint(job_id=job.id, step=step, path=f"teams/x/checkpoint-{step}", size_bytes=1))
+        db.add(Checkpoint(run_id=run.id, step=step, path=f"teams/x/checkpoint-{step}", size_bytes=1))
     db.commit()
     log = tmp_path / "training.log"
-    reporter = DatabaseReporter(job_id=job.id, attempt=1, lease_token=lease, log_path=log, store_root=tmp_path)
+    reporter = DatabaseReporter(run_id=run.id, attempt=1, lease_token=lease, log_path=log, store_root=tmp_path)
     try:
         reporter.on_checkpoints_deleted([2, 4])
     finally:
         reporter.close()
     db.expire_all()
-    assert [c.step for c in repo.checkpoints(db, job.id)] == [6]
+    assert [c.step for c in repo.checkpoints(db, run.id)] == [6]
     assert "Deleted older checkpoints (steps 2, 4)" in log.read_text()

@@ -1,7 +1,7 @@
 """Run pages: the guided new fine-tune, the runs list, one run live, cancel and retry.
 
-Whole pages first; htmx swaps the wizard (`jobs/_wizard.html`) when a choice changes and the
-run's status region (`jobs/_status.html`), which asks for itself again every 2 s until the run
+Whole pages first; htmx swaps the wizard (`runs/_wizard.html`) when a choice changes and the
+run's status region (`runs/_status.html`), which asks for itself again every 2 s until the run
 ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.js).
 """
 
@@ -20,10 +20,10 @@ from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
-from app.jobs import configure, service, views
+from app.runs import configure, service, views
 from app.datasets import repository as datasets_repo
-from app.jobs import repository as repo
-from app.models import BaseModel, Dataset, Job
+from app.runs import repository as repo
+from app.models import BaseModel, Dataset, Run
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from app.web import is_htmx, redirect, render
@@ -105,12 +105,12 @@ def _form(items) -> dict[str, str]:  # noqa: ANN001
 @pages.get("/runs/new")
 def new_run(request: Request, db: SessionDep, p: CurrentUser) -> Response:
     ctx = _wizard(request, db, p, _form(request.query_params.multi_items()))
-    return render(request, "jobs/_wizard.html" if is_htmx(request) else "jobs/new.html", ctx)
+    return render(request, "runs/_wizard.html" if is_htmx(request) else "runs/new.html", ctx)
 
 
 @pages.get("/runs/help/fine-tune-or-retrieval")
 def retrieval_help(request: Request, p: CurrentUser) -> Response:
-    return render(request, "jobs/retrieval.html")
+    return render(request, "runs/retrieval.html")
 
 
 @pages.post("/runs")
@@ -123,14 +123,14 @@ async def create_run(request: Request, db: SessionDep, p: CurrentUser, settings:
                              preset=form.get("preset") or "auto", hyperparameters=views.overrides_from(form),
                              name=(form.get("name") or "")[:200])
     try:
-        job, _ = service.submit(db, sub=sub, settings=settings)
+        run, _ = service.submit(db, sub=sub, settings=settings)
     except StudioError as exc:
         db.rollback()
-        return render(request, "jobs/new.html", _wizard(request, db, p, form, error=exc.message),
+        return render(request, "runs/new.html", _wizard(request, db, p, form, error=exc.message),
                       status_code=exc.status_code)
     if form.get("goal") in {g.value for g in Goal}:
-        job.goal = form["goal"]
-    return redirect(request, f"/runs/{job.id}", flash=("success", f"“{job.name}” is queued."))
+        run.goal = form["goal"]
+    return redirect(request, f"/runs/{run.id}", flash=("success", f"“{run.name}” is queued."))
 
 
 # -- the runs list --------------------------------------------------------------------------
@@ -143,11 +143,11 @@ def runs_list(request: Request, db: SessionDep, p: CurrentUser) -> Response:
                "method": q.get("method") if q.get("method") in views.METHOD_LABELS else None,
                "author_id": _int(q.get("author_id"))}
     before = _int(q.get("before"))
-    jobs = repo.list_jobs(db, team_id=p.team_id, before_id=before, limit=PAGE_SIZE + 1, **filters)
-    page, more = jobs[:PAGE_SIZE], len(jobs) > PAGE_SIZE
+    runs = repo.list_runs(db, team_id=p.team_id, before_id=before, limit=PAGE_SIZE + 1, **filters)
+    page, more = runs[:PAGE_SIZE], len(runs) > PAGE_SIZE
     query = "&".join(f"{k}={v}" for k, v in filters.items() if v is not None)
-    return render(request, "jobs/list.html", {
-        "jobs": page, "filters": filters, "filtered": any(v is not None for v in filters.values()),
+    return render(request, "runs/list.html", {
+        "runs": page, "filters": filters, "filtered": any(v is not None for v in filters.values()),
         "next_url": f"/runs?{query}&before={page[-1].id}".replace("?&", "?") if more else None,
         "first_url": f"/runs?{query}" if before else None, "views": views,
         "dataset_names": reads.dataset_names(db, team_id=p.team_id, ids={j.dataset_id for j in page}),
@@ -161,7 +161,7 @@ def runs_list(request: Request, db: SessionDep, p: CurrentUser) -> Response:
 @pages.get("/runs/recent")
 def recent_runs(request: Request, db: SessionDep, p: CurrentUser) -> Response:
     """The home page's recent runs (loaded by htmx)."""
-    return render(request, "jobs/_recent.html", {"jobs": reads.recent_jobs(db, team_id=p.team_id), "views": views})
+    return render(request, "runs/_recent.html", {"runs": reads.recent_runs(db, team_id=p.team_id), "views": views})
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -176,79 +176,79 @@ def _log_tail(request: Request, artifacts: list) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
-def _run(request: Request, db: Session, p: Principal, job: Job) -> dict:
-    artifacts = repo.artifacts(db, team_id=p.team_id, job_id=job.id)
-    model = models_repo.get_visible(db, team_id=p.team_id, model_id=job.base_model_id)
+def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
+    artifacts = repo.artifacts(db, team_id=p.team_id, run_id=run.id)
+    model = models_repo.get_visible(db, team_id=p.team_id, model_id=run.base_model_id)
     return {
-        "job": job, "views": views, "progress": views.progress(job), "model": model,
-        "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=job.dataset_id),
-        "events": repo.events(db, job.id)[-50:], "checkpoints": repo.checkpoints(db, job.id),
+        "run": run, "views": views, "progress": views.progress(run), "model": model,
+        "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=run.dataset_id),
+        "events": repo.events(db, run.id)[-50:], "checkpoints": repo.checkpoints(db, run.id),
         "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
                             key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
-        "log_tail": _log_tail(request, artifacts), "active": not job.status.is_final,
-        "elapsed": views.duration(views.elapsed(job)), "can_write": "write" in p.scopes,
-        "failure_title": views.FAILURE_TITLES.get(job.error_kind or "error", views.FAILURE_TITLES["error"]),
+        "log_tail": _log_tail(request, artifacts), "active": not run.status.is_final,
+        "elapsed": views.duration(views.elapsed(run)), "can_write": "write" in p.scopes,
+        "failure_title": views.FAILURE_TITLES.get(run.error_kind or "error", views.FAILURE_TITLES["error"]),
     }
 
 
-def _run_page(request: Request, db: Session, p: Principal, job: Job, **extra: Any) -> Response:
-    last_id = reads.last_metric_id(db, job.id)
-    series = views.series_by_name(reads.curve_rows(db, [job.id], views.CURVE_NAMES, up_to_id=last_id))
-    ctx = _run(request, db, p, job)
-    ctx.update(charts=views.run_charts(series.get(job.id, {})), last_metric_id=last_id,
-               share=views.trainable_share(job.estimate, ctx["model"].parameter_count if ctx["model"] else None))
-    ctx.update(section_context(db, team_id=p.team_id, job=job, can_write=ctx["can_write"],
+def _run_page(request: Request, db: Session, p: Principal, run: Run, **extra: Any) -> Response:
+    last_id = reads.last_metric_id(db, run.id)
+    series = views.series_by_name(reads.curve_rows(db, [run.id], views.CURVE_NAMES, up_to_id=last_id))
+    ctx = _run(request, db, p, run)
+    ctx.update(charts=views.run_charts(series.get(run.id, {})), last_metric_id=last_id,
+               share=views.trainable_share(run.estimate, ctx["model"].parameter_count if ctx["model"] else None))
+    ctx.update(section_context(db, team_id=p.team_id, run=run, can_write=ctx["can_write"],
                                settings=request.app.state.settings))
-    return render(request, "jobs/run.html", {**ctx, **extra})
+    return render(request, "runs/run.html", {**ctx, **extra})
 
 
-@pages.get("/runs/{job_id}")
-def run_page(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
-    return _run_page(request, db, p, service.get(db, team_id=p.team_id, job_id=job_id))
+@pages.get("/runs/{run_id}")
+def run_page(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    return _run_page(request, db, p, service.get(db, team_id=p.team_id, run_id=run_id))
 
 
-@pages.get("/runs/{job_id}/status")
-def run_status(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
-    job = service.get(db, team_id=p.team_id, job_id=job_id)
+@pages.get("/runs/{run_id}/status")
+def run_status(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
     if not is_htmx(request):
-        return redirect(request, f"/runs/{job.id}")
-    return render(request, "jobs/_status.html", {**_run(request, db, p, job), "oob": True})
+        return redirect(request, f"/runs/{run.id}")
+    return render(request, "runs/_status.html", {**_run(request, db, p, run), "oob": True})
 
 
-@pages.post("/runs/{job_id}/cancel")
-def cancel_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser) -> Response:
+@pages.post("/runs/{run_id}/cancel")
+def cancel_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
     p.require("write")
-    job = service.cancel(db, service.get(db, team_id=p.team_id, job_id=job_id))
-    sweeps.job_ended(db, job)  # a sweep's next waiting run takes the freed slot
-    said = "Cancelled." if job.status.is_final else "Stopping: the run ends at its next step."
-    return redirect(request, f"/runs/{job.id}", flash=("success", said))
+    run = service.cancel(db, service.get(db, team_id=p.team_id, run_id=run_id))
+    sweeps.run_ended(db, run)  # a sweep's next waiting run takes the freed slot
+    said = "Cancelled." if run.status.is_final else "Stopping: the run ends at its next step."
+    return redirect(request, f"/runs/{run.id}", flash=("success", said))
 
 
 TRY_PARAMS = {"max_tokens": 200, "temperature": 0.0, "top_p": 1.0}
 
 
-@pages.post("/runs/{job_id}/try")
-async def try_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
+@pages.post("/runs/{run_id}/try")
+async def try_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
     """The same prompt answered by the base model and the fine-tuned one, side by side (greedy,
     through the inference process, with the chat template both were trained and served with)."""
-    job = service.get(db, team_id=p.team_id, job_id=job_id)
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
     prompt = str((await request.form()).get("prompt", "")).strip()
     if not prompt:
         raise InvalidInput("Type a question to ask both models.", param="prompt")
     if len(prompt) > 4000:
         raise InvalidInput("Keep the question under 4,000 characters.", param="prompt")
-    base, tuned = targets.job_target(db, request.app.state.store, team_id=p.team_id, job=job)
+    base, tuned = targets.run_target(db, request.app.state.store, team_id=p.team_id, run=run)
     messages = {"messages": [{"role": "user", "content": prompt}], **TRY_PARAMS}
     answers = {"base": await run_in_threadpool(inference.generate, settings, base, messages),
                "tuned": await run_in_threadpool(inference.generate, settings, tuned, messages)}
     if is_htmx(request):
-        return render(request, "jobs/_try.html", {"job": job, "prompt": prompt, "answers": answers,
-                                                  "model": models_repo.of_job(db, job)})
-    return _run_page(request, db, p, job, prompt=prompt, answers=answers)
+        return render(request, "runs/_try.html", {"run": run, "prompt": prompt, "answers": answers,
+                                                  "model": models_repo.of_run(db, run)})
+    return _run_page(request, db, p, run, prompt=prompt, answers=answers)
 
 
-@pages.post("/runs/{job_id}/retry")
-def retry_run(request: Request, job_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
+@pages.post("/runs/{run_id}/retry")
+def retry_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser, settings: SettingsDep) -> Response:
     p.require("write")
-    job = service.retry(db, service.get(db, team_id=p.team_id, job_id=job_id), settings=settings)
-    return redirect(request, f"/runs/{job.id}", flash=("success", "Queued again."))
+    run = service.retry(db, service.get(db, team_id=p.team_id, run_id=run_id), settings=settings)
+    return redirect(request, f"/runs/{run.id}", flash=("success", "Queued again."))

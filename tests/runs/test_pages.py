@@ -10,10 +10,10 @@ import pytest
 
 from app.compare.routes import parse_ids
 from app.errors import InvalidInput
-from app.jobs import views
-from app.models import Artifact, Checkpoint, Job, JobEvent, JobStatus, Metric, utcnow
+from app.runs import views
+from app.models import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric, utcnow
 from tests.factories import log_in
-from tests.jobs.factories import make_dataset, make_job
+from tests.runs.factories import make_dataset, make_run
 
 
 @pytest.fixture
@@ -24,18 +24,18 @@ def browser(client, team):
     return client
 
 
-def _job(db, team, dataset, model, status=JobStatus.succeeded, **values) -> Job:  # noqa: ANN001
+def _run(db, team, dataset, model, status=RunStatus.succeeded, **values) -> Run:  # noqa: ANN001
     fixed = {k: values.pop(k) for k in ("method", "config") if k in values}
-    job = make_job(db, team[0].team_id, dataset, model, status=status, name=values.pop("name", f"run {status.value}"),
+    run = make_run(db, team[0].team_id, dataset, model, status=status, name=values.pop("name", f"run {status.value}"),
                    **values)
     for key, value in fixed.items():
-        setattr(job, key, value)
+        setattr(run, key, value)
     db.commit()
-    return job
+    return run
 
 
-def _points(db, job: Job, name: str, values: list[float]) -> None:  # noqa: ANN001
-    db.add_all([Metric(job_id=job.id, step=i + 1, name=name, value=v) for i, v in enumerate(values)])
+def _points(db, run: Run, name: str, values: list[float]) -> None:  # noqa: ANN001
+    db.add_all([Metric(run_id=run.id, step=i + 1, name=name, value=v) for i, v in enumerate(values)])
     db.commit()
 
 
@@ -82,10 +82,10 @@ def test_train_submits_and_redirects_to_the_run(browser, db, dataset, model, sen
                                     "base_model_id": model.id, "preset": "auto", "hp_max_steps": "7",
                                     "hp_lora_r": "", "name": "first try"}, follow_redirects=False)
     assert r.status_code == 303, r.text
-    job = db.query(Job).one()
-    assert r.headers["location"] == f"/runs/{job.id}"
-    assert job.name == "first try" and job.goal == "brand_voice" and job.config["max_steps"] == 7
-    assert job.config["lora_r"] != 0 and sent and sent[0][1] == [job.id]
+    run = db.query(Run).one()
+    assert r.headers["location"] == f"/runs/{run.id}"
+    assert run.name == "first try" and run.goal == "brand_voice" and run.config["max_steps"] == 7
+    assert run.config["lora_r"] != 0 and sent and sent[0][1] == [run.id]
 
 
 def test_train_refusal_shows_the_wizard_with_the_reason(browser, db, dataset, model, sent):
@@ -93,7 +93,7 @@ def test_train_refusal_shows_the_wizard_with_the_reason(browser, db, dataset, mo
                                     "hp_learning_rate": "7"})
     assert r.status_code == 422
     assert "These settings are not valid" in r.text and 'id="wizard"' in r.text
-    assert db.query(Job).count() == 0 and not sent
+    assert db.query(Run).count() == 0 and not sent
 
 
 def test_retrieval_helper(browser):
@@ -103,64 +103,64 @@ def test_retrieval_helper(browser):
 
 # -- a run in every state -----------------------------------------------------------------
 
-@pytest.mark.parametrize("status", list(JobStatus))
+@pytest.mark.parametrize("status", list(RunStatus))
 def test_run_page_renders_in_every_state(browser, db, team, dataset, model, status):
-    job = _job(db, team, dataset, model, status=status, current_step=3, total_steps=10, eta_s=75.0,
-               started_at=None if status == JobStatus.queued else utcnow() - timedelta(seconds=30),
+    run = _run(db, team, dataset, model, status=status, current_step=3, total_steps=10, eta_s=75.0,
+               started_at=None if status == RunStatus.queued else utcnow() - timedelta(seconds=30),
                finished_at=utcnow() if status.is_final else None,
-               error_kind="out_of_memory" if status == JobStatus.failed else None,
-               error_message="The run ran out of memory at step 3. Lower the batch size." if status == JobStatus.failed else None)
-    db.add(JobEvent(job_id=job.id, kind="status", message="Queued: lora fine-tuning"))
-    _points(db, job, "loss", [2.0, 1.5, 1.2])
-    r = browser.get(f"/runs/{job.id}")
+               error_kind="out_of_memory" if status == RunStatus.failed else None,
+               error_message="The run ran out of memory at step 3. Lower the batch size." if status == RunStatus.failed else None)
+    db.add(RunEvent(run_id=run.id, kind="status", message="Queued: lora fine-tuning"))
+    _points(db, run, "loss", [2.0, 1.5, 1.2])
+    r = browser.get(f"/runs/{run.id}")
     assert r.status_code == 200
     text = r.text
     assert views.status_label(status) in text and "Queued: lora fine-tuning" in text
     assert 'data-chart="' in text and "Training loss" in text
-    active = status in (JobStatus.queued, JobStatus.running)
-    assert (f'hx-get="/runs/{job.id}/status"' in text) is active
+    active = status in (RunStatus.queued, RunStatus.running)
+    assert (f'hx-get="/runs/{run.id}/status"' in text) is active
     assert ("Cancel run" in text) is active
-    assert ("Retry" in text) is (status in (JobStatus.failed, JobStatus.cancelled))
-    if status == JobStatus.running:
+    assert ("Retry" in text) is (status in (RunStatus.failed, RunStatus.cancelled))
+    if status == RunStatus.running:
         assert "Step 3 of 10" in text and "about 1 min 15 s left" in text
-    if status == JobStatus.failed:
+    if status == RunStatus.failed:
         assert "The run ran out of memory." in text and "Lower the batch size" in text
 
 
 def test_run_page_lists_checkpoints_downloads_and_the_log(browser, db, team, dataset, model, store):
-    job = _job(db, team, dataset, model)
-    log = store.write_bytes(f"teams/{team[0].team_id}/jobs/{job.id}/training.log", b"step 1 loss 2.0\nall done\n")
-    db.add_all([Checkpoint(job_id=job.id, step=2, path="x", size_bytes=2048),
-                Artifact(team_id=job.team_id, job_id=job.id, kind="adapter", path="a", size_bytes=10),
-                Artifact(team_id=job.team_id, job_id=job.id, kind="model_card", path="b"),
-                Artifact(team_id=job.team_id, job_id=job.id, kind="log", path=log.key)])
+    run = _run(db, team, dataset, model)
+    log = store.write_bytes(f"teams/{team[0].team_id}/runs/{run.id}/training.log", b"step 1 loss 2.0\nall done\n")
+    db.add_all([Checkpoint(run_id=run.id, step=2, path="x", size_bytes=2048),
+                Artifact(team_id=run.team_id, run_id=run.id, kind="adapter", path="a", size_bytes=10),
+                Artifact(team_id=run.team_id, run_id=run.id, kind="model_card", path="b"),
+                Artifact(team_id=run.team_id, run_id=run.id, kind="log", path=log.key)])
     db.commit()
-    text = browser.get(f"/runs/{job.id}").text
+    text = browser.get(f"/runs/{run.id}").text
     assert "all done" in text and "Adapter" in text and "Model card" in text
-    assert re.search(rf'/api/v1/jobs/{job.id}/artifacts/\d+/download', text)
+    assert re.search(rf'/api/v1/runs/{run.id}/artifacts/\d+/download', text)
     assert "<td>2</td>" in text
 
 
 def test_status_fragment_is_htmx_only(browser, db, team, dataset, model):
-    job = _job(db, team, dataset, model, status=JobStatus.running)
-    frag = browser.get(f"/runs/{job.id}/status", headers={"HX-Request": "true"})
+    run = _run(db, team, dataset, model, status=RunStatus.running)
+    frag = browser.get(f"/runs/{run.id}/status", headers={"HX-Request": "true"})
     assert frag.status_code == 200 and frag.text.lstrip().startswith("<div id=\"run-status\"")
     assert '<div id="run-activity" hx-swap-oob="true">' in frag.text  # events, files and log ride along
-    assert browser.get(f"/runs/{job.id}/status", follow_redirects=False).status_code == 303
+    assert browser.get(f"/runs/{run.id}/status", follow_redirects=False).status_code == 303
 
 
 def test_cancel_and_retry_buttons(browser, db, team, dataset, model, sent):
-    job = _job(db, team, dataset, model, status=JobStatus.queued)
-    r = browser.post(f"/runs/{job.id}/cancel", data={"csrf_token": browser.csrf}, follow_redirects=False)
+    run = _run(db, team, dataset, model, status=RunStatus.queued)
+    r = browser.post(f"/runs/{run.id}/cancel", data={"csrf_token": browser.csrf}, follow_redirects=False)
     assert r.status_code == 303
     db.expire_all()
-    assert db.get(Job, job.id).status == JobStatus.cancelled
-    r = browser.post(f"/runs/{job.id}/retry", data={"csrf_token": browser.csrf}, follow_redirects=False)
+    assert db.get(Run, run.id).status == RunStatus.cancelled
+    r = browser.post(f"/runs/{run.id}/retry", data={"csrf_token": browser.csrf}, follow_redirects=False)
     assert r.status_code == 303
     db.expire_all()
-    assert db.get(Job, job.id).status == JobStatus.queued
-    again = browser.post(f"/runs/{job.id}/retry", data={"csrf_token": browser.csrf})
-    assert again.status_code == 409 and "Only a failed or cancelled job can be retried" in again.text
+    assert db.get(Run, run.id).status == RunStatus.queued
+    again = browser.post(f"/runs/{run.id}/retry", data={"csrf_token": browser.csrf})
+    assert again.status_code == 409 and "Only a failed or cancelled run can be retried" in again.text
 
 
 # -- the runs list ------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_runs_list_empty_state(browser):
 def test_runs_list_filters_and_pages(browser, db, team, store, dataset, model):
     other = make_dataset(db, store, team[0].team_id, name="tickets")
     for i in range(30):
-        _job(db, team, dataset if i % 2 else other, model, status=JobStatus.succeeded if i % 3 else JobStatus.failed,
+        _run(db, team, dataset if i % 2 else other, model, status=RunStatus.succeeded if i % 3 else RunStatus.failed,
              name=f"run-{i:02d}", method="qlora" if i == 7 else "lora", created_by_id=team[0].user_id)
     page1 = browser.get("/runs").text
     assert "run-29" in page1 and "run-04" not in page1 and "Older →" in page1
@@ -192,8 +192,8 @@ def test_runs_list_filters_and_pages(browser, db, team, store, dataset, model):
 # -- the comparison -----------------------------------------------------------------------
 
 def test_compare_marks_the_best_run_and_the_differences(browser, db, team, dataset, model):
-    a = _job(db, team, dataset, model, name="rank 8", config={"lora_r": 8, "learning_rate": 2e-4})
-    b = _job(db, team, dataset, model, name="rank 32", config={"lora_r": 32, "learning_rate": 2e-4})
+    a = _run(db, team, dataset, model, name="rank 8", config={"lora_r": 8, "learning_rate": 2e-4})
+    b = _run(db, team, dataset, model, name="rank 32", config={"lora_r": 32, "learning_rate": 2e-4})
     _points(db, a, "loss", [2.0, 1.0])
     _points(db, b, "loss", [2.0, 1.4])
     _points(db, a, "eval_loss", [1.9, 1.6])
@@ -208,15 +208,15 @@ def test_compare_marks_the_best_run_and_the_differences(browser, db, team, datas
 
 
 def test_compare_without_eval_uses_final_training_loss(db, team, dataset, model):
-    a = _job(db, team, dataset, model)
-    b = _job(db, team, dataset, model)
+    a = _run(db, team, dataset, model)
+    b = _run(db, team, dataset, model)
     series = {a.id: {"loss": [(1, 2.0), (2, 0.9)]}, b.id: {"loss": [(1, 2.0), (2, 1.1)]}}
     rows = views.summaries([a, b], series)
-    assert views.mark_best(rows).job.id == a.id
+    assert views.mark_best(rows).run.id == a.id
 
 
 def test_compare_from_checkboxes_redirects_to_the_short_address(browser, db, team, dataset, model):
-    a, b = _job(db, team, dataset, model), _job(db, team, dataset, model)
+    a, b = _run(db, team, dataset, model), _run(db, team, dataset, model)
     r = browser.get(f"/runs/compare?ids={a.id}&ids={b.id}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/runs/compare?ids={a.id},{b.id}"
 
@@ -237,7 +237,7 @@ def test_parse_ids_and_thinning():
 
 
 def test_home_shows_recent_runs(browser, db, team, dataset, model):
-    _job(db, team, dataset, model, name="the latest run")
+    _run(db, team, dataset, model, name="the latest run")
     r = browser.get("/runs/recent", headers={"HX-Request": "true"})
     assert r.status_code == 200 and "the latest run" in r.text
 
@@ -245,11 +245,11 @@ def test_home_shows_recent_runs(browser, db, team, dataset, model):
 def test_long_runs_are_thinned_in_the_database_keeping_the_end_and_every_eval(db, team, dataset, model):
     from app.compare import repository as reads
 
-    job = _job(db, team, dataset, model, current_step=1000, total_steps=1000)
-    db.add_all([Metric(job_id=job.id, step=s, name="loss", value=1 / s) for s in range(1, 1001)]
-               + [Metric(job_id=job.id, step=s, name="eval_loss", value=1.0) for s in range(7, 1001, 99)])
+    run = _run(db, team, dataset, model, current_step=1000, total_steps=1000)
+    db.add_all([Metric(run_id=run.id, step=s, name="loss", value=1 / s) for s in range(1, 1001)]
+               + [Metric(run_id=run.id, step=s, name="eval_loss", value=1.0) for s in range(7, 1001, 99)])
     db.commit()
-    rows = reads.thinned_curve_rows(db, {job.id: 1000}, views.CURVE_NAMES, dense=("loss",), max_points=100)
+    rows = reads.thinned_curve_rows(db, {run.id: 1000}, views.CURVE_NAMES, dense=("loss",), max_points=100)
     loss = [r[2] for r in rows if r[1] == "loss"]
     assert len(loss) <= 110 and loss[0] == 10 and loss[-1] == 1000 and loss == sorted(loss)
     assert [r[2] for r in rows if r[1] == "eval_loss"] == list(range(7, 1001, 99))
@@ -265,19 +265,19 @@ def test_try_it_asks_the_base_and_the_fine_tuned_model(browser, db, team, datase
         return {"text": "adapter answer" if target.adapter else "base answer", "finish_reason": "stop"}
 
     monkeypatch.setattr(inference, "generate", fake_generate)
-    job = _job(db, team, dataset, model)
-    running = _job(db, team, dataset, model, status=JobStatus.running)
-    db.add(Artifact(team_id=job.team_id, job_id=job.id, kind="adapter", path=f"teams/{job.team_id}/jobs/{job.id}/run/adapter"))
+    run = _run(db, team, dataset, model)
+    running = _run(db, team, dataset, model, status=RunStatus.running)
+    db.add(Artifact(team_id=run.team_id, run_id=run.id, kind="adapter", path=f"teams/{run.team_id}/jobs/{run.id}/run/adapter"))
     db.commit()
-    page = browser.get(f"/runs/{job.id}").text
+    page = browser.get(f"/runs/{run.id}").text
     assert "Try it" in page and "Ask both models" in page
     assert "Ask both models" not in browser.get(f"/runs/{running.id}").text  # nothing to try yet
-    r = browser.post(f"/runs/{job.id}/try", data={"prompt": "Ma facture ?"}, headers={"HX-Request": "true"})
+    r = browser.post(f"/runs/{run.id}/try", data={"prompt": "Ma facture ?"}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and "base answer" in r.text and "adapter answer" in r.text
     (base, q1, t1), (tuned, q2, _) = asked
     assert base.adapter is None and base.base == model.path and q1 == q2 == "Ma facture ?" and t1 == 0.0
-    assert tuned.base == model.path and tuned.adapter.endswith(f"jobs/{job.id}/run/adapter")
-    r = browser.post(f"/runs/{job.id}/try", data={"prompt": "  "}, headers={"HX-Request": "true"})
+    assert tuned.base == model.path and tuned.adapter.endswith(f"jobs/{run.id}/run/adapter")
+    r = browser.post(f"/runs/{run.id}/try", data={"prompt": "  "}, headers={"HX-Request": "true"})
     assert "Type a question" in r.text and len(asked) == 2
     r = browser.post(f"/runs/{running.id}/try", data={"prompt": "x"})
     assert r.status_code == 404 and "no trained weights" in r.text
@@ -285,10 +285,10 @@ def test_try_it_asks_the_base_and_the_fine_tuned_model(browser, db, team, datase
 
 def test_try_it_says_when_the_inference_process_is_down(browser, db, team, dataset, model, settings):
     settings.inference_url = "http://127.0.0.1:1"
-    job = _job(db, team, dataset, model)
-    db.add(Artifact(team_id=job.team_id, job_id=job.id, kind="adapter", path="a"))
+    run = _run(db, team, dataset, model)
+    db.add(Artifact(team_id=run.team_id, run_id=run.id, kind="adapter", path="a"))
     db.commit()
-    r = browser.post(f"/runs/{job.id}/try", data={"prompt": "Bonjour"}, headers={"HX-Request": "true"})
+    r = browser.post(f"/runs/{run.id}/try", data={"prompt": "Bonjour"}, headers={"HX-Request": "true"})
     assert "not reachable" in r.text and "studio inference" in r.text
 
 
@@ -298,12 +298,12 @@ def test_a_finished_run_offers_a_blind_test_and_shows_its_sweep_and_promotion(br
     sweep = Sweep(team_id=team[0].team_id, name="lr sweep", base_config={}, search_space={"learning_rate": [1e-4]})
     db.add(sweep)
     db.commit()
-    job = make_job(db, team[0].team_id, dataset, model, status=JobStatus.succeeded, finished_at=utcnow(),
+    run = make_run(db, team[0].team_id, dataset, model, status=RunStatus.succeeded, finished_at=utcnow(),
                    promoted_at=utcnow(), sweep_id=sweep.id, sweep_params={"learning_rate": 1e-4})
-    text = browser.get(f"/runs/{job.id}").text
-    assert f'href="/ab/new?job_id={job.id}"' in text
+    text = browser.get(f"/runs/{run.id}").text
+    assert f'href="/ab/new?run_id={run.id}"' in text
     assert f'href="/sweeps/{sweep.id}"' in text and "learning_rate=0.0001" in text and ">Promoted<" in text
-    plain = make_job(db, team[0].team_id, dataset, model, status=JobStatus.running)
+    plain = make_run(db, team[0].team_id, dataset, model, status=RunStatus.running)
     text = browser.get(f"/runs/{plain.id}").text
     assert "/ab/new" not in text and "/sweeps/" not in text.replace('href="/sweeps"', "") and ">Promoted<" not in text
 
@@ -313,8 +313,8 @@ def test_compare_keeps_every_point_of_a_run_cancelled_early(browser, db, team, d
     import html
     import json
 
-    long = _job(db, team, dataset, model, name="long", total_steps=1200, current_step=1200)
-    short = _job(db, team, dataset, model, status=JobStatus.cancelled, name="stopped early",
+    long = _run(db, team, dataset, model, name="long", total_steps=1200, current_step=1200)
+    short = _run(db, team, dataset, model, status=RunStatus.cancelled, name="stopped early",
                  total_steps=5000, current_step=5)
     _points(db, long, "loss", [3.0 - i / 1000 for i in range(1200)])
     _points(db, short, "loss", [3.0, 2.9, 2.8, 2.7, 2.6])

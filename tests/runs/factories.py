@@ -1,4 +1,4 @@
-"""Factories for job tests: a model directory, a registered base model, a validated dataset."""
+"""Factories for run tests: a model directory, a registered base model, a validated dataset."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import struct
 from pathlib import Path
 
-from app.models import BaseModel, Dataset, DatasetStatus, Job, JobStatus, utcnow
+from app.models import BaseModel, Dataset, DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import service as models_service
 from app.storage import ArtifactStore
 
@@ -61,11 +61,11 @@ def make_dataset(db, store: ArtifactStore, team_id: int, *, n_train: int = 24, n
     return row
 
 
-def make_job(db, team_id: int, dataset: Dataset, model: BaseModel, *, status: JobStatus = JobStatus.queued,  # noqa: ANN001
-             **values) -> Job:
-    job = Job(team_id=team_id, dataset_id=dataset.id, base_model_id=model.id, method="lora",
+def make_run(db, team_id: int, dataset: Dataset, model: BaseModel, *, status: RunStatus = RunStatus.queued,  # noqa: ANN001
+             **values) -> Run:
+    run = Run(team_id=team_id, dataset_id=dataset.id, base_model_id=model.id, method="lora",
               config={"base_model": model.path, "max_steps": 4, "epochs": None}, status=status,
               enqueued_at=utcnow(), **values)
-    db.add(job)
+    db.add(run)
     db.commit()
-    return job
+    return run

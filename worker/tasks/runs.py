@@ -1,8 +1,8 @@
-"""Training jobs on the "train" queue: claim fairly, run the engine, record the outcome.
+"""Training runs on the "train" queue: claim fairly, run the engine, record the outcome.
 
-A broker message is only a ticket ("a job is ready"): the worker claims the best queued job in
-fair order with a compare-and-set, so re-delivered or duplicated messages never run a job twice,
-and one team's fifty jobs do not starve another team's one.
+A broker message is only a ticket ("a run is ready"): the worker claims the best queued run in
+fair order with a compare-and-set, so re-delivered or duplicated messages never run a run twice,
+and one team's fifty runs do not starve another team's one.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 from app.config import get_settings
 from app.datasets import repository as datasets_repo
 from app.db import session_scope
-from app.jobs import repository as repo
-from app.jobs import service
-from app.models import Artifact, Job, JobStatus, utcnow
+from app.runs import repository as repo
+from app.runs import service
+from app.models import Artifact, Run, RunStatus, utcnow
 from app.storage import ArtifactStore
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
@@ -32,26 +32,26 @@ OOM_ADVICE = ("Lower the batch size or the maximum length, turn on gradient chec
               "or switch to QLoRA (4-bit), which needs the least memory.")
 
 
-def fits_device(job: Job, memory_gb: float | None) -> bool:
-    """Routing by device class: a worker takes only jobs whose estimated peak memory fits its
-    own device, so a 24 GB worker leaves a 70 GB job to an 80 GB one."""
-    needed = ((job.estimate or {}).get("memory") or {}).get("total_gb")
+def fits_device(run: Run, memory_gb: float | None) -> bool:
+    """Routing by device class: a worker takes only runs whose estimated peak memory fits its
+    own device, so a 24 GB worker leaves a 70 GB run to an 80 GB one."""
+    needed = ((run.estimate or {}).get("memory") or {}).get("total_gb")
     return memory_gb is None or needed is None or needed <= memory_gb * 0.95
 
 
 def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = None) -> tuple[int, str] | None:
-    """Claims the fairest queued job of the queue that fits this worker's device; returns
-    (job id, lease token)."""
+    """Claims the fairest queued run of the queue that fits this worker's device; returns
+    (run id, lease token)."""
     with session_scope() as s:
-        for job in repo.queued_in_fair_order(s, queue):
-            if not fits_device(job, memory_gb):
+        for run in repo.queued_in_fair_order(s, queue):
+            if not fits_device(run, memory_gb):
                 continue
             token = uuid.uuid4().hex
-            if repo.claim(s, job_id=job.id, worker=worker, lease_token=token, now=utcnow()):
-                s.expire(job)
-                service.add_event(s, job, "status", f"Running on {worker} (attempt {job.attempt} of "
-                                  f"{job.max_attempts}).", data={"status": "running", "worker": worker})
-                return job.id, token
+            if repo.claim(s, run_id=run.id, worker=worker, lease_token=token, now=utcnow()):
+                s.expire(run)
+                service.add_event(s, run, "status", f"Running on {worker} (attempt {run.attempt} of "
+                                  f"{run.max_attempts}).", data={"status": "running", "worker": worker})
+                return run.id, token
     return None
 
 
@@ -82,103 +82,104 @@ def _dir_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _record_outputs(s, job: Job, store: ArtifactStore, result) -> None:  # noqa: ANN001
+def _record_outputs(s, run: Run, store: ArtifactStore, result) -> None:  # noqa: ANN001
     for kind, directory in (("adapter", result.adapter_dir), ("merged", result.merged_dir),
                             ("model", result.model_dir)):
         if directory:
             path = Path(directory)
             digest, size = _dir_digest(path)
-            s.add(Artifact(team_id=job.team_id, job_id=job.id, kind=kind, sha256=digest, size_bytes=size,
+            s.add(Artifact(team_id=run.team_id, run_id=run.id, kind=kind, sha256=digest, size_bytes=size,
                            path=path.resolve().relative_to(store.root).as_posix(),
                            content_type="application/zip"))
             card = path / "README.md"
             if kind != "merged" and card.is_file():
-                s.add(Artifact(team_id=job.team_id, job_id=job.id, kind="model_card", size_bytes=card.stat().st_size,
+                s.add(Artifact(team_id=run.team_id, run_id=run.id, kind="model_card", size_bytes=card.stat().st_size,
                                path=card.resolve().relative_to(store.root).as_posix(),
                                sha256=hashlib.sha256(card.read_bytes()).hexdigest(), content_type="text/markdown"))
 
 
-def _finish(job_id: int, lease: str, store: ArtifactStore, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
+def _finish(run_id: int, lease: str, store: ArtifactStore, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
     with session_scope() as s:
-        job = repo.by_id(s, job_id, for_update=True)
-        if job is None or job.lease_token != lease or job.status != JobStatus.running:
-            return  # the reconciler gave the job away; that run owns the outcome now
-        job.finished_at = utcnow()
-        job.lease_token = None
+        run = repo.by_id(s, run_id, for_update=True)
+        if run is None or run.lease_token != lease or run.status != RunStatus.running:
+            return  # the reconciler gave the run away; that run owns the outcome now
+        run.finished_at = utcnow()
+        run.lease_token = None
         if failure is not None:
-            job.status, (job.error_kind, job.error_message) = JobStatus.failed, failure
-            service.add_event(s, job, "status", job.error_message, level="error",
-                              data={"status": "failed", "kind": job.error_kind})
+            run.status, (run.error_kind, run.error_message) = RunStatus.failed, failure
+            service.add_event(s, run, "status", run.error_message, level="error",
+                              data={"status": "failed", "kind": run.error_kind})
         elif result.status == "stopped":
-            job.status = JobStatus.cancelled
-            job.result = result.as_dict()
+            run.status = RunStatus.cancelled
+            run.result = result.as_dict()
             kept = f"; its last checkpoint (step {result.last_checkpoint.rsplit('-', 1)[-1]}) is kept" \
                 if result.last_checkpoint else ""
-            service.add_event(s, job, "status", f"Cancelled at step {result.global_step}{kept}.",
+            service.add_event(s, run, "status", f"Cancelled at step {result.global_step}{kept}.",
                               data={"status": "cancelled"})
         else:
-            job.status = JobStatus.succeeded
-            job.result = result.as_dict()
-            job.current_step = result.global_step
-            _record_outputs(s, job, store, result)
+            run.status = RunStatus.succeeded
+            run.result = result.as_dict()
+            run.current_step = result.global_step
+            _record_outputs(s, run, store, result)
             loss = result.metrics.get("eval_loss", result.metrics.get("train_loss"))
-            service.add_event(s, job, "status", f"Succeeded after {result.global_step} steps"
+            service.add_event(s, run, "status", f"Succeeded after {result.global_step} steps"
                               + (f" (loss {loss:.3f})." if loss is not None else "."), data={"status": "succeeded"})
             for warning in result.warnings:
-                service.add_event(s, job, "warning", warning, level="warning")
-    _advance_sweep(job_id)  # its sweep queues the next waiting run or picks the best
+                service.add_event(s, run, "warning", warning, level="warning")
+    _advance_sweep(run_id)  # its sweep queues the next waiting run or picks the best
 
 
-def _advance_sweep(job_id: int) -> None:
-    """The hook once a job's outcome is committed: advances its sweep, if it has one, in a
+def _advance_sweep(run_id: int) -> None:
+    """The hook once a run's outcome is committed: advances its sweep, if it has one, in a
     transaction of its own. A failure is logged; the reconciler's next pass repairs it."""
     try:
         with session_scope() as s:
-            sweep_id = sweeps_repo.sweep_of_job(s, job_id)
+            sweep_id = sweeps_repo.sweep_of_run(s, run_id)
             if sweep_id is not None:
                 sweeps.advance(s, sweep_id)
-    except Exception:  # noqa: BLE001  (the job's outcome is already recorded)
-        log.exception("could not advance the sweep of job %s; the reconciler will", job_id)
+    except Exception:  # noqa: BLE001  (the run's outcome is already recorded)
+        log.exception("could not advance the sweep of run %s; the reconciler will", run_id)
 
 
-def _setup(job_id: int, store: ArtifactStore):  # noqa: ANN202
+def _setup(run_id: int, store: ArtifactStore):  # noqa: ANN202
     with session_scope() as s:
-        job = repo.by_id(s, job_id)
-        dataset = datasets_repo.get(s, team_id=job.team_id, dataset_id=job.dataset_id, purpose=None)
-        run_key = f"teams/{job.team_id}/jobs/{job.id}/run"
+        run = repo.by_id(s, run_id)
+        dataset = datasets_repo.get(s, team_id=run.team_id, dataset_id=run.dataset_id, purpose=None)
+        # The store's layout keeps its first name ("jobs"): runs started before the rename resume.
+        run_key = f"teams/{run.team_id}/jobs/{run.id}/run"
         log_key = f"{run_key}/training.log"
-        if not any(a.kind == "log" for a in repo.artifacts(s, team_id=job.team_id, job_id=job.id)):
-            s.add(Artifact(team_id=job.team_id, job_id=job.id, kind="log", path=log_key, content_type="text/plain"))
-        resume = bool(repo.checkpoints(s, job.id))
+        if not any(a.kind == "log" for a in repo.artifacts(s, team_id=run.team_id, run_id=run.id)):
+            s.add(Artifact(team_id=run.team_id, run_id=run.id, kind="log", path=log_key, content_type="text/plain"))
+        resume = bool(repo.checkpoints(s, run.id))
         eval_key = dataset.normalized_eval_path
-        if job.eval_dataset_id and job.eval_dataset_id != dataset.eval_dataset_id:  # OpenAI validation_file
-            eval_key = datasets_repo.get(s, team_id=job.team_id, dataset_id=job.eval_dataset_id,
+        if run.eval_dataset_id and run.eval_dataset_id != dataset.eval_dataset_id:  # OpenAI validation_file
+            eval_key = datasets_repo.get(s, team_id=run.team_id, dataset_id=run.eval_dataset_id,
                                          purpose=None).normalized_path
-        return (dict(job.config), job.attempt, dataset.normalized_path, eval_key,
+        return (dict(run.config), run.attempt, dataset.normalized_path, eval_key,
                 store.path(run_key), store.path(log_key), resume)
 
 
-def run_job(job_id: int, lease: str) -> None:
+def run_training(run_id: int, lease: str) -> None:
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
-    config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(job_id, store)
+    config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, store)
     # The lease heartbeat starts first: nothing slow may run between the claim and it.
-    reporter = DatabaseReporter(job_id=job_id, attempt=attempt, lease_token=lease, log_path=log_path,
+    reporter = DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
                                 store_root=store.root)
     from planner.config import TrainingConfig
-    from worker.training.run import run
+    from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     logging.getLogger().addHandler(handler)
     try:
         train_records, eval_records = _records(store, train_key), _records(store, eval_key)
-        result = run(TrainingConfig.model_validate(config), train_records, eval_records,
+        result = run_engine(TrainingConfig.model_validate(config), train_records, eval_records,
                      output_dir, reporter, resume_from=True if resume else None)
     except Exception as exc:
-        log.exception("job %s failed", job_id)
+        log.exception("run %s failed", run_id)
         reporter.on_log(f"FAILED: {type(exc).__name__}: {exc}")
         reporter.close()
-        _finish(job_id, lease, store, failure=classify_failure(exc, reporter._progress[0] if reporter._progress else 0))
+        _finish(run_id, lease, store, failure=classify_failure(exc, reporter._progress[0] if reporter._progress else 0))
         return
     finally:
         logging.getLogger().removeHandler(handler)
@@ -186,14 +187,14 @@ def run_job(job_id: int, lease: str) -> None:
     reporter.close()
     if result.status == "stopped" and reporter.lease_lost:
         return
-    _finish(job_id, lease, store, result=result)
-    if result.status == "completed":  # the job shows as succeeded while its evaluation runs
-        evaluation.evaluate_after_run(job_id, result, train_records, eval_records)
+    _finish(run_id, lease, store, result=result)
+    if result.status == "completed":  # the run shows as succeeded while its evaluation runs
+        evaluation.evaluate_after_run(run_id, result, train_records, eval_records)
 
 
 @celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)
-def train(self, job_id: int) -> None:  # noqa: ANN001
-    """`job_id` is the ticket's job; the worker runs whichever queued job is fairest next."""
+def train(self, run_id: int) -> None:  # noqa: ANN001
+    """`run_id` is the ticket's run; the worker runs whichever queued run is fairest next."""
     from worker.runtime.heartbeat import device_info
 
     memory_gb = device_info()["device_memory_bytes"] / 1024**3
@@ -201,16 +202,16 @@ def train(self, job_id: int) -> None:  # noqa: ANN001
     _repair_evaluations(self.request.hostname)
     claimed = claim_next(self.request.hostname or "worker", queue, memory_gb)
     if claimed is None:
-        log.info("ticket for job %s: nothing to claim (already running, finished or cancelled)", job_id)
+        log.info("ticket for run %s: nothing to claim (already running, finished or cancelled)", run_id)
         return
-    run_job(*claimed)
+    run_training(*claimed)
 
 
 def _repair_evaluations(worker: str | None) -> None:
     """This worker is idle: evaluations it (or a lost worker) left unfinished are marked failed."""
     try:
         evaluation.fail_interrupted(worker)
-    except Exception:  # a repair must never keep a job from starting
+    except Exception:  # a repair must never keep a run from starting
         log.exception("could not repair interrupted evaluations")
 
 

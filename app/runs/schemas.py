@@ -1,4 +1,4 @@
-"""JSON shapes of the jobs API."""
+"""JSON shapes of the runs API."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class JobCreate(BaseModel):
+class RunCreate(BaseModel):
     dataset_id: int = Field(description="A validated dataset of your team.", examples=[1])
     base_model_id: int = Field(description="A base model from GET /api/v1/models.", examples=[1])
     preset: str = Field("auto", description="auto (adapted to model, data and hardware) or classic.")
@@ -16,13 +16,13 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Overrides of TrainingConfig fields, e.g. {\"learning_rate\": 1e-4}.",
         examples=[{"max_steps": 30}])
     name: str = Field("", max_length=200)
-    priority: int = Field(0, ge=0, le=10, description="Higher runs first among your queued jobs.")
+    priority: int = Field(0, ge=0, le=10, description="Higher runs first among your queued runs.")
     suffix: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9_-]*$")
     time_budget_minutes: float | None = Field(None, gt=0, le=7 * 24 * 60,
                                               description="The auto preset limits steps to fit this time.")
 
 
-class JobOut(BaseModel):
+class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -50,8 +50,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-class JobPage(BaseModel):
-    data: list[JobOut]
+class RunPage(BaseModel):
+    data: list[RunOut]
     next_cursor: int | None = Field(None, description="Pass as ?before= for the next page.")
 
 

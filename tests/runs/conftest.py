@@ -4,7 +4,7 @@ import pytest
 
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset, register_model, write_model_dir
+from tests.runs.factories import make_dataset, register_model, write_model_dir
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.models import Job, JobStatus, utcnow
+from app.models import Run, RunStatus, utcnow
 from planner.config import TrainingConfig, field_help
 
 CURVES = (("loss", "Training loss"), ("eval_loss", "Evaluation loss"), ("learning_rate", "Learning rate"))
@@ -41,7 +41,7 @@ ARTIFACT_LABELS = {"adapter": ("Adapter", "the small trained part; load it on to
                    "log": ("Training log", "everything the run printed")}
 
 
-def status_label(status: JobStatus | str) -> str:
+def status_label(status: RunStatus | str) -> str:
     return STATUS_LABELS.get(getattr(status, "value", status), str(status))
 
 
@@ -58,19 +58,19 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {m:02d} min"
 
 
-def progress(job: Job) -> dict[str, Any]:
-    total = job.total_steps or 0
-    pct = 100.0 if job.status == JobStatus.succeeded else (
-        min(100.0, 100.0 * job.current_step / total) if total else 0.0)
-    return {"pct": round(pct, 1), "step": job.current_step, "total": total or None,
-            "eta": duration(job.eta_s) if job.status == JobStatus.running and job.eta_s is not None else None}
+def progress(run: Run) -> dict[str, Any]:
+    total = run.total_steps or 0
+    pct = 100.0 if run.status == RunStatus.succeeded else (
+        min(100.0, 100.0 * run.current_step / total) if total else 0.0)
+    return {"pct": round(pct, 1), "step": run.current_step, "total": total or None,
+            "eta": duration(run.eta_s) if run.status == RunStatus.running and run.eta_s is not None else None}
 
 
-def elapsed(job: Job) -> float | None:
-    if job.started_at is None:
+def elapsed(run: Run) -> float | None:
+    if run.started_at is None:
         return None
-    end = job.finished_at or (utcnow() if job.status == JobStatus.running else job.heartbeat_at)
-    return (end - job.started_at).total_seconds() if end else None
+    end = run.finished_at or (utcnow() if run.status == RunStatus.running else run.heartbeat_at)
+    return (end - run.started_at).total_seconds() if end else None
 
 
 def trainable_share(estimate: dict[str, Any] | None, parameters: int | None) -> float | None:
@@ -106,12 +106,12 @@ def thin(points: list[tuple[int, float]], max_points: int = MAX_POINTS) -> list[
 
 
 def series_by_name(rows: typing.Iterable[tuple[int, str, int, float]]) -> dict[int, dict[str, list]]:
-    """(job_id, name, step, value) rows in step order -> {job_id: {name: [(step, value)]}}."""
+    """(run_id, name, step, value) rows in step order -> {run_id: {name: [(step, value)]}}."""
     out: dict[int, dict[str, list]] = {}
-    for job_id, name, step, value in rows:
+    for run_id, name, step, value in rows:
         if value is None or not math.isfinite(value):
             continue
-        out.setdefault(job_id, {}).setdefault(name, []).append((step, value))
+        out.setdefault(run_id, {}).setdefault(name, []).append((step, value))
     return out
 
 
@@ -122,12 +122,12 @@ def run_charts(series: dict[str, list]) -> list[dict[str, Any]]:
         for i, (name, title) in enumerate(CURVES)]
 
 
-def compare_charts(jobs: list[Job], series: dict[int, dict[str, list]], best_id: int | None) -> list[dict]:
+def compare_charts(runs: list[Run], series: dict[int, dict[str, list]], best_id: int | None) -> list[dict]:
     charts = []
     for name, title in CURVES:
         lines = [{"key": str(j.id), "label": f"#{j.id} {j.name}" + (" (best)" if j.id == best_id else ""),
                   "color": PALETTE[i % len(PALETTE)], "dash": i >= len(PALETTE), "best": j.id == best_id,
-                  "points": thin(series.get(j.id, {}).get(name, []))} for i, j in enumerate(jobs)]
+                  "points": thin(series.get(j.id, {}).get(name, []))} for i, j in enumerate(runs)]
         charts.append({"name": name, "title": title, "series": lines})
     return charts
 
@@ -136,7 +136,7 @@ def compare_charts(jobs: list[Job], series: dict[int, dict[str, list]], best_id:
 
 @dataclass
 class RunSummary:
-    job: Job
+    run: Run
     final_loss: float | None
     best_eval_loss: float | None
     best_eval_step: int | None
@@ -145,13 +145,13 @@ class RunSummary:
     is_best: bool = False
 
 
-def summaries(jobs: list[Job], series: dict[int, dict[str, list]]) -> list[RunSummary]:
+def summaries(runs: list[Run], series: dict[int, dict[str, list]]) -> list[RunSummary]:
     out = []
-    for i, job in enumerate(jobs):
-        curves = series.get(job.id, {})
+    for i, run in enumerate(runs):
+        curves = series.get(run.id, {})
         loss, evals = curves.get("loss") or [], curves.get("eval_loss") or []
         best = min(evals, key=lambda p: p[1]) if evals else None
-        out.append(RunSummary(job=job, final_loss=loss[-1][1] if loss else None,
+        out.append(RunSummary(run=run, final_loss=loss[-1][1] if loss else None,
                               best_eval_loss=best[1] if best else None, best_eval_step=best[0] if best else None,
                               perplexity=math.exp(best[1]) if best and best[1] < 50 else None,
                               color=PALETTE[i % len(PALETTE)]))
@@ -178,13 +178,13 @@ class DiffRow:
     differs: bool
 
 
-def config_diff(jobs: list[Job]) -> list[DiffRow]:
+def config_diff(runs: list[Run]) -> list[DiffRow]:
     """Every setting of the compared runs; the ones that differ first."""
     helps = field_help()
-    keys = list(helps) + sorted({k for j in jobs for k in (j.config or {})} - set(helps))
+    keys = list(helps) + sorted({k for j in runs for k in (j.config or {})} - set(helps))
     rows = []
     for key in keys:
-        values = [_fmt((j.config or {}).get(key)) for j in jobs]
+        values = [_fmt((j.config or {}).get(key)) for j in runs]
         rows.append(DiffRow(key=key, help=helps.get(key, ""), values=values, differs=len(set(values)) > 1))
     return sorted(rows, key=lambda r: not r.differs)
 

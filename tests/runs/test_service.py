@@ -1,40 +1,40 @@
-"""Submitting, cancelling and retrying jobs through the API; every refusal is clear."""
+"""Submitting, cancelling and retrying runs through the API; every refusal is clear."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.models import DatasetStatus, Job, JobEvent, JobStatus, Worker, utcnow
+from app.models import DatasetStatus, Run, RunEvent, RunStatus, Worker, utcnow
 from tests.factories import make_account, make_api_key
-from tests.jobs.factories import make_dataset
+from tests.runs.factories import make_dataset
 
 
 def _create(client, headers, **body):
-    return client.post("/api/v1/jobs", json=body, headers=headers)
+    return client.post("/api/v1/runs", json=body, headers=headers)
 
 
 def test_submit_queues_after_commit_with_events_and_estimate(client, team, dataset, model, sent, db):
     acc, headers = team
     r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_steps": 5})
     assert r.status_code == 201, r.text
-    job = r.json()
-    assert job["status"] == "queued" and job["config"]["max_steps"] == 5 and job["method"] == "lora"
-    assert job["config"]["base_model"] == model.path
-    assert job["estimate"]["memory"]["total_gb"] > 0 and job["estimate"]["reasons"]
-    assert sent == [("studio.train", [job["id"]], "train")]
-    events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=headers).json()
+    run = r.json()
+    assert run["status"] == "queued" and run["config"]["max_steps"] == 5 and run["method"] == "lora"
+    assert run["config"]["base_model"] == model.path
+    assert run["estimate"]["memory"]["total_gb"] > 0 and run["estimate"]["reasons"]
+    assert sent == [("studio.train", [run["id"]], "train")]
+    events = client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()
     assert events[0]["message"].startswith("Queued: lora fine-tuning of Tiny Llama on support")
     assert any("No training worker is online" in e["message"] for e in events)
 
 
-def test_idempotency_key_returns_the_first_job(client, team, dataset, model, sent, db):
+def test_idempotency_key_returns_the_first_run(client, team, dataset, model, sent, db):
     _, headers = team
     body = {"dataset_id": dataset.id, "base_model_id": model.id}
-    first = client.post("/api/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "abc"})
-    again = client.post("/api/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "abc"})
+    first = client.post("/api/v1/runs", json=body, headers={**headers, "Idempotency-Key": "abc"})
+    again = client.post("/api/v1/runs", json=body, headers={**headers, "Idempotency-Key": "abc"})
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"] and len(sent) == 1
-    assert db.scalar(select(Job).where(Job.idempotency_key == "abc")) is not None
+    assert db.scalar(select(Run).where(Run.idempotency_key == "abc")) is not None
 
 
 def test_refusals_are_clear(client, team, dataset, model, db, store, sent):
@@ -58,7 +58,7 @@ def test_refusals_are_clear(client, team, dataset, model, db, store, sent):
     theirs = make_dataset(db, store, other.team_id, name="theirs")
     r = _create(client, headers, dataset_id=theirs.id, base_model_id=model.id)
     assert r.status_code == 404
-    assert sent == [] and db.scalar(select(Job)) is None
+    assert sent == [] and db.scalar(select(Run)) is None
 
 
 def test_a_run_that_cannot_fit_any_worker_is_refused(client, team, dataset, model, db, sent):
@@ -75,7 +75,7 @@ def test_a_run_that_cannot_fit_any_worker_is_refused(client, team, dataset, mode
 
 def test_estimate_endpoint_queues_nothing(client, team, dataset, model, sent):
     _, headers = team
-    r = client.post("/api/v1/jobs/estimate", json={"dataset_id": dataset.id, "base_model_id": model.id}, headers=headers)
+    r = client.post("/api/v1/runs/estimate", json={"dataset_id": dataset.id, "base_model_id": model.id}, headers=headers)
     assert r.status_code == 200
     body = r.json()
     assert body["config"]["method"] in ("lora", "qlora", "full", "lora8bit") and body["reasons"]
@@ -85,61 +85,61 @@ def test_estimate_endpoint_queues_nothing(client, team, dataset, model, sent):
 
 def test_cancel_queued_at_once_running_by_flag_and_retry(client, team, dataset, model, sent, db):
     _, headers = team
-    job_id = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id).json()["id"]
-    r = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+    run_id = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id).json()["id"]
+    r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=headers)
     assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
-    assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers).status_code == 409
+    assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=headers).status_code == 409
 
-    r = client.post(f"/api/v1/jobs/{job_id}/retry", headers=headers)
+    r = client.post(f"/api/v1/runs/{run_id}/retry", headers=headers)
     assert r.status_code == 200 and r.json()["status"] == "queued"
-    assert sent[-1] == ("studio.train", [job_id], "train")
-    assert client.post(f"/api/v1/jobs/{job_id}/retry", headers=headers).status_code == 409
+    assert sent[-1] == ("studio.train", [run_id], "train")
+    assert client.post(f"/api/v1/runs/{run_id}/retry", headers=headers).status_code == 409
 
-    job = db.get(Job, job_id)
-    job.status, job.attempt = JobStatus.running, 1
+    run = db.get(Run, run_id)
+    run.status, run.attempt = RunStatus.running, 1
     db.commit()
-    r = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+    r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=headers)
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
-    kinds = [e.kind for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    kinds = [e.kind for e in db.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))]
     assert kinds == ["status", "warning", "status", "status", "cancel"]
 
 
 def test_list_filters_and_cursor(client, team, dataset, model, sent, db):
     _, headers = team
     ids = [_create(client, headers, dataset_id=dataset.id, base_model_id=model.id).json()["id"] for _ in range(5)]
-    client.post(f"/api/v1/jobs/{ids[0]}/cancel", headers=headers)
-    page1 = client.get("/api/v1/jobs?limit=2", headers=headers).json()
+    client.post(f"/api/v1/runs/{ids[0]}/cancel", headers=headers)
+    page1 = client.get("/api/v1/runs?limit=2", headers=headers).json()
     assert [j["id"] for j in page1["data"]] == ids[::-1][:2]
-    page2 = client.get(f"/api/v1/jobs?limit=2&before={page1['next_cursor']}", headers=headers).json()
-    page3 = client.get(f"/api/v1/jobs?limit=2&before={page2['next_cursor']}", headers=headers).json()
+    page2 = client.get(f"/api/v1/runs?limit=2&before={page1['next_cursor']}", headers=headers).json()
+    page3 = client.get(f"/api/v1/runs?limit=2&before={page2['next_cursor']}", headers=headers).json()
     assert [j["id"] for j in page2["data"] + page3["data"]] == ids[::-1][2:] and page3["next_cursor"] is None
-    cancelled = client.get("/api/v1/jobs?status=cancelled", headers=headers).json()["data"]
+    cancelled = client.get("/api/v1/runs?status=cancelled", headers=headers).json()["data"]
     assert [j["id"] for j in cancelled] == [ids[0]]
     read_only = {"Authorization": f"Bearer {make_api_key(db, team[0], scopes=('read',))}"}
-    assert client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=read_only).status_code == 403
+    assert client.post(f"/api/v1/runs/{ids[1]}/cancel", headers=read_only).status_code == 403
 
 
-def test_the_team_limit_on_active_jobs_is_clear(client, team, dataset, model, sent, db, settings, store):
+def test_the_team_limit_on_active_runs_is_clear(client, team, dataset, model, sent, db, settings, store):
     _, headers = team
-    settings.max_active_jobs_per_team = 2
+    settings.max_active_runs_per_team = 2
     body = {"dataset_id": dataset.id, "base_model_id": model.id}
     ids = [_create(client, headers, **body).json()["id"] for _ in range(2)]
     r = _create(client, headers, **body)
     assert r.status_code == 429
     error = r.json()["error"]
-    assert error["type"] == "rate_limited" and error["details"] == {"active_jobs": 2, "limit": 2}
-    assert "already has 2 jobs queued or running, and the limit is 2" in error["message"]
+    assert error["type"] == "rate_limited" and error["details"] == {"active_runs": 2, "limit": 2}
+    assert "already has 2 runs queued or running, and the limit is 2" in error["message"]
     assert "cancel those you no longer need" in error["message"]
     assert len(sent) == 2
-    # Another team is not affected; a finished job frees its slot.
+    # Another team is not affected; a finished run frees its slot.
     other = make_account(db)
     other_headers = {"Authorization": f"Bearer {make_api_key(db, other)}"}
     theirs = make_dataset(db, store, other.team_id, name="theirs")
     assert _create(client, other_headers, dataset_id=theirs.id, base_model_id=model.id).status_code == 201
-    assert client.post(f"/api/v1/jobs/{ids[0]}/cancel", headers=headers).status_code == 200
+    assert client.post(f"/api/v1/runs/{ids[0]}/cancel", headers=headers).status_code == 200
     assert _create(client, headers, **body).status_code == 201
-    # A retry counts as a new active job too.
-    r = client.post(f"/api/v1/jobs/{ids[0]}/retry", headers=headers)
+    # A retry counts as a new active run too.
+    r = client.post(f"/api/v1/runs/{ids[0]}/retry", headers=headers)
     assert r.status_code == 429 and "limit is 2" in r.json()["error"]["message"]
 
 
@@ -147,9 +147,9 @@ def test_the_team_limit_on_the_runs_page_keeps_the_form(client, team, dataset, m
     from tests.factories import log_in
 
     acc, headers = team
-    settings.max_active_jobs_per_team = 1
+    settings.max_active_runs_per_team = 1
     assert _create(client, headers, dataset_id=dataset.id, base_model_id=model.id).status_code == 201
     token = log_in(client, acc)
     r = client.post("/runs", data={"dataset_id": dataset.id, "base_model_id": model.id, "csrf_token": token})
-    assert r.status_code == 429 and "already has 1 job queued or running" in r.text
+    assert r.status_code == 429 and "already has 1 run queued or running" in r.text
     assert len(sent) == 1

@@ -1,0 +1,172 @@
+"""Queries for runs and what runs write back. Tenant reads take the team id; the worker-side
+queries (claim, reconcile) work on ids the broker handed over or on state, never on input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric, Team
+
+ACTIVE = (RunStatus.queued, RunStatus.running)
+
+
+def get(session: Session, *, team_id: int, run_id: int) -> Run | None:
+    return session.scalar(select(Run).where(Run.team_id == team_id, Run.id == run_id))
+
+
+def by_idempotency_key(session: Session, *, team_id: int, key: str) -> Run | None:
+    return session.scalar(select(Run).where(Run.team_id == team_id, Run.idempotency_key == key))
+
+
+def list_runs(session: Session, *, team_id: int, status: str | None = None, dataset_id: int | None = None,
+              base_model_id: int | None = None, method: str | None = None, author_id: int | None = None,
+              before_id: int | None = None, limit: int = 50) -> list[Run]:
+    stmt = select(Run).where(Run.team_id == team_id)
+    filters = {Run.status: status, Run.dataset_id: dataset_id, Run.base_model_id: base_model_id,
+               Run.method: method, Run.created_by_id: author_id}
+    for column, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if before_id is not None:
+        stmt = stmt.where(Run.id < before_id)
+    return list(session.scalars(stmt.order_by(Run.id.desc()).limit(limit)))
+
+
+def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500) -> list[RunEvent]:
+    stmt = (select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+            .order_by(RunEvent.id).limit(limit))
+    return list(session.scalars(stmt))
+
+
+def metrics(session: Session, run_id: int, *, after_id: int = 0, names: Sequence[str] | None = None,
+            limit: int = 20000) -> list[Metric]:
+    stmt = select(Metric).where(Metric.run_id == run_id, Metric.id > after_id)
+    if names:
+        stmt = stmt.where(Metric.name.in_(list(names)))
+    return list(session.scalars(stmt.order_by(Metric.id).limit(limit)))
+
+
+def checkpoints(session: Session, run_id: int) -> list[Checkpoint]:
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)))
+
+
+def artifacts(session: Session, *, team_id: int, run_id: int) -> list[Artifact]:
+    stmt = select(Artifact).where(Artifact.team_id == team_id, Artifact.run_id == run_id).order_by(Artifact.id)
+    return list(session.scalars(stmt))
+
+
+def artifact(session: Session, *, team_id: int, run_id: int, artifact_id: int) -> Artifact | None:
+    stmt = select(Artifact).where(Artifact.team_id == team_id, Artifact.run_id == run_id,
+                                  Artifact.id == artifact_id)
+    return session.scalar(stmt)
+
+
+# -- worker side -----------------------------------------------------------------------------
+
+def by_id(session: Session, run_id: int, *, for_update: bool = False) -> Run | None:
+    """The run a broker message or another row named (for_update: locked until the end of the
+    transaction)."""
+    if for_update:
+        return session.get(Run, run_id, with_for_update=True)
+    return session.get(Run, run_id)
+
+
+def stop_signals(session: Session, run_id: int) -> Row:
+    """(cancel_requested, lease_token): what a run in progress polls to know whether to stop."""
+    return session.execute(select(Run.cancel_requested, Run.lease_token).where(Run.id == run_id)).one()
+
+
+def add_metrics(session: Session, rows: list[dict]) -> None:
+    session.execute(insert(Metric), rows)
+
+
+def checkpoint(session: Session, run_id: int, step: int) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step == step))
+
+
+def delete_checkpoints(session: Session, run_id: int, steps: Sequence[int]) -> None:
+    session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step.in_(steps)))
+
+
+def running_worker_names(session: Session) -> set[str]:
+    """The workers that hold a run in progress."""
+    return set(session.scalars(select(Run.worker_id).where(Run.status == RunStatus.running)))
+
+
+def queued_in_fair_order(session: Session, queue: str, limit: int = 50) -> list[Run]:
+    """Queued runs of a queue, best first: higher priority, then the team with the fewest
+    running runs, then the team that started a run least recently, then the oldest run.
+    One team's fifty runs therefore alternate with another team's one."""
+    running = (select(Run.team_id, func.count(Run.id).label("n")).where(Run.status == RunStatus.running)
+               .group_by(Run.team_id).subquery())
+    last_start = (select(Run.team_id, func.max(Run.started_at).label("t")).where(Run.started_at.is_not(None))
+                  .group_by(Run.team_id).subquery())
+    stmt = (
+        select(Run)
+        .outerjoin(running, running.c.team_id == Run.team_id)
+        .outerjoin(last_start, last_start.c.team_id == Run.team_id)
+        .where(Run.status == RunStatus.queued, Run.queue == queue, Run.cancel_requested.is_(False))
+        .order_by(Run.priority.desc(), func.coalesce(running.c.n, 0),
+                  last_start.c.t.is_not(None), last_start.c.t, Run.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def claim(session: Session, *, run_id: int, worker: str, lease_token: str, now: datetime) -> bool:
+    """Compare-and-set queued -> running: only one worker ever wins a run."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False))
+        .values(status=RunStatus.running, worker_id=worker, lease_token=lease_token, heartbeat_at=now,
+                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(session: Session, *, run_id: int, lease_token: str, now: datetime) -> bool:
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.lease_token == lease_token, Run.status == RunStatus.running)
+        .values(heartbeat_at=now).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def stale_running(session: Session, *, heartbeat_before: datetime) -> list[Run]:
+    stmt = select(Run).where(Run.status == RunStatus.running,
+                             and_(Run.heartbeat_at.is_not(None), Run.heartbeat_at < heartbeat_before))
+    return list(session.scalars(stmt))
+
+
+def take_back(session: Session, *, run_id: int, lease_token: str, values: dict) -> bool:
+    """Compare-and-set on a run in progress whose worker was lost: applies `values` (queued again, or
+    failed) only while the run still holds the lease the reconciler saw."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.lease_token == lease_token, Run.status == RunStatus.running)
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def waiting_since(session: Session, *, enqueued_before: datetime) -> list[Run]:
+    stmt = select(Run).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False),
+                             (Run.enqueued_at.is_(None)) | (Run.enqueued_at < enqueued_before))
+    return list(session.scalars(stmt.order_by(Run.id)))
+
+
+def active_runs(session: Session, *, team_id: int) -> int:
+    """Runs of the team that are queued or running (what the team limit counts)."""
+    return session.scalar(select(func.count(Run.id)).where(Run.team_id == team_id, Run.status.in_(ACTIVE))) or 0
+
+
+def lock_team(session: Session, team_id: int) -> None:
+    """Serialises submissions of one team until the transaction ends, so two of them cannot
+    both see room under the team limit. An UPDATE rather than SELECT ... FOR UPDATE: Postgres
+    locks the row either way, and SQLite (which ignores FOR UPDATE) takes its write lock."""
+    session.execute(update(Team).where(Team.id == team_id).values(name=Team.name)
+                    .execution_options(synchronize_session=False))

@@ -1,0 +1,163 @@
+"""The native runs API: submit, list, follow, cancel, retry, download. The run pages are in
+app/runs/pages.py: together they would pass ~400 lines."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.downloads import file_response
+from app.errors import NotFound
+from app.runs import configure, service
+from app.datasets import repository as datasets_repo
+from app.runs import repository as repo
+from app.runs.schemas import (
+    ArtifactOut,
+    CheckpointOut,
+    EstimateOut,
+    EventOut,
+    RunCreate,
+    RunOut,
+    RunPage,
+    MetricPoints,
+)
+from app.models import RunStatus
+from app.models_registry import repository as models_repo
+from app.sweeps import service as sweeps
+
+api = APIRouter(prefix="/api/v1", tags=["runs"])
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def _submission(body: RunCreate, p, idempotency_key: str | None) -> service.Submission:  # noqa: ANN001
+    return service.Submission(
+        team_id=p.team_id, user_id=p.user_id, dataset_id=body.dataset_id, base_model_id=body.base_model_id,
+        preset=body.preset, hyperparameters=body.hyperparameters, name=body.name, priority=body.priority,
+        idempotency_key=idempotency_key, suffix=body.suffix,
+        time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
+
+
+@api.post("/runs", response_model=RunOut, status_code=201,
+          responses={200: {"model": RunOut, "description": "The run first created with this Idempotency-Key."}})
+def create_run(body: RunCreate, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
+    p.require("write")
+    run, created = service.submit(db, sub=_submission(body, p, idempotency_key), settings=settings)
+    return JSONResponse(RunOut.model_validate(run).model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@api.post("/runs/estimate", response_model=EstimateOut)
+def estimate_run(body: RunCreate, db: SessionDep, p: CurrentPrincipal) -> EstimateOut:
+    """The configuration the run would get, why, and whether it fits: nothing is queued."""
+    p.require("read")
+    dataset = datasets_repo.get(db, team_id=p.team_id, dataset_id=body.dataset_id)
+    model = models_repo.get_visible(db, team_id=p.team_id, model_id=body.base_model_id)
+    if dataset is None or model is None:
+        raise NotFound("No such dataset or base model.")
+    device = service.training_device(db)
+    plan = configure.plan(dataset=dataset, model=model, device=device, preset=body.preset,
+                          overrides=body.hyperparameters,
+                          time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
+    return EstimateOut(config=plan.config.model_dump(), reasons=plan.reasons, estimate=plan.estimate,
+                       warnings=plan.warnings)
+
+
+@api.get("/runs", response_model=RunPage)
+def list_runs(db: SessionDep, p: CurrentPrincipal, status: RunStatus | None = None, dataset_id: int | None = None,
+              base_model_id: int | None = None, method: str | None = None, author_id: int | None = None,
+              before: Annotated[int | None, Query(description="cursor: id of the last run seen")] = None,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> RunPage:
+    p.require("read")
+    runs = repo.list_runs(db, team_id=p.team_id, status=status, dataset_id=dataset_id, base_model_id=base_model_id,
+                          method=method, author_id=author_id, before_id=before, limit=limit + 1)
+    page = runs[:limit]
+    return RunPage(data=[RunOut.model_validate(j) for j in page],
+                   next_cursor=page[-1].id if len(runs) > limit else None)
+
+
+@api.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: int, db: SessionDep, p: CurrentPrincipal) -> RunOut:
+    p.require("read")
+    return RunOut.model_validate(service.get(db, team_id=p.team_id, run_id=run_id))
+
+
+@api.post("/runs/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run_id: int, db: SessionDep, p: CurrentPrincipal) -> RunOut:
+    p.require("write")
+    run = service.cancel(db, service.get(db, team_id=p.team_id, run_id=run_id))
+    sweeps.run_ended(db, run)  # a sweep's next waiting run takes the freed slot
+    return RunOut.model_validate(run)
+
+
+@api.post("/runs/{run_id}/retry", response_model=RunOut)
+def retry_run(run_id: int, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep) -> RunOut:
+    p.require("write")
+    run = service.retry(db, service.get(db, team_id=p.team_id, run_id=run_id), settings=settings)
+    return RunOut.model_validate(run)
+
+
+@api.get("/runs/{run_id}/events", response_model=list[EventOut])
+def run_events(run_id: int, db: SessionDep, p: CurrentPrincipal,
+               after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0) -> list[EventOut]:
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return [EventOut.model_validate(e) for e in repo.events(db, run.id, after_id=after)]
+
+
+@api.get("/runs/{run_id}/metrics", response_model=MetricPoints)
+def run_metrics(run_id: int, db: SessionDep, p: CurrentPrincipal,
+                after: Annotated[int, Query(ge=0, description="only points with a larger id")] = 0,
+                names: Annotated[list[str] | None, Query()] = None) -> MetricPoints:
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    points = repo.metrics(db, run.id, after_id=after, names=names)
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for m in points:
+        series[m.name].append((m.step, m.value))
+    return MetricPoints(last_id=points[-1].id if points else after, series=dict(series))
+
+
+@api.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
+def run_checkpoints(run_id: int, db: SessionDep, p: CurrentPrincipal) -> list[CheckpointOut]:
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return [CheckpointOut.model_validate(c) for c in repo.checkpoints(db, run.id)]
+
+
+@api.get("/runs/{run_id}/log", response_class=PlainTextResponse)
+def run_log(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> PlainTextResponse:
+    """The last 64 KiB of everything the run printed."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    logs = [a for a in repo.artifacts(db, team_id=p.team_id, run_id=run.id) if a.kind == "log"]
+    path = request.app.state.store.path(logs[0].path) if logs else None
+    if path is None or not path.is_file():
+        return PlainTextResponse("")
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        return PlainTextResponse(fh.read().decode("utf-8", errors="replace"))
+
+
+@api.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
+def run_artifacts(run_id: int, db: SessionDep, p: CurrentPrincipal) -> list[ArtifactOut]:
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return [ArtifactOut.model_validate(a) for a in repo.artifacts(db, team_id=p.team_id, run_id=run.id)]
+
+
+@api.get("/runs/{run_id}/artifacts/{artifact_id}/download")
+def download_artifact(request: Request, run_id: int, artifact_id: int, db: SessionDep,
+                      p: CurrentPrincipal) -> Response:
+    p.require("read")
+    artifact = repo.artifact(db, team_id=p.team_id, run_id=run_id, artifact_id=artifact_id)
+    if artifact is None:
+        raise NotFound("No such artifact.")
+    path = request.app.state.store.path(artifact.path)
+    if not path.exists():
+        raise NotFound("This file is no longer in the artifact store.")
+    name = {"model_card": "README.md", "log": "training.log"}.get(artifact.kind, f"run-{run_id}-{artifact.kind}")
+    return file_response(path, name, artifact.content_type)
