@@ -33,13 +33,16 @@ class Settings(BaseSettings):
     max_line_bytes: int = 1024**2
     # Local model directories may only hold safetensors unless an admin allows pickled weights.
     allow_unsafe_weights: bool = False
-    # A training run's heartbeat older than this is considered lost by the reconciler.
-    heartbeat_timeout_s: int = 120
+    # A run whose lease heartbeat is older than this lost its worker: the reconciler queues it
+    # again. The lease is renewed every 5 s (every timeout/4 if shorter) by a thread of the
+    # worker, not at step boundaries, so a long step never looks like a lost worker. A killed
+    # worker's run is queued again within heartbeat_timeout_s + reconcile_every_s (25 s).
+    heartbeat_timeout_s: int = 20
     max_run_attempts: int = Field(3, validation_alias=AliasChoices(
         "STUDIO_MAX_RUN_ATTEMPTS", "STUDIO_MAX_JOB_ATTEMPTS", "max_run_attempts"))  # the old name still read
     # The reconciler (a thread in every worker) runs this often; a queued run still waiting this
     # long while a training worker is idle lost its broker message and is enqueued again.
-    reconcile_every_s: float = 15.0
+    reconcile_every_s: float = 5.0
     requeue_after_s: float = 60.0
     # How much memory this deployment's workers have, for "will it fit" before queueing.
     worker_device: str = Field(default="auto", description="auto | cpu | cuda:<GiB>")

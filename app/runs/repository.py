@@ -88,6 +88,10 @@ def checkpoint(session: Session, run_id: int, step: int) -> Checkpoint | None:
     return session.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step == step))
 
 
+def latest_checkpoint_step(session: Session, run_id: int) -> int | None:
+    return session.scalar(select(func.max(Checkpoint.step)).where(Checkpoint.run_id == run_id))
+
+
 def delete_checkpoints(session: Session, run_id: int, steps: Sequence[int]) -> None:
     session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step.in_(steps)))
 

@@ -56,21 +56,89 @@ def _running(db, team_id, ds, model, *, silent_s: int, attempt: int = 1, max_att
 
 
 def test_reconciler_requeues_a_lost_run_then_gives_up(db, store, model, team, sent, settings):
+    from app.models import Checkpoint
+
     ds = make_dataset(db, store, team[0].team_id)
     lost = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 5)
+    db.add(Checkpoint(run_id=lost.id, step=40, path=f"teams/x/runs/{lost.id}/checkpoint-40", size_bytes=1))
+    fresh_start = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 5)
     alive = _running(db, team[0].team_id, ds, model, silent_s=1)
     spent = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 5, attempt=3)
+    db.commit()
     result = reconciler.reconcile(settings)
-    assert result["requeued"] == 2
+    assert result["requeued"] == 3
     db.expire_all()
     assert db.get(Run, lost.id).status == RunStatus.queued and db.get(Run, lost.id).lease_token is None
+    assert db.get(Run, lost.id).worker_id is None
     assert db.get(Run, alive.id).status == RunStatus.running
     failed = db.get(Run, spent.id)
     assert failed.status == RunStatus.failed and failed.error_kind == "worker_lost"
+    assert failed.error_message.startswith("The worker dead@host stopped answering (")
+    assert "attempt 3 of 3" in failed.error_message
     assert ("studio.train", [lost.id], "train") in sent and ("studio.train", [spent.id], "train") not in sent
     message = db.scalar(select(RunEvent.message).where(RunEvent.run_id == lost.id))
-    assert "stopped answering" in message and "attempt 2 of 3" in message
+    assert message.startswith(f"The worker dead@host stopped answering ({settings.heartbeat_timeout_s + 5} s")
+    assert "queued again and resumes from step 40 (attempt 2 of 3)." in message
+    message = db.scalar(select(RunEvent.message).where(RunEvent.run_id == fresh_start.id))
+    assert "dead@host" in message and "starts from the beginning" in message
+    event = db.scalar(select(RunEvent).where(RunEvent.run_id == lost.id))
+    assert event.data["worker"] == "dead@host" and event.data["resume_step"] == 40
     assert reconciler.reconcile(settings)["requeued"] == 0  # nothing is done twice
+
+
+def test_a_killed_workers_run_is_queued_again_within_30_seconds_by_default(db, store, model, team, sent, settings):
+    """The defaults: a run silent for longer than the timeout is taken back at the next pass, and
+    timeout + pass period stay under 30 s; a run silent for less than the timeout is left alone."""
+    from app.config import Settings
+
+    defaults = {name: Settings.model_fields[name].default for name in ("heartbeat_timeout_s", "reconcile_every_s")}
+    assert defaults["heartbeat_timeout_s"] + defaults["reconcile_every_s"] < 30
+    assert (settings.heartbeat_timeout_s, settings.reconcile_every_s) == tuple(defaults.values())
+    ds = make_dataset(db, store, team[0].team_id)
+    lost = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 1)
+    quiet = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s - 4)
+    assert reconciler.reconcile(settings)["requeued"] == 1
+    db.expire_all()
+    assert db.get(Run, lost.id).status == RunStatus.queued and db.get(Run, quiet.id).status == RunStatus.running
+
+
+def test_a_long_step_is_not_taken_for_a_lost_worker(db, store, model, team, sent, settings, tmp_path, monkeypatch):
+    """The lease is renewed by the reporter's own thread: a main thread busy in one long step (here
+    pure Python, holding the GIL as much as it can) keeps its run; once the beats stop, the run is
+    taken back and the event names the worker."""
+    import time
+
+    from app import config
+    from worker.runtime.reporter import DatabaseReporter
+
+    monkeypatch.setenv("STUDIO_HEARTBEAT_TIMEOUT_S", "2")  # the reporter beats every 0.5 s
+    config.get_settings.cache_clear()
+    settings.heartbeat_timeout_s = 2
+    ds = make_dataset(db, store, team[0].team_id)
+    run = make_run(db, team[0].team_id, ds, model)
+    run_id, lease = run_tasks.claim_next("train@busy-host")
+    assert run_id == run.id
+    reporter = DatabaseReporter(run_id=run_id, attempt=1, lease_token=lease, log_path=tmp_path / "training.log",
+                                store_root=tmp_path)
+    try:
+        busy_until = time.monotonic() + 3 * settings.heartbeat_timeout_s  # one step three timeouts long
+        n = 0
+        while time.monotonic() < busy_until:
+            n += 1
+        assert reconciler.reconcile(settings)["requeued"] == 0
+        db.expire_all()
+        row = db.get(Run, run_id)
+        assert row.status == RunStatus.running and row.lease_token == lease
+        assert (utcnow() - row.heartbeat_at).total_seconds() < settings.heartbeat_timeout_s
+        assert not reporter.lease_lost
+    finally:
+        reporter.close()  # the worker is gone: no more beats
+    time.sleep(settings.heartbeat_timeout_s + 0.5)
+    assert reconciler.reconcile(settings)["requeued"] == 1
+    db.expire_all()
+    assert db.get(Run, run_id).status == RunStatus.queued
+    messages = db.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id)).all()
+    assert any(m.startswith("The worker train@busy-host stopped answering") for m in messages), messages
 
 
 def test_reconciler_resends_tickets_lost_with_the_broker_only_to_idle_workers(db, store, model, team, sent, settings):

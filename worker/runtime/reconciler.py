@@ -2,7 +2,10 @@
 
 - A run in progress whose lease heartbeat is older than `heartbeat_timeout_s` lost its worker (killed,
   host down): it is queued again and resumes from its latest checkpoint, up to `max_attempts`;
-  after that it fails with the reason.
+  after that it fails with the reason. The event names the worker that was lost. The lease is
+  renewed by a thread of the reporter, not at step boundaries, so a long step is never taken for a
+  death; with the defaults (20 s timeout, a pass every 5 s) a killed worker's run is queued again
+  within 25 s.
 - A queued run that has waited longer than `requeue_after_s` while a training worker sat idle
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
@@ -45,26 +48,34 @@ log = logging.getLogger(__name__)
 def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
     count = 0
     for run in repo.stale_running(s, heartbeat_before=now - timedelta(seconds=settings.heartbeat_timeout_s)):
+        # Read what the event tells before the take-back: it clears worker_id on the row, and the
+        # row is reloaded after it.
+        run_id, worker, attempt, max_attempts = run.id, run.worker_id or "running it", run.attempt, run.max_attempts
         silent = int((now - run.heartbeat_at).total_seconds())
-        if run.attempt < run.max_attempts:
+        lost = f"The worker {worker} stopped answering ({silent} s without a heartbeat)"
+        if attempt < max_attempts:
             values = dict(status=RunStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
         else:
             values = dict(status=RunStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
-                          error_message=f"The worker running this run stopped answering {run.attempt} times; "
-                          "the run was given up. Check the workers' logs (out of host memory?) and retry.")
-        if not repo.take_back(s, run_id=run.id, lease_token=run.lease_token, values=values):
+                          error_message=f"{lost}. That was attempt {attempt} of {max_attempts}: the run is "
+                          "given up. Check the workers' logs (out of host memory?) and retry it.")
+        if not repo.take_back(s, run_id=run_id, lease_token=run.lease_token, values=values):
             continue
         s.expire(run)
         count += 1
+        data = {"worker": worker, "silent_s": silent}
         if values["status"] == RunStatus.queued:
-            service.add_event(s, run, "status", f"The worker {run.worker_id} stopped answering ({silent}s without "
-                              f"a heartbeat): queued again, it resumes from its latest checkpoint "
-                              f"(attempt {run.attempt + 1} of {run.max_attempts}).", level="warning",
-                              data={"status": "queued", "reason": "worker_lost"})
-            queue.enqueue(s, service.TRAIN_TASK, run.id, queue=run.queue)
+            step = repo.latest_checkpoint_step(s, run_id)
+            resume = (f"resumes from step {step}" if step is not None
+                      else "starts from the beginning (it had no checkpoint yet)")
+            service.add_event(s, run, "status", f"{lost}; the run is queued again and {resume} "
+                              f"(attempt {attempt + 1} of {max_attempts}).", level="warning",
+                              data={"status": "queued", "reason": "worker_lost", "resume_step": step, **data})
+            queue.enqueue(s, service.TRAIN_TASK, run_id, queue=run.queue)
         else:
             service.add_event(s, run, "status", values["error_message"], level="error",
-                              data={"status": "failed", "kind": "worker_lost"})
+                              data={"status": "failed", "kind": "worker_lost", **data})
+        log.warning("run %s: %s", run_id, lost)
     return count
 
 
