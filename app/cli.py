@@ -7,11 +7,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -106,40 +103,23 @@ def _declare_queues() -> None:
 @cli.command()
 def up(host: str = "127.0.0.1", port: int = 8000,
        builtin: Annotated[bool, typer.Option(help="Add the built-in model first.")] = True) -> None:
-    """Everything on one machine: migrate, add the built-in model, start web + a local worker."""
+    """Everything on one machine: migrate, add the built-in model, start web + a local worker,
+    and keep them running (app/supervisor.py): a process that exits is started again."""
+    from app.supervisor import STATUS_FILE, Spec, Supervisor
+
     db_upgrade("head")
     if builtin:
         import_builtin()
     _declare_queues()  # two workers starting at once would race to create them in the SQLite broker
-    exe = [sys.executable, "-m", "app.cli"]
-    procs = [
-        subprocess.Popen([*exe, "worker", "--queues", "train", "--name", f"train@{socket.gethostname()}"]),
-        subprocess.Popen([*exe, "worker", "--queues", "default", "--name", f"default@{socket.gethostname()}"]),
-        subprocess.Popen([*exe, "serve", "--host", host, "--port", str(port)]),
-        subprocess.Popen([*exe, "inference", "--port", str(_inference_port())]),
+    exe, me = [sys.executable, "-m", "app.cli"], socket.gethostname()
+    specs = [
+        Spec("web", "the web server", [*exe, "serve", "--host", host, "--port", str(port)]),
+        Spec("train", "the train worker", [*exe, "worker", "--queues", "train", "--name", f"train@{me}"]),
+        Spec("default", "the default worker", [*exe, "worker", "--queues", "default", "--name", f"default@{me}"]),
+        Spec("inference", "the inference process", [*exe, "inference", "--port", str(_inference_port())]),
     ]
-    typer.echo(f"studio starting at http://{host}:{port}  (Ctrl-C stops it)")
-
-    def stop(*_args) -> None:  # noqa: ANN002
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.time() + 30
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-        typer.echo("a studio process exited; stopping the others", err=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop()
+    typer.echo(f"studio starting at http://{host}:{port}  (Ctrl-C stops it; a second Ctrl-C kills at once)")
+    raise typer.Exit(Supervisor(specs, status_path=get_settings().data_dir / STATUS_FILE).run())
 
 
 def _inference_port() -> int:

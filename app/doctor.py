@@ -39,6 +39,14 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
         "none alive (start one: studio worker)"
     yield from _gpu()
     yield from _builtin(settings)
+    yield from _supervised(settings)
+
+
+def _supervised(settings: Settings) -> Iterator[tuple[str, bool, str]]:
+    """The processes `studio up` keeps running, from the status file it writes in the data dir."""
+    from app.supervisor import STATUS_FILE, describe, read_status
+
+    yield from describe(read_status(settings.data_dir / STATUS_FILE))
 
 
 def _gpu() -> Iterator[tuple[str, bool, str]]:
