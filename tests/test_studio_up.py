@@ -1,5 +1,6 @@
 """The README's run command: `studio up` migrates, adds the built-in model and starts web and a
-local worker; /readyz answers 200 and shows the worker alive."""
+local worker under its supervisor; /readyz answers 200 and shows the worker alive, and Ctrl-C
+stops everything cleanly. (A killed worker started again: tests/worker/test_studio_up_recovers.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 
 import httpx
 import pytest
+
+from app.supervisor import STATUS_FILE, read_status
 
 
 def _free_port() -> int:
@@ -48,10 +51,18 @@ def test_studio_up_serves_and_sees_its_worker(tmp_path):
         assert signup.status_code == 200 and "Create your studio account" in signup.text
         assert (tmp_path / "data" / "studio.db").is_file()
         assert (tmp_path / "data" / "models" / "SmolLM2-135M-Instruct" / "model.safetensors").is_file()
+        status = read_status(tmp_path / "data" / STATUS_FILE)  # what `studio doctor` shows
+        assert status["state"] == "running" and status["pid"] == proc.pid
+        assert {p["name"]: p["state"] for p in status["processes"]} == {
+            "web": "running", "train": "running", "default": "running", "inference": "running"}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the supervisor stops its children
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            for p in (read_status(tmp_path / "data" / STATUS_FILE) or {}).get("processes", []):
+                if p.get("pid"):  # each child runs in its own process group
+                    os.killpg(p["pid"], signal.SIGKILL)
         log.close()
+    assert proc.returncode == 0 and read_status(tmp_path / "data" / STATUS_FILE)["state"] == "stopped"
