@@ -9,8 +9,9 @@
   and the console says so. The others go on serving: one exit never stops them.
 - A child that exits `max_start_failures` times in a row within `start_window_s` of its start is
   crashing at start: it is left stopped, and the console says why with its last lines.
-- Ctrl-C or SIGTERM stops everything: each child gets SIGTERM, then SIGKILL after `grace_s`.
-  A second Ctrl-C (or SIGTERM) kills at once.
+- Ctrl-C, SIGTERM or SIGHUP stops everything: each child gets SIGTERM, then SIGKILL after
+  `grace_s`. A second Ctrl-C (or SIGTERM) kills at once. (A supervisor killed with SIGKILL leaves
+  its children running; `studio doctor` says so.)
 - Each child runs in its own process group, so that Ctrl-C reaches the supervisor alone and
   what a child leaves behind (a worker's pool processes) is killed with it. Its output goes to
   the console, each line prefixed with its name.
@@ -108,7 +109,8 @@ class Supervisor:
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
         """Start every child and keep them running until stop() (Ctrl-C, SIGTERM). Returns 0."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP too (the terminal closed): the children, in their own sessions, would not get it
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             for child in self.children:
                 self._start(child)
@@ -170,10 +172,16 @@ class Supervisor:
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
             child.tail.append(line)
-            with self._lock:
-                self.out.write(prefix + line + "\n")
-                self.out.flush()
+            self._write(prefix + line + "\n")  # never stops reading: a full pipe would block the child
         proc.stdout.close()
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (OSError, ValueError):  # the console is gone (terminal closed, pipe reader left)
+                pass
 
     def _exited(self, child: _Child, now: float, how: str = "") -> None:
         if child.proc is not None:
@@ -222,9 +230,7 @@ class Supervisor:
 
     # -- reporting -------------------------------------------------------------------------------
     def say(self, message: str) -> None:
-        with self._lock:
-            self.out.write(f"studio: {message}\n")
-            self.out.flush()
+        self._write(f"studio: {message}\n")
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "state": self.state, "started_at": self.started_at, "updated_at": _now(),
@@ -238,8 +244,11 @@ class Supervisor:
         if self.status_path is None:
             return
         tmp = self.status_path.with_name(f".{self.status_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1))
-        os.replace(tmp, self.status_path)  # readers see the old file or the new one, never half
+        try:
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            os.replace(tmp, self.status_path)  # readers see the old file or the new one, never half
+        except OSError as exc:  # a full disk must not stop the supervision itself
+            self.say(f"could not write {self.status_path} ({exc}); studio doctor will show an old state")
 
 
 def _has_exited(proc: subprocess.Popen) -> bool:

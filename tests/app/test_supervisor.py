@@ -123,7 +123,16 @@ def test_a_child_that_crashes_at_start_is_left_stopped_with_its_last_lines(super
                                         "Its last lines are on the studio up console")
 
 
-def test_sigterm_stops_every_child_then_kills_what_ignores_it(supervised, tmp_path):
+def test_a_command_that_cannot_start_is_reported_and_left_stopped(supervised):
+    missing = {"name": "web", "label": "the web server", "argv": ["/nonexistent/studio"]}
+    sup = supervised([child("steady", SERVE), missing], backoff_s=0.05, max_start_failures=2)
+    sup.wait(lambda: sup.process("web").get("state") == "failed", "the missing command to be left stopped")
+    assert "could not start: [Errno 2] No such file or directory" in sup.process("web")["reason"]
+    assert "(it printed nothing)" in sup.console() and sup.process("steady")["state"] == "running"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: the terminal closed
+def test_a_stop_signal_stops_every_child_then_kills_what_ignores_it(supervised, tmp_path, stop_signal):
     polite = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (print('bye', flush=True), sys.exit(0))); print('up', flush=True); time.sleep(120)"
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
     # a worker with a pool: its own child must not outlive it
@@ -133,7 +142,7 @@ def test_sigterm_stops_every_child_then_kills_what_ignores_it(supervised, tmp_pa
     pids = {p["name"]: p["pid"] for p in read_status(sup.status_path)["processes"]}
     grandchild = int((tmp_path / "grandchild").read_text())
     asked = time.monotonic()
-    sup.proc.send_signal(signal.SIGTERM)
+    sup.proc.send_signal(stop_signal)
     assert sup.proc.wait(timeout=10) == 0
     took = time.monotonic() - asked
     assert 1.0 <= took < 5, took  # the grace period, then SIGKILL

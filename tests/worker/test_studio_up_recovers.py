@@ -63,7 +63,7 @@ def test_a_sigkilled_train_worker_is_restarted_and_the_run_finishes(settings, db
     headers = {"Authorization": f"Bearer {make_api_key(db, account)}"}
     model = register_model(db, tiny_model_dir, name="Tiny Llama")
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16, n_eval=4)
-    port, base = _free_port(), None
+    port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
            "STUDIO_SECRET_KEY": settings.secret_key, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
