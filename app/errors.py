@@ -16,6 +16,10 @@ class StudioError(Exception):
         self.param = param
 
 
+class BadRequest(StudioError):
+    """A request that cannot be read as sent (e.g. a form with too many fields): 400."""
+
+
 class NotFound(StudioError):
     status_code = 404
     code = "not_found"

@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = ArtifactStore(settings.artifact_dir)
     app.state.secret_key = settings.resolved_secret_key()
     app.add_middleware(StudioMiddleware, secure_cookies=settings.secure_cookies)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
                    datasets_pages, datasets_api, openai_api, compare_pages, runs_pages,

@@ -9,6 +9,7 @@ or JSON Lines whose first line is longer than the sample).
 
 from __future__ import annotations
 
+import codecs
 from collections import Counter
 from dataclasses import dataclass
 
@@ -104,8 +105,9 @@ def file_problem(head: bytes) -> Problem | None:
         return Problem(
             "not_utf8",
             "The file is not UTF-8 text: it looks saved in a Western European encoding "
-            "(Windows-1252 or Latin-1), so accented letters would come out garbled. "
-            "Save it as UTF-8 and upload it again.",
+            "(Windows-1252 or Latin-1), so accented letters would come out garbled "
+            "(this is the first line with one). Save it as UTF-8 and upload it again.",
+            _first_undecodable_line(head),
         )
     if encoding == "binary":
         return Problem(
@@ -113,6 +115,14 @@ def file_problem(head: bytes) -> Problem | None:
             "The file does not look like text: it contains binary data. Upload a JSONL, "
             "JSON or CSV text file (a spreadsheet must first be exported as CSV).",
         )
+    return None
+
+
+def _first_undecodable_line(head: bytes) -> int | None:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError as e:
+        return head.count(b"\n", 0, e.start) + 1
     return None
 
 

@@ -14,6 +14,8 @@ ERROR_TITLES: dict[str, str] = {
     "unknown_format": "Format not recognised",
     "line_too_long": "Line too long",
     "bad_json": "Not valid JSON",
+    "too_deep": "Nested too deeply",
+    "nul_byte": "NUL byte in the text",
     "not_an_object": "Not a JSON object",
     "missing_field": "Missing field",
     "empty_field": "Empty field",
@@ -39,6 +41,21 @@ WARNING_TITLES: dict[str, str] = {
     "mixed_languages": "Several languages",
     "too_few_examples": "Few examples",
 }
+
+
+def too_deep(what: str) -> Problem:
+    """JSON nested past the parser's limit: orjson's 1,024 levels for JSON Lines, Python's
+    recursion limit (about 1,000 levels, less the reader's own stack) for JSON arrays."""
+    return Problem("too_deep", f"{what} is nested too deeply (about 1,000 levels or more of [ or "
+                   "{ inside one another). An example needs only a few levels, as in "
+                   '{"messages": [{"role": "user", "content": "..."}]}: check the program that '
+                   "wrote this file.")
+
+
+def nul_byte(position: int) -> Problem:
+    return Problem("nul_byte", f"The line contains a NUL byte (an invisible character of code 0) "
+                   f"at position {position:,}. Remove it: text never holds one, it is usually left "
+                   "by a program that wrote the file badly.")
 
 
 class Problem(Exception):

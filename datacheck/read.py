@@ -98,7 +98,8 @@ def sniff_encoding(head: bytes) -> str | None:
     """Name the encoding problem of a file from its first bytes, or None when it may be UTF-8.
 
     Returns "utf16" (a UTF-16/32 byte-order mark, or the NUL-every-other-byte pattern of
-    UTF-16 text without one), "binary" (NUL or many control bytes) or "latin1" (text with
+    UTF-16 text without one), "binary" (NULs that are not a few stray ones in UTF-8 text, or
+    many control bytes) or "latin1" (text with
     accented letters, none of them in UTF-8: Windows-1252/Latin-1). A file that is UTF-8
     with a few bad lines gets None: those lines are reported one by one.
     """
@@ -108,7 +109,7 @@ def sniff_encoding(head: bytes) -> str | None:
         return "utf16"
     sample = head[:4096]
     nuls = sample.count(0)
-    if nuls:
+    if nuls and not _text_with_stray_nuls(sample, nuls):
         even, odd = sample[0::2].count(0), sample[1::2].count(0)
         if max(even, odd) > len(sample) // 4 and min(even, odd) < max(even, odd) // 8 + 1:
             return "utf16"
@@ -125,6 +126,21 @@ def sniff_encoding(head: bytes) -> str | None:
     as_utf8 = sample.decode("utf-8", errors="replace")
     valid_accents = sum(1 for ch in as_utf8 if ch > "\x7f" and ch != "\ufffd")
     return None if valid_accents else "latin1"
+
+
+def _text_with_stray_nuls(sample: bytes, nuls: int) -> bool:
+    """True for UTF-8 text with a few NUL bytes and no other control byte: a text file with a
+    stray NUL (reported on its line by the parsers), not a binary file."""
+    if nuls > 8:
+        return False
+    text = sample.replace(b"\0", b"")
+    if any(b < 32 and b not in (9, 10, 12, 13) for b in text):
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(text)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def strip_bom(head: bytes) -> bytes:

@@ -22,13 +22,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import UploadFile
 
+from app.api.limits import FORM_OVERHEAD_BYTES
 from app.deps import CSRF_HEADER
-from app.errors import InvalidInput, TooLarge
+from app.errors import BadRequest, InvalidInput, TooLarge
 from app.storage import CHUNK, ArtifactStore
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field (name, goal, ...); files have their own limit
 MAX_FIELDS = 50
-FORM_OVERHEAD_BYTES = 1024 * 1024  # room for boundaries, headers and text fields
 
 Event = tuple[str, object]
 
@@ -62,7 +62,8 @@ class ReceivedUpload:
 
     def add_field(self, name: str, value: str) -> None:
         if len(self.fields) >= MAX_FIELDS:
-            raise InvalidInput(f"The form has more than {MAX_FIELDS} fields.")
+            raise BadRequest(f"The form has more than {MAX_FIELDS} fields; an upload needs only "
+                             "a few (file, name, goal, ...).")
         self.fields.setdefault(name, value)
 
 

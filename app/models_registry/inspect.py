@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app.errors import InvalidInput
+from planner.weights import pickled_only
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
@@ -77,7 +77,6 @@ def inspect_model_dir(model_dir: Path) -> ModelInfo:
     config = json.loads(config_path.read_text())
     text_cfg = config.get("text_config", config)
     weights = sorted(model_dir.glob("*.safetensors"))
-    pickled = any(p.suffix in PICKLE_SUFFIXES for p in model_dir.iterdir())
     return ModelInfo(
         architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
         parameter_count=sum(safetensors_parameters(p) for p in weights),
@@ -87,5 +86,5 @@ def inspect_model_dir(model_dir: Path) -> ModelInfo:
         vocab_size=int(text_cfg.get("vocab_size") or 0),
         chat_template=_chat_template(model_dir),
         license=_license(model_dir),
-        has_pickled_weights=pickled and not weights,
+        has_pickled_weights=pickled_only(model_dir),
     )

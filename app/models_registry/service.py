@@ -11,6 +11,7 @@ from app.errors import InvalidInput
 from app.models import BaseModel, ModelStatus
 from app.models_registry import repository as repo
 from app.models_registry.inspect import inspect_model_dir
+from planner.weights import unsafe_reason
 
 BUILTIN_SLUG = "smollm2-135m-instruct"
 BUILTIN_DISPLAY = "SmolLM2-135M-Instruct (built-in)"
@@ -27,12 +28,10 @@ def register(session: Session, *, model_dir: Path, display_name: str, source: st
     model_dir = Path(model_dir).resolve()
     if not model_dir.is_dir():
         raise InvalidInput(f"{model_dir} is not a directory.")
+    reason = unsafe_reason(model_dir, allow_pickled=allow_unsafe)
+    if reason is not None:  # before anything else is read
+        raise InvalidInput(reason)
     info = inspect_model_dir(model_dir)
-    if info.has_pickled_weights and not allow_unsafe:
-        raise InvalidInput(
-            f"{model_dir} holds only pickled weights (.bin/.pt), which can run code when loaded. "
-            "Convert it to safetensors, or have an admin set STUDIO_ALLOW_UNSAFE_WEIGHTS=true."
-        )
     if info.parameter_count == 0 and not info.has_pickled_weights:
         raise InvalidInput(f"{model_dir} has no weights (*.safetensors).")
     slug = slug or slugify(display_name)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datacheck.detect import Detection, classify_keys
 from datacheck.parse.items import Examples
 from datacheck.parse.messages import normalize_object
-from datacheck.problems import Problem
+from datacheck.problems import Problem, too_deep
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -88,7 +88,7 @@ def _items(buf: _Buffer, detection: Detection, max_item_bytes: int) -> Examples:
         buf.next_char()
         line = buf.line_at(buf.pos)
         obj = _decode(buf, index, max_item_bytes)
-        yield line, _example(obj, detection, index)
+        yield line, obj if isinstance(obj, Problem) else _example(obj, detection, index)
         char = buf.next_char()
         if char == ",":
             buf.pos += 1
@@ -102,26 +102,54 @@ def _items(buf: _Buffer, detection: Detection, max_item_bytes: int) -> Examples:
                       "or the closing ] was expected. We stopped reading the file there.")
 
 
-def _decode(buf: _Buffer, index: int, max_item_bytes: int) -> object:
+def _decode(buf: _Buffer, index: int, max_item_bytes: int) -> object | Problem:
+    """The next item, or the Problem of an item that was read whole but is too long; a
+    Problem is raised when the array cannot be read past this item.
+
+    The limits of Python's reader are met here, where they happen: nesting deeper than its
+    recursion limit (RecursionError) and integers of more than 4,300 digits (ValueError).
+    """
     decode = json.JSONDecoder().raw_decode
     while True:
         try:
             obj, end = decode(buf.text, buf.pos)
+        except RecursionError:
+            raise too_deep(f"Item {index} of the JSON array") from None
         except json.JSONDecodeError as e:
             if len(buf.text) - buf.pos > max_item_bytes:
-                raise Problem("line_too_long", f"Item {index} of the JSON array is longer than "
-                              f"{max_item_bytes:,} bytes, the most one example may take. "
-                              "We stopped reading the file there.") from None
+                raise _too_long(index, max_item_bytes, "We stopped reading the file there.") \
+                    from None
             offset = e.pos - buf.pos  # more() moves the text; the item stays at buf.pos
+            nul = buf.text[e.pos : e.pos + 1] == "\0"
             if buf.more():
                 continue
+            line = buf.line_at(buf.pos + offset)
+            if nul:
+                raise Problem("nul_byte", f"Item {index} of the JSON array contains a NUL byte "
+                              "(an invisible character of code 0). Remove it. We stopped reading "
+                              "the file there.", line) from None
             raise Problem("bad_json", f"Item {index} of the JSON array is not valid JSON "
-                          f"({e.msg}). We stopped reading the file there.",
-                          buf.line_at(buf.pos + offset)) from None
+                          f"({e.msg}). We stopped reading the file there.", line) from None
+        except ValueError as e:  # int(): Python's limit on the digits of one number
+            raise Problem("bad_json", f"Item {index} of the JSON array holds a number too long "
+                          f"to read ({str(e).split(';')[0]}). Write it as text, or remove it. "
+                          "We stopped reading the file there.") from None
         if end == len(buf.text) and buf.more():  # a number may go on in the next chunk
             continue
-        buf.pos = end
+        start, buf.pos = buf.pos, end
+        if end - start > max_item_bytes // 4 and _utf8_size(buf.text, start, end) > max_item_bytes:
+            return _too_long(index, max_item_bytes, "It was skipped.")
         return obj
+
+
+def _utf8_size(text: str, start: int, end: int) -> int:
+    return len(text[start:end].encode("utf-8", "surrogatepass"))
+
+
+def _too_long(index: int, max_item_bytes: int, then: str) -> Problem:
+    return Problem("line_too_long", f"Item {index} of the JSON array is longer than "
+                   f"{max_item_bytes:,} bytes, the most one example may take. Shorten it or "
+                   f"split it into several. {then}")
 
 
 def _example(obj: object, detection: Detection, index: int):

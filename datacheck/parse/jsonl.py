@@ -3,6 +3,7 @@ detected as (or, when the first line was longer than the sample, as its first li
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 
 import orjson
@@ -10,7 +11,7 @@ import orjson
 from datacheck.detect import EXPECTED, Detection, classify_keys
 from datacheck.parse.items import BLANK, Examples
 from datacheck.parse.messages import normalize_object
-from datacheck.problems import Problem
+from datacheck.problems import Problem, nul_byte, too_deep
 from datacheck.read import LONG_LINE, Marker, is_blank
 from datacheck.types import DatasetFormat
 
@@ -82,16 +83,26 @@ def json_problem(line: bytes) -> Problem:
             f"The line is not valid UTF-8 text (the byte 0x{line[e.start]:02X} at position "
             f"{e.start + 1} cannot be read). Save the file with the UTF-8 encoding.",
         )
+    if (nul := line.find(b"\0")) >= 0:
+        return nul_byte(nul + 1)
     text = line.strip()
+    try:
+        orjson.loads(text)
+        error = None
+    except orjson.JSONDecodeError as e:
+        error = e
+    if error is not None and error.msg.startswith("depth limit"):
+        return too_deep("The line")
     hint = _json_hint(text)
     if hint:
         return Problem("bad_json", hint)
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError as e:
+    if error is not None and error.msg.startswith("number"):
+        return Problem("bad_json", f"The line holds a number too large to read ({error.msg} at "
+                       f"character {error.pos + 1}). Write it as text (in quotes) or remove it.")
+    if error is not None:
         return Problem(
             "bad_json",
-            f"The line is not valid JSON ({e.msg} at character {e.pos + 1}). "
+            f"The line is not valid JSON ({error.msg} at character {error.pos + 1}). "
             "Each line must be one complete JSON object.",
         )
     return Problem("bad_json", "The line is not valid JSON.")
@@ -99,6 +110,9 @@ def json_problem(line: bytes) -> Problem:
 
 def _json_hint(text: bytes) -> str | None:
     """A plain explanation for the usual mistakes, when one fits."""
+    if text.startswith(codecs.BOM_UTF8):
+        return ("The line starts with an invisible byte-order mark (BOM), usually left where "
+                "files were joined together. Remove it, or save the file as UTF-8 without BOM.")
     if text.endswith(b",") and _parses(text[:-1]):
         return ("The line ends with a comma. In JSON Lines each line is one complete "
                 "object, with no comma between lines.")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from operator import itemgetter
 
+import orjson
+
 from datacheck.problems import Problem
 from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
 
@@ -199,6 +201,17 @@ def _kind(value: object) -> str:
 
 
 def _show(value: object) -> str:
-    """The value as it is written in the file (JSON), cut to 40 characters."""
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else f'"{value}"'
+    """The value as it is written in the file (JSON), cut to 40 characters.
+
+    ``json.dumps`` recurses: orjson first refuses, without recursing, what is too deep to
+    write safely (more than 255 levels, or an integer past 64 bits), which is named by its kind.
+    """
+    if isinstance(value, str):
+        text = f'"{value}"'
+    else:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return _kind(value)
+        text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from datacheck.detect import Detection
 from datacheck.parse.items import BLANK, Examples
 from datacheck.parse.messages import pair_messages
-from datacheck.problems import Problem
+from datacheck.problems import Problem, nul_byte
 from datacheck.read import LONG_LINE, iter_line_batches
 from datacheck.types import ColumnMapping
 
@@ -127,6 +127,13 @@ def _rows(batches: Iterator[list], delimiter: str, max_line_bytes: int) -> Examp
         except StopIteration:
             return
         except csv.Error as e:
+            if "field limit" in str(e):  # a value past max_line_bytes: where it ends is unknown
+                yield start, Problem(
+                    "line_too_long", f"A value that starts on this row is longer than "
+                    f"{max_line_bytes:,} bytes, the most one example may take, or a double quote "
+                    "that opens it is never closed. Shorten the value or close its quote. We "
+                    "stopped reading the file there.")
+                return
             end = reader.line_num
             yield start, Problem(
                 "bad_csv", f"The row could not be read as CSV ({e}). Check its double quotes: a "
@@ -154,7 +161,11 @@ def _text_lines(batches: Iterator[list], pending: list, max_line_bytes: int) -> 
                 yield "\n"
                 continue
             try:
-                yield raw.decode("utf-8") + "\n"
+                text = raw.decode("utf-8")
+                if "\0" in text:
+                    pending.append((number, nul_byte(text.index("\0") + 1)))
+                    text = text.replace("\0", "")
+                yield text + "\n"
             except UnicodeDecodeError as e:
                 pending.append((number, Problem(
                     "not_utf8", f"The line is not valid UTF-8 text (the byte 0x{raw[e.start]:02X} "

@@ -205,7 +205,7 @@ def test_utf16_files(encoding):
 def test_a_latin1_file_is_one_clear_error():
     data = '{"prompt": "Où est mon colis ?", "completion": "Il arrive demain, désolé."}\n'.encode("latin-1")
     error = single_error(data * 20)
-    assert (error.line, error.kind) == (None, "not_utf8")
+    assert (error.line, error.kind) == (1, "not_utf8")  # the first line with such a letter
     assert "Windows-1252 or Latin-1" in error.message and "Save it as UTF-8" in error.message
 
 

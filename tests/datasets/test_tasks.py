@@ -13,7 +13,7 @@ from app.models_registry.service import BUILTIN_SLUG
 from app.storage import ArtifactStore
 from datacheck import ColumnMapping
 from tests.datacheck.factories import chats, jsonl
-from tests.datasets.test_service import create
+from tests.datasets.test_service import create, put
 from tests.factories import make_account
 from worker.tasks import datasets as dataset_tasks
 from worker.tasks.datasets import validate_dataset
@@ -191,3 +191,26 @@ def test_a_missing_row_is_a_no_op_and_a_valid_one_is_left_alone(db, store, sent,
     assert validate_dataset(d.id) == "valid"  # the same message delivered twice
     after = reload(db, d.id)
     assert (after.report, after.normalized_path) == (report, path)
+
+
+@pytest.mark.parametrize(("data", "filename", "line", "kind"), [
+    (b"[" * 100_000, "deep.json", 1, "too_deep"),  # the reported RecursionError
+    (jsonl(*chats(3)) + b"[" * 100_000 + b"\n", "deep.jsonl", 4, "too_deep"),
+    (jsonl(*chats(3)) + b'{"prompt": "a\x00"}\n', "nul.jsonl", 4, "nul_byte"),
+    (b'prompt,completion\nq,a\nq,"' + b"word\n" * 2_000_000, "cell.csv", 3, "line_too_long"),
+])
+def test_a_file_past_a_parser_limit_is_invalid_on_its_line_and_nothing_is_kept(
+        db, store, sent, team, settings, data, filename, line, kind):
+    d = service.create_from_upload(db, store=store, team_id=team, user_id=None,
+                                   upload=put(store, team, data, filename=filename),
+                                   options=service.UploadOptions(name="Limits")).dataset
+    db.commit()
+    assert validate_dataset(d.id) == "invalid"
+    d = reload(db, d.id)
+    assert [(e["line"], e["kind"]) for e in d.report["errors"]] == [(line, kind)]
+    assert "unexpected error" not in d.report["explanation"] and not service.crashed(d)
+    assert d.report["errors"][0]["message"].startswith(f"Line {line}: ")
+    assert d.normalized_path is None and d.normalized_eval_path is None
+    assert sorted(p.name for p in (store.root / d.raw_path).parent.iterdir()) == ["raw"]
+    assert [a.kind for a in repo.artifacts(db, team_id=team, dataset_id=d.id)] == ["dataset_raw"]
+    assert leftovers(settings) == []

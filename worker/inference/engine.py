@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from planner.weights import check_model_dir
 from worker.training.cpu_speedup import speed_up_for_cpu
 
 
@@ -77,6 +78,7 @@ class Engine:
                 return self.bases[path]
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
+            check_model_dir(path)  # UnsafeModel is a ValueError: the server answers 422 with it
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             if not tokenizer.chat_template:
                 raise ValueError("This model has no chat template, so it cannot answer chat messages.")

@@ -30,6 +30,7 @@ from app.inference.client import Target
 from app.runs import repository as runs_repo
 from app.models_registry import repository as models_repo
 from app.storage import ArtifactStore
+from planner.weights import check_model_dir
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def load(target: Target):  # noqa: ANN201
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_dir(target.base)
     own = target.adapter and (Path(target.adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(target.adapter if own else target.base, local_files_only=True,
                                               trust_remote_code=False)

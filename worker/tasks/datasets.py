@@ -41,6 +41,7 @@ from datacheck import (
     ValidationReport,
 )
 from datacheck import validate_dataset as run_validation
+from planner.weights import check_model_dir
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def _tokenizer(path: str):  # noqa: ANN202
     """One tokenizer per model directory per worker process; never downloads anything."""
     from transformers import AutoTokenizer
 
+    check_model_dir(path)
     return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 

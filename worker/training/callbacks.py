@@ -50,6 +50,7 @@ class ReporterCallback(TrainerCallback):
         self.stopped = False
         self.last_metrics: dict[str, float] = {}
         self.last_eval_step: int | None = None
+        self.epoch_step: int | None = None  # the last step whose epoch was reported
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step:  # resumed: the checkpoint's metrics stand until new ones are logged
@@ -91,7 +92,10 @@ class ReporterCallback(TrainerCallback):
             metrics["eval_loss"] = float(logs["eval_loss"])
             metrics["perplexity"] = perplexity(metrics["eval_loss"])
             self.last_eval_step = state.global_step
-            metrics.setdefault("epoch", float(logs.get("epoch") or state.epoch or 0.0))
+            if self.epoch_step != state.global_step:  # a metric is one row per (step, name)
+                metrics.setdefault("epoch", float(logs.get("epoch") or state.epoch or 0.0))
+        if "epoch" in metrics:
+            self.epoch_step = state.global_step
         if metrics:
             self.last_metrics.update(metrics)
             self.reporter.on_metrics(state.global_step, metrics)

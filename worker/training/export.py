@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import torch
 
 from planner.config import TrainingConfig
+from planner.weights import check_model_dir
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "safetensors")
 
@@ -66,6 +67,7 @@ def save_merged(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_dir(base_model_dir)
     base = AutoModelForCausalLM.from_pretrained(
         base_model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=True
     )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from planner.config import TrainingConfig
+from planner.weights import check_model_dir
 
 # Module names per architecture (model_type). Unknown architectures fall back to looking for
 # the usual names among the model's linear layers.
@@ -70,6 +71,7 @@ def torch_dtype(precision: str) -> torch.dtype:
 def load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 
+    check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -95,6 +97,7 @@ def load_model(config: TrainingConfig, device: Device, precision: str) -> nn.Mod
 def _load_base(config: TrainingConfig, device: Device, precision: str) -> nn.Module:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    check_model_dir(config.base_model)
     dtype = torch_dtype(precision)
     # fp16 mixed precision needs fp32 master weights for the trained parameters: full
     # fine-tuning keeps the model in fp32 under fp16 autocast (LoRA adapters are fp32 anyway).
