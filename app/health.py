@@ -28,7 +28,8 @@ def check_broker(settings: Settings) -> tuple[bool, str]:
     try:
         options = {} if settings.embedded_broker else {"socket_connect_timeout": 2, "socket_timeout": 2}
         with Connection(settings.broker_url, connect_timeout=2, transport_options=options) as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            # One quick try: a probe must answer in a moment (kombu's default waits 2 s to retry).
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             if settings.embedded_broker:  # the SQLAlchemy transport connects lazily: touch it
                 conn.default_channel.queue_declare(queue="default", durable=True, auto_delete=False)
         return True, "ok"

@@ -44,6 +44,13 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # Redis restarted or unreachable: the worker reconnects for as long as it takes (the
+        # default gives up after 100 tries and the worker exits), and a task in progress goes on:
+        # a training run needs the database, not the broker, and its lost message is harmless
+        # (the run is claimed by compare-and-set, the reconciler re-sends what a restart lost).
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # kombu's SQLAlchemy transport hands these options to create_engine(): Redis only.
         broker_transport_options={} if settings.embedded_broker else {
             "visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": 30, "socket_connect_timeout": 5},

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Row, and_, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.models import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric, Team
@@ -81,6 +81,17 @@ def stop_signals(session: Session, run_id: int) -> Row:
 
 
 def add_metrics(session: Session, rows: list[dict]) -> None:
+    session.execute(insert(Metric), rows)
+
+
+def replace_metrics(session: Session, *, run_id: int, attempt: int, rows: list[dict]) -> None:
+    """Writes a batch again after a failed commit: whatever part of it the database may have kept
+    (a connection cut after COMMIT was sent) is replaced, so that each (run, attempt, name, step)
+    has one row. Only the attempt's own reporter writes these keys."""
+    keys = {(row["name"], row["step"]) for row in rows}
+    session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.attempt == attempt,
+                                         tuple_(Metric.name, Metric.step).in_(keys))
+                    .execution_options(synchronize_session=False))
     session.execute(insert(Metric), rows)
 
 

@@ -10,7 +10,7 @@ import threading
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
-from app.db import session_scope
+from app.db import session_scope, unreachable
 from app.models import Worker, utcnow
 from app.workers import repository as workers_repo
 
@@ -52,11 +52,21 @@ def beat(name: str, queues: str, info: dict, extra: dict | None = None) -> None:
 
 def _loop(name: str, queues: str) -> None:
     info = device_info()
+    down = False
     while not _stop.is_set():
         try:
             beat(name, queues, info)
-        except Exception:  # a database hiccup must not kill the worker; the next beat retries
-            log.exception("worker heartbeat failed")
+        except Exception as exc:  # a database hiccup must not kill the worker; the next beat retries
+            if not unreachable(exc):
+                log.exception("worker heartbeat failed")
+            elif not down:
+                log.warning("worker heartbeat: the database does not answer (%s); retrying every %.0f s",
+                            type(exc).__name__, INTERVAL_S)
+            down = True
+        else:
+            if down:
+                log.warning("worker heartbeat: the database answers again")
+            down = False
         _stop.wait(INTERVAL_S)
 
 

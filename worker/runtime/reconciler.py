@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from app import queue
 from app.config import Settings, get_settings
-from app.db import session_factory, session_scope
+from app.db import session_factory, session_scope, unreachable
 from app.runs import repository as repo
 from app.runs import service
 from app.ab import repository as ab_repo
@@ -127,16 +128,19 @@ def _advance_sweeps(settings: Settings) -> int:
     return len(ids)
 
 
-def reconcile(settings: Settings | None = None) -> dict[str, int]:
+def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) -> dict[str, int]:
+    """One pass. `judge_leases=False` leaves the work in progress (runs, evaluations) alone: see _loop."""
     settings = settings or get_settings()
     now = utcnow()
-    with session_scope(settings) as s:
-        requeued = _requeue_stale(s, settings, now)
+    requeued = 0
+    if judge_leases:
+        with session_scope(settings) as s:
+            requeued = _requeue_stale(s, settings, now)
     with session_scope(settings) as s:
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
         comparisons = _resend_comparisons(s, settings, now)
-    interrupted = evaluation.fail_interrupted()
+    interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
@@ -149,12 +153,32 @@ _stop = threading.Event()
 
 
 def _loop() -> None:
+    """A pass every reconcile_every_s. After the database was unreachable (restarted, failing
+    over) no lease is judged until it has answered for a whole heartbeat_timeout_s: the lease
+    threads could not write their heartbeats meanwhile, and a run must not be given away for the
+    outage itself. An outage short enough to fall between two passes needs no such care: it
+    silences a lease for less than reconcile_every_s plus a beat, well under the timeout."""
     settings = get_settings()
+    down_since: float | None = None
+    judge_from = 0.0
     while not _stop.wait(settings.reconcile_every_s):
+        started = time.monotonic()
         try:
-            reconcile(settings)
-        except Exception:  # keep reconciling: a database hiccup must not end the loop
-            log.exception("reconciler pass failed")
+            reconcile(settings, judge_leases=down_since is None and started >= judge_from)
+        except Exception as exc:  # keep reconciling: a database hiccup must not end the loop
+            if not unreachable(exc):
+                log.exception("reconciler pass failed")
+            elif down_since is None:
+                down_since = started
+                log.warning("reconciler: the database does not answer (%s); retrying every %.0f s",
+                            type(exc).__name__, settings.reconcile_every_s)
+            continue
+        if down_since is not None:
+            judge_from = started + settings.heartbeat_timeout_s
+            log.warning("reconciler: the database answers again after %.0f s; runs in progress are judged "
+                        "again in %.0f s, once their workers could renew their leases",
+                        started - down_since, settings.heartbeat_timeout_s)
+            down_since = None
 
 
 def start() -> None:
