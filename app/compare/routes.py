@@ -23,7 +23,7 @@ def parse_ids(values: list[str]) -> list[int]:
         for part in value.replace(" ", ",").split(","):
             if not part:
                 continue
-            if not part.isdigit():
+            if not (part.isascii() and part.isdigit()):
                 raise InvalidInput(f"“{part[:20]}” is not a run number.", param="ids")
             if int(part) not in out:
                 out.append(int(part))

@@ -116,7 +116,7 @@ def _form_already_parsed(request: Request) -> bool:
 
 def _check_length(request: Request, max_bytes: int, files: int) -> None:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes * files + FORM_OVERHEAD_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes * files + FORM_OVERHEAD_BYTES:
         raise TooLarge(f"The upload is larger than the limit of {human_bytes(max_bytes)} per file. "
                        "Split the dataset into smaller files, or ask an administrator to raise "
                        "STUDIO_MAX_UPLOAD_BYTES.")

@@ -22,7 +22,7 @@ def child_key(sweep_id: int, index: int) -> str:
 
 def point_index(run: Run) -> int | None:
     prefix, _, index = (run.idempotency_key or "").rpartition(":")
-    return int(index) if prefix == f"{KEY_PREFIX}:{run.sweep_id}" and index.isdigit() else None
+    return int(index) if prefix == f"{KEY_PREFIX}:{run.sweep_id}" and index.isascii() and index.isdigit() else None
 
 
 def get(session: Session, *, team_id: int, sweep_id: int) -> Sweep | None:

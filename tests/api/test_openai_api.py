@@ -102,6 +102,10 @@ def test_succeeded_run_is_a_model_with_checkpoints(client, db, settings, team):
     assert ids == [model.slug, name]
     assert client.get(f"/v1/models/{name}", headers=headers).json()["owned_by"] == f"team-{account.team_id}"
     _error(client.get(f"/v1/models/ft:{model.slug}:team-999:v1:{run.id}", headers=headers), 404, "not_found")
+    # Digits that int() refuses (a superscript two) are names like any other, never a 500.
+    for odd in ("²", f"ft:{model.slug}:team-{account.team_id}:v1:²"):
+        _error(client.get(f"/v1/models/{odd}", headers=headers), 404, "not_found")
+    _error(client.get("/v1/fine_tuning/jobs/ftjob-²", headers=headers), 404, "not_found")
     page = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/checkpoints?limit=1", headers=headers).json()
     assert [c["step_number"] for c in page["data"]] == [4] and page["has_more"]
     assert page["data"][0]["metrics"]["train_loss"] == 1.2

@@ -28,7 +28,7 @@ def encode(prefix: str, value: int) -> str:
 def decode(prefix: str, raw: str | None, *, what: str, param: str | None = None) -> int:
     """The number in `<prefix>-<n>`; anything else is a 404 that names what was looked for."""
     head, _, number = (raw or "").partition("-")
-    if head != prefix or not number.isdigit() or len(number) > 18:
+    if head != prefix or not (number.isascii() and number.isdigit()) or len(number) > 18:
         raise NotFound(f"No such {what}: '{raw}'. Ids look like '{prefix}-12'.", param=param)
     return int(number)
 
@@ -52,7 +52,7 @@ def checkpoint_name(run: Run, base_slug: str, step: int) -> str:
 def base_model(session: Session, *, team_id: int, name: str, param: str = "model") -> BaseModel:
     """A base model by slug (the team's own first, then a shared one) or by numeric id."""
     row = models_repo.by_slug(session, name, team_id) or models_repo.by_slug(session, name, None)
-    if row is None and name.isdigit() and len(name) < 18:
+    if row is None and name.isascii() and name.isdigit() and len(name) < 18:
         row = models_repo.get_visible(session, team_id=team_id, model_id=int(name))
     if row is None or not row.is_enabled:
         raise NotFound("This model does not exist or you do not have access to it.", param=param)
@@ -63,7 +63,7 @@ def fine_tuned_run(session: Session, *, team_id: int, name: str, param: str = "m
     """The team's run behind an `ft:` name; the whole name must match, not only its job id."""
     missing = NotFound("This model does not exist or you do not have access to it.", param=param)
     last = name.rsplit(":", 1)[-1]
-    if not name.startswith("ft:") or not last.isdigit() or len(last) > 18:
+    if not name.startswith("ft:") or not (last.isascii() and last.isdigit()) or len(last) > 18:
         raise missing
     run = runs_repo.get(session, team_id=team_id, run_id=int(last))
     if run is None:
