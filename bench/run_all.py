@@ -7,6 +7,8 @@ benchmark with its exit status and wall time, and exits non-zero if any of them 
 --quick runs the smaller variants (a 64 MB file instead of 1 GB, fewer repeats and steps).
 --with-style adds the brand-voice adoption run on the built-in model (about ten minutes on a CPU).
 bench/pages.py needs PostgreSQL (STUDIO_TEST_POSTGRES_URL or its --postgres default).
+bench/soak.py needs Locust; it soaks a whole `studio up` for 10 minutes (1 with --quick), plus
+about two minutes of set-up.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "shared_prefix": ([], ["--rounds", "1"]),
     "run_overhead": ([], ["--steps", "40"]),
     "pages": ([], ["--repeat", "10"]),
+    "soak": ([], ["--minutes", "1"]),
     "style_adoption": ([], ["--budget-s", "120", "--limit-s", "180"]),
 }
 
