@@ -34,6 +34,21 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+def run(command: list[str], env: dict[str, str]) -> int:
+    """The benchmark's exit status. On Ctrl-C the benchmark (in the same process group) gets it
+    too: it is given time to stop what it started (bench/soak.py stops a whole studio) before
+    it is killed."""
+    proc = subprocess.Popen(command, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the studio's benchmarks.")
     parser.add_argument("--quick", action="store_true", help="smaller variants of each benchmark")
@@ -48,7 +63,7 @@ def main() -> int:
         command = [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)]
         print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
         started = time.monotonic()
-        code = subprocess.call(command, env=env)
+        code = run(command, env)
         outcomes.append((name, code, time.monotonic() - started))
     print("\n=== summary")
     for name, code, seconds in outcomes:

@@ -16,7 +16,7 @@ longer than the soak and a second one queued behind it. Then each page and call 
   /v1/models, /v1/fine_tuning/jobs;
 - one chat user: a /v1/chat/completions on the base model (max_tokens 8) every 20-40 s.
 
-Every user waits 1-3 s between requests (the chat user longer): about 3 requests a second in all,
+Every user waits 1-3 s between requests (the chat user longer): about 2.5 requests a second in all,
 well under the API key's rate limit. Only 127.0.0.1 is ever addressed. At the end it prints the
 requests, failures, 5xx, p95 latency (overall and per group), the web's memory at the start and
 the end, and a PASS/FAIL line: no 5xx, under 1 % failures, memory growth under 10 %, the web
@@ -136,7 +136,7 @@ class Studio:
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--host", HOST, "--port", str(self.port)],
                                      env=self._env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_stop_with_parent)
         log.close()
 
     def cli(self, *args: str) -> str:
@@ -181,6 +181,14 @@ class Studio:
                 except ProcessLookupError:
                     pass
             self.proc.wait(timeout=10)
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGTERM (a clean stop of `studio up` and its children) when this
+    benchmark dies, even by SIGKILL, so that nothing it started is left running."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def chat_line(i: int) -> bytes:
@@ -549,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it even when started in the background
     tmp = Path(tempfile.mkdtemp(prefix="studio-soak-"))
     studio = Studio(data_dir=tmp / "data", port=free_port())
     target = None
