@@ -7,6 +7,8 @@ benchmark with its exit status and wall time, and exits non-zero if any of them 
 --quick runs the smaller variants (a 64 MB file instead of 1 GB, fewer repeats and steps).
 --with-style adds the brand-voice adoption run on the built-in model (about ten minutes on a CPU).
 bench/pages.py needs PostgreSQL (STUDIO_TEST_POSTGRES_URL or its --postgres default).
+bench/soak.py needs Locust; it soaks a whole `studio up` for 10 minutes (1 with --quick), plus
+about two minutes of set-up.
 """
 
 from __future__ import annotations
@@ -27,8 +29,24 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "shared_prefix": ([], ["--rounds", "1"]),
     "run_overhead": ([], ["--steps", "40"]),
     "pages": ([], ["--repeat", "10"]),
+    "soak": ([], ["--minutes", "1"]),
     "style_adoption": ([], ["--budget-s", "120", "--limit-s", "180"]),
 }
+
+
+def run(command: list[str], env: dict[str, str]) -> int:
+    """The benchmark's exit status. On Ctrl-C the benchmark (in the same process group) gets it
+    too: it is given time to stop what it started (bench/soak.py stops a whole studio) before
+    it is killed."""
+    proc = subprocess.Popen(command, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
 
 
 def main() -> int:
@@ -45,7 +63,7 @@ def main() -> int:
         command = [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)]
         print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
         started = time.monotonic()
-        code = subprocess.call(command, env=env)
+        code = run(command, env)
         outcomes.append((name, code, time.monotonic() - started))
     print("\n=== summary")
     for name, code, seconds in outcomes:
