@@ -136,6 +136,7 @@ def test_resuming_from_the_final_checkpoint_trains_nothing_more(tiny_model_dir, 
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("packing", [False, True], ids=["length-grouped", "packed"])
 def test_resume_with_half_the_micro_batch_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, packing):
     """An out-of-memory retry resumes with the micro-batch halved and the accumulation doubled: the
