@@ -50,6 +50,12 @@ def metrics(session: Session, run_id: int, *, after_id: int = 0, names: Sequence
     return list(session.scalars(stmt.order_by(Metric.id).limit(limit)))
 
 
+def events_of_kinds(session: Session, run_id: int, kinds: Sequence[str]) -> list[RunEvent]:
+    """A run's events of these kinds, oldest first (the retry counts read them)."""
+    return list(session.scalars(select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.kind.in_(kinds))
+                                .order_by(RunEvent.id)))
+
+
 def checkpoints(session: Session, run_id: int) -> list[Checkpoint]:
     return list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)))
 

@@ -17,6 +17,8 @@ from app.runs import repository as repo
 from app.models import BaseModel, Dataset, DatasetStatus, Run, RunEvent, RunStatus, ModelStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.workers import repository as workers_repo
+from planner import oom
+from planner.config import TrainingConfig
 
 TRAIN_TASK = "studio.train"
 
@@ -152,6 +154,38 @@ def retry(session: Session, run: Run, *, settings: Settings) -> Run:
     run.enqueued_at = utcnow()
     run.max_attempts = run.attempt + settings.max_run_attempts
     where = f"resumes from the checkpoint at step {last[-1].step}" if last else "starts from the beginning"
-    add_event(session, run, "status", f"Retry requested: queued again, {where}.", data={"status": "queued"})
+    add_event(session, run, "status", f"Retry requested: queued again, {where}.",
+              data={"status": "queued", "reason": "retry"})
     queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
     return run
+
+
+def since_last_retry(session: Session, run_id: int, kinds: tuple[str, ...]) -> list[RunEvent]:
+    """The run's events of these kinds since a person last retried it (a retry starts a fresh
+    count of out-of-memory retries and of losses)."""
+    events = repo.events_of_kinds(session, run_id, ("status", *kinds))
+    last = max((i for i, e in enumerate(events) if (e.data or {}).get("reason") == "retry"), default=-1)
+    return [e for e in events[last + 1:] if e.kind in kinds]
+
+
+def oom_retries(session: Session, run_id: int) -> int:
+    return len(since_last_retry(session, run_id, (oom.EVENT,)))
+
+
+def retry_after_oom(session: Session, run: Run, *, step: int | None, resume_step: int | None,
+                    cause: str = "Out of memory") -> oom.Retry | None:
+    """Applies the out-of-memory rule (planner/oom.py) to the run: stores the smaller micro-batch
+    and larger accumulation on the row (so the page, the API and any later resume see them) with
+    an event that says what changed and why. None when the run must fail instead."""
+    config = TrainingConfig.model_validate(run.config)
+    retry = oom.next_retry(config, oom_retries(session, run.id))
+    if retry is None:
+        return None
+    run.config = retry.config.model_dump()
+    message = oom.retry_message(config, retry, step=step, resume_step=resume_step, cause=cause)
+    add_event(session, run, oom.EVENT, message, level="warning", data={
+        "reason": "oom", "step": step, "resume_step": resume_step, "retry": retry.number,
+        "max_retries": oom.MAX_RETRIES, "effective_batch": config.effective_batch_size,
+        "from": {"per_device_batch_size": config.per_device_batch_size, "grad_accum": config.grad_accum},
+        "to": retry.change})
+    return retry

@@ -29,7 +29,8 @@ METHOD_PLAIN = {
                 "LoRA, nearly full quality.",
 }
 FAILURE_TITLES = {
-    "out_of_memory": "The run ran out of memory",
+    "oom": "The run ran out of memory",
+    "out_of_memory": "The run ran out of memory",  # runs that failed before the kind was renamed
     "dataset": "A problem with the dataset stopped the run",
     "worker_lost": "The machine running it stopped answering",
     "error": "The training stopped with an error",

@@ -173,7 +173,11 @@ def test_failures_are_explained_in_plain_words():
         pass
 
     kind, message = run_tasks.classify_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate"), 12)
-    assert kind == "out_of_memory" and "at step 12" in message and "QLoRA" in message and "batch size" in message
+    assert kind == "oom" and "at step 12" in message and "QLoRA" in message and "gradient checkpointing" in message
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried "
+                       "to allocate 32571392 bytes. Error code 12 (Cannot allocate memory)")
+    assert run_tasks.classify_failure(cpu, 3)[0] == "oom"
+    assert run_tasks.classify_failure(MemoryError(), 3)[0] == "oom"
     kind, message = run_tasks.classify_failure(DataError("every answer is masked"), 0)
     assert kind == "dataset" and "every answer is masked" in message
     kind, message = run_tasks.classify_failure(KeyError("x"), 3)

@@ -108,7 +108,7 @@ def test_run_page_renders_in_every_state(browser, db, team, dataset, model, stat
     run = _run(db, team, dataset, model, status=status, current_step=3, total_steps=10, eta_s=75.0,
                started_at=None if status == RunStatus.queued else utcnow() - timedelta(seconds=30),
                finished_at=utcnow() if status.is_final else None,
-               error_kind="out_of_memory" if status == RunStatus.failed else None,
+               error_kind="oom" if status == RunStatus.failed else None,
                error_message="The run ran out of memory at step 3. Lower the batch size." if status == RunStatus.failed else None)
     db.add(RunEvent(run_id=run.id, kind="status", message="Queued: lora fine-tuning"))
     _points(db, run, "loss", [2.0, 1.5, 1.2])

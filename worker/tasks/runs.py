@@ -23,13 +23,13 @@ from app.models import Artifact, Run, RunStatus, utcnow
 from app.storage import ArtifactStore
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
+from planner import oom
 from worker.tasks import evaluation
+from worker.training.memory import is_out_of_memory, release
 from worker.celery_app import TRAIN_QUEUE, celery_app
 from worker.runtime.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
-OOM_ADVICE = ("Lower the batch size or the maximum length, turn on gradient checkpointing, "
-              "or switch to QLoRA (4-bit), which needs the least memory.")
 
 
 def fits_device(run: Run, memory_gb: float | None) -> bool:
@@ -65,8 +65,10 @@ def _records(store: ArtifactStore, key: str | None) -> list[dict]:
 def classify_failure(exc: BaseException, step: int) -> tuple[str, str]:
     """A failure in plain words, with what to change."""
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
-        return "out_of_memory", f"The run ran out of memory at step {step}. {OOM_ADVICE}"
+    if isinstance(exc, GaveUp):
+        return oom.KIND, str(exc)
+    if is_out_of_memory(exc):
+        return oom.KIND, f"The run ran out of memory {oom.where(step)}. {oom.GENERIC_ADVICE}"
     if type(exc).__name__ == "DataError":
         return "dataset", f"The dataset cannot be trained on: {exc}"
     return "error", f"The run failed at step {step}: {text[:500]}. The log shows what happened before."
@@ -159,6 +161,49 @@ def _setup(run_id: int, store: ArtifactStore):  # noqa: ANN202
                 store.path(run_key), store.path(log_key), resume)
 
 
+class GaveUp(Exception):
+    """Out of memory with nothing left to halve or no retry left; the message carries the advice."""
+
+
+def _step(reporter: DatabaseReporter) -> int:
+    return reporter._progress[0] if reporter._progress else 0
+
+
+def _oom_advice(config, attempt_step: int | None, retries: int) -> str:  # noqa: ANN001
+    from planner.presets import read_model_info
+    from worker.runtime.heartbeat import device_info
+
+    try:
+        model = read_model_info(config.base_model)
+    except (OSError, ValueError, KeyError):
+        model = None
+    device = device_info()
+    advice = oom.advice(config, model, device=device["device"],
+                        memory_gb=device["device_memory_bytes"] / 1e9 if device["device_memory_bytes"] else None)
+    return oom.failure_message(config, step=attempt_step, retries_done=retries, advice_text=advice)
+
+
+def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, reporter):  # noqa: ANN001, ANN202
+    """The configuration to retry with (stored on the row, with its event), or GaveUp."""
+    from planner.config import TrainingConfig
+    from worker.training.checkpoints import latest_complete, step_of
+    from worker.training.run import CHECKPOINTS
+
+    latest = latest_complete(output_dir / CHECKPOINTS)
+    resume_step = step_of(Path(latest)) if latest else None
+    with session_scope() as s:
+        run = repo.by_id(s, run_id, for_update=True)
+        if run is None or run.lease_token != lease or run.status != RunStatus.running:
+            raise GaveUp("The run's lease was given away while it was out of memory.")
+        retry = service.retry_after_oom(s, run, step=step, resume_step=resume_step)
+        if retry is None:
+            raise GaveUp(_oom_advice(config, step, service.oom_retries(s, run_id)))
+        reporter.on_log(f"Retry {retry.number} of {oom.MAX_RETRIES} after running "
+                        f"out of memory: per_device_batch_size {retry.config.per_device_batch_size}, "
+                        f"grad_accum {retry.config.grad_accum}.")
+        return TrainingConfig.model_validate(retry.config.model_dump())
+
+
 def run_training(run_id: int, lease: str) -> None:
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
@@ -173,13 +218,26 @@ def run_training(run_id: int, lease: str) -> None:
     logging.getLogger().addHandler(handler)
     try:
         train_records, eval_records = _records(store, train_key), _records(store, eval_key)
-        result = run_engine(TrainingConfig.model_validate(config), train_records, eval_records,
-                     output_dir, reporter, resume_from=True if resume else None)
+        config = TrainingConfig.model_validate(config)
+        while True:  # one pass, plus one per out-of-memory retry (planner/oom.py bounds them)
+            try:
+                result = run_engine(config, train_records, eval_records, output_dir, reporter,
+                                    resume_from=True if resume else None)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if not is_out_of_memory(exc):
+                    raise
+                step = _step(reporter) + 1
+                log.warning("run %s ran out of memory at step %s: %s", run_id, step, exc)
+                reporter.on_log(f"Out of memory at step {step}: {type(exc).__name__}: {str(exc)[:300]}")
+            release()  # here, once the failed attempt's traceback (and its trainer) is gone
+            config, resume = _after_oom(run_id, lease, config, step, output_dir, reporter), True
     except Exception as exc:
-        log.exception("run %s failed", run_id)
-        reporter.on_log(f"FAILED: {type(exc).__name__}: {exc}")
+        if not isinstance(exc, GaveUp):
+            log.exception("run %s failed", run_id)
+        reporter.on_log(f"FAILED: {exc}" if isinstance(exc, GaveUp) else f"FAILED: {type(exc).__name__}: {exc}")
         reporter.close()
-        _finish(run_id, lease, store, failure=classify_failure(exc, reporter._progress[0] if reporter._progress else 0))
+        _finish(run_id, lease, store, failure=classify_failure(exc, _step(reporter) + 1))
         return
     finally:
         logging.getLogger().removeHandler(handler)

@@ -257,11 +257,17 @@ def make_collator(packing: bool, pad_token_id: int):
 
 
 class LengthGroupedSampler:
-    """Shuffled order in which each micro-batch holds examples of similar length (little padding).
+    """Shuffled order in which each optimizer step's examples have similar lengths (little padding).
 
-    Indices are shuffled, cut into groups of `group` micro-batches, sorted by length inside each
-    group, split into micro-batches, and the micro-batches shuffled again. The order depends only
-    on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+    `batch_size` is the batch of one optimizer step (micro-batch x gradient accumulation). Indices
+    are shuffled, cut into groups of `group` step batches, sorted by length inside each group,
+    split into step batches, and the full step batches shuffled again (a last, partial one stays
+    last). Each step batch is sorted by length, so the micro-batches cut from it hold similar
+    lengths whatever their size. The order depends only on (seed, epoch, step batch), so a resumed
+    run sees exactly the batches an uninterrupted one would, also after an out-of-memory retry
+    halved the micro-batch and doubled the accumulation: every optimizer step trains on the same
+    examples, and the Trainer's skip of (steps done x accumulation) micro-batches lands on the
+    same example.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 32):
@@ -284,5 +290,7 @@ class LengthGroupedSampler:
         for start in range(0, len(order), span):
             chunk = sorted(order[start : start + span], key=lambda i: -self.lengths[i])
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        shuffled = torch.randperm(len(batches), generator=generator).tolist()
-        return iter([index for b in shuffled for index in batches[b]])
+        full = [b for b in batches if len(b) == self.batch_size]
+        partial = [b for b in batches if len(b) != self.batch_size]
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()] + partial
+        return iter([index for b in shuffled for index in b])

@@ -79,7 +79,8 @@ class EngineTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
-        return LengthGroupedSampler(dataset.lengths, self.args.per_device_train_batch_size, self.args.seed)
+        step_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(dataset.lengths, step_batch, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prefix = shared_prefix_length(model, inputs)

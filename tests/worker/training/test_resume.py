@@ -134,3 +134,34 @@ def test_resuming_from_the_final_checkpoint_trains_nothing_more(tiny_model_dir, 
     before = load_file(Path(straight.adapter_dir) / "adapter_model.safetensors")
     after = load_file(Path(resumed.adapter_dir) / "adapter_model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", [False, True], ids=["length-grouped", "packed"])
+def test_resume_with_half_the_micro_batch_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, packing):
+    """An out-of-memory retry resumes with the micro-batch halved and the accumulation doubled: the
+    optimizer state, the global step and the data position carry over, every later step trains on
+    the same examples, so the losses and the trained adapter are those of the uninterrupted run."""
+    def cfg(**overrides):  # noqa: ANN202  (no dropout: its masks depend on how a step is split)
+        return config(tiny_model_dir, packing).model_copy(update={"lora_dropout": 0.0, **overrides})
+
+    data = records(42)  # 42 is not a multiple of the step batch: each epoch ends with a partial step
+    straight = RecordingReporter()
+    uninterrupted = run(cfg(), data, None, tmp_path / "a", straight)
+    stopped = run(cfg(), data, None, tmp_path / "b", RecordingReporter(stop_after_step=7))
+    assert stopped.global_step == 7
+    second = RecordingReporter()
+    resumed = run(cfg(per_device_batch_size=2, grad_accum=4), data, None, tmp_path / "b", second, resume_from=True)
+
+    assert resumed.global_step == uninterrupted.global_step == 12
+    expected, after = dict(straight.series("loss")), dict(second.series("loss"))
+    assert sorted(after) == list(range(8, 13))
+    for step, loss in after.items():
+        assert loss == pytest.approx(expected[step], rel=1e-4, abs=1e-5)
+    a = load_file(str(Path(uninterrupted.adapter_dir) / "adapter_model.safetensors"))
+    b = load_file(str(Path(resumed.adapter_dir) / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-5)
+    state = torch.load(Path(resumed.last_checkpoint) / "optimizer.pt", weights_only=False)["state"]
+    assert {int(s["step"]) for s in state.values()} == {12}  # AdamW's own count went on from 7
