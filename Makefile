@@ -34,6 +34,7 @@ test: install install-browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py
 
 clean:

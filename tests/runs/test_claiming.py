@@ -86,6 +86,37 @@ def test_reconciler_requeues_a_lost_run_then_gives_up(db, store, model, team, se
     assert reconciler.reconcile(settings)["requeued"] == 0  # nothing is done twice
 
 
+def test_a_run_lost_twice_at_the_same_checkpoint_comes_back_with_half_the_micro_batch(db, store, model, team, sent,
+                                                                                     settings):
+    """What the kernel's out-of-memory killer looks like from the database: the worker vanishes,
+    and again after the requeue, before a new checkpoint. The second requeue halves the
+    micro-batch and doubles the accumulation, saying why; a single loss changes nothing."""
+    from app.models import Checkpoint
+
+    ds = make_dataset(db, store, team[0].team_id)
+    run = _running(db, team[0].team_id, ds, model, silent_s=settings.heartbeat_timeout_s + 5)
+    run.config = {**run.config, "max_steps": 40, "per_device_batch_size": 8, "grad_accum": 2}
+    db.add(Checkpoint(run_id=run.id, step=20, path=f"teams/x/jobs/{run.id}/run/checkpoint-20", size_bytes=1))
+    db.commit()
+    assert reconciler.reconcile(settings)["requeued"] == 1
+    db.expire_all()
+    first = db.get(Run, run.id)
+    assert (first.config["per_device_batch_size"], first.config["grad_accum"]) == (8, 2)  # once is not a pattern
+
+    first.status, first.lease_token, first.worker_id, first.attempt = RunStatus.running, "new", "dead@host", 2
+    first.heartbeat_at = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
+    db.commit()
+    assert reconciler.reconcile(settings)["requeued"] == 1
+    db.expire_all()
+    again = db.get(Run, run.id)
+    assert again.status == RunStatus.queued
+    assert (again.config["per_device_batch_size"], again.config["grad_accum"]) == (4, 4)
+    messages = [e.message for e in db.scalars(select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id))]
+    assert any(m.startswith("The worker was lost twice before the run passed a new checkpoint") and
+               "retrying from step 20 with 4 examples at once and twice the accumulation (same effective batch of 16)"
+               in m for m in messages), messages
+
+
 def test_a_killed_workers_run_is_queued_again_within_30_seconds_by_default(db, store, model, team, sent, settings):
     """The defaults: a run silent for longer than the timeout is taken back at the next pass, and
     timeout + pass period stay under 30 s; a run silent for less than the timeout is left alone."""

@@ -67,6 +67,10 @@ def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
         data = {"worker": worker, "silent_s": silent}
         if values["status"] == RunStatus.queued:
             step = repo.latest_checkpoint_step(s, run_id)
+            if _lost_before_at(s, run_id, step):
+                # Twice lost at the same checkpoint: most likely the kernel killed the worker for
+                # its memory. The run comes back with half the micro-batch (same effective batch).
+                service.retry_after_oom(s, run, step=None, resume_step=step, cause=KILLED_FOR_MEMORY)
             resume = (f"resumes from step {step}" if step is not None
                       else "starts from the beginning (it had no checkpoint yet)")
             service.add_event(s, run, "status", f"{lost}; the run is queued again and {resume} "
@@ -78,6 +82,16 @@ def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
                               data={"status": "failed", "kind": "worker_lost", **data})
         log.warning("run %s: %s", run_id, lost)
     return count
+
+
+KILLED_FOR_MEMORY = ("The worker was lost twice before the run passed a new checkpoint, as when the system "
+                     "kills a process that runs out of memory;")
+
+
+def _lost_before_at(s, run_id: int, step: int | None) -> bool:  # noqa: ANN001
+    """Whether the run was already lost once while its latest checkpoint was this one."""
+    return any(e.data.get("reason") == "worker_lost" and e.data.get("resume_step") == step
+               for e in repo.events_of_kinds(s, run_id, ["status"]) if e.data)
 
 
 def _idle_train_workers(s, now) -> list[str]:  # noqa: ANN001
