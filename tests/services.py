@@ -22,11 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ import httpx
 import pytest
 
 from app.supervisor import STATUS_FILE, read_status
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port
 
 
 @pytest.mark.slow
 def test_studio_up_serves_and_sees_its_worker(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     for key in ("STUDIO_DATABASE_URL", "STUDIO_BROKER_URL", "STUDIO_SECRET_KEY"):
         env.pop(key, None)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.factories import make_account, make_api_key
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, free_port, wait_for
 
 UPLOAD_LIMIT = 1024 * 1024  # STUDIO_MAX_UPLOAD_BYTES in the web process
 BIG = 300 * 1024 * 1024
@@ -29,11 +29,6 @@ MAX_GROWTH = 50 * 1024 * 1024
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kib(pid: int, field: str) -> int:
@@ -44,7 +39,7 @@ def _kib(pid: int, field: str) -> int:
 
 @pytest.fixture
 def web(settings, db, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir),
            "STUDIO_DATABASE_URL": settings.database_url, "STUDIO_BROKER_URL": settings.broker_url,
            "STUDIO_SECRET_KEY": settings.secret_key, "STUDIO_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),

@@ -23,7 +23,7 @@ from app.models import Worker
 from app.models_registry import service as models_service
 from app.models_registry.service import BUILTIN_SLUG
 from tests.browser.conftest import shoot
-from tests.processes import spawn, stop_all, wait_for
+from tests.processes import free_port, spawn, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery staple"
@@ -68,13 +68,10 @@ def worker(settings, db, tiny_model_dir, tmp_path):
 @pytest.fixture
 def inference(settings, worker, tmp_path):
     """The real inference process, for "Try it" (the web talks to it over HTTP)."""
-    import socket
-
+    
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     settings.inference_url = f"http://127.0.0.1:{port}"  # the live server's settings object
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
            "STUDIO_SECRET_KEY": settings.secret_key, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

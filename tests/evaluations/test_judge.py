@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -17,6 +16,7 @@ from app.evaluations import judge
 from app.models import BaseModel, Evaluation, RunStatus
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
+from tests.processes import free_port
 from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 from worker.tasks import judge as judge_tasks
 
@@ -78,9 +78,7 @@ class JudgeServer:
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}]}
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -162,9 +160,7 @@ def test_a_refusing_judge_fails_the_judging_with_the_reason(db, settings, run_wi
 
 
 def test_an_unreachable_judge_fails_clearly(db, settings, run_with_samples, sent):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    port = free_port()  # nothing listens there
     settings = configured(settings, f"http://127.0.0.1:{port}/v1")
     evaluation = judge.request(db, run_with_samples, settings)
     db.commit()

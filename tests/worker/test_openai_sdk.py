@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import httpx
 import pytest
 
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, free_port, wait_for
 from tests.factories import make_account, make_api_key
 from tests.runs.factories import chat, register_model
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _up(url: str) -> bool:
@@ -34,7 +28,7 @@ def _up(url: str) -> bool:
 
 @pytest.fixture
 def running_studio(settings, db, tmp_path, tiny_model_dir):
-    web, inference = _free_port(), _free_port()
+    web, inference = free_port(), free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
            "STUDIO_BROKER_URL": settings.broker_url, "STUDIO_SECRET_KEY": settings.secret_key,
            "STUDIO_INFERENCE_URL": f"http://127.0.0.1:{inference}", "HF_HUB_OFFLINE": "1",

@@ -24,9 +24,9 @@ from sqlalchemy.exc import OperationalError
 from app.models import Checkpoint, Metric, Run, RunEvent, RunStatus, Worker
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, free_port, wait_for
 from tests.runs.factories import make_dataset, register_model
-from tests.services import free_port, migrated_database, private_postgres, private_redis  # noqa: F401  (fixtures)
+from tests.services import migrated_database, private_postgres, private_redis  # noqa: F401  (fixtures)
 
 HEARTBEAT_TIMEOUT_S = 5  # short, so that the Postgres outage below outlasts it
 POSTGRES_DOWN_S = HEARTBEAT_TIMEOUT_S + 2

@@ -22,18 +22,13 @@ from app.models import Checkpoint, RunEvent, RunStatus, Run, Worker
 from app.storage import ArtifactStore
 from app.supervisor import STATUS_FILE, read_status
 from tests.factories import make_account, make_api_key
-from tests.processes import spawn, wait_for
+from tests.processes import free_port, spawn, wait_for
 from tests.runs.factories import make_dataset, register_model
 
 HEARTBEAT_TIMEOUT_S, RECONCILE_EVERY_S = 6, 1  # short, to keep the test fast; the defaults are 20 and 5
 RUN = {"method": "lora", "max_steps": 200, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
        "save_steps": 8, "save_total_limit": 2, "eval_strategy": "no", "max_length": 96, "warmup": 0.0}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HealthPoller(threading.Thread):
@@ -63,13 +58,13 @@ def test_a_sigkilled_train_worker_is_restarted_and_the_run_finishes(settings, db
     headers = {"Authorization": f"Bearer {make_api_key(db, account)}"}
     model = register_model(db, tiny_model_dir, name="Tiny Llama")
     dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16, n_eval=4)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
            "STUDIO_SECRET_KEY": settings.secret_key, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "STUDIO_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
            "STUDIO_RECONCILE_EVERY_S": str(RECONCILE_EVERY_S), "STUDIO_EVAL_SAMPLES": "1",
-           "STUDIO_EVAL_MAX_NEW_TOKENS": "8", "STUDIO_INFERENCE_URL": f"http://127.0.0.1:{_free_port()}"}
+           "STUDIO_EVAL_MAX_NEW_TOKENS": "8", "STUDIO_INFERENCE_URL": f"http://127.0.0.1:{free_port()}"}
     env.pop("STUDIO_BROKER_URL", None)
     log = tmp_path / "up.log"
     up = spawn(["up", "--no-builtin", "--port", str(port)], env, log)

@@ -5,7 +5,7 @@
   goes on and what it reports is kept, then written once, neither lost nor doubled;
 - a thread renews the run's lease (its heartbeat) every few seconds; if the lease was taken
   away (the reconciler gave the run to another worker), the run stops at its next step so that
-  two runs of one run never overlap;
+  two workers never train one run at once;
 - should_stop() reads the cancel flag at most once a second;
 - every log line goes to the run's log file (an artifact whose tail the run page shows).
 """
@@ -75,6 +75,11 @@ class DatabaseReporter:
 
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
         self._progress = (step, total, eta_s)
+
+    @property
+    def step(self) -> int:
+        """The last step the engine reported (0 before the first)."""
+        return self._progress[0] if self._progress else 0
 
     def on_checkpoint(self, step: int, path: str, metadata: dict[str, Any]) -> None:
         key = Path(path).resolve().relative_to(self.store_root).as_posix()

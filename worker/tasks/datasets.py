@@ -117,12 +117,15 @@ def _goal(value: str) -> Goal:
     return Goal(value) if value in {g.value for g in Goal} else Goal.OTHER
 
 
-def _add_eval_file(session, dataset: Dataset, check: Check) -> None:  # noqa: ANN001
+def _held_eval_file(session, dataset: Dataset) -> Dataset | None:  # noqa: ANN001
+    """The separate evaluation file uploaded with this dataset, if it has one."""
     if dataset.eval_dataset_id is None:
-        return
-    held = repo.get(session, team_id=dataset.team_id, dataset_id=dataset.eval_dataset_id,
-                    purpose=repo.EVAL_FILE)
-    if held is not None:
+        return None
+    return repo.get(session, team_id=dataset.team_id, dataset_id=dataset.eval_dataset_id, purpose=repo.EVAL_FILE)
+
+
+def _add_eval_file(session, dataset: Dataset, check: Check) -> None:  # noqa: ANN001
+    if (held := _held_eval_file(session, dataset)) is not None:
         check.eval_path, check.eval_filename = held.raw_path, held.original_filename
         held.status = DatasetStatus.validating
 
@@ -223,11 +226,7 @@ def _record_artifacts(session, check: Check) -> None:  # noqa: ANN001
 
 
 def _mirror_eval_file(session, dataset: Dataset, report: ValidationReport) -> None:  # noqa: ANN001
-    if dataset.eval_dataset_id is None:
-        return
-    held = repo.get(session, team_id=dataset.team_id, dataset_id=dataset.eval_dataset_id,
-                    purpose=repo.EVAL_FILE)
-    if held is not None:
+    if (held := _held_eval_file(session, dataset)) is not None:
         held.status = dataset.status
         held.num_examples = report.counts.eval_examples
         held.format = dataset.format

@@ -165,10 +165,6 @@ class GaveUp(Exception):
     """Out of memory with nothing left to halve or no retry left; the message carries the advice."""
 
 
-def _step(reporter: DatabaseReporter) -> int:
-    return reporter._progress[0] if reporter._progress else 0
-
-
 def _oom_advice(config, attempt_step: int | None, retries: int) -> str:  # noqa: ANN001
     from planner.presets import read_model_info
     from worker.runtime.heartbeat import device_info
@@ -185,7 +181,6 @@ def _oom_advice(config, attempt_step: int | None, retries: int) -> str:  # noqa:
 
 def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, reporter):  # noqa: ANN001, ANN202
     """The configuration to retry with (stored on the row, with its event), or GaveUp."""
-    from planner.config import TrainingConfig
     from worker.training.checkpoints import latest_complete, step_of
     from worker.training.run import CHECKPOINTS
 
@@ -201,7 +196,7 @@ def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, rep
         reporter.on_log(f"Retry {retry.number} of {oom.MAX_RETRIES} after running "
                         f"out of memory: per_device_batch_size {retry.config.per_device_batch_size}, "
                         f"grad_accum {retry.config.grad_accum}.")
-        return TrainingConfig.model_validate(retry.config.model_dump())
+        return retry.config
 
 
 def run_training(run_id: int, lease: str) -> None:
@@ -227,7 +222,7 @@ def run_training(run_id: int, lease: str) -> None:
             except Exception as exc:  # noqa: BLE001
                 if not is_out_of_memory(exc):
                     raise
-                step = _step(reporter) + 1
+                step = reporter.step + 1
                 log.warning("run %s ran out of memory at step %s: %s", run_id, step, exc)
                 reporter.on_log(f"Out of memory at step {step}: {type(exc).__name__}: {str(exc)[:300]}")
             release()  # here, once the failed attempt's traceback (and its trainer) is gone
@@ -237,7 +232,7 @@ def run_training(run_id: int, lease: str) -> None:
             log.exception("run %s failed", run_id)
         reporter.on_log(f"FAILED: {exc}" if isinstance(exc, GaveUp) else f"FAILED: {type(exc).__name__}: {exc}")
         reporter.close()
-        _finish(run_id, lease, store, failure=classify_failure(exc, _step(reporter) + 1))
+        _finish(run_id, lease, store, failure=classify_failure(exc, reporter.step + 1))
         return
     finally:
         logging.getLogger().removeHandler(handler)
