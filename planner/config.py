@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.defaults import (
-    DEFAULT_EPOCHS, DEFAULT_EVAL_STRATEGY, DEFAULT_GRAD_ACCUM, DEFAULT_GRADIENT_CHECKPOINTING,
+    DEFAULT_DEVICES, DEFAULT_EPOCHS, DEFAULT_EVAL_STRATEGY, DEFAULT_GRAD_ACCUM, DEFAULT_GRADIENT_CHECKPOINTING,
     DEFAULT_LEARNING_RATE, DEFAULT_LOGGING_STEPS, DEFAULT_LORA_ALPHA, DEFAULT_LORA_BIAS, DEFAULT_LORA_DROPOUT,
-    DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, DEFAULT_MAX_LENGTH, DEFAULT_METHOD, DEFAULT_PACKING,
+    DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, MAX_DEVICES, DEFAULT_MAX_LENGTH, DEFAULT_METHOD, DEFAULT_PACKING,
     DEFAULT_PER_DEVICE_BATCH_SIZE, DEFAULT_PRECISION, DEFAULT_SAVE_STRATEGY, DEFAULT_SAVE_TOTAL_LIMIT,
     DEFAULT_SCHEDULER, DEFAULT_SEED, DEFAULT_TARGET_MODULES, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
 )
@@ -92,7 +92,14 @@ class TrainingConfig(BaseModel):
     grad_accum: int = Field(
         default=DEFAULT_GRAD_ACCUM, ge=1, le=4096,
         description="Gradient accumulation: passes summed before each optimizer step. The effective "
-        "batch is per_device_batch_size x grad_accum (x number of devices).",
+        "batch is per_device_batch_size x grad_accum x devices.",
+    )
+    devices: int = Field(
+        default=DEFAULT_DEVICES, ge=1, le=MAX_DEVICES,
+        description="How many GPUs the run trains on at once, all on one worker host. 1 trains in "
+        "the worker's own process; more starts one process per device under torch.distributed "
+        "(DDP for LoRA methods, fully sharded FSDP for full fine-tuning). The effective batch is "
+        "per_device_batch_size x grad_accum x devices.",
     )
     scheduler: Scheduler = Field(
         default=DEFAULT_SCHEDULER,
@@ -164,8 +171,8 @@ class TrainingConfig(BaseModel):
 
     @property
     def effective_batch_size(self) -> int:
-        """Examples per optimizer step on one device."""
-        return self.per_device_batch_size * self.grad_accum
+        """Examples per optimizer step, over all devices."""
+        return self.per_device_batch_size * self.grad_accum * self.devices
 
     @property
     def uses_adapter(self) -> bool:

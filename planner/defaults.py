@@ -35,6 +35,8 @@ DEFAULT_SAVE_STRATEGY = "epoch"
 DEFAULT_SAVE_TOTAL_LIMIT = 2
 DEFAULT_LOGGING_STEPS = 1
 DEFAULT_GRADIENT_CHECKPOINTING = False
+DEFAULT_DEVICES = 1  # one GPU (or the CPU); more runs the job under torch.distributed
+MAX_DEVICES = 64
 
 # What the presets and the estimator assume where a description leaves it out.
 DEFAULT_KV_HEADS_RATIO = 1.0  # as many key/value heads as attention heads (no grouped-query attention)
