@@ -9,6 +9,24 @@ weights as NF4 with double quantization (~4.13 bits), lora8bit as int8.
 
 It reproduces the usual rules of thumb for a 70B model (tested): full fine-tuning in bf16
 ~8x80 GB, LoRA on a 16-bit base ~160 GB, LoRA on an 8-bit base ~one 80 GB GPU, QLoRA ~45 GB.
+
+On several devices (``devices`` N > 1) every figure is PER DEVICE, for the strategy the engine
+uses (``strategy_for``):
+
+- DDP for the adapter methods: every device holds the whole (frozen) model, its own adapters,
+  their gradients and AdamW states, the activations of its own micro-batch, plus DDP's gradient
+  buckets (one more copy of the trainable gradients). More devices do not lower the memory of a
+  device; they divide the time.
+- FSDP with full sharding for full fine-tuning: weights, gradients and optimizer state are
+  divided by N; each device also holds the unsharded copy of the wrapped unit being computed and
+  of the next one (prefetch), and the unsharded gradient of one unit before its reduce-scatter.
+  The wrapped units are the decoder layers and the root (embeddings, output head and final norm),
+  so the largest unit is the bigger of one layer and the root. Activations are those of the
+  device's own micro-batch.
+
+Time: N devices process ``SCALING_EFFICIENCY`` x N times the tokens per second of one device
+(gradient all-reduce / all-gather / reduce-scatter traffic that the compute does not hide), so a
+run on N > 1 devices takes train_tokens / (tokens_per_second x N x SCALING_EFFICIENCY).
 """
 
 from __future__ import annotations
@@ -30,6 +48,25 @@ METHODS = ("full", "lora", "qlora", "lora8bit")
 # 16 MB stays on the C heap (glibc maps blocks over 32 MiB afresh each time) and mostly in cache.
 HEAD_CHUNK_ELEMENTS = {"cpu": 4 * 2**20, "cuda": 32 * 2**20}
 TARGETS = ("attention", "attention_mlp", "all_linear")
+# Share of linear scaling N devices reach (0.9: 8 devices run 7.2x as fast as one). Published DDP
+# and FSDP runs within one host (NVLink or PCIe) reach 85-95%; the estimate takes the middle.
+SCALING_EFFICIENCY = 0.9
+# FSDP holds the unsharded parameters of this many wrapped units at once (the one computing and
+# the one prefetched) and the unsharded gradient of one unit before its reduce-scatter.
+FSDP_GATHERED_UNITS = 2
+FSDP_GRADIENT_UNITS = 1
+# Device counts the planner proposes: a run's devices are all on one worker host, hosts hold up
+# to 8 GPUs, and effective batches are usually powers of two, so micro-batch x accumulation x
+# devices divides evenly. (A config may still ask for up to MAX_DEVICES on a bigger host.)
+DEVICE_CHOICES = (1, 2, 4, 8)
+
+
+def strategy_for(method: str, devices: int) -> str:
+    """How the engine spreads a run over `devices`: single (one device), ddp (adapter methods:
+    replicate the model, average adapter gradients) or fsdp (full fine-tuning: shard everything)."""
+    if devices <= 1:
+        return "single"
+    return "fsdp" if method == "full" else "ddp"
 
 
 @dataclass(frozen=True)
@@ -53,6 +90,11 @@ class ModelShape:
         # solve layer params = attention + 3 * hidden * intermediate (gated MLP)
         per_layer = (self.parameters - self.embedding_params) / self.num_layers
         return max((per_layer - self._attention_params()) / (3 * self.hidden_size), self.hidden_size)
+
+    @property
+    def layer_params(self) -> float:
+        """Weights of one decoder layer (attention + gated MLP; norms are negligible)."""
+        return self._attention_params() + 3 * self.hidden_size * self.intermediate
 
     def _attention_params(self) -> float:
         h = self.hidden_size
@@ -79,11 +121,16 @@ class MemoryEstimate:
     device: str = "cpu"
     device_memory_gb: float | None = None
     notes: list[str] = field(default_factory=list)
+    devices: int = 1
+    strategy: str = "single"  # single | ddp | fsdp (strategy_for)
+    # DDP's gradient buckets, or FSDP's unsharded copies of the wrapped units being computed
+    buffers_gb: float = 0.0
 
     @property
     def total_gb(self) -> float:
+        """Peak memory of ONE device (with N devices: per device, for the strategy)."""
         return (self.weights_gb + self.adapters_gb + self.gradients_gb + self.optimizer_gb
-                + self.activations_gb + self.overhead_gb)
+                + self.activations_gb + self.overhead_gb + self.buffers_gb)
 
     @property
     def fits(self) -> bool | None:
@@ -92,8 +139,9 @@ class MemoryEstimate:
     def as_dict(self) -> dict:
         data = {k: getattr(self, k) for k in (
             "method", "weights_gb", "adapters_gb", "gradients_gb", "optimizer_gb", "activations_gb",
-            "overhead_gb", "trainable_params", "device", "device_memory_gb", "notes")}
-        data.update(total_gb=self.total_gb, fits=self.fits)
+            "overhead_gb", "trainable_params", "device", "device_memory_gb", "notes", "devices",
+            "strategy", "buffers_gb")}
+        data.update(total_gb=self.total_gb, per_device_gb=self.total_gb, fits=self.fits)
         return data
 
 
@@ -106,6 +154,9 @@ class Estimate:
     recommended_method: str | None
     verdict: str
     time_s: float | None = None
+    # The fewest devices (of DEVICE_CHOICES) of this memory on which the requested method fits
+    # (full fine-tuning shards over them); None when memory is unknown or no count helps.
+    devices_needed: int | None = None
 
 
 def lora_params(shape: ModelShape, rank: int, targets: str) -> float:
@@ -155,9 +206,13 @@ def estimate_memory(
     gradient_checkpointing: bool = False,
     device: str = DEFAULT_ESTIMATE_DEVICE,
     device_memory_gb: float | None = None,
+    devices: int = 1,
 ) -> MemoryEstimate:
+    """Peak memory of one device; batch_size is the micro-batch of one device."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    if devices < 1:
+        raise ValueError("devices must be at least 1")
     dtype_bytes = BYTES[precision]
     tokens = batch_size * context_length
     embeddings = shape.embedding_params
@@ -184,6 +239,19 @@ def estimate_memory(
         # and a tied embedding forms its own gradient densely before adding it to the head's
         activations += shape.vocab_size * shape.hidden_size * (4 + (dtype_bytes if shape.tied_embeddings else 0))
     overhead = CUDA_OVERHEAD_GB * GB if device == "cuda" else 0.0
+    strategy = strategy_for(method, devices)
+    buffers = 0.0
+    if strategy == "fsdp":
+        weights, gradients, optimizer = weights / devices, gradients / devices, optimizer / devices
+        unit = max(shape.layer_params, shape.embedding_params)
+        buffers = unit * dtype_bytes * (FSDP_GATHERED_UNITS + FSDP_GRADIENT_UNITS)
+        notes.append(f"FSDP over {devices} devices: weights, gradients and optimizer state are 1/{devices} "
+                     f"per device, plus the unsharded copy of {FSDP_GATHERED_UNITS} wrapped units "
+                     f"({unit / 1e6:.0f}M weights each)")
+    elif strategy == "ddp":
+        buffers = gradients  # DDP's bucketed copy of the trainable gradients for the all-reduce
+        notes.append(f"DDP over {devices} devices: every device holds the whole model and its own "
+                     "adapters; more devices divide the time, not the memory")
     return MemoryEstimate(
         method=method,
         weights_gb=weights / GB,
@@ -196,6 +264,9 @@ def estimate_memory(
         device=device,
         device_memory_gb=device_memory_gb,
         notes=notes,
+        devices=devices,
+        strategy=strategy,
+        buffers_gb=buffers / GB,
     )
 
 
@@ -219,11 +290,14 @@ def estimate(
     gradient_checkpointing: bool = False,
     train_tokens: float | None = None,
     tokens_per_second: float | None = None,
+    devices: int = 1,
 ) -> Estimate:
-    """Estimate the peak memory of every method, say whether `method` fits, and which method to use.
+    """Estimate the peak memory of every method on each of `devices` devices (batch_size is one
+    device's micro-batch), say whether `method` fits, which method to use, and how many devices
+    of this memory it would need.
 
     train_tokens (all tokens the run will process, epochs included) and a measured
-    tokens_per_second give the time estimate.
+    tokens_per_second of ONE device give the time estimate, scaled to `devices`.
     """
     shape = ModelShape(parameters, hidden_size, num_layers, vocab_size, intermediate_size,
                        num_kv_heads_ratio, tied_embeddings)
@@ -232,19 +306,36 @@ def estimate(
                   lora_rank=lora_rank, target_modules=target_modules,
                   gradient_checkpointing=gradient_checkpointing, device=device,
                   device_memory_gb=device_memory_gb)
-    by_method = {m: estimate_memory(shape, m, **common) for m in METHODS}
+    by_method = {m: estimate_memory(shape, m, devices=devices, **common) for m in METHODS}
     requested = by_method[method]
     recommended = _recommend(by_method, method, device)
-    verdict = _verdict(requested, recommended, by_method, device, device_memory_gb)
-    time_s = estimate_time(train_tokens, tokens_per_second)
-    return Estimate(requested, by_method, recommended, verdict, time_s)
+    needed = devices_needed(shape, method, **common)
+    verdict = _verdict(requested, recommended, by_method, device, device_memory_gb, needed)
+    time_s = estimate_time(train_tokens, tokens_per_second, devices)
+    return Estimate(requested, by_method, recommended, verdict, time_s, needed)
 
 
-def estimate_time(train_tokens: float | None, tokens_per_second: float | None) -> float | None:
-    """Seconds to process train_tokens at a measured throughput (None when either is unknown)."""
+def devices_needed(shape: ModelShape, method: str, *, device_memory_gb: float | None, **common) -> int | None:
+    """The fewest devices of DEVICE_CHOICES with `device_memory_gb` each on which `method` fits
+    (per device, for its strategy), or None: memory unknown, or it fits on none of them (an
+    adapter method under DDP needs as much per device on 64 as on one)."""
+    if not device_memory_gb:
+        return None
+    for n in DEVICE_CHOICES:
+        if estimate_memory(shape, method, devices=n, device_memory_gb=device_memory_gb, **common).fits:
+            return n
+        if method != "full":
+            return None  # DDP replicates: if one device is too small, every count is
+    return None
+
+
+def estimate_time(train_tokens: float | None, tokens_per_second: float | None, devices: int = 1) -> float | None:
+    """Seconds to process train_tokens at one device's measured throughput on `devices` devices
+    (SCALING_EFFICIENCY of linear beyond one); None when either is unknown."""
     if not train_tokens or not tokens_per_second:
         return None
-    return train_tokens / tokens_per_second
+    speedup = 1.0 if devices <= 1 else devices * SCALING_EFFICIENCY
+    return train_tokens / (tokens_per_second * speedup)
 
 
 def _recommend(by_method: dict[str, MemoryEstimate], method: str, device: str) -> str | None:
@@ -255,13 +346,21 @@ def _recommend(by_method: dict[str, MemoryEstimate], method: str, device: str) -
     return next((m for m in order if by_method[m].fits), None)
 
 
-def _verdict(requested, recommended, by_method, device, memory_gb) -> str:
+def _verdict(requested, recommended, by_method, device, memory_gb, needed=None) -> str:
+    n = requested.devices
     where = f"{device} ({memory_gb:.0f} GB)" if memory_gb else device
-    need = f"{requested.total_gb:.1f} GB"
+    if n > 1:
+        where = f"{n} x {where}"
+    per = f" per device ({requested.strategy.upper()})" if n > 1 else ""
+    need = f"{requested.total_gb:.1f} GB{per}"
     if requested.fits is None:
         return f"{requested.method} needs about {need}; device memory unknown."
     if requested.fits:
         return f"fits on {where}: {requested.method} needs about {need}."
+    if needed and needed > n:
+        return (f"does not fit on {where}: {requested.method} needs about {need}. Needs {needed} GPUs "
+                f"of {memory_gb:.0f} GB: set devices to {needed} (FSDP shards the weights, gradients "
+                "and optimizer state over them).")
     if recommended:
         return (f"does not fit on {where}: {requested.method} needs about {need}; "
                 f"{recommended} needs about {by_method[recommended].total_gb:.1f} GB and fits.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.estimate import estimate, estimate_memory, ModelShape
+from planner.estimate import estimate, estimate_memory, ModelShape, SCALING_EFFICIENCY
 
 # Llama-2-70B: 69B parameters, hidden 8192, 80 layers, 32k vocabulary, GQA with 8 KV heads.
 LLAMA_70B = dict(parameters=69e9, hidden_size=8192, num_layers=80, vocab_size=32000,
@@ -45,3 +45,56 @@ def test_gradient_checkpointing_and_time():
     timed = estimate(method="lora", parameters=7e9, hidden_size=4096, num_layers=32, vocab_size=32000,
                      context_length=512, batch_size=4, train_tokens=1_000_000, tokens_per_second=2000)
     assert timed.time_s == pytest.approx(500)
+
+
+# Llama-2-7B: 6.74B parameters, hidden 4096, 32 layers, 32k vocabulary, no GQA.
+LLAMA_7B = dict(parameters=6.74e9, hidden_size=4096, num_layers=32, vocab_size=32000, intermediate_size=11008)
+
+
+def test_7b_full_fine_tune_needs_several_80gb_gpus():
+    """bf16, 2048 tokens, micro-batch 4 without checkpointing: ~92 GB on one device; FSDP over 8
+    (or 4) devices shards the 56 GB of weights, gradients and AdamW states."""
+    setup = dict(method="full", **LLAMA_7B, context_length=2048, batch_size=4, device="cuda", device_memory_gb=80)
+    one = estimate(**setup)
+    assert one.requested.fits is False and one.requested.strategy == "single"
+    assert one.devices_needed == 2
+    assert "Needs 2 GPUs of 80 GB: set devices to 2" in one.verdict
+    for n in (4, 8):
+        many = estimate(**setup, devices=n)
+        assert many.requested.fits is True and many.requested.strategy == "fsdp"
+        assert many.verdict.startswith(f"fits on {n} x cuda (80 GB)") and "per device (FSDP)" in many.verdict
+        # the sharded states are 1/n of one device's; activations of a micro-batch are not sharded
+        assert many.requested.optimizer_gb == pytest.approx(one.requested.optimizer_gb / n)
+        assert many.requested.weights_gb == pytest.approx(one.requested.weights_gb / n)
+        assert many.requested.activations_gb == pytest.approx(one.requested.activations_gb)
+        assert many.requested.buffers_gb > 0  # the unsharded units being computed
+    assert estimate(**setup, devices=8).requested.total_gb < estimate(**setup, devices=4).requested.total_gb
+
+
+def test_fits_on_4_x_24gb():
+    setup = dict(method="full", **LLAMA_7B, context_length=2048, batch_size=1, gradient_checkpointing=True,
+                 device="cuda", device_memory_gb=24)
+    one = estimate(**setup)
+    assert one.requested.fits is False and one.devices_needed == 4
+    assert "Needs 4 GPUs of 24 GB: set devices to 4" in one.verdict
+    four = estimate(**setup, devices=4)
+    assert four.requested.fits is True and four.requested.total_gb < 24 * 0.95
+    assert four.requested.as_dict()["per_device_gb"] == four.requested.total_gb
+
+
+def test_lora_memory_per_device_does_not_shrink_but_time_does():
+    common = dict(method="lora", **LLAMA_7B, context_length=2048, batch_size=4, gradient_checkpointing=True,
+                  device="cuda", device_memory_gb=80, train_tokens=8_000_000, tokens_per_second=2000)
+    one, four = estimate(**common), estimate(**common, devices=4)
+    assert four.requested.strategy == "ddp"
+    assert four.requested.total_gb >= one.requested.total_gb  # the whole model on every device (+ buckets)
+    assert four.requested.weights_gb == one.requested.weights_gb
+    assert four.time_s == pytest.approx(one.time_s / (4 * SCALING_EFFICIENCY))
+    # a LoRA run that does not fit one device fits on no count of them
+    small = estimate(**{**common, "device_memory_gb": 12, "gradient_checkpointing": False})
+    assert small.requested.fits is False and small.devices_needed is None
+
+
+def test_70b_full_fine_tune_is_about_one_80gb_gpu_each_on_eight():
+    eight = estimate(method="full", **LLAMA_70B, **RULE_SETUP, devices=8)
+    assert eight.requested.total_gb == pytest.approx(80, rel=0.1)
