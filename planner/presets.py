@@ -221,3 +221,32 @@ def _fit(model, device, memory_gb, effective, max_length, rank, reasons) -> tupl
 
 def _largest_divisor(number: int, at_most: int) -> int:
     return max(d for d in range(1, number + 1) if number % d == 0 and d <= max(at_most, 1))
+
+
+def spread_batch(per_device: int, grad_accum: int, devices: int) -> tuple[int, int, str | None]:
+    """Micro-batch and accumulation on `devices` devices that keep the effective batch asked for.
+
+    The asked effective batch is per_device x grad_accum (a one-device recipe, as a preset or a
+    person writes it). On N devices accumulation becomes asked / (micro x N). Where micro x N does
+    not divide it, the micro-batch shrinks to the largest one that does (same effective batch,
+    smaller passes); where no micro-batch does (N itself does not divide the batch) the
+    accumulation is rounded to the nearest whole number (at least 1) and the effective batch
+    changes: the returned sentence says to what. Returns (per_device, grad_accum, sentence).
+    """
+    asked = per_device * grad_accum
+    if devices <= 1:
+        return per_device, grad_accum, None
+    for micro in range(per_device, 0, -1):
+        if asked % (micro * devices) == 0:
+            accum = asked // (micro * devices)
+            note = (f"Effective batch {asked} kept on {devices} devices: micro-batch {micro} x "
+                    f"accumulation {accum} x {devices} devices")
+            if micro != per_device:
+                note += f" (micro-batch lowered from {per_device} so that it divides evenly)"
+            return micro, accum, note + "."
+    accum = max(1, round(asked / (per_device * devices)))
+    effective = per_device * accum * devices
+    return per_device, accum, (
+        f"An effective batch of {asked} cannot be split evenly over {devices} devices; it becomes "
+        f"{effective} (micro-batch {per_device} x accumulation {accum} x {devices} devices). Choose a "
+        f"batch that is a multiple of {devices} to keep it exact.")

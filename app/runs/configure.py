@@ -86,8 +86,16 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
                               device_memory_gb=device.memory_gb, time_budget_s=time_budget_s)
     else:
         chosen = presets.classic(model.path)
+    reasons = list(chosen.reasons)
     try:
         config = TrainingConfig.model_validate({**chosen.config.model_dump(), **overrides})
+        if config.devices > 1:
+            # per_device_batch_size x grad_accum is the effective batch asked for: spread it over the devices
+            micro, accum, note = presets.spread_batch(config.per_device_batch_size, config.grad_accum,
+                                                      config.devices)
+            config = TrainingConfig.model_validate({**config.model_dump(), "per_device_batch_size": micro,
+                                                    "grad_accum": accum})
+            reasons.append(note)
     except ValidationError as exc:
         raise InvalidInput(f"These settings are not valid: {_readable(exc)}", param="hyperparameters") from None
     epochs = config.epochs or 1.0
@@ -98,15 +106,17 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
         intermediate_size=info.intermediate_size, num_kv_heads_ratio=info.num_kv_heads_ratio,
         tied_embeddings=info.tied_embeddings, lora_rank=config.lora_r, target_modules=config.target_modules,
         gradient_checkpointing=config.gradient_checkpointing, train_tokens=tokens * epochs,
-        tokens_per_second=presets.guess_tokens_per_second(info.parameters, device.kind),
+        tokens_per_second=presets.guess_tokens_per_second(info.parameters, device.kind), devices=config.devices,
     )
     estimate = {
         "device": device.name, "device_kind": device.kind, "device_memory_gb": device.memory_gb,
         "device_known": device.known, "memory": est.requested.as_dict(), "verdict": est.verdict,
         "recommended_method": est.recommended_method, "time_s": est.time_s,
-        "effective_batch_size": config.effective_batch_size,
+        "effective_batch_size": config.effective_batch_size, "devices": config.devices,
+        "strategy": est.requested.strategy, "per_device_gb": round(est.requested.total_gb, 2),
+        "devices_needed": est.devices_needed,
         "by_method": {m: round(e.total_gb, 2) for m, e in est.by_method.items()},
     }
     warnings = [] if device.known else [
         "No training worker is online: the run waits in the queue until one starts (studio worker)."]
-    return Plan(config=config, reasons=chosen.reasons, estimate=estimate, warnings=warnings)
+    return Plan(config=config, reasons=reasons, estimate=estimate, warnings=warnings)

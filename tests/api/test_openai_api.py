@@ -62,7 +62,7 @@ def test_fine_tuning_job_maps_onto_a_studio_run(client, db, settings, team):
     assert r.status_code == 200, r.text
     run = r.json()
     assert run["object"] == "fine_tuning.job" and run["status"] == "queued" and run["model"] == model.slug
-    assert run["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2}
+    assert run["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2, "devices": 1}
     assert run["seed"] == 3 and run["training_file"] == f"file-{dataset.id}" and run["fine_tuned_model"] is None
     listed = client.get("/v1/fine_tuning/jobs", headers=headers).json()
     assert [j["id"] for j in listed["data"]] == [run["id"]]
@@ -71,6 +71,28 @@ def test_fine_tuning_job_maps_onto_a_studio_run(client, db, settings, team):
     cancelled = client.post(f"/v1/fine_tuning/jobs/{run['id']}/cancel", headers=headers).json()
     assert cancelled["status"] == "cancelled"
     _error(client.post(f"/v1/fine_tuning/jobs/{run['id']}/cancel", headers=headers), 409, "conflict")
+
+
+def test_fine_tuning_job_asks_for_devices_as_a_studio_extension(client, db, settings, team):
+    """devices in the hyperparameters, or top-level as the SDK's extra_body sends it; batch_size stays
+    the effective batch over all devices."""
+    account, headers, model = team
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, n_train=16)
+    base = {"model": model.slug, "training_file": f"file-{dataset.id}"}
+    r = client.post("/v1/fine_tuning/jobs", headers=headers, json={
+        **base, "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8, "devices": 2}}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["hyperparameters"]["devices"] == 2 and r.json()["hyperparameters"]["batch_size"] == 8
+    r = client.post("/v1/fine_tuning/jobs", headers=headers, json={**base, "devices": 4,
+                                                                    "hyperparameters": {"batch_size": 16}})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["hyperparameters"]["devices"] == 4 and job["hyperparameters"]["batch_size"] == 16
+    config = client.get(f"/api/v1/runs/{job['id'].removeprefix('ftjob-')}", headers=headers).json()["config"]
+    assert config["devices"] * config["per_device_batch_size"] * config["grad_accum"] == 16
+    body = _error(client.post("/v1/fine_tuning/jobs", headers=headers, json={**base, "devices": 0}),
+                  422, "invalid_input")
+    assert body["param"] == "hyperparameters.devices" and "between 1 and 64" in body["message"]
 
 
 def test_run_create_refusals(client, db, settings, team):

@@ -41,3 +41,16 @@ def test_auto_fits_the_time_budget():
     tokens = budget.config.max_steps * budget.config.effective_batch_size * 125
     assert tokens <= 300 * 200
     assert any("Time budget" in reason for reason in budget.reasons)
+
+
+def test_spread_batch_keeps_the_effective_batch_over_devices():
+    from planner.presets import spread_batch
+
+    assert spread_batch(4, 4, 1) == (4, 4, None)
+    micro, accum, note = spread_batch(4, 4, 4)
+    assert (micro, accum) == (4, 1) and "Effective batch 16 kept on 4 devices" in note
+    assert spread_batch(4, 8, 2)[:2] == (4, 4)
+    micro, accum, note = spread_batch(8, 1, 4)  # 8 x 4 > 8: the micro-batch shrinks to 2
+    assert (micro, accum) == (2, 1) and "lowered from 8" in note
+    micro, accum, note = spread_batch(4, 4, 3)  # 3 does not divide 16
+    assert micro * accum * 3 == 12 and "becomes 12" in note and "multiple of 3" in note

@@ -77,6 +77,28 @@ def test_invalid_advanced_setting_is_explained(browser, dataset, model):
     assert "<details class=\"advanced\" open>" in r.text
 
 
+def test_wizard_proposes_a_device_count_and_shows_the_effective_batch(browser, db, tmp_path, dataset):
+    from app.models import Worker
+    from tests.runs.factories import register_model, write_model_dir
+
+    big = register_model(db, write_model_dir(tmp_path / "big", hidden=4096, layers=32, vocab=32000), name="Big Llama")
+    db.add(Worker(name="train@gpu", queues="train", device="cuda", device_name="GPU 8 GB",
+                  device_memory_bytes=8 * 1024**3, last_seen_at=utcnow()))
+    db.commit()
+    query = (f"/runs/new?dataset_id={dataset.id}&base_model_id={big.id}&hp_method=full&hp_learning_rate=1e-5"
+             "&hp_per_device_batch_size=2&hp_grad_accum=8&hp_max_length=512&hp_gradient_checkpointing=true")
+    text = browser.get(query).text
+    assert 'name="hp_devices"' in text  # in the advanced settings
+    proposal = re.search(r"Needs (\d+) GPUs of 8 GB: set devices to (\d+)", text)
+    assert proposal and proposal[1] == proposal[2] and int(proposal[1]) > 1, text
+    assert f'name="hp_devices" value="{proposal[1]}">Set devices to {proposal[1]}</button>' in text
+    assert "Effective batch: 2 per pass x 8 accumulated x 1 device = <strong>16</strong>" in text
+    text = browser.get(f"{query}&hp_devices={proposal[1]}").text
+    n = int(proposal[1])
+    assert "Needs" not in text and f"per device ({n} x, FSDP)" in text
+    assert f"x {16 // (2 * n)} accumulated x {n} devices = <strong>16</strong>" in text
+
+
 def test_train_submits_and_redirects_to_the_run(browser, db, dataset, model, sent):
     r = browser.post("/runs", data={"csrf_token": browser.csrf, "dataset_id": dataset.id, "goal": "brand_voice",
                                     "base_model_id": model.id, "preset": "auto", "hp_max_steps": "7",

@@ -153,3 +153,46 @@ def test_the_team_limit_on_the_runs_page_keeps_the_form(client, team, dataset, m
     r = client.post("/runs", data={"dataset_id": dataset.id, "base_model_id": model.id, "csrf_token": token})
     assert r.status_code == 429 and "already has 1 run queued or running" in r.text
     assert len(sent) == 1
+
+
+def test_devices_keep_the_effective_batch_and_are_validated(client, team, dataset, model, sent):
+    _, headers = team
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
+                hyperparameters={"devices": 4, "per_device_batch_size": 4, "grad_accum": 4, "max_steps": 5})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert (run["config"]["per_device_batch_size"], run["config"]["grad_accum"], run["config"]["devices"]) == (4, 1, 4)
+    assert run["estimate"]["effective_batch_size"] == 16 and run["estimate"]["devices"] == 4
+    assert run["estimate"]["strategy"] == "ddp"
+    assert any("Effective batch 16 kept on 4 devices" in reason for reason in run["estimate"]["reasons"])
+    # 3 devices cannot split 16: the plan says what the batch becomes
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
+                hyperparameters={"devices": 3, "per_device_batch_size": 4, "grad_accum": 4, "max_steps": 5})
+    assert r.status_code == 201, r.text
+    assert r.json()["estimate"]["effective_batch_size"] == 12
+    assert any("cannot be split evenly over 3 devices; it becomes 12" in reason
+               for reason in r.json()["estimate"]["reasons"])
+    for bad in (0, 65, "two"):
+        r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"devices": bad})
+        assert r.status_code == 422 and "devices" in r.json()["error"]["message"], r.text
+
+
+def test_a_full_fine_tune_too_big_for_one_gpu_is_told_how_many_it_needs(client, team, db, tmp_path, dataset, sent):
+    from tests.runs.factories import register_model, write_model_dir
+
+    _, headers = team
+    big = register_model(db, write_model_dir(tmp_path / "big", hidden=4096, layers=32, vocab=32000), name="Big Llama")
+    db.add(Worker(name="train@gpu", queues="train", device="cuda", device_name="GPU 8 GB",
+                  device_memory_bytes=8 * 1024**3, last_seen_at=utcnow()))
+    db.commit()
+    full = {"method": "full", "learning_rate": 1e-5, "per_device_batch_size": 2, "grad_accum": 8,
+            "max_length": 512, "gradient_checkpointing": True, "max_steps": 5}
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=big.id, hyperparameters=full)
+    assert r.status_code == 422
+    estimate = r.json()["error"]["details"]["estimate"]
+    needed = estimate["devices_needed"]
+    assert needed and needed > 1 and f"set devices to {needed}" in r.json()["error"]["message"]
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=big.id, hyperparameters={**full, "devices": needed})
+    assert r.status_code == 201, r.text
+    assert r.json()["estimate"]["strategy"] == "fsdp" and r.json()["estimate"]["memory"]["fits"] is True
+    assert r.json()["estimate"]["effective_batch_size"] == 16

@@ -2,6 +2,8 @@
 
 create -> app.runs.service.submit (same checks, same queue); n_epochs, batch_size and
 learning_rate_multiplier become overrides of the studio's auto preset, "auto" keeps its choice.
+`devices` (a studio extension, in the hyperparameters or top-level through the SDK's extra_body)
+asks for several GPUs; batch_size stays the effective batch over all of them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from app.runs import configure, service
 from app.models import DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
-from planner.defaults import DEFAULT_SEED
+from planner.defaults import DEFAULT_SEED, MAX_DEVICES
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
 STATUS = {RunStatus.queued: "queued", RunStatus.running: "running", RunStatus.succeeded: "succeeded",
@@ -59,8 +61,10 @@ def _hyperparameters(run: Run) -> HyperparametersOut:
     epochs = run.config.get("epochs")
     return HyperparametersOut(
         n_epochs=int(epochs) if epochs and not run.config.get("max_steps") else "auto",
-        batch_size=run.config.get("per_device_batch_size", 1) * run.config.get("grad_accum", 1),
-        learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto")
+        batch_size=run.config.get("per_device_batch_size", 1) * run.config.get("grad_accum", 1)
+        * run.config.get("devices", 1),
+        learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto",
+        devices=run.config.get("devices", 1))
 
 
 def job_out(db: Session, run: Run) -> JobOut:
@@ -85,8 +89,10 @@ def job_out(db: Session, run: Run) -> JobOut:
 
 
 def _requested(body: JobCreateIn) -> dict[str, Any]:
-    """The hyperparameters asked for (method.supervised wins over the top-level ones), 'auto' dropped."""
-    values = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else {}
+    """The hyperparameters asked for (method.supervised wins over the top-level ones, which win over
+    the top-level `devices` extension), 'auto' dropped."""
+    values: dict[str, Any] = {} if body.devices is None else {"devices": body.devices}
+    values.update(body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else {})
     supervised = body.method.supervised if body.method and body.method.supervised else None
     if supervised and supervised.hyperparameters:
         values.update(supervised.hyperparameters.model_dump(exclude_none=True))
@@ -109,6 +115,11 @@ def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, An
             raise InvalidInput("learning_rate_multiplier must be above 0 and at most 10.",
                                param="hyperparameters.learning_rate_multiplier")
         out["learning_rate"] = base_lr() * factor
+    if "devices" in asked:
+        if not 1 <= asked["devices"] <= MAX_DEVICES:
+            raise InvalidInput(f"devices must be between 1 and {MAX_DEVICES}: the GPUs of one worker host "
+                               "that the job trains on.", param="hyperparameters.devices")
+        out["devices"] = asked["devices"]
     return out
 
 

@@ -62,6 +62,9 @@ class Hyperparameters(BaseModel):
     batch_size: Auto | int | None = Field(None, description="'auto' or 1..256 (examples per step)")
     learning_rate_multiplier: Auto | float | None = Field(
         None, description="'auto' or a factor (0, 10] applied to the preset's learning rate")
+    devices: Auto | int | None = Field(
+        None, description="Studio extension: how many GPUs (1..64, on one worker host) the job trains on; "
+        "batch_size stays the effective batch over all of them.", examples=[4])
 
 
 class Supervised(BaseModel):
@@ -85,6 +88,10 @@ class JobCreateIn(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     integrations: list[dict[str, Any]] | None = None
     metadata: dict[str, str] | None = None
+    devices: int | None = Field(
+        None, description="Studio extension (the official SDK sends it with extra_body={\"devices\": 4}): how "
+        "many GPUs the job trains on; method.supervised.hyperparameters.devices wins when both are given.",
+        examples=[4])
 
 
 class JobError(BaseModel):
@@ -97,6 +104,7 @@ class HyperparametersOut(BaseModel):
     n_epochs: Auto | int | None = None
     batch_size: Auto | int | None = None
     learning_rate_multiplier: Auto | float | None = None
+    devices: int | None = Field(None, description="Studio extension: GPUs the job trains on.")
 
 
 class MethodOut(BaseModel):
