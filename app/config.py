@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty means: kombu's SQLAlchemy transport on a SQLite file under data_dir (no service).
     broker_url: str = ""
+    # Redis for what every web process must share (API rate limits). Empty means: the broker's URL
+    # when the broker is Redis (redis:// or rediss://), else none (limits kept per process).
+    redis_url: str = ""
     # Empty means: data_dir/artifacts.
     artifact_dir: Path | None = None
     # Where base models live as safetensors directories (the built-in one is converted here).
@@ -74,6 +77,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'studio.db'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if not self.redis_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.redis_url = self.broker_url
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
         if self.model_dir is None:

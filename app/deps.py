@@ -100,7 +100,7 @@ def optional_principal(request: Request, db: SessionDep) -> Principal | None:
     key = _bearer(request)
     if key is not None:
         record = teams_service.check_api_key(db, key)
-        limits.check_rate(record)
+        getattr(request.app.state, "rate_limiter", limits.MEMORY).check(record)
         principal = Principal(team_id=record.team_id, role=Role.member, scopes=record.scope_set,
                               api_key=record)
     else:

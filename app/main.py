@@ -20,6 +20,7 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.ab.routes import api as ab_api
     from app.ab.routes import pages as ab_pages
     from app.api import openapi as api_docs
+    from app.api import limits
     from app.api.limits import BodyLimitMiddleware
     from app.api.openai.routes import router as openai_api
     from app.auth.routes import pages as auth_pages
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory(settings)
     app.state.store = ArtifactStore(settings.artifact_dir)
     app.state.secret_key = settings.resolved_secret_key()
+    app.state.rate_limiter = limits.limiter_for(settings)
     app.add_middleware(StudioMiddleware, secure_cookies=settings.secure_cookies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes,
                        max_upload_bytes=settings.max_upload_bytes)

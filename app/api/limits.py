@@ -1,45 +1,154 @@
 """Per-key rate limits and the JSON body size limit, for both APIs.
 
-Rate limits are a sliding window of one minute per API key (`ApiKey.rate_limit_per_min`), kept
-in this web process's memory: exact for one web process; with N processes behind a balancer a
-key gets up to N times its limit. Browser sessions are not limited here.
+Rate limits are a sliding window of one minute per API key (`ApiKey.rate_limit_per_min`):
+exactly `limit` requests in any 60 seconds, then 429 with the seconds until the oldest one
+leaves the window. Browser sessions are not limited here. Where the window lives:
+
+- Redis, when one is configured (``STUDIO_REDIS_URL``; empty: the broker's URL when the broker
+  is Redis): one sorted set per key hash (``studio:ratelimit:<hash>``, one member per request,
+  scored by Redis's own clock), trimmed, counted and added to by one Lua script, which Redis runs
+  atomically. So N web processes, on one host or many, share one budget per key. If Redis does
+  not answer (down, or slower than ``REDIS_TIMEOUT_S``) the request is let through (fail open:
+  an outage of Redis must not take the API down) and a warning is logged, at most once a minute
+  per process.
+- This web process's memory otherwise (the embedded default, no Redis): exact for one web
+  process; with N processes behind a balancer a key gets up to N times its limit.
+
+`limiter_for(settings)` picks one; the app keeps it in ``app.state.rate_limiter``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 import time
+import uuid
 from collections import deque
 
 from app.errors import RateLimited
 from app.models import ApiKey
 
+log = logging.getLogger(__name__)
+
 WINDOW_S = 60.0
-_hits: dict[str, deque] = {}
-_lock = threading.Lock()
+REDIS_PREFIX = "studio:ratelimit:"
+REDIS_TIMEOUT_S = 0.5  # a rate check waits at most this long for Redis before letting the request through
+WARN_EVERY_S = 60.0
+
+# KEYS[1]: the key's sorted set. ARGV: window (s), limit, a unique member. Returns {1, 0} when the
+# request is counted, {0, seconds until a slot frees} when the window is full. Redis's TIME is the
+# clock, so web hosts whose clocks disagree still share one window.
+SLIDING_WINDOW_LUA = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tostring(tonumber(oldest[2]) + window - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
+return {1, '0'}
+"""
+
+
+def _refuse(limit: int, wait_s: float) -> RateLimited:
+    wait = max(1, math.ceil(wait_s - 1e-9))
+    return RateLimited(f"This API key may make {limit} requests a minute; try again in {wait} s.",
+                       details={"retry_after_s": wait, "limit_per_min": limit})
+
+
+class MemoryLimiter:
+    """The sliding window in this process's memory (one deque of times per key)."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: ApiKey, now: float | None = None) -> None:
+        limit = key.rate_limit_per_min
+        if limit is None or limit <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            hits = self._hits.setdefault(key.key_hash, deque())
+            while hits and hits[0] <= now - WINDOW_S:
+                hits.popleft()
+            if len(hits) >= limit:
+                raise _refuse(limit, hits[0] + WINDOW_S - now)
+            hits.append(now)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+
+class RedisLimiter:
+    """The sliding window in Redis, shared by every web process that uses the same Redis."""
+
+    def __init__(self, url: str, *, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+        import redis
+
+        self.url = url
+        self._errors = redis.RedisError
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            health_check_interval=30)
+        self._script = self._client.register_script(SLIDING_WINDOW_LUA)
+        self._warned_at = -math.inf
+
+    def check(self, key: ApiKey, now: float | None = None) -> None:  # noqa: ARG002 (Redis keeps the time)
+        limit = key.rate_limit_per_min
+        if limit is None or limit <= 0:
+            return
+        try:
+            allowed, wait = self._script(keys=[REDIS_PREFIX + key.key_hash],
+                                         args=[WINDOW_S, limit, uuid.uuid4().hex])
+        except self._errors as exc:
+            self._warn(exc)
+            return  # fail open
+        if int(allowed) != 1:
+            raise _refuse(limit, float(wait))
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("rate limits are not enforced: Redis at %s does not answer (%s); requests are let "
+                        "through until it does", _redacted(self.url), exc)
+
+    def reset(self) -> None:
+        for name in self._client.scan_iter(match=REDIS_PREFIX + "*"):
+            self._client.delete(name)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+MEMORY = MemoryLimiter()
+
+
+def limiter_for(settings) -> MemoryLimiter | RedisLimiter:  # noqa: ANN001
+    """Redis when the settings name one (STUDIO_REDIS_URL, or a Redis broker), else this process's memory."""
+    return RedisLimiter(settings.redis_url) if settings.redis_url else MEMORY
 
 
 def check_rate(key: ApiKey, now: float | None = None) -> None:
-    """Counts one request of this key; refuses it (429) when the last minute is full."""
-    limit = key.rate_limit_per_min
-    if limit is None or limit <= 0:
-        return
-    now = time.monotonic() if now is None else now
-    with _lock:
-        hits = _hits.setdefault(key.key_hash, deque())
-        while hits and hits[0] <= now - WINDOW_S:
-            hits.popleft()
-        if len(hits) >= limit:
-            wait = max(1, int(hits[0] + WINDOW_S - now + 0.999))
-            raise RateLimited(f"This API key may make {limit} requests a minute; try again in {wait} s.",
-                              details={"retry_after_s": wait, "limit_per_min": limit})
-        hits.append(now)
+    """Counts one request of this key in this process's memory; refuses it (429) when the last
+    minute is full. (The app calls its own limiter: app.state.rate_limiter.)"""
+    MEMORY.check(key, now)
 
 
 def reset() -> None:
-    with _lock:
-        _hits.clear()
+    MEMORY.reset()
 
 
 # Multipart bodies may be this large only on the routes that take uploads: a dataset with its
