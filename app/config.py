@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     requeue_after_s: float = 60.0
     # How much memory this deployment's workers have, for "will it fit" before queueing.
     worker_device: str = Field(default="auto", description="auto | cpu | cuda:<GiB>")
+    # Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU) in training runs on CUDA workers where the
+    # liger-kernel package is installed (pip install '.[gpu]'); off until bench/gpu.py shows a gain.
+    liger_kernels: bool = False
     log_level: str = "INFO"
     # The inference process (`studio inference`) that serves chat completions; the web only
     # talks to it over HTTP, so it never loads a model itself.

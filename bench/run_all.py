@@ -9,6 +9,8 @@ benchmark with its exit status and wall time, and exits non-zero if any of them 
 bench/pages.py needs PostgreSQL (STUDIO_TEST_POSTGRES_URL or its --postgres default).
 bench/soak.py needs Locust; it soaks a whole `studio up` for 10 minutes (1 with --quick), plus
 about two minutes of set-up.
+bench/gpu.py measures LoRA, QLoRA and full fine-tuning of a 1B model on a CUDA device; without one
+it says so and exits 0.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "pages": ([], ["--repeat", "10"]),
     "soak": ([], ["--minutes", "1"]),
     "style_adoption": ([], ["--budget-s", "120", "--limit-s", "180"]),
+    "gpu": ([], ["--steps", "6", "--skip", "2"]),
 }
 
 

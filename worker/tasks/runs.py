@@ -217,7 +217,7 @@ def run_training(run_id: int, lease: str) -> None:
         while True:  # one pass, plus one per out-of-memory retry (planner/oom.py bounds them)
             try:
                 result = run_engine(config, train_records, eval_records, output_dir, reporter,
-                                    resume_from=True if resume else None)
+                                    resume_from=True if resume else None, liger_kernels=settings.liger_kernels)
                 break
             except Exception as exc:  # noqa: BLE001
                 if not is_out_of_memory(exc):

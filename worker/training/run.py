@@ -30,6 +30,7 @@ from worker.training import allocator, checkpoints, export
 from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.cpu_speedup import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
+from worker.training.gpu_kernels import apply_liger
 from worker.training.loss import answer_loss_sum, evaluate_loss, real_tokens, shared_prefix_length
 from worker.training.modeling import (
     detect_device,
@@ -130,8 +131,10 @@ def run(
     resume_from: str | Path | bool | None = None,
     *,
     export_merged: bool = True,
+    liger_kernels: bool = False,
 ) -> RunResult:
-    """Fine-tune config.base_model on train_records; resume_from: a checkpoint dir, or True for the latest."""
+    """Fine-tune config.base_model on train_records; resume_from: a checkpoint dir, or True for the latest.
+    liger_kernels: use Liger's fused kernels where they can run (worker/training/gpu_kernels.py)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir)
@@ -147,6 +150,9 @@ def run(
     (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
     set_seed(config.seed)
     model = load_model(config, device, precision)
+    liger = apply_liger(model, device.kind, liger_kernels)
+    if liger:
+        reporter.on_log(liger)
     if device.kind == "cpu":
         for change in speed_up_for_cpu(model):
             reporter.on_log(f"Faster CPU kernels: {change}.")
