@@ -8,9 +8,10 @@ leaves the window. Browser sessions are not limited here. Where the window lives
   is Redis): one sorted set per key hash (``studio:ratelimit:<hash>``, one member per request,
   scored by Redis's own clock), trimmed, counted and added to by one Lua script, which Redis runs
   atomically. So N web processes, on one host or many, share one budget per key. If Redis does
-  not answer (down, or slower than ``REDIS_TIMEOUT_S``) the request is let through (fail open:
-  an outage of Redis must not take the API down) and a warning is logged, at most once a minute
-  per process.
+  not answer (down, or slower than ``REDIS_TIMEOUT_S``, with no retry) the request is let through
+  (fail open: an outage of Redis must not take the API down) and a warning is logged, at most
+  once a minute per process; for ``DOWN_PAUSE_S`` after a failure requests are let through
+  without asking Redis, so an unreachable Redis costs one timeout per pause, not one per request.
 - This web process's memory otherwise (the embedded default, no Redis): exact for one web
   process; with N processes behind a balancer a key gets up to N times its limit.
 
@@ -36,6 +37,7 @@ WINDOW_S = 60.0
 REDIS_PREFIX = "studio:ratelimit:"
 REDIS_TIMEOUT_S = 0.5  # a rate check waits at most this long for Redis before letting the request through
 WARN_EVERY_S = 60.0
+DOWN_PAUSE_S = 5.0  # after Redis failed to answer, let requests through this long before asking again
 
 # KEYS[1]: the key's sorted set. ARGV: window (s), limit, a unique member. Returns {1, 0} when the
 # request is counted, {0, seconds until a slot frees} when the window is full. Redis's TIME is the
@@ -92,22 +94,28 @@ class RedisLimiter:
 
     def __init__(self, url: str, *, timeout_s: float = REDIS_TIMEOUT_S) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.url = url
         self._errors = redis.RedisError
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                            health_check_interval=30)
+                                            retry=Retry(NoBackoff(), 0), health_check_interval=30)
         self._script = self._client.register_script(SLIDING_WINDOW_LUA)
         self._warned_at = -math.inf
+        self._down_until = -math.inf
 
     def check(self, key: ApiKey, now: float | None = None) -> None:  # noqa: ARG002 (Redis keeps the time)
         limit = key.rate_limit_per_min
         if limit is None or limit <= 0:
             return
+        if time.monotonic() < self._down_until:
+            return  # Redis failed moments ago: fail open without waiting for it again
         try:
             allowed, wait = self._script(keys=[REDIS_PREFIX + key.key_hash],
                                          args=[WINDOW_S, limit, uuid.uuid4().hex])
         except self._errors as exc:
+            self._down_until = time.monotonic() + DOWN_PAUSE_S
             self._warn(exc)
             return  # fail open
         if int(allowed) != 1:

@@ -4,12 +4,14 @@ exactly its limit in total, then 429; with Redis down they let requests through 
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from app.api import limits
 from app.api.limits import RedisLimiter
 from app.config import Settings
 from app.errors import RateLimited
@@ -75,7 +77,8 @@ def test_redis_url_defaults_to_a_redis_broker(monkeypatch, tmp_path):
     assert Settings(data_dir=tmp_path, broker_url="redis://r:6379/1", redis_url="redis://s/2").redis_url == "redis://s/2"
 
 
-def test_the_redis_window_slides_and_fails_open(private_redis, caplog):  # noqa: F811
+def test_the_redis_window_slides_and_fails_open(private_redis, caplog, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(limits, "DOWN_PAUSE_S", 0.3)
     limiter = RedisLimiter(private_redis.url)
     key = ApiKey(key_hash="k" * 64, rate_limit_per_min=2)
     limiter.check(key)
@@ -95,3 +98,9 @@ def test_the_redis_window_slides_and_fails_open(private_redis, caplog):  # noqa:
     private_redis.stop()
     limiter.check(key)  # no Redis: let through, with a warning
     assert "rate limits are not enforced" in caplog.text
+    private_redis.start()  # an empty Redis (no persistence); asked again once the pause is over
+    limiter.check(key)
+    assert client.zcard(name) == 0  # within the pause: not asked
+    time.sleep(0.4)
+    limiter.check(key)
+    assert client.zcard(name) == 1
