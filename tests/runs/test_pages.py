@@ -99,6 +99,13 @@ def test_wizard_proposes_a_device_count_and_shows_the_effective_batch(browser, d
     assert f"x {16 // (2 * n)} accumulated x {n} devices = <strong>16</strong>" in text
 
 
+def test_run_page_says_how_many_gpus_and_the_effective_batch(browser, db, team, dataset, model):
+    config = {"method": "full", "per_device_batch_size": 2, "grad_accum": 2, "devices": 4}
+    run = _run(db, team, dataset, model, status=RunStatus.queued, method="full", config=config)
+    text = browser.get(f"/runs/{run.id}").text
+    assert "on 4 GPUs (FSDP)" in text and "effective batch 16" in text
+
+
 def test_train_submits_and_redirects_to_the_run(browser, db, dataset, model, sent):
     r = browser.post("/runs", data={"csrf_token": browser.csrf, "dataset_id": dataset.id, "goal": "brand_voice",
                                     "base_model_id": model.id, "preset": "auto", "hp_max_steps": "7",
