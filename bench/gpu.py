@@ -13,8 +13,8 @@ Without CUDA it says so and exits 0 (nothing to measure). On a GPU:
   tokens (no padding; a short question, the rest answer).
 - Each method runs in a fresh process through worker.training.run(), what a worker runs (the
   same data path, answer-only loss, Trainer loop), for --steps optimizer steps of --micro rows
-  (no accumulation), logging every step. LoRA and QLoRA: r=16 on all linear layers; full: every
-  weight, AdamW. No gradient checkpointing.
+  (no accumulation), logging every step. LoRA and QLoRA: r=16 on all linear layers (the auto
+  preset's targets) with the default dropout; full: every weight, AdamW. No gradient checkpointing.
 - tokens/s: real tokens per second of the steady steps (the median of the steps after the first
   --skip, which include CUDA start-up and kernel selection).
 - MFU (model FLOPs utilisation) = achieved model FLOP/s / the device's dense bf16 peak (PEAK_TFLOPS
@@ -56,6 +56,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from planner.defaults import DEFAULT_LORA_DROPOUT  # noqa: E402
 from planner.estimate import ModelShape, estimate_memory  # noqa: E402
 from worker.training.reporter import NullReporter  # noqa: E402  (no torch)
 
@@ -175,7 +176,7 @@ def one_method(args: argparse.Namespace) -> dict:
 
     cuda = torch.cuda.is_available()
     config = TrainingConfig(
-        base_model=str(args.model_dir), method=args.one, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+        base_model=str(args.model_dir), method=args.one, lora_r=16, lora_alpha=32, lora_dropout=DEFAULT_LORA_DROPOUT,
         target_modules="all_linear", learning_rate=1e-5 if args.one == "full" else 2e-4, epochs=None,
         max_steps=args.steps, per_device_batch_size=args.micro, grad_accum=1,
         precision="bf16" if cuda else "fp32", max_length=args.seq, save_strategy="no", eval_strategy="no",

@@ -13,7 +13,9 @@ class RunCreate(BaseModel):
     base_model_id: int = Field(description="A base model from GET /api/v1/models.", examples=[1])
     preset: str = Field("auto", description="auto (adapted to model, data and hardware) or classic.")
     hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of TrainingConfig fields, e.g. {\"learning_rate\": 1e-4}.",
+        default_factory=dict, description="Overrides of TrainingConfig fields, e.g. {\"learning_rate\": 1e-4}. "
+        "With {\"devices\": N}, per_device_batch_size x grad_accum is the effective batch asked for and the "
+        "accumulation is divided by N so that it stays so (the estimate's reasons say how).",
         examples=[{"max_steps": 30}])
     name: str = Field("", max_length=200)
     priority: int = Field(0, ge=0, le=10, description="Higher runs first among your queued runs.")
