@@ -7,9 +7,11 @@ rows come from `app/runs/repository.py` (`queue_snapshot`) and `app/workers/repo
   running run, started now, and the next team is chosen the same way. The first run of this order
   is the one `repository.queued_in_fair_order` (the claim) gives first.
 - The expected start: each live training worker's devices are busy until the runs on them end
-  (their reported ETA, or their estimate minus the time they have run), then the runs ahead are
-  placed in order, each on the worker where enough of its devices free up first, for its
-  estimated duration. A time nobody knows makes the answer "unknown", never a guess.
+  (their reported ETA, or their estimate minus the time they have run); then, as the claim does,
+  whenever devices free up the first run in fair order that fits them starts, for its estimated
+  duration (a run that needs more devices waits, and smaller ones behind it go first). A time
+  nobody knows makes the answer "unknown", never a guess. Position and start are computed
+  afresh on every read: they move as runs finish early, fail or are cancelled.
 """
 
 from __future__ import annotations
@@ -136,12 +138,6 @@ def _fits(run: Queued, worker: Worker) -> bool:
         run.memory_gb is None or worker.memory_gb is None or run.memory_gb <= worker.memory_gb * FITS)
 
 
-def _nth(free_at: list[float | None], n: int) -> float | None:
-    """When n of these devices are free: the n-th earliest known time (None: not known)."""
-    known = sorted(t for t in free_at if t is not None)
-    return known[n - 1] if len(known) >= n else None
-
-
 def standing(run_id: int, *, queued: Iterable[Queued], running: Iterable[Running], teams: dict[int, Team],
              workers: Iterable[Worker]) -> Standing | None:
     """Where the queued run `run_id` stands (None when it is not in the queue)."""
@@ -166,6 +162,16 @@ def standing(run_id: int, *, queued: Iterable[Queued], running: Iterable[Running
             out.blocked = "no training worker online has a device with enough memory for it"
         out.unknown_why = out.blocked
         return out
+    out.starts_in_s = _start(me, ahead, running, workers)
+    if out.starts_in_s is None:
+        out.unknown_why = "the runs on the workers or ahead of it have no time estimate yet"
+    return out
+
+
+def _start(me: Queued, ahead: list[Queued], running: Iterable[Running], workers: list[Worker]) -> float | None:
+    """When `me` starts if the workers do what the claim does: whenever devices free up, each
+    takes the first run in fair order that fits its free devices (a run that needs more waits
+    and the ones behind it that fit go first). Seconds from now, or None when unknown."""
     # Each device's time until free: 0 (free now), seconds, or None (busy, for how long unknown).
     free_at: dict[str, list[float | None]] = {w.name: [0.0] * w.device_count for w in workers}
     for r in running:
@@ -175,24 +181,23 @@ def standing(run_id: int, *, queued: Iterable[Queued], running: Iterable[Running
         ids = [i for i in r.device_ids if 0 <= i < len(devices)] or list(range(min(r.devices, len(devices))))
         for i in ids:
             devices[i] = None if r.remaining_s is None else max(0.0, r.remaining_s)
-    for r in [*ahead, me]:
-        options = [(start, w) for w in workers if _fits(r, w)
-                   for start in [_nth(free_at[w.name], r.devices)] if start is not None]
-        if r is me:
-            if options:
-                out.starts_in_s = min(start for start, _ in options)
-            else:
-                out.unknown_why = "the runs before it have not said how long they take yet"
-            return out
-        if not options:
-            continue  # no worker can take it now, or when is unknown: it does not hold up this one
-        start, worker = min(options, key=lambda o: o[0])
-        devices = free_at[worker.name]
-        chosen = sorted((i for i, t in enumerate(devices) if t is not None and t <= start),
-                        key=lambda i: devices[i])[:r.devices]
-        for i in chosen:
-            devices[i] = None if r.duration_s is None else start + r.duration_s
-    return out
+    pending = [r for r in ahead if any(_fits(r, w) for w in workers)] + [me]
+    now = 0.0
+    while True:
+        for r in list(pending):
+            for w in workers:
+                free = [i for i, t in enumerate(free_at[w.name]) if t is not None and t <= now]
+                if _fits(r, w) and len(free) >= r.devices:
+                    if r is me:
+                        return now
+                    for i in free[:r.devices]:
+                        free_at[w.name][i] = None if r.duration_s is None else now + r.duration_s
+                    pending.remove(r)
+                    break
+        later = [t for devices in free_at.values() for t in devices if t is not None and t > now]
+        if not later:
+            return None
+        now = min(later)
 
 
 # -- in words --------------------------------------------------------------------------------
