@@ -117,10 +117,11 @@ def _fresh_connections(**_kwargs) -> None:
 
 @worker_init.connect
 def _preload_engine(sender=None, **_kwargs) -> None:  # noqa: ANN001
-    """A training worker runs the solo pool (one task at a time in this very process, no fork:
-    CUDA cannot be re-initialised in a forked child). It imports the engine and probes its
-    device now, so a claimed run starts training at once."""
-    if getattr(sender, "pool_cls", None) is None or "solo" not in str(sender.pool_cls).lower():
+    """A training worker runs its tasks in this very process (the solo pool, or a thread per
+    device on a worker that drives several; no fork: CUDA cannot be re-initialised in a forked
+    child). It imports the engine and probes its devices now, so a claimed run starts at once."""
+    pool = str(getattr(sender, "pool_cls", None) or "").lower()
+    if "solo" not in pool and "thread" not in pool:
         return
     try:
         import worker.training.run  # noqa: F401
