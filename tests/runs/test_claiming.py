@@ -303,3 +303,33 @@ def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, s
     db.expire_all()
     assert [c.step for c in repo.checkpoints(db, run.id)] == [6]
     assert "Deleted older checkpoints (steps 2, 4)" in log.read_text()
+
+
+def test_each_runs_log_keeps_its_own_threads_records():
+    """A worker with several devices trains several runs at once, a thread each: a run's log
+    file takes its own thread's records and those of threads that train no run."""
+    import logging
+    import threading
+
+    filters, records = {}, {}
+    checked = threading.Event()
+
+    def train(name: str) -> None:
+        filters[name] = run_tasks._OwnThread()
+        records[name] = logging.LogRecord(name, logging.INFO, __file__, 1, name, None, None)
+        checked.wait(10)  # both runs are training until the main thread has checked
+
+    threads = [threading.Thread(target=train, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    try:
+        while len(records) < 2:
+            threading.Event().wait(0.01)
+        helper = logging.LogRecord("engine", logging.INFO, __file__, 1, "helper", None, None)  # this thread
+        assert [filters["a"].filter(r) for r in (records["a"], records["b"], helper)] == [True, False, True]
+        assert [filters["b"].filter(r) for r in (records["a"], records["b"], helper)] == [False, True, True]
+    finally:
+        checked.set()
+        for t in threads:
+            t.join()
+        run_tasks._run_threads.difference_update(f.thread for f in filters.values())
