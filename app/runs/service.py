@@ -124,6 +124,12 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
     return run, True
 
 
+def enqueue_ticket(session: Session, run: Run) -> None:
+    """A ticket for a queued run, sent when the session commits (a worker claims whichever
+    queued run is fairest next, so the ticket may start another one)."""
+    queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
+
+
 def cancel(session: Session, run: Run) -> Run:
     """A queued run ends at once, a running one is asked to stop. The edge then lets the run's
     sweep, if any, fill the freed slot (app.sweeps.service.run_ended)."""

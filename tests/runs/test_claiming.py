@@ -333,3 +333,14 @@ def test_each_runs_log_keeps_its_own_threads_records():
         for t in threads:
             t.join()
         run_tasks._run_threads.difference_update(f.thread for f in filters.values())
+
+
+def test_a_worker_that_frees_its_devices_sends_a_ticket_for_the_queue(db, store, model, team, sent):
+    """A run whose own ticket found no worker with enough free devices starts when devices free
+    up, not a reconciler pass later: the task that ends a run sends a ticket for the queue."""
+    ds = make_dataset(db, store, team[0].team_id)
+    run_tasks._ticket_for_the_next("train")
+    assert sent == []  # nothing queued: no ticket
+    waiting = make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": 2})
+    run_tasks._ticket_for_the_next("train")
+    assert sent == [("studio.train", [waiting.id], "train")]

@@ -6,7 +6,7 @@
   renewed by a thread of the reporter, not at step boundaries, so a long step is never taken for a
   death; with the defaults (20 s timeout, a pass every 5 s) a killed worker's run is queued again
   within 25 s.
-- A queued run that has waited longer than `requeue_after_s` while a training worker sat idle
+- A queued run that has waited longer than `requeue_after_s` while a training worker had a device free
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.

@@ -302,7 +302,23 @@ def train(self, run_id: int) -> None:  # noqa: ANN001
         log.info("ticket for run %s: nothing to claim here (already running, finished or cancelled, or "
                  "waiting for a device this worker does not have free)", run_id)
         return
-    run_training(claimed.run_id, claimed.lease, device_ids=claimed.device_ids)
+    try:
+        run_training(claimed.run_id, claimed.lease, device_ids=claimed.device_ids)
+    finally:
+        _ticket_for_the_next(queue)
+
+
+def _ticket_for_the_next(queue: str) -> None:
+    """The run's devices are free again: a ticket for the queue, so that a run whose own ticket
+    found no worker with enough free devices (or memory) starts now rather than when the
+    reconciler re-sends it. An extra ticket is harmless: the claim is a compare-and-set."""
+    try:
+        with session_scope() as s:
+            first = repo.queued_in_fair_order(s, queue, limit=1)
+            if first:
+                service.enqueue_ticket(s, first[0])
+    except Exception:  # noqa: BLE001  (the reconciler re-sends lost tickets anyway)
+        log.exception("could not send a ticket for the next queued run")
 
 
 def _repair_evaluations(worker: str | None) -> None:
