@@ -168,3 +168,7 @@ def test_a_run_asking_for_more_devices_than_any_worker_has_says_why_it_waits(db,
     said = db.scalars(select(RunEvent.message).where(RunEvent.run_id == run.id, RunEvent.kind == "waiting")).all()
     assert said == ["Waiting: this run asks for 4 devices and the largest training worker online has 2. It "
                     "starts when a worker with 4 devices is online (STUDIO_WORKER_DEVICES, docs/operations.md)."]
+    from tests.factories import log_in
+
+    client.headers["X-CSRF-Token"] = log_in(client, a)
+    assert "<strong>train@two</strong> (2 × " in client.get("/").text  # the home page counts its devices
