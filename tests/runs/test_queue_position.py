@@ -100,7 +100,8 @@ def test_free_devices_and_devices_of():
     assert qp.free_devices(4, [([1], {}), ([3], {})]) == [0, 2]
     assert qp.free_devices(4, [(None, {"devices": 2})]) == [2, 3]  # claimed before runs kept their ids
     assert qp.free_devices(1, []) == [0]
-    assert [qp.devices_of(c) for c in (None, {}, {"devices": None}, {"devices": 4}, {"devices": "x"})] == [1, 1, 1, 4, 1]
+    configs = (None, {}, {"devices": None}, {"devices": 4}, {"devices": "x"})
+    assert [qp.devices_of(c) for c in configs] == [1, 1, 1, 4, 1]
 
 
 def test_a_queued_run_says_where_it_stands_on_its_page_and_in_both_apis(db, store, model, team, client, sent):
