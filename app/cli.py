@@ -68,16 +68,30 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
 
 @cli.command()
 def worker(queues: Annotated[str, typer.Option(help="Comma-separated: train, default.")] = "train,default",
-           concurrency: int = 1, name: str = "", loglevel: str = "INFO") -> None:
-    """Run a Celery worker. One per GPU for the 'train' queue, concurrency 1."""
+           concurrency: Annotated[int, typer.Option(help="Processes of a worker without 'train'.")] = 1,
+           name: str = "", loglevel: str = "INFO") -> None:
+    """Run a Celery worker. One per host for the 'train' queue: it drives every device of the host."""
     from worker.celery_app import celery_app
 
     hostname = name or f"{queues.replace(',', '+')}@{socket.gethostname()}"
-    # A training worker holds one GPU and runs one run at a time in its own process (the solo
-    # pool): no fork, so CUDA initialises where it trains. Other queues use a forked pool.
-    pool = ["-P", "solo"] if "train" in queues.split(",") else ["-P", "prefork", "-c", str(concurrency)]
+    pool = ["-P", "prefork", "-c", str(concurrency)]
+    if "train" in queues.split(","):
+        pool = train_pool(_device_count())
     celery_app.worker_main(["worker", "-Q", queues, *pool, "-n", hostname,
                             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
+
+
+def _device_count() -> int:
+    from worker.runtime.heartbeat import device_info
+
+    return device_info()["device_count"]
+
+
+def train_pool(devices: int) -> list[str]:
+    """A training worker runs as many runs at once as it has devices, all in its own process (no
+    fork: CUDA initialises where it trains): the solo pool for one device, a thread per device for
+    several (each thread follows one run, on the devices the claim gave it)."""
+    return ["-P", "solo"] if devices == 1 else ["-P", "threads", "-c", str(devices)]
 
 
 @cli.command()

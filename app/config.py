@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU) in training runs on CUDA workers where the
     # liger-kernel package is installed (pip install '.[gpu]'); off until bench/gpu.py shows a gain.
     liger_kernels: bool = False
+    # How many devices this worker drives (STUDIO_WORKER_DEVICES). Empty: every GPU it sees
+    # (torch.cuda.device_count()), or 1 on a CPU. On a GPU host it caps that count; on a CPU it is
+    # the number of gloo processes a run may use. The train worker runs that many runs at once.
+    worker_devices: int | None = Field(None, ge=1, le=64)
     log_level: str = "INFO"
     # The inference process (`studio inference`) that serves chat completions; the web only
     # talks to it over HTTP, so it never loads a model itself.

@@ -35,8 +35,9 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
     ok, detail = check_storage(ArtifactStore(settings.artifact_dir))
     yield "storage", ok, f"{settings.artifact_dir} ({detail})"
     workers = live_workers(factory) if db_ok else []
-    yield "workers", bool(workers), ", ".join(f"{w.name} [{w.queues}] {w.device_name}" for w in workers) or \
-        "none alive (start one: studio worker)"
+    listed = ", ".join(f"{w.name} [{w.queues}] {w.device_name}" + (f" x {w.device_count}" if (w.device_count or 1) > 1
+                                                                    else "") for w in workers)
+    yield "workers", bool(workers), listed or "none alive (start one: studio worker)"
     yield from _gpu()
     yield from _builtin(settings)
     yield from _supervised(settings)

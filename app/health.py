@@ -71,6 +71,7 @@ def readyz(request: Request) -> JSONResponse:
         "status": "ready" if ok else "not ready",
         "checks": {name: {"ok": passed, "detail": detail} for name, (passed, detail) in checks.items()},
         "workers": [{"name": w.name, "queues": w.queues, "device": w.device_name,
+                     "device_count": w.device_count,
                      "seen_s_ago": round((utcnow() - w.last_seen_at).total_seconds(), 1)} for w in workers],
     }
     return JSONResponse(body, status_code=200 if ok else 503)

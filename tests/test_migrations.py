@@ -83,3 +83,21 @@ def _json(value):
     import json
 
     return json.loads(value) if isinstance(value, str) else value
+
+
+def test_the_fleet_columns_come_with_values_for_the_rows_already_there(db, settings):
+    """0004: a worker row written before it drives one device (runs.device_ids stays empty for the
+    runs already there: the claim counts a running one as holding the lowest ids)."""
+    from sqlalchemy import text
+
+    cfg, engine = _cfg(settings.database_url), create_engine(settings.database_url)
+    db.close()
+    command.downgrade(cfg, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO workers (name, queues, device, device_name, device_memory_bytes, "
+                          "last_seen_at, created_at) VALUES ('old@host', 'train', 'cuda', 'A100', 1, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name, device_count FROM workers")).all() == [("old@host", 1)]
+    engine.dispose()

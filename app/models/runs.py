@@ -67,6 +67,9 @@ class Run(Timestamped, Base):
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The worker's devices the run holds while it runs ([0], [2, 3]): set by the claim, the lowest
+    # free ids of that worker; kept afterwards to say where the last attempt ran.
+    device_ids: Mapped[list[int] | None] = mapped_column(JSONType)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, Timestamped, UTCDateTime
@@ -19,6 +19,9 @@ class Worker(Timestamped, Base):
     queues: Mapped[str] = mapped_column(String(200), default="")
     device: Mapped[str] = mapped_column(String(64), default="cpu")  # cpu | cuda
     device_name: Mapped[str] = mapped_column(String(200), default="")
-    device_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    device_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # each device's
+    # How many devices of that kind this worker drives (GPUs, or gloo processes on a CPU): the claim
+    # gives it a run only while that many minus those its running runs hold are enough.
+    device_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     info: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -188,6 +188,7 @@ def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
         "log_tail": _log_tail(request, artifacts), "active": not run.status.is_final,
         "elapsed": views.duration(views.elapsed(run)), "can_write": "write" in p.scopes,
         "failure_title": views.FAILURE_TITLES.get(run.error_kind or "error", views.FAILURE_TITLES["error"]),
+        "place": service.queue_place(db, run),
     }
 
 

@@ -3,7 +3,7 @@ queries (claim, reconcile) work on ids the broker handed over or on state, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from sqlalchemy import Row, and_, delete, func, insert, select, tuple_, update
@@ -118,33 +118,85 @@ def running_worker_names(session: Session) -> set[str]:
     return set(session.scalars(select(Run.worker_id).where(Run.status == RunStatus.running)))
 
 
-def queued_in_fair_order(session: Session, queue: str, limit: int = 50) -> list[Run]:
-    """Queued runs of a queue, best first: higher priority, then the team with the fewest
-    running runs, then the team that started a run least recently, then the oldest run.
-    One team's fifty runs therefore alternate with another team's one."""
+def devices_held(session: Session) -> list[Row]:
+    """(worker_id, device_ids, config) of every run in progress: what each worker's devices are busy with."""
+    return list(session.execute(select(Run.worker_id, Run.device_ids, Run.config)
+                                .where(Run.status == RunStatus.running)))
+
+
+def _fair_order(queue: str):  # noqa: ANN202
+    """Queued runs of a queue in fair order. Teams first: the team with the fewest running runs,
+    then the one that started a run least recently (never first), then the one whose oldest
+    queued run is oldest; within a team, its own priority, then age. A team's priority therefore
+    orders only its own runs: no team jumps ahead of another by raising it."""
     running = (select(Run.team_id, func.count(Run.id).label("n")).where(Run.status == RunStatus.running)
                .group_by(Run.team_id).subquery())
     last_start = (select(Run.team_id, func.max(Run.started_at).label("t")).where(Run.started_at.is_not(None))
                   .group_by(Run.team_id).subquery())
-    stmt = (
+    waiting = (Run.status == RunStatus.queued, Run.queue == queue, Run.cancel_requested.is_(False))
+    oldest = select(Run.team_id, func.min(Run.id).label("first")).where(*waiting).group_by(Run.team_id).subquery()
+    return (
         select(Run)
         .outerjoin(running, running.c.team_id == Run.team_id)
         .outerjoin(last_start, last_start.c.team_id == Run.team_id)
-        .where(Run.status == RunStatus.queued, Run.queue == queue, Run.cancel_requested.is_(False))
-        .order_by(Run.priority.desc(), func.coalesce(running.c.n, 0),
-                  last_start.c.t.is_not(None), last_start.c.t, Run.id)
-        .limit(limit)
+        .join(oldest, oldest.c.team_id == Run.team_id)
+        .where(*waiting)
+        .order_by(func.coalesce(running.c.n, 0), last_start.c.t.is_not(None), last_start.c.t, oldest.c.first,
+                  Run.priority.desc(), Run.id)
     )
-    return list(session.scalars(stmt))
 
 
-def claim(session: Session, *, run_id: int, worker: str, lease_token: str, now: datetime) -> bool:
+def queued_in_fair_order(session: Session, queue: str, limit: int = 50, offset: int = 0) -> list[Run]:
+    """One page of the queue in fair order (see `_fair_order`): the first page is who goes next."""
+    return list(session.scalars(_fair_order(queue).limit(limit).offset(offset)))
+
+
+def iter_fair_order(session: Session, queue: str, page: int = 50) -> Iterator[Run]:
+    """The whole queue in fair order, read a page at a time: a worker looks past any number of
+    runs it cannot take. A queue that changes between pages may show a run twice or skip one;
+    the claim is a compare-and-set and the next ticket looks again."""
+    offset = 0
+    while True:
+        rows = queued_in_fair_order(session, queue, limit=page, offset=offset)
+        yield from rows
+        if len(rows) < page:
+            return
+        offset += page
+
+
+def queue_snapshot(session: Session, queue: str) -> tuple[list[Row], list[Row], dict[int, Row]]:
+    """What a queued run's place in line is computed from (app/runs/queue_position.py), across
+    teams: (queued runs, running runs, {team_id: (running, last_started_at)}). Other teams' rows
+    carry no name here and are only ever shown as a count."""
+    queued = list(session.execute(
+        select(Run.id, Run.team_id, Run.priority, Run.config, Run.estimate)
+        .where(Run.status == RunStatus.queued, Run.queue == queue, Run.cancel_requested.is_(False))))
+    running = list(session.execute(
+        select(Run.id, Run.team_id, Run.worker_id, Run.device_ids, Run.config, Run.eta_s, Run.heartbeat_at,
+               Run.started_at, Run.estimate).where(Run.status == RunStatus.running, Run.queue == queue)))
+    teams = {row.team_id: row for row in session.execute(
+        select(Run.team_id, func.count(Run.id).filter(Run.status == RunStatus.running).label("running"),
+               func.max(Run.started_at).label("last_started_at"))
+        .where(Run.team_id.in_(sorted({r.team_id for r in queued}) or [-1])).group_by(Run.team_id))}
+    return queued, running, teams
+
+
+def names(session: Session, *, team_id: int, ids: Sequence[int]) -> dict[int, str]:
+    """The names of the team's runs among these ids."""
+    if not ids:
+        return {}
+    return dict(session.execute(select(Run.id, Run.name).where(Run.team_id == team_id, Run.id.in_(list(ids)))).all())
+
+
+def claim(session: Session, *, run_id: int, worker: str, lease_token: str, now: datetime,
+          device_ids: list[int] | None = None) -> bool:
     """Compare-and-set queued -> running: only one worker ever wins a run."""
     result = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False))
         .values(status=RunStatus.running, worker_id=worker, lease_token=lease_token, heartbeat_at=now,
-                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now))
+                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now),
+                device_ids=device_ids if device_ids is not None else [0])
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

@@ -24,6 +24,7 @@ from app.runs.schemas import (
     RunOut,
     RunPage,
     MetricPoints,
+    QueueAhead,
 )
 from app.models import RunStatus
 from app.models_registry import repository as models_repo
@@ -31,6 +32,17 @@ from app.sweeps import service as sweeps
 
 api = APIRouter(prefix="/api/v1", tags=["runs"])
 LOG_TAIL_BYTES = 64 * 1024
+
+
+def run_out(db, run, places=None) -> RunOut:  # noqa: ANN001
+    """A run as the API shows it; a queued one with where it stands (app/runs/queue_position.py).
+    `places`: those of a whole page, read at once (service.queue_places)."""
+    out = RunOut.model_validate(run)
+    place = (places if places is not None else service.queue_places(db, [run])).get(run.id)
+    if place is not None:
+        out.queue_position, out.queue_status = place.standing.position, place.sentence
+        out.queue_ahead, out.expected_start_at = QueueAhead(**place.ahead()), place.expected_start_at
+    return out
 
 
 def _submission(body: RunCreate, p, idempotency_key: str | None) -> service.Submission:  # noqa: ANN001
@@ -47,7 +59,8 @@ def create_run(body: RunCreate, db: SessionDep, p: CurrentPrincipal, settings: S
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     p.require("write")
     run, created = service.submit(db, sub=_submission(body, p, idempotency_key), settings=settings)
-    return JSONResponse(RunOut.model_validate(run).model_dump(mode="json"), status_code=201 if created else 200)
+    db.flush()
+    return JSONResponse(run_out(db, run).model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @api.post("/runs/estimate", response_model=EstimateOut)
@@ -75,14 +88,15 @@ def list_runs(db: SessionDep, p: CurrentPrincipal, status: RunStatus | None = No
     runs = repo.list_runs(db, team_id=p.team_id, status=status, dataset_id=dataset_id, base_model_id=base_model_id,
                           method=method, author_id=author_id, before_id=before, limit=limit + 1)
     page = runs[:limit]
-    return RunPage(data=[RunOut.model_validate(j) for j in page],
+    places = service.queue_places(db, page)
+    return RunPage(data=[run_out(db, j, places) for j in page],
                    next_cursor=page[-1].id if len(runs) > limit else None)
 
 
 @api.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: int, db: SessionDep, p: CurrentPrincipal) -> RunOut:
     p.require("read")
-    return RunOut.model_validate(service.get(db, team_id=p.team_id, run_id=run_id))
+    return run_out(db, service.get(db, team_id=p.team_id, run_id=run_id))
 
 
 @api.post("/runs/{run_id}/cancel", response_model=RunOut)
@@ -90,14 +104,14 @@ def cancel_run(run_id: int, db: SessionDep, p: CurrentPrincipal) -> RunOut:
     p.require("write")
     run = service.cancel(db, service.get(db, team_id=p.team_id, run_id=run_id))
     sweeps.run_ended(db, run)  # a sweep's next waiting run takes the freed slot
-    return RunOut.model_validate(run)
+    return run_out(db, run)
 
 
 @api.post("/runs/{run_id}/retry", response_model=RunOut)
 def retry_run(run_id: int, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep) -> RunOut:
     p.require("write")
     run = service.retry(db, service.get(db, team_id=p.team_id, run_id=run_id), settings=settings)
-    return RunOut.model_validate(run)
+    return run_out(db, run)
 
 
 @api.get("/runs/{run_id}/events", response_model=list[EventOut])

@@ -24,6 +24,16 @@ class RunCreate(BaseModel):
                                               description="The auto preset limits steps to fit this time.")
 
 
+class RunAhead(BaseModel):
+    id: int
+    name: str
+
+
+class QueueAhead(BaseModel):
+    own: list[RunAhead] = Field(description="Your team's queued runs ahead of this one, next first.")
+    other_teams: int = Field(description="How many runs of other teams are ahead (never named).")
+
+
 class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -47,9 +57,17 @@ class RunOut(BaseModel):
     estimate: dict[str, Any] | None
     result: dict[str, Any] | None
     worker_id: str | None
+    device_ids: list[int] | None = Field(None, description="The worker's devices the run holds (or last held).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = Field(
+        None, description="A queued run's place in line (1 = next), in fair order across teams; null unless queued.")
+    queue_ahead: QueueAhead | None = Field(None, description="What is ahead of a queued run; null unless queued.")
+    expected_start_at: datetime | None = Field(
+        None, description="When a queued run should start, from the running runs' ETAs and the estimated "
+        "durations of the runs ahead; null when unknown or not queued.")
+    queue_status: str | None = Field(None, description="The same in plain words, as the run page says it.")
 
 
 class RunPage(BaseModel):

@@ -13,6 +13,7 @@ from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
 from app.runs import configure
+from app.runs import queue_position as qp
 from app.runs import repository as repo
 from app.models import BaseModel, Dataset, DatasetStatus, Run, RunEvent, RunStatus, ModelStatus, utcnow
 from app.models_registry import repository as models_repo
@@ -123,6 +124,12 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
     return run, True
 
 
+def enqueue_ticket(session: Session, run: Run) -> None:
+    """A ticket for a queued run, sent when the session commits (a worker claims whichever
+    queued run is fairest next, so the ticket may start another one)."""
+    queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
+
+
 def cancel(session: Session, run: Run) -> Run:
     """A queued run ends at once, a running one is asked to stop. The edge then lets the run's
     sweep, if any, fill the freed slot (app.sweeps.service.run_ended)."""
@@ -189,3 +196,44 @@ def retry_after_oom(session: Session, run: Run, *, step: int | None, resume_step
         "from": {"per_device_batch_size": config.per_device_batch_size, "grad_accum": config.grad_accum},
         "to": retry.change})
     return retry
+
+
+def queue_place(session: Session, run: Run) -> qp.Place | None:
+    """Where a queued run stands in its queue (app/runs/queue_position.py); None unless queued."""
+    return queue_places(session, [run]).get(run.id)
+
+
+def queue_places(session: Session, runs: list[Run]) -> dict[int, qp.Place]:
+    """Where each queued run of one team stands, one read of each queue for all of them. Other
+    teams' runs are read to count them, never named."""
+    out: dict[int, qp.Place] = {}
+    waiting = [r for r in runs if r.status == RunStatus.queued and not r.cancel_requested]
+    now = utcnow()
+    alive = workers_repo.alive(session) if waiting else []
+    for queue_name in sorted({r.queue for r in waiting}):
+        queued, running, teams = repo.queue_snapshot(session, queue_name)
+        snapshot = dict(
+            queued=[qp.Queued(r.id, r.team_id, r.priority or 0, qp.devices_of(r.config), qp.duration_of(r.estimate),
+                              qp.memory_of(r.estimate)) for r in queued],
+            running=[qp.Running(r.worker_id, tuple(r.device_ids or ()), qp.devices_of(r.config), _remaining(r, now))
+                     for r in running],
+            teams={t: qp.Team(row.running or 0, row.last_started_at) for t, row in teams.items()},
+            workers=[qp.Worker(w.name, w.device_count or 1,
+                               w.device_memory_bytes / 1024**3 if w.device_memory_bytes else None)
+                     for w in alive if queue_name in w.queues.split(",")])
+        for run in (r for r in waiting if r.queue == queue_name):
+            place = qp.standing(run.id, **snapshot)
+            if place is not None:
+                out[run.id] = qp.Place(place, repo.names(session, team_id=run.team_id, ids=place.ahead_own), now)
+    return out
+
+
+def _remaining(row, now) -> float | None:  # noqa: ANN001
+    """A running run's time left: the ETA it reports with its progress, else its estimate less
+    the time it has run; None when neither is known."""
+    if row.eta_s is not None:
+        return float(row.eta_s)
+    duration = qp.duration_of(row.estimate)
+    if duration is None or row.started_at is None:
+        return None
+    return max(0.0, duration - (now - row.started_at).total_seconds())

@@ -63,9 +63,9 @@ def make_dataset(db, store: ArtifactStore, team_id: int, *, n_train: int = 24, n
 
 def make_run(db, team_id: int, dataset: Dataset, model: BaseModel, *, status: RunStatus = RunStatus.queued,  # noqa: ANN001
              **values) -> Run:
-    run = Run(team_id=team_id, dataset_id=dataset.id, base_model_id=model.id, method="lora",
-              config={"base_model": model.path, "max_steps": 4, "epochs": None}, status=status,
-              enqueued_at=utcnow(), **values)
+    config = values.pop("config", None) or {"base_model": model.path, "max_steps": 4, "epochs": None}
+    run = Run(team_id=team_id, dataset_id=dataset.id, base_model_id=model.id, method="lora", config=config,
+              status=status, enqueued_at=utcnow(), **values)
     db.add(run)
     db.commit()
     return run

@@ -22,7 +22,7 @@ def test_one_teams_fifty_runs_do_not_starve_another_teams_one(db, store, model, 
     b_run = make_run(db, b.team_id, ds_b, model)
     order = []
     for _ in range(3):
-        run_id, _lease = run_tasks.claim_next("w1@test")
+        run_id, _lease, _devices = run_tasks.claim_next("w1@test")
         order.append(run_id)
         db.expire_all()
         run = db.get(Run, run_id)
@@ -31,11 +31,77 @@ def test_one_teams_fifty_runs_do_not_starve_another_teams_one(db, store, model, 
     assert order == [a_runs[0].id, b_run.id, a_runs[1].id]
 
 
-def test_priority_comes_first_within_the_queue(db, store, model, team, sent):
+def test_priority_comes_first_within_the_team(db, store, model, team, sent):
     ds = make_dataset(db, store, team[0].team_id)
     low = make_run(db, team[0].team_id, ds, model)
     high = make_run(db, team[0].team_id, ds, model, priority=5)
     assert [j.id for j in repo.queued_in_fair_order(db, "train")] == [high.id, low.id]
+
+
+def _finish(db, run_id):  # noqa: ANN001, ANN202
+    db.expire_all()
+    run = db.get(Run, run_id)
+    run.status, run.finished_at = RunStatus.succeeded, utcnow()  # it ran; the worker is free again
+    db.commit()
+
+
+def test_priority_orders_only_the_teams_own_runs(db, store, model, team, sent):
+    """Team A raises its priority to 100, team B keeps 0: B is not starved, and within A the high
+    priority run goes first."""
+    a, b = team[0], make_account(db)
+    ds_a, ds_b = make_dataset(db, store, a.team_id), make_dataset(db, store, b.team_id)
+    a_low = make_run(db, a.team_id, ds_a, model)
+    a_high = [make_run(db, a.team_id, ds_a, model, priority=100) for _ in range(3)]
+    b_run = make_run(db, b.team_id, ds_b, model, priority=0)
+    order = []
+    for _ in range(5):
+        run_id, _lease, _devices = run_tasks.claim_next("w1@test")
+        order.append(run_id)
+        _finish(db, run_id)
+    assert order == [a_high[0].id, b_run.id, a_high[1].id, a_high[2].id, a_low.id]
+
+
+def test_a_worker_finds_a_run_that_fits_behind_sixty_that_do_not(db, store, model, team, sent):
+    """The queue is read a page at a time until a run fits: sixty runs too big for this worker
+    (memory, or more devices than it has) do not hide the one that fits."""
+    ds = make_dataset(db, store, team[0].team_id)
+    for i in range(60):
+        if i % 2:
+            make_run(db, team[0].team_id, ds, model, priority=5, estimate={"memory": {"total_gb": 70.0}})
+        else:
+            make_run(db, team[0].team_id, ds, model, priority=5,
+                     config={"base_model": model.path, "max_steps": 4, "devices": 4})
+    small = make_run(db, team[0].team_id, ds, model, estimate={"memory": {"total_gb": 10.0}})
+    assert len(repo.queued_in_fair_order(db, "train")) == 50  # more than one page ahead of it
+    claimed = run_tasks.claim_next("gpu24@test", memory_gb=24, device_count=2)
+    assert claimed is not None and claimed.run_id == small.id
+
+
+def test_the_claim_gives_a_run_the_lowest_free_devices_of_its_worker(db, store, model, team, sent):
+    ds = make_dataset(db, store, team[0].team_id)
+
+    def run(devices: int) -> Run:
+        return make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": devices})
+
+    two, one, three, another = run(2), run(1), run(3), run(1)
+    first = run_tasks.claim_next("gpu@host", device_count=4)
+    assert (first.run_id, first.device_ids) == (two.id, [0, 1])
+    second = run_tasks.claim_next("gpu@host", device_count=4)
+    assert (second.run_id, second.device_ids) == (one.id, [2])
+    # One device left: the 3-device run waits, the next 1-device run takes device 3.
+    third = run_tasks.claim_next("gpu@host", device_count=4)
+    assert (third.run_id, third.device_ids) == (another.id, [3])
+    assert run_tasks.claim_next("gpu@host", device_count=4) is None  # every device is busy
+    db.expire_all()
+    assert db.get(Run, two.id).device_ids == [0, 1] and db.get(Run, three.id).status == RunStatus.queued
+    assert "devices 0, 1" in db.scalar(select(RunEvent.message).where(RunEvent.run_id == two.id))
+    _finish(db, two.id)  # devices 0 and 1 are free again: still not three
+    assert run_tasks.claim_next("gpu@host", device_count=4) is None
+    _finish(db, one.id)
+    fourth = run_tasks.claim_next("gpu@host", device_count=4)
+    assert (fourth.run_id, fourth.device_ids) == (three.id, [0, 1, 2])
+    # Another worker's devices are its own.
+    assert run_tasks.claim_next("other@host", device_count=1) is None  # nothing left in the queue
 
 
 def test_a_run_is_claimed_once_and_duplicate_tickets_find_nothing(db, store, model, team, sent):
@@ -147,7 +213,7 @@ def test_a_long_step_is_not_taken_for_a_lost_worker(db, store, model, team, sent
     settings.heartbeat_timeout_s = 2
     ds = make_dataset(db, store, team[0].team_id)
     run = make_run(db, team[0].team_id, ds, model)
-    run_id, lease = run_tasks.claim_next("train@busy-host")
+    run_id, lease, _devices = run_tasks.claim_next("train@busy-host")
     assert run_id == run.id
     reporter = DatabaseReporter(run_id=run_id, attempt=1, lease_token=lease, log_path=tmp_path / "training.log",
                                 store_root=tmp_path)
@@ -223,7 +289,7 @@ def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, s
 
     ds = make_dataset(db, store, team[0].team_id)
     run = make_run(db, team[0].team_id, ds, model)
-    run_id, lease = run_tasks.claim_next("w1@test")
+    run_id, lease, _devices = run_tasks.claim_next("w1@test")
     assert run_id == run.id
     for step in (2, 4, 6):
         db.add(Checkpoint(run_id=run.id, step=step, path=f"teams/x/checkpoint-{step}", size_bytes=1))
@@ -237,3 +303,44 @@ def test_checkpoints_deleted_by_the_run_leave_the_list(db, store, model, team, s
     db.expire_all()
     assert [c.step for c in repo.checkpoints(db, run.id)] == [6]
     assert "Deleted older checkpoints (steps 2, 4)" in log.read_text()
+
+
+def test_each_runs_log_keeps_its_own_threads_records():
+    """A worker with several devices trains several runs at once, a thread each: a run's log
+    file takes its own thread's records and those of threads that train no run."""
+    import logging
+    import threading
+
+    filters, records = {}, {}
+    checked = threading.Event()
+
+    def train(name: str) -> None:
+        filters[name] = run_tasks._OwnThread()
+        records[name] = logging.LogRecord(name, logging.INFO, __file__, 1, name, None, None)
+        checked.wait(10)  # both runs are training until the main thread has checked
+
+    threads = [threading.Thread(target=train, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    try:
+        while len(records) < 2:
+            threading.Event().wait(0.01)
+        helper = logging.LogRecord("engine", logging.INFO, __file__, 1, "helper", None, None)  # this thread
+        assert [filters["a"].filter(r) for r in (records["a"], records["b"], helper)] == [True, False, True]
+        assert [filters["b"].filter(r) for r in (records["a"], records["b"], helper)] == [False, True, True]
+    finally:
+        checked.set()
+        for t in threads:
+            t.join()
+        run_tasks._run_threads.difference_update(f.thread for f in filters.values())
+
+
+def test_a_worker_that_frees_its_devices_sends_a_ticket_for_the_queue(db, store, model, team, sent):
+    """A run whose own ticket found no worker with enough free devices starts when devices free
+    up, not a reconciler pass later: the task that ends a run sends a ticket for the queue."""
+    ds = make_dataset(db, store, team[0].team_id)
+    run_tasks._ticket_for_the_next("train")
+    assert sent == []  # nothing queued: no ticket
+    waiting = make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": 2})
+    run_tasks._ticket_for_the_next("train")
+    assert sent == [("studio.train", [waiting.id], "train")]

@@ -36,7 +36,7 @@ def claimed(db, store, model, team, sent, settings, tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_HEARTBEAT_TIMEOUT_S", "2")
     config.get_settings.cache_clear()
     run = make_run(db, team[0].team_id, make_dataset(db, store, team[0].team_id), model)
-    run_id, lease = run_tasks.claim_next("train@host")
+    run_id, lease, _devices = run_tasks.claim_next("train@host")
     assert run_id == run.id
     reporter = DatabaseReporter(run_id=run_id, attempt=1, lease_token=lease, log_path=tmp_path / "training.log",
                                 store_root=tmp_path)

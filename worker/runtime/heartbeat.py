@@ -21,19 +21,32 @@ _stop = threading.Event()
 
 @functools.cache
 def device_info() -> dict:
-    """What this worker trains on. torch is imported here, in the worker, never in the web."""
+    """What this worker trains on: the kind of device, each one's memory, and how many it drives
+    (see `device_count`). torch is imported here, in the worker, never in the web."""
+    from app.config import get_settings
+
+    wanted = get_settings().worker_devices
     try:
         import torch
 
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
             return {"device": "cuda", "device_name": props.name, "device_memory_bytes": props.total_memory,
-                    "bf16": torch.cuda.is_bf16_supported()}
+                    "bf16": torch.cuda.is_bf16_supported(),
+                    "device_count": device_count(torch.cuda.device_count(), wanted)}
     except ImportError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"device": "cpu", "device_name": f"CPU ({os.cpu_count()} cores)", "device_memory_bytes": memory,
-            "bf16": False}
+            "bf16": False, "device_count": device_count(None, wanted)}
+
+
+def device_count(gpus: int | None, wanted: int | None) -> int:
+    """How many devices a worker drives: its GPUs, at most `STUDIO_WORKER_DEVICES` of them; on a
+    CPU (gpus None) that setting (how many gloo processes a run may use) or 1."""
+    if gpus is None:
+        return wanted or 1
+    return max(1, min(gpus, wanted) if wanted else gpus)
 
 
 def beat(name: str, queues: str, info: dict, extra: dict | None = None) -> None:
@@ -46,6 +59,7 @@ def beat(name: str, queues: str, info: dict, extra: dict | None = None) -> None:
         row.device = info["device"]
         row.device_name = info["device_name"]
         row.device_memory_bytes = info["device_memory_bytes"]
+        row.device_count = info.get("device_count", 1)
         row.info = {**(row.info or {}), "bf16": info["bf16"], "pid": os.getpid(), **(extra or {})}
         row.last_seen_at = utcnow()
 
@@ -103,10 +117,11 @@ def _fresh_connections(**_kwargs) -> None:
 
 @worker_init.connect
 def _preload_engine(sender=None, **_kwargs) -> None:  # noqa: ANN001
-    """A training worker runs the solo pool (one task at a time in this very process, no fork:
-    CUDA cannot be re-initialised in a forked child). It imports the engine and probes its
-    device now, so a claimed run starts training at once."""
-    if getattr(sender, "pool_cls", None) is None or "solo" not in str(sender.pool_cls).lower():
+    """A training worker runs its tasks in this very process (the solo pool, or a thread per
+    device on a worker that drives several; no fork: CUDA cannot be re-initialised in a forked
+    child). It imports the engine and probes its devices now, so a claimed run starts at once."""
+    pool = str(getattr(sender, "pool_cls", None) or "").lower()
+    if "solo" not in pool and "thread" not in pool:
         return
     try:
         import worker.training.run  # noqa: F401

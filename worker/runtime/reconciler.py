@@ -6,7 +6,7 @@
   renewed by a thread of the reporter, not at step boundaries, so a long step is never taken for a
   death; with the defaults (20 s timeout, a pass every 5 s) a killed worker's run is queued again
   within 25 s.
-- A queued run that has waited longer than `requeue_after_s` while a training worker sat idle
+- A queued run that has waited longer than `requeue_after_s` while a training worker had a device free
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
@@ -15,6 +15,8 @@
   has moved on, so an extra message is harmless).
 - An automatic evaluation whose worker is gone (or restarted) is marked failed, so none stays
   "running" for ever; the run page offers to run it again.
+- A queued run that asks for more devices than any live worker of its queue has gets an event
+  that says so (it waits for a bigger worker), once, and again if the largest worker changes.
 - A running sweep is advanced: a run that ended without the worker's hook (cancelled from the web,
   given up above) frees its slot, and a sweep whose runs have all ended picks its best.
 
@@ -32,6 +34,7 @@ from datetime import timedelta
 from app import queue
 from app.config import Settings, get_settings
 from app.db import session_factory, session_scope, unreachable
+from app.runs import queue_position
 from app.runs import repository as repo
 from app.runs import service
 from app.ab import repository as ab_repo
@@ -95,9 +98,33 @@ def _lost_before_at(s, run_id: int, step: int | None) -> bool:  # noqa: ANN001
 
 
 def _idle_train_workers(s, now) -> list[str]:  # noqa: ANN001
+    """Training workers with a device free (a worker drives `device_count` of them)."""
+    held: dict[str, list] = {}
+    for row in repo.devices_held(s):
+        held.setdefault(row.worker_id, []).append((row.device_ids, row.config))
+    return [w.name for w in workers_repo.alive(s) if "train" in w.queues.split(",")
+            and queue_position.free_devices(w.device_count or 1, held.get(w.name, []))]
+
+
+def _explain_waiting(s) -> int:  # noqa: ANN001
+    """A queued run that asks for more devices than any live worker of its queue has would wait
+    in silence: it gets an event that says why (once, and again if the largest worker changes)."""
     alive = workers_repo.alive(s)
-    busy = repo.running_worker_names(s)
-    return [w.name for w in alive if "train" in w.queues.split(",") and w.name not in busy]
+    count = 0
+    for run in repo.waiting_since(s, enqueued_before=utcnow()):
+        needed = queue_position.devices_of(run.config)
+        counts = [w.device_count or 1 for w in alive if run.queue in w.queues.split(",")]
+        if needed == 1 or not counts or needed <= max(counts):
+            continue
+        data = {"reason": "too_few_devices", "devices": needed, "largest": max(counts)}
+        said = repo.events_of_kinds(s, run.id, ["waiting"])
+        if said and said[-1].data == data:
+            continue
+        service.add_event(s, run, "waiting", f"Waiting: this run asks for {needed} devices and the largest training "
+                          f"worker online has {max(counts)}. It starts when a worker with {needed} devices is online "
+                          "(STUDIO_WORKER_DEVICES, docs/operations.md).", level="warning", data=data)
+        count += 1
+    return count
 
 
 def _resend_lost(s, settings: Settings, now) -> int:  # noqa: ANN001
@@ -154,13 +181,14 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
         comparisons = _resend_comparisons(s, settings, now)
+        waiting = _explain_waiting(s)
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
     return {"requeued": requeued, "resent": resent, "validations": validations, "comparisons": comparisons,
-            "evaluations": interrupted, "sweeps": advanced}
+            "evaluations": interrupted, "sweeps": advanced, "waiting": waiting}
 
 
 _stop = threading.Event()

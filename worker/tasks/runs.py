@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 
 from app.config import get_settings
 from app.datasets import repository as datasets_repo
 from app.db import session_scope
+from app.runs import queue_position
 from app.runs import repository as repo
 from app.runs import service
 from app.models import Artifact, Run, RunStatus, utcnow
@@ -39,19 +42,38 @@ def fits_device(run: Run, memory_gb: float | None) -> bool:
     return memory_gb is None or needed is None or needed <= memory_gb * 0.95
 
 
-def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = None) -> tuple[int, str] | None:
-    """Claims the fairest queued run of the queue that fits this worker's device; returns
-    (run id, lease token)."""
-    with session_scope() as s:
-        for run in repo.queued_in_fair_order(s, queue):
-            if not fits_device(run, memory_gb):
+class Claim(NamedTuple):
+    run_id: int
+    lease: str
+    device_ids: list[int]  # the worker's devices the run holds (the lowest free ones)
+
+
+_claiming = threading.Lock()  # the threads of one multi-device worker pick devices one at a time
+
+
+def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = None,
+               device_count: int = 1) -> Claim | None:
+    """Claims the fairest queued run of the queue that fits this worker: its estimated peak
+    memory fits one device (`fits_device`, per device) and it asks for no more devices than the
+    worker has free (its `device_count` minus those its running runs hold). The whole queue is
+    read in fair order, a page at a time, so runs that do not fit here never hide one that does."""
+    with _claiming, session_scope() as s:
+        free = queue_position.free_devices(device_count, [
+            (row.device_ids, row.config) for row in repo.devices_held(s) if row.worker_id == worker])
+        if not free:
+            return None
+        for run in repo.iter_fair_order(s, queue):
+            needed = queue_position.devices_of(run.config)
+            if needed > len(free) or not fits_device(run, memory_gb):
                 continue
-            token = uuid.uuid4().hex
-            if repo.claim(s, run_id=run.id, worker=worker, lease_token=token, now=utcnow()):
+            token, ids = uuid.uuid4().hex, free[:needed]
+            if repo.claim(s, run_id=run.id, worker=worker, lease_token=token, now=utcnow(), device_ids=ids):
                 s.expire(run)
-                service.add_event(s, run, "status", f"Running on {worker} (attempt {run.attempt} of "
-                                  f"{run.max_attempts}).", data={"status": "running", "worker": worker})
-                return run.id, token
+                on = f"device {ids[0]}" if len(ids) == 1 else f"devices {', '.join(map(str, ids))}"
+                service.add_event(s, run, "status", f"Running on {worker}, {on} (attempt {run.attempt} of "
+                                  f"{run.max_attempts}).", data={"status": "running", "worker": worker,
+                                                                 "device_ids": ids})
+                return Claim(run.id, token, ids)
     return None
 
 
@@ -199,7 +221,24 @@ def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, rep
         return retry.config
 
 
-def run_training(run_id: int, lease: str) -> None:
+_run_threads: set[int] = set()  # the threads training a run in this process now
+
+
+class _OwnThread(logging.Filter):
+    """A run's log keeps its own thread's records and those of threads that train no run (the
+    engine's helpers): on a worker that trains several runs at once, each log stays its run's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        _run_threads.add(self.thread)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread or record.thread not in _run_threads
+
+
+def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -> None:
+    """Trains the claimed run on this worker's devices `device_ids` (the claim's choice)."""
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
     config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, store)
@@ -210,6 +249,7 @@ def run_training(run_id: int, lease: str) -> None:
     from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(_OwnThread())
     logging.getLogger().addHandler(handler)
     try:
         train_records, eval_records = _records(store, train_key), _records(store, eval_key)
@@ -236,6 +276,7 @@ def run_training(run_id: int, lease: str) -> None:
         return
     finally:
         logging.getLogger().removeHandler(handler)
+        _run_threads.discard(threading.get_ident())
         handler.close()
     reporter.close()
     if result.status == "stopped" and reporter.lease_lost:
@@ -250,14 +291,34 @@ def train(self, run_id: int) -> None:  # noqa: ANN001
     """`run_id` is the ticket's run; the worker runs whichever queued run is fairest next."""
     from worker.runtime.heartbeat import device_info
 
-    memory_gb = device_info()["device_memory_bytes"] / 1024**3
+    info = device_info()
     queue = self.request.delivery_info.get("routing_key") or TRAIN_QUEUE
-    _repair_evaluations(self.request.hostname)
-    claimed = claim_next(self.request.hostname or "worker", queue, memory_gb)
+    # A one-device worker is idle when a ticket arrives; one that drives several may be evaluating
+    # another run in a sibling thread: it repairs only what gone or restarted workers left.
+    _repair_evaluations(self.request.hostname if info.get("device_count", 1) == 1 else None)
+    claimed = claim_next(self.request.hostname or "worker", queue, info["device_memory_bytes"] / 1024**3,
+                         device_count=info.get("device_count", 1))
     if claimed is None:
-        log.info("ticket for run %s: nothing to claim (already running, finished or cancelled)", run_id)
+        log.info("ticket for run %s: nothing to claim here (already running, finished or cancelled, or "
+                 "waiting for a device this worker does not have free)", run_id)
         return
-    run_training(*claimed)
+    try:
+        run_training(claimed.run_id, claimed.lease, device_ids=claimed.device_ids)
+    finally:
+        _ticket_for_the_next(queue)
+
+
+def _ticket_for_the_next(queue: str) -> None:
+    """The run's devices are free again: a ticket for the queue, so that a run whose own ticket
+    found no worker with enough free devices (or memory) starts now rather than when the
+    reconciler re-sends it. An extra ticket is harmless: the claim is a compare-and-set."""
+    try:
+        with session_scope() as s:
+            first = repo.queued_in_fair_order(s, queue, limit=1)
+            if first:
+                service.enqueue_ticket(s, first[0])
+    except Exception:  # noqa: BLE001  (the reconciler re-sends lost tickets anyway)
+        log.exception("could not send a ticket for the next queued run")
 
 
 def _repair_evaluations(worker: str | None) -> None:
@@ -271,5 +332,7 @@ def _repair_evaluations(worker: str | None) -> None:
 @celery_app.task(name="studio.evaluate", bind=True, acks_late=True, reject_on_worker_lost=True)
 def evaluate(self, evaluation_id: int) -> None:  # noqa: ANN001
     """A queued (re-run) evaluation of a finished run, on the run's training queue."""
-    _repair_evaluations(self.request.hostname)
+    from worker.runtime.heartbeat import device_info
+
+    _repair_evaluations(self.request.hostname if device_info().get("device_count", 1) == 1 else None)
     evaluation.evaluate_again(evaluation_id)

@@ -67,7 +67,8 @@ def _hyperparameters(run: Run) -> HyperparametersOut:
         devices=run.config.get("devices", 1))
 
 
-def job_out(db: Session, run: Run) -> JobOut:
+def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
+    """`places`: the queued runs' standings of a whole page, read at once (service.queue_places)."""
     base = models_repo.get_visible(db, team_id=run.team_id, model_id=run.base_model_id)
     slug = base.slug if base is not None else str(run.base_model_id)
     asked = (run.estimate or {}).get(OPENAI_KEY) or {}
@@ -77,6 +78,9 @@ def job_out(db: Session, run: Run) -> JobOut:
     finish = None
     if run.status == RunStatus.running and run.eta_s:
         finish = names.unix(utcnow()) + int(run.eta_s)
+    elif run.status == RunStatus.queued:  # its expected start plus its estimated duration, when both are known
+        place = (places if places is not None else service.queue_places(db, [run])).get(run.id)
+        finish = names.unix(place.expected_finish_at) if place is not None else None
     hp = _hyperparameters(run)
     return JobOut(
         id=names.encode("ftjob", run.id), created_at=names.unix(run.created_at), finished_at=names.unix(run.finished_at),
@@ -162,7 +166,8 @@ def list_jobs(db: SessionDep, p: CurrentPrincipal,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
     p.require("read")
     runs = repo.runs_after(db, team_id=p.team_id, after_id=names.decode_cursor("ftjob", after), limit=limit + 1)
-    return JobList(data=[job_out(db, j) for j in runs[:limit]], has_more=len(runs) > limit)
+    places = service.queue_places(db, runs[:limit])
+    return JobList(data=[job_out(db, j, places) for j in runs[:limit]], has_more=len(runs) > limit)
 
 
 def _run(db: Session, team_id: int, run_id: str) -> Run:

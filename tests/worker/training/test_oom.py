@@ -62,7 +62,7 @@ def claimed_run(db, settings, model_dir: Path, **config) -> tuple[int, str]:  # 
     db.commit()
     claimed = run_tasks.claim_next("oom@test")
     assert claimed is not None
-    return claimed
+    return claimed.run_id, claimed.lease
 
 
 def train_limited(run_id: int, lease: str, headroom_mb: int, tmp_path: Path) -> str:
