@@ -17,6 +17,8 @@ from app.storage import ArtifactStore, open_store
 from app.storage.checkpoints import MANIFEST, read_manifest, stored_checkpoints, trusted, upload_checkpoint
 from tests.services import s3_env, s3_server  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the store is the point, not the database
+
 
 @pytest.fixture(params=["local", "s3"])
 def store(request, settings):
@@ -64,13 +66,24 @@ def test_files_round_trip_stream_and_delete(store, tmp_path):
     store.check_writable()
 
 
-def test_presigned_url_serves_the_file_from_the_server(s3_env, settings):
+def test_presigned_url_serves_the_file_from_the_server(s3_env, settings, monkeypatch):
+    from app import config
+    from app.downloads import store_response
+
     store = open_store(settings)
     store.write_bytes("teams/1/card.md", b"# card\n")
     url = store.presigned_url("teams/1/card.md", filename="README.md", expires_s=60)
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert answer.read() == b"# card\n"
         assert "README.md" in answer.headers["Content-Disposition"]
+    assert store_response(store, "teams/1/card.md", "README.md", "text/markdown").status_code == 200  # streamed
+    monkeypatch.setenv("STUDIO_DOWNLOAD_REDIRECT", "true")
+    config.get_settings.cache_clear()
+    redirect = store_response(store, "teams/1/card.md", "README.md", "text/markdown")
+    assert redirect.status_code == 307 and "X-Amz-Expires=300" in redirect.headers["location"]
+    with urllib.request.urlopen(redirect.headers["location"], timeout=10) as answer:
+        assert answer.read() == b"# card\n"
+    config.get_settings.cache_clear()
 
 
 def _checkpoint(root: Path, step: int) -> Path:
@@ -180,3 +193,28 @@ def test_directories_download_as_a_zip_built_on_the_fly(store, tmp_path):
     with zipfile.ZipFile(io.BytesIO(b"".join(parts))) as archive:
         assert archive.read("model.safetensors") == b"m" * (2 * 1024 * 1024 + 5)
         assert archive.read("config.json") == b'{"a": 1}'
+
+
+def test_the_inference_process_fetches_a_stored_adapter_once(s3_env, settings, tmp_path):
+    from fastapi import HTTPException
+
+    from app.inference.targets import STORE_SCHEME, stored_directory
+    from worker.inference.server import _local, allowed
+
+    store = open_store(settings)
+    tree = tmp_path / "adapter"
+    tree.mkdir()
+    (tree / "adapter_config.json").write_text("{}")
+    store.upload_tree("teams/1/jobs/3/run/adapter", tree)
+    raw = stored_directory(store, "teams/1/jobs/3/run/adapter")
+    assert raw == f"{STORE_SCHEME}teams/1/jobs/3/run/adapter"
+    local = _local(settings, raw)
+    assert (Path(local) / "adapter_config.json").read_text() == "{}" and allowed(settings, local)
+    store.delete("teams/1/jobs/3/run/adapter")
+    assert _local(settings, raw) == local  # cached: not downloaded again
+    with pytest.raises(HTTPException) as missing:
+        _local(settings, f"{STORE_SCHEME}teams/1/jobs/4/run/adapter")
+    assert missing.value.status_code == 404
+    with pytest.raises(InvalidInput):
+        _local(settings, f"{STORE_SCHEME}../../etc")
+    assert stored_directory(ArtifactStore(settings.artifact_dir), "teams/1/x") == str(settings.artifact_dir / "teams/1/x")
