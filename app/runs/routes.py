@@ -182,7 +182,8 @@ def download_merged_model(request: Request, run_id: int, db: SessionDep, p: Curr
     current = merged.request(db, request.app.state.store, run)
     if current.status != "ready":
         return JSONResponse(_merged_out(run, current), status_code=202, headers={"Retry-After": "5"})
-    return store_response(request.app.state.store, merged.merged_key(run), f"run-{run_id}-merged", "application/zip")
+    built = merged.artifact(db, run)  # its own path: merged copies recorded before on-demand builds count too
+    return store_response(request.app.state.store, built.path, f"run-{run_id}-merged", "application/zip")
 
 
 def _merged_out(run, current: merged.MergedState) -> dict:  # noqa: ANN001

@@ -17,7 +17,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from app.models import Artifact, Checkpoint, Run, RunStatus
+from app.models import Artifact, Checkpoint, Evaluation, Run, RunStatus
 from app.runs import merged, retention
 from app.storage.checkpoints import trusted
 from tests.factories import log_in, make_account, make_api_key
@@ -85,6 +85,9 @@ def test_a_job_on_s3_with_no_shared_directory(s3_env, settings, db, client, sent
     assert set(artifacts) == {"adapter", "model_card", "log"}  # no merged copy beside the adapter
     assert dict(store.list_tree(artifacts["adapter"].path))["adapter_model.safetensors"] > 0
     assert not any(p.is_file() for p in settings.artifact_dir.rglob("*"))  # the web's directory stayed empty
+    assert not (worker_host / "work" / artifacts["adapter"].path).exists()  # the worker's scratch copy is gone
+    evaluation = db.scalar(select(Evaluation).where(Evaluation.run_id == run_id))
+    assert evaluation.status == "succeeded", evaluation.error_message  # the end-of-run evaluation, from memory
     assert "Finished: 4 steps" in client.get(f"/api/v1/runs/{run_id}/log", headers=headers).text
 
     adapter_zip = client.get(f"/api/v1/runs/{run_id}/artifacts/{artifacts['adapter'].id}/download", headers=headers)

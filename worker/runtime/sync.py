@@ -66,6 +66,12 @@ class Workspace:
         if not self.shared:
             self.store.upload_tree(self.key_of(path), Path(path))
 
+    def discard(self, directory: Path) -> None:
+        """A finished task's scratch copy goes (everything in it is in the bucket); a shared
+        directory is the store itself and stays."""
+        if not self.shared:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def fetch_tree(self, key: str) -> Path:
         """A local copy of the tree under `key` (the store's own directory when it is local)."""
         target = self.path(key)

@@ -45,8 +45,11 @@ def build_merged(run_id: int) -> bool:
         size = store.upload_tree(key, scratch)
         digest, _ = _digest(scratch)
         with session_scope() as s:
-            s.add(Artifact(team_id=run.team_id, run_id=run.id, kind="merged", path=key, sha256=digest,
-                           size_bytes=size, content_type="application/zip"))
+            # Two web processes may have queued a build each: the run's row lock makes one row of them.
+            locked = repo.by_id(s, run_id, for_update=True)
+            if merged.artifact(s, locked) is None:
+                s.add(Artifact(team_id=run.team_id, run_id=run.id, kind="merged", path=key, sha256=digest,
+                               size_bytes=size, content_type="application/zip"))
         store.delete(merged.status_key(run))
     except Exception as exc:
         log.exception("building the merged model of run %s failed", run_id)

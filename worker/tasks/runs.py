@@ -241,6 +241,7 @@ def run_training(run_id: int, lease: str) -> None:
         workspace.upload_file(log_path)
         _finish(run_id, lease, workspace, failure=classify_failure(exc, reporter.step + 1))
         retention.after_run(store, run_id)
+        workspace.discard(output_dir)
         return
     finally:
         logging.getLogger().removeHandler(handler)
@@ -253,6 +254,7 @@ def run_training(run_id: int, lease: str) -> None:
     retention.after_run(store, run_id)
     if result.status == "completed":  # the run shows as succeeded while its evaluation runs
         evaluation.evaluate_after_run(run_id, result, train_records, eval_records)
+    workspace.discard(output_dir)
 
 
 @celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)
