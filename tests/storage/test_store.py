@@ -218,3 +218,40 @@ def test_the_inference_process_fetches_a_stored_adapter_once(s3_env, settings, t
     with pytest.raises(InvalidInput):
         _local(settings, f"{STORE_SCHEME}../../etc")
     assert stored_directory(ArtifactStore(settings.artifact_dir), "teams/1/x") == str(settings.artifact_dir / "teams/1/x")
+
+
+def test_a_dataset_uploaded_validated_and_served_from_the_bucket(s3_env, settings, db, client, sent):
+    import asyncio
+
+    from app.models import Dataset, DatasetStatus
+    from tests.datacheck.factories import chats, jsonl
+    from tests.factories import make_account, make_api_key
+    from worker.tasks.datasets import validate_dataset
+
+    headers = {"Authorization": f"Bearer {make_api_key(db, make_account(db))}"}
+    answer = client.post("/api/v1/datasets", files={"file": ("set.jsonl", jsonl(*chats(20)))}, headers=headers)
+    assert answer.status_code in (200, 201, 202), answer.text
+    dataset_id = answer.json()["id"]
+    assert [m[0] for m in sent] == ["studio.validate_dataset"]
+    assert validate_dataset(dataset_id) == "valid"  # the task reads the raw file from the bucket, writes its splits there
+    db.expire_all()
+    dataset = db.get(Dataset, dataset_id)
+    assert dataset.status == DatasetStatus.valid
+    store = client.app.state.store
+    with store.open(dataset.normalized_path) as fh:
+        assert sum(1 for _ in fh) == dataset.report["counts"]["train_examples"]
+    assert not any(p.is_file() for p in settings.artifact_dir.rglob("*"))
+    assert client.get(f"/api/v1/datasets/{dataset_id}", headers=headers).status_code == 200
+    rows = client.get(f"/api/v1/datasets/{dataset_id}/rows", headers=headers)
+    assert rows.status_code == 200 and rows.json()["rows"], rows.text  # read from the bucket, line by line
+    raw = client.get(f"/v1/files/file-{dataset_id}/content", headers=headers)
+    assert raw.status_code == 200 and raw.content == jsonl(*chats(20))  # the uploaded bytes, streamed back
+
+    async def chunks():  # noqa: ANN202
+        for part in (b"a" * 10, b"b" * 10):
+            yield part
+
+    with pytest.raises(TooLarge):
+        asyncio.run(store.write_async_chunks("teams/1/up/too-big", chunks(), max_bytes=15))
+    assert not store.exists("teams/1/up/too-big")
+    assert asyncio.run(store.write_async_chunks("teams/1/up/ok", chunks())).size == 20
