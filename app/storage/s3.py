@@ -66,9 +66,16 @@ class S3Store(Store):
         # Path-style addressing: MinIO and most self-hosted stores have no per-bucket DNS names.
         config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                         s3={"addressing_style": "path"} if endpoint_url else None, signature_version="s3v4")
-        self.client = boto3.session.Session().client(
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+                                     aws_secret_access_key=secret_access_key, config=config)
+        # /readyz and `studio doctor` try once and answer in a moment, so that a probe with a short
+        # timeout sees an outage instead of waiting through the retries.
+        self.probe_client = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key, config=config)
+            aws_secret_access_key=secret_access_key,
+            config=config.merge(Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=1,
+                                       read_timeout=2)))
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
                                        max_concurrency=4)
 
@@ -203,5 +210,5 @@ class S3Store(Store):
 
     def check_writable(self) -> None:
         probe = self._name(f".probe-{uuid.uuid4().hex}")
-        self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"ok")
-        self.client.delete_object(Bucket=self.bucket, Key=probe)
+        self.probe_client.put_object(Bucket=self.bucket, Key=probe, Body=b"ok")
+        self.probe_client.delete_object(Bucket=self.bucket, Key=probe)

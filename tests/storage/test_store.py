@@ -255,3 +255,29 @@ def test_a_dataset_uploaded_validated_and_served_from_the_bucket(s3_env, setting
         asyncio.run(store.write_async_chunks("teams/1/up/too-big", chunks(), max_bytes=15))
     assert not store.exists("teams/1/up/too-big")
     assert asyncio.run(store.write_async_chunks("teams/1/up/ok", chunks())).size == 20
+
+
+def test_a_bucket_that_does_not_answer_fails_the_readiness_check_at_once(settings):
+    import time
+
+    from app.health import check_storage
+    from app.storage.s3 import S3Store
+    from tests.processes import free_port
+
+    store = S3Store("s3://studio/x", endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1",
+                    access_key_id="k", secret_access_key="s")
+    started = time.monotonic()
+    ok, detail = check_storage(store)
+    assert not ok and "Could not connect" in detail and time.monotonic() - started < 5
+    with pytest.raises(InvalidInput):
+        S3Store("s3://", endpoint_url="http://127.0.0.1:1")
+
+
+def test_the_artifact_url_is_a_bucket_or_nothing(settings):
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="s3://bucket/prefix"):
+        Settings(artifact_url="/mnt/shared/artifacts")
+    assert isinstance(open_store(Settings()), ArtifactStore)  # the embedded default
