@@ -173,14 +173,18 @@ class SyncingReporter:
 
     def sync_log(self) -> None:
         self._log_synced = time.monotonic()
-        try:
-            self._workspace.upload_file(self._log_path)
-        except Exception as exc:  # noqa: BLE001  (the next sync tries again)
-            log.warning("the run's log could not be uploaded: %s", exc)
+        upload_log(self._workspace, self._log_path)  # a failure: the next sync tries again
 
 
 def wrap(reporter, workspace: Workspace, log_path: Path):  # noqa: ANN001, ANN201
     return reporter if workspace.shared else SyncingReporter(reporter, workspace, log_path)
+
+
+def upload_log(workspace: Workspace, log_path: Path) -> None:
+    try:
+        workspace.upload_file(log_path)
+    except Exception as exc:  # noqa: BLE001  (the run's outcome must still be written)
+        log.warning("the run's log could not be uploaded: %s", exc)
 
 
 def upload_outputs(workspace: Workspace, output_dir: Path, result) -> None:  # noqa: ANN001

@@ -238,7 +238,7 @@ def run_training(run_id: int, lease: str) -> None:
             log.exception("run %s failed", run_id)
         reporter.on_log(f"FAILED: {exc}" if isinstance(exc, GaveUp) else f"FAILED: {type(exc).__name__}: {exc}")
         reporter.close()
-        workspace.upload_file(log_path)
+        sync.upload_log(workspace, log_path)  # the failure's story; a bucket that does not answer loses only it
         _finish(run_id, lease, workspace, failure=classify_failure(exc, reporter.step + 1))
         retention.after_run(store, run_id)
         workspace.discard(output_dir)
