@@ -281,3 +281,30 @@ def test_the_artifact_url_is_a_bucket_or_nothing(settings):
     with pytest.raises(ValidationError, match="s3://bucket/prefix"):
         Settings(artifact_url="/mnt/shared/artifacts")
     assert isinstance(open_store(Settings()), ArtifactStore)  # the embedded default
+
+
+def test_checkpoint_retention_keeps_the_newest_rows_and_files(store, settings, db, tmp_path):
+    from sqlalchemy import select
+
+    from app.models import Checkpoint
+    from app.runs import retention
+    from tests.factories import make_account
+    from app.models import BaseModel, RunStatus
+    from tests.runs.factories import make_dataset, make_run
+
+    team = make_account(db).team_id
+    model = BaseModel(team_id=team, slug="m", display_name="M", source="local", path="/nowhere")
+    db.add(model)
+    db.commit()
+    run = make_run(db, team, make_dataset(db, store, team), model, status=RunStatus.succeeded)
+    key = f"teams/{team}/jobs/{run.id}/run/checkpoints"
+    for step in (2, 4, 6):
+        upload_checkpoint(store, f"{key}/checkpoint-{step}", _checkpoint(tmp_path / "local", step))
+        db.add(Checkpoint(run_id=run.id, step=step, path=f"{key}/checkpoint-{step}", size_bytes=3000))
+    db.commit()
+    assert retention.after_run(store, run.id, keep=0) == []  # 0 keeps all
+    assert retention.after_run(store, run.id, keep=2) == [2]
+    db.expire_all()
+    assert db.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run.id)).all() == [4, 6]
+    assert sorted(stored_checkpoints(store, key)) == [4, 6]
+    assert trusted(store, f"{key}/checkpoint-6") is not None
