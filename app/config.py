@@ -23,6 +23,26 @@ class Settings(BaseSettings):
     redis_url: str = ""
     # Empty means: data_dir/artifacts.
     artifact_dir: Path | None = None
+    # Where artifacts live: empty for the local directory above (the embedded default), or an
+    # S3-compatible bucket, s3://bucket/prefix (see docs/operations.md, "Storage").
+    artifact_url: str = ""
+    # The bucket's endpoint (MinIO: http://minio:9000; empty for AWS), region and credentials;
+    # empty credentials: boto3's usual chain (AWS_ACCESS_KEY_ID..., ~/.aws, instance role).
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # Downloads from a bucket: redirect the browser/client to a pre-signed URL valid this long
+    # (files only; directories are always streamed as a zip) instead of streaming them through.
+    download_redirect: bool = False
+    presign_expiry_s: int = 300
+    # A worker's scratch directory when the store is a bucket: inputs are downloaded here and
+    # outputs uploaded from here. Empty means: data_dir/work.
+    work_dir: Path | None = None
+    # Retention: checkpoints kept per finished run (newest first; 0 keeps all) and merged models
+    # kept per team (built on demand and cached; the oldest built is evicted first).
+    keep_checkpoints: int = Field(0, ge=0)
+    keep_merged: int = Field(3, ge=1)
     # Where base models live as safetensors directories (the built-in one is converted here).
     model_dir: Path | None = None
     # Signs session cookies and CSRF tokens. Empty in development: a random key is generated
@@ -90,7 +110,16 @@ class Settings(BaseSettings):
             self.artifact_dir = self.data_dir / "artifacts"
         if self.model_dir is None:
             self.model_dir = self.data_dir / "models"
+        if self.work_dir is None:
+            self.work_dir = self.data_dir / "work"
+        if self.artifact_url and not self.artifact_url.startswith("s3://"):
+            raise ValueError(f"STUDIO_ARTIFACT_URL must be empty (the local directory STUDIO_ARTIFACT_DIR) or "
+                             f"s3://bucket/prefix, not {self.artifact_url!r}")
         return self
+
+    @property
+    def remote_artifacts(self) -> bool:
+        return self.artifact_url.startswith("s3://")
 
     @property
     def is_sqlite(self) -> bool:

@@ -19,7 +19,7 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
     from app.db import alembic_config
     from app.db import get_engine, session_factory
     from app.health import check_broker, check_database, check_storage, live_workers
-    from app.storage import ArtifactStore
+    from app.storage import open_store
 
     factory = session_factory(settings)
     db_ok, detail = check_database(factory)
@@ -32,8 +32,9 @@ def run_checks(settings: Settings) -> Iterator[tuple[str, bool, str]]:
             "" if current == head else " (run: studio db upgrade)")
     ok, detail = check_broker(settings)
     yield "broker", ok, f"{_mask(settings.broker_url)} ({detail})"
-    ok, detail = check_storage(ArtifactStore(settings.artifact_dir))
-    yield "storage", ok, f"{settings.artifact_dir} ({detail})"
+    store = open_store(settings)
+    ok, detail = check_storage(store)
+    yield "storage", ok, f"{store.describe()} ({detail})"
     workers = live_workers(factory) if db_ok else []
     listed = ", ".join(f"{w.name} [{w.queues}] {w.device_name}" + (f" x {w.device_count}" if (w.device_count or 1) > 1
                                                                     else "") for w in workers)

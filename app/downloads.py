@@ -1,15 +1,18 @@
-"""Streaming downloads from the artifact store: files as they are, directories as a zip built
-on the fly (constant memory)."""
+"""Streaming downloads from the artifact store: files as they are (chunk by chunk, or a redirect
+to a short-lived pre-signed URL when the store is a bucket and STUDIO_DOWNLOAD_REDIRECT is on),
+directories as a zip built on the fly. Memory stays constant whatever the size: nothing is read
+whole into the web process."""
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-CHUNK = 1024 * 1024
+from app.config import get_settings
+from app.errors import NotFound
+from app.storage import CHUNK, Store
 
 
 class _Sink:
@@ -35,27 +38,32 @@ class _Sink:
         return data
 
 
-def zip_directory(root: Path) -> Iterator[bytes]:
+def zip_tree(store: Store, key: str, files: list[tuple[str, int]]) -> Iterator[bytes]:
+    """A zip of the files under `key`, each streamed from the store (stored, not compressed:
+    safetensors do not compress, and the zip's size is known up front)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            with open(file, "rb") as src, archive.open(file.relative_to(root).as_posix(), "w", force_zip64=True) as dst:
-                while chunk := src.read(CHUNK):
+        for name, _ in files:
+            with archive.open(name, "w", force_zip64=True) as dst:
+                for chunk in store.iter_bytes(f"{key}/{name}", CHUNK):
                     dst.write(chunk)
                     yield sink.drain()
     yield sink.drain()
 
 
-def file_response(path: Path, filename: str, media_type: str) -> StreamingResponse:
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if path.is_dir():
-        return StreamingResponse(zip_directory(path), media_type="application/zip",
+def store_response(store: Store, key: str, filename: str, media_type: str) -> Response:
+    """The file at `key`, or the directory under it as `filename`.zip; NotFound when neither is there."""
+    size = store.size(key)
+    if size is None:
+        files = store.list_tree(key)
+        if not files:
+            raise NotFound("This file is no longer in the artifact store.")
+        return StreamingResponse(zip_tree(store, key, files), media_type="application/zip",
                                  headers={"Content-Disposition": f'attachment; filename="{filename}.zip"'})
-
-    def chunks() -> Iterator[bytes]:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                yield chunk
-
-    headers["Content-Length"] = str(path.stat().st_size)
-    return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+    settings = get_settings()
+    if settings.download_redirect:
+        url = store.presigned_url(key, filename=filename, expires_s=settings.presign_expiry_s)
+        if url:
+            return RedirectResponse(url, status_code=307)
+    return StreamingResponse(store.iter_bytes(key), media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "Content-Length": str(size)})

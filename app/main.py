@@ -39,7 +39,7 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.runs.routes import api as runs_api
     from app.models_registry.routes import api as models_api
     from app.middleware import StudioMiddleware
-    from app.storage import ArtifactStore
+    from app.storage import open_store
     from app.sweeps.routes import api as sweeps_api
     from app.sweeps.routes import pages as sweeps_pages
     from app.teams.routes import api as team_api
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.session_factory = session_factory(settings)
-    app.state.store = ArtifactStore(settings.artifact_dir)
+    app.state.store = open_store(settings)
     app.state.secret_key = settings.resolved_secret_key()
     app.state.rate_limiter = limits.limiter_for(settings)
     app.add_middleware(StudioMiddleware, secure_cookies=settings.secure_cookies)

@@ -34,10 +34,10 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, log: 
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
 
 
-def spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """`python -m app.cli ARGS` in its own process group, output to log_path."""
+def spawn(args: list[str], env: dict, log_path: Path, module: str = "app.cli") -> subprocess.Popen:
+    """`python -m app.cli ARGS` (or another module) in its own process group, output to log_path."""
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import free_port, spawn, stop_all, wait_for
 
 
 
@@ -167,3 +167,64 @@ def private_redis(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+class S3Server:
+    """moto's standalone S3 server (a real HTTP server speaking the S3 protocol) on 127.0.0.1;
+    each test gets a bucket of its own."""
+
+    ACCESS_KEY, SECRET_KEY, REGION = "studio-test", "studio-test-secret", "us-east-1"
+
+    def __init__(self, root: Path) -> None:
+        self.port, self.root = free_port(), root
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}
+        self.proc = spawn(["-H", "127.0.0.1", "-p", str(self.port)], env, root / "moto.log", module="moto.server")
+        wait_for(lambda: _accepts(self.port) or self.proc.poll() is not None, 60, "the S3 server (moto) to listen",
+                 interval=0.1, log=root / "moto.log")
+        if self.proc.poll() is not None:
+            pytest.fail(f"moto.server exited: {(root / 'moto.log').read_text()[-2000:]}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, bucket: str, prefix: str = "studio") -> dict[str, str]:
+        """The studio settings that put the artifact store in `bucket` on this server."""
+        return {"STUDIO_ARTIFACT_URL": f"s3://{bucket}/{prefix}", "STUDIO_S3_ENDPOINT_URL": self.endpoint,
+                "STUDIO_S3_REGION": self.REGION, "STUDIO_S3_ACCESS_KEY_ID": self.ACCESS_KEY,
+                "STUDIO_S3_SECRET_ACCESS_KEY": self.SECRET_KEY}
+
+    def create_bucket(self) -> str:
+        import uuid
+
+        import boto3
+
+        name = f"studio-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint, region_name=self.REGION, aws_access_key_id=self.ACCESS_KEY,
+                     aws_secret_access_key=self.SECRET_KEY).create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        stop_all([self.proc], timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, settings, monkeypatch) -> dict[str, str]:
+    """The artifact store of this test's settings (web side) in a fresh bucket on the S3 server."""
+    from app import config
+
+    env = s3_server.env(s3_server.create_bucket())
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+        setattr(settings, key.removeprefix("STUDIO_").lower(), value)
+    config.get_settings.cache_clear()
+    return env

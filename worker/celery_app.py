@@ -24,6 +24,7 @@ TASK_MODULES = [
     "worker.tasks.datasets",   # studio.validate_dataset
     "worker.tasks.runs",       # studio.train, studio.evaluate
     "worker.tasks.judge",      # studio.judge
+    "worker.tasks.merge",      # studio.merge
     "worker.tasks.ping",       # studio.ping
 ]
 

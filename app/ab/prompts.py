@@ -17,7 +17,7 @@ from typing import Any
 
 from app.errors import InvalidInput
 from app.models import Dataset
-from app.storage import ArtifactStore
+from app.storage import Store
 
 MAX_PROMPTS = 200
 MAX_PROMPT_CHARS = 4000
@@ -54,7 +54,7 @@ def from_record(record: dict) -> tuple[str, str | None, str | None] | None:
     return prompt[:MAX_PROMPT_CHARS], reference or None, system or None
 
 
-def _sample(store: ArtifactStore, key: str, count: int, seed: int) -> list[tuple[str, str | None, str | None]]:
+def _sample(store: Store, key: str, count: int, seed: int) -> list[tuple[str, str | None, str | None]]:
     """A seeded uniform sample (reservoir), in file order, streamed: a large split is never
     held in memory."""
     rng, kept, seen = random.Random(seed), [], 0
@@ -75,7 +75,7 @@ def _sample(store: ArtifactStore, key: str, count: int, seed: int) -> list[tuple
     return [item for _, item in sorted(kept, key=lambda x: x[0])]
 
 
-def from_dataset(store: ArtifactStore, dataset: Dataset, *, count: int, seed: int) -> PromptSet:
+def from_dataset(store: Store, dataset: Dataset, *, count: int, seed: int) -> PromptSet:
     """count prompts of the dataset's eval split, or of its train split when it has none."""
     if not 1 <= count <= MAX_PROMPTS:
         raise InvalidInput(f"Choose between 1 and {MAX_PROMPTS} prompts.", param="count")

@@ -32,7 +32,7 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.runs import repository as runs_repo
 from app.models import Comparison, ComparisonPair, DatasetStatus, RunStatus, ModelStatus, Role, utcnow
 from app.models_registry import repository as models_repo
-from app.storage import ArtifactStore
+from app.storage import Store
 from app.teams import repository as teams_repo
 
 GENERATE_TASK = "studio.ab_generate"
@@ -111,7 +111,7 @@ class NewComparison:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
 
 
-def _prompt_set(session: Session, store: ArtifactStore, new: NewComparison, seed: int) -> prompt_sets.PromptSet:
+def _prompt_set(session: Session, store: Store, new: NewComparison, seed: int) -> prompt_sets.PromptSet:
     system = prompt_sets.clean_system(new.system)
     if new.dataset_id is None:
         return prompt_sets.from_list(new.prompts, system=system)
@@ -126,7 +126,7 @@ def _prompt_set(session: Session, store: ArtifactStore, new: NewComparison, seed
     return found
 
 
-def create(session: Session, *, new: NewComparison, store: ArtifactStore) -> Comparison:
+def create(session: Session, *, new: NewComparison, store: Store) -> Comparison:
     """Checks the models and the prompts, stores the pairs, and queues their generation."""
     label_a = check_model(session, team_id=new.team_id, ref=new.model_a, param="model_a")
     label_b = check_model(session, team_id=new.team_id, ref=new.model_b, param="model_b")

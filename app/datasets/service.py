@@ -22,7 +22,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Artifact, Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
-from app.storage import ArtifactStore
+from app.storage import Store
 from datacheck import GOAL_LABELS, ColumnMapping, Goal, Row, read_rows, search_rows
 
 VALIDATE_TASK = "studio.validate_dataset"
@@ -50,7 +50,7 @@ class Created:
 # -- files written before the row: deleted again if the transaction rolls back -------------
 
 
-def discard_on_rollback(session: Session, store: ArtifactStore, keys: list[str]) -> None:
+def discard_on_rollback(session: Session, store: Store, keys: list[str]) -> None:
     session.info.setdefault(_DISCARD, []).append((store, list(keys)))
 
 
@@ -110,7 +110,7 @@ def get(session: Session, *, team_id: int, dataset_id: int) -> Dataset:
     return dataset
 
 
-def create_from_upload(session: Session, *, store: ArtifactStore, team_id: int, user_id: int | None,
+def create_from_upload(session: Session, *, store: Store, team_id: int, user_id: int | None,
                        upload: ReceivedUpload, options: UploadOptions) -> Created:
     """A new dataset (or a new version of its name) for the uploaded files, queued for
     validation; or the existing dataset when the very same upload was made before."""
@@ -135,7 +135,7 @@ def create_from_upload(session: Session, *, store: ArtifactStore, team_id: int, 
     return Created(dataset, duplicate=False)
 
 
-def create_from_example(session: Session, *, store: ArtifactStore, team_id: int,
+def create_from_example(session: Session, *, store: Store, team_id: int,
                         user_id: int | None) -> Created:
     """The shipped French customer-support dataset, as if the person had uploaded it."""
     key = f"{new_prefix(team_id)}/raw"
@@ -246,7 +246,7 @@ def _check_mapping(mapping: ColumnMapping, columns: list[str]) -> None:
 MAX_ROWS = 100
 
 
-def rows(store: ArtifactStore, dataset: Dataset, *, split: str = "train", offset: int = 0,
+def rows(store: Store, dataset: Dataset, *, split: str = "train", offset: int = 0,
          limit: int = 20, query: str = "") -> tuple[list[Row], bool]:
     """Normalised examples ``offset`` to ``offset + limit - 1`` (of the matches when ``query``
     is given), and whether more follow. Only a valid dataset has normalised examples."""

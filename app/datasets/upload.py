@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from app.api.limits import FORM_OVERHEAD_BYTES
 from app.deps import CSRF_HEADER
 from app.errors import BadRequest, InvalidInput, TooLarge
-from app.storage import CHUNK, ArtifactStore
+from app.storage import CHUNK, Store
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field (name, goal, ...); files have their own limit
 MAX_FIELDS = 50
@@ -56,7 +56,7 @@ class ReceivedUpload:
     def text(self, name: str, default: str = "") -> str:
         return self.fields.get(name, default).strip()
 
-    def discard(self, store: ArtifactStore) -> None:
+    def discard(self, store: Store) -> None:
         for key in self.keys:
             store.delete(key)
 
@@ -86,7 +86,7 @@ def clean_filename(raw: str) -> str:
     return "".join(c for c in name if c.isprintable()).strip()[:255]
 
 
-async def receive_upload(request: Request, *, store: ArtifactStore, file_keys: dict[str, str],
+async def receive_upload(request: Request, *, store: Store, file_keys: dict[str, str],
                          max_bytes: int) -> ReceivedUpload:
     """Read a multipart form: the parts named in ``file_keys`` are written to their store key,
     other parts are kept as text fields. A file part sent without a file name (an empty file
@@ -128,7 +128,7 @@ def _too_large(filename: str, max_bytes: int) -> TooLarge:
                     "administrator to raise STUDIO_MAX_UPLOAD_BYTES.", param="file")
 
 
-async def _write(store: ArtifactStore, name: str, filename: str, key: str,
+async def _write(store: Store, name: str, filename: str, key: str,
                  chunks: AsyncIterator[bytes], max_bytes: int) -> ReceivedFile:
     try:
         written = await store.write_async_chunks(key, chunks, max_bytes=max_bytes)
@@ -141,7 +141,7 @@ async def _write(store: ArtifactStore, name: str, filename: str, key: str,
 # -- the streamed path -------------------------------------------------------------------
 
 
-async def _from_stream(request: Request, received: ReceivedUpload, store: ArtifactStore,
+async def _from_stream(request: Request, received: ReceivedUpload, store: Store,
                        file_keys: dict[str, str], max_bytes: int) -> None:
     _, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
@@ -157,7 +157,7 @@ async def _from_stream(request: Request, received: ReceivedUpload, store: Artifa
 
 
 async def _take_part(events: AsyncIterator[Event], headers: dict, received: ReceivedUpload,
-                     store: ArtifactStore, file_keys: dict[str, str], max_bytes: int) -> None:
+                     store: Store, file_keys: dict[str, str], max_bytes: int) -> None:
     _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
     name = disposition.get(b"name", b"").decode("utf-8", "replace")
     raw_filename = disposition.get(b"filename")
@@ -229,7 +229,7 @@ async def _events(stream: AsyncIterator[bytes], boundary: bytes) -> AsyncIterato
 # -- the already-parsed path --------------------------------------------------------------
 
 
-async def _from_parsed_form(request: Request, received: ReceivedUpload, store: ArtifactStore,
+async def _from_parsed_form(request: Request, received: ReceivedUpload, store: Store,
                             file_keys: dict[str, str], max_bytes: int) -> None:
     form = await request.form()
     for name, value in form.multi_items():

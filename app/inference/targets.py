@@ -10,19 +10,29 @@ from app.errors import NotFound
 from app.inference.client import Target
 from app.models import BaseModel, Run
 from app.models_registry import repository as models_repo
-from app.storage import ArtifactStore
+from app.storage import Store
+
+
+STORE_SCHEME = "artifact:"  # a directory in a remote store: the inference process downloads it
+
+
+def stored_directory(store: Store, key: str) -> str:
+    """What the inference process loads for a directory in the store: its path when the store
+    is a directory on this host, else `artifact:<key>` (fetched into the process's cache)."""
+    local = store.local_path(key)
+    return str(local) if local is not None else f"{STORE_SCHEME}{key}"
 
 
 def base_target(model: BaseModel) -> Target:
     return Target(base=model.path)
 
 
-def run_target(db: Session, store: ArtifactStore, *, team_id: int, run: Run) -> tuple[Target, Target]:
+def run_target(db: Session, store: Store, *, team_id: int, run: Run) -> tuple[Target, Target]:
     """(the base model, the fine-tuned model) of a run: its adapter on the base, or its full model."""
     output = openai_repo.servable_output(db, team_id=team_id, run_id=run.id)
     base = models_repo.get_visible(db, team_id=team_id, model_id=run.base_model_id)
     if output is None or base is None:
         raise NotFound("This fine-tuned model has no trained weights to serve.", param="model")
     if output.kind == "model":
-        return base_target(base), Target(base=str(store.path(output.path)))
-    return base_target(base), Target(base=base.path, adapter=str(store.path(output.path)))
+        return base_target(base), Target(base=stored_directory(store, output.path))
+    return base_target(base), Target(base=base.path, adapter=stored_directory(store, output.path))

@@ -20,7 +20,7 @@ from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
-from app.runs import configure, service, views
+from app.runs import configure, merged, service, views
 from app.datasets import repository as datasets_repo
 from app.runs import repository as repo
 from app.models import BaseModel, Dataset, Run
@@ -168,12 +168,8 @@ def recent_runs(request: Request, db: SessionDep, p: CurrentUser) -> Response:
 
 def _log_tail(request: Request, artifacts: list) -> str:
     logs = [a for a in artifacts if a.kind == "log"]
-    path = request.app.state.store.path(logs[0].path) if logs else None
-    if path is None or not path.is_file():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-        return fh.read().decode("utf-8", errors="replace")
+    tail = request.app.state.store.tail(logs[0].path, LOG_TAIL_BYTES) if logs else b""
+    return tail.decode("utf-8", errors="replace")
 
 
 def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
@@ -185,6 +181,7 @@ def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
         "events": repo.events(db, run.id)[-50:], "checkpoints": repo.checkpoints(db, run.id),
         "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
                             key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
+        "mergeable": any(a.kind == "adapter" for a in artifacts) and not any(a.kind == "merged" for a in artifacts),
         "log_tail": _log_tail(request, artifacts), "active": not run.status.is_final,
         "elapsed": views.duration(views.elapsed(run)), "can_write": "write" in p.scopes,
         "failure_title": views.FAILURE_TITLES.get(run.error_kind or "error", views.FAILURE_TITLES["error"]),
@@ -253,3 +250,16 @@ def retry_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser, set
     p.require("write")
     run = service.retry(db, service.get(db, team_id=p.team_id, run_id=run_id), settings=settings)
     return redirect(request, f"/runs/{run.id}", flash=("success", "Queued again."))
+
+
+@pages.get("/runs/{run_id}/merged")
+def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    """The merged model: its build is queued on the first visit, its progress polled (htmx), then a
+    download link. The web process never builds or loads it."""
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    try:
+        current = merged.request(db, request.app.state.store, run)
+    except StudioError as exc:
+        current = merged.MergedState("absent", message=exc.message)
+    template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
+    return render(request, template, {"run": run, "merged": current})

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
-from app.downloads import file_response
+from app.downloads import store_response
 from app.errors import NotFound
-from app.runs import configure, service
+from app.runs import configure, merged, service
 from app.datasets import repository as datasets_repo
 from app.runs import repository as repo
 from app.runs.schemas import (
@@ -148,12 +148,8 @@ def run_log(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) 
     p.require("read")
     run = service.get(db, team_id=p.team_id, run_id=run_id)
     logs = [a for a in repo.artifacts(db, team_id=p.team_id, run_id=run.id) if a.kind == "log"]
-    path = request.app.state.store.path(logs[0].path) if logs else None
-    if path is None or not path.is_file():
-        return PlainTextResponse("")
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-        return PlainTextResponse(fh.read().decode("utf-8", errors="replace"))
+    tail = request.app.state.store.tail(logs[0].path, LOG_TAIL_BYTES) if logs else b""
+    return PlainTextResponse(tail.decode("utf-8", errors="replace"))
 
 
 @api.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
@@ -170,8 +166,41 @@ def download_artifact(request: Request, run_id: int, artifact_id: int, db: Sessi
     artifact = repo.artifact(db, team_id=p.team_id, run_id=run_id, artifact_id=artifact_id)
     if artifact is None:
         raise NotFound("No such artifact.")
-    path = request.app.state.store.path(artifact.path)
-    if not path.exists():
-        raise NotFound("This file is no longer in the artifact store.")
     name = {"model_card": "README.md", "log": "training.log"}.get(artifact.kind, f"run-{run_id}-{artifact.kind}")
-    return file_response(path, name, artifact.content_type)
+    return store_response(request.app.state.store, artifact.path, name, artifact.content_type)
+
+
+@api.get("/runs/{run_id}/merged")
+def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> dict:
+    """Whether the run's merged model is ready, being prepared (with its progress), failed or absent."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return _merged_out(run, merged.state(db, request.app.state.store, run))
+
+
+@api.post("/runs/{run_id}/merged", status_code=202)
+def prepare_merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> dict:
+    """Queues the build of the run's merged model (base and adapter in one) unless it is built or
+    being built; poll GET .../merged for its progress."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return _merged_out(run, merged.request(db, request.app.state.store, run))
+
+
+@api.get("/runs/{run_id}/merged/download")
+def download_merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> Response:
+    """The merged model as a zip streamed from the store when it is built; otherwise its build is
+    queued and the answer is 202 with its progress (and Retry-After): ask again."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    current = merged.request(db, request.app.state.store, run)
+    if current.status != "ready":
+        return JSONResponse(_merged_out(run, current), status_code=202, headers={"Retry-After": "5"})
+    built = merged.artifact(db, run)  # its own path: merged copies recorded before on-demand builds count too
+    return store_response(request.app.state.store, built.path, f"run-{run_id}-merged", "application/zip")
+
+
+def _merged_out(run, current: merged.MergedState) -> dict:  # noqa: ANN001
+    out = current.as_dict()
+    out["download_url"] = f"/api/v1/runs/{run.id}/merged/download" if current.status == "ready" else None
+    return out

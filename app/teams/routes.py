@@ -10,7 +10,9 @@ from fastapi.responses import Response
 from app.auth import service as auth_service
 from app.deps import CurrentPrincipal, CurrentUser, SessionDep
 from app.errors import InvalidInput, StudioError
+from app.config import get_settings
 from app.models import Role
+from app.runs import retention
 from app.teams import repository as repo
 from app.teams import service
 from app.teams.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Me
@@ -35,6 +37,7 @@ def _members_page(request: Request, db, p, **extra) -> Response:  # noqa: ANN001
         "is_owner": p.role == Role.owner,
         "invitations": repo.pending_invitations(db, p.team_id) if p.role == Role.owner else [],
         "other_teams": [m for m in mine if m.team_id != p.team_id],
+        "storage": retention.usage(db, p.team_id), "settings": get_settings(),
     }
     ctx.update(extra)
     return render(request, "team/members.html", ctx, status_code=extra.pop("status_code", 200))
@@ -117,6 +120,16 @@ def revoke_api_key_page(request: Request, key_id: int, db: SessionDep, p: Curren
     service.require_owner(p.role)
     service.revoke_api_key(db, team_id=p.team_id, key_id=key_id)
     return redirect(request, "/team/api-keys", flash=("success", "Key revoked: it no longer works."))
+
+
+@api.get("/team/storage")
+def team_storage(db: SessionDep, p: CurrentPrincipal) -> dict:
+    """Bytes the team keeps in the artifact store, by kind, and the retention settings."""
+    p.require("read")
+    used = retention.usage(db, p.team_id)
+    settings = get_settings()
+    return {"total_bytes": sum(used.values()), "by_kind": used,
+            "keep_checkpoints": settings.keep_checkpoints, "keep_merged": settings.keep_merged}
 
 
 @api.get("/me", response_model=Me)

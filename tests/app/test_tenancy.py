@@ -20,6 +20,7 @@ CAPABILITY_ROUTES = {"/invitations/{token}"}
 # Routes that may answer 2xx to A because they only ever show or change A's own things.
 OWN_TEAM_ROUTES = {
     "/", "/team", "/team/api-keys", "/api/v1/me", "/api/v1/api-keys", "/team/invitations",
+    "/api/v1/team/storage",  # A's own storage use
     "/healthz", "/readyz", "/login", "/signup", "/logout",
     "/datasets", "/datasets/new", "/datasets/example", "/api/v1/datasets",
     "/api/v1/models",  # shared models plus A's own: B's private model must not appear (MARK)

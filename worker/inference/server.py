@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from app.config import Settings
 from app.db import session_scope
 from app.inference.client import service_token
+from app.inference.targets import STORE_SCHEME
 from app.models_registry import repository as models_repo
 from worker.inference.engine import Engine, Output, Request
 
@@ -50,6 +51,20 @@ class GenerateIn(BaseModel):
     stream: bool = False
 
 
+def _local(settings: Settings, raw: str) -> str:
+    """A directory the web named in a remote artifact store (`artifact:<key>`) is downloaded once
+    into this process's cache (STUDIO_WORK_DIR/cache) and loaded from there."""
+    if not raw.startswith(STORE_SCHEME):
+        return raw
+    from app.storage import open_store
+    from worker.runtime.sync import cached_tree
+
+    try:
+        return str(cached_tree(open_store(settings), raw[len(STORE_SCHEME):], Path(settings.work_dir) / "cache"))
+    except FileNotFoundError:
+        raise HTTPException(404, "These weights are no longer in the artifact store.") from None
+
+
 def _within(path: Path, root: Path | None) -> bool:
     return root is not None and path.is_relative_to(root.resolve())
 
@@ -59,7 +74,7 @@ def allowed(settings: Settings, raw: str) -> bool:
     path = Path(raw).resolve()
     if not path.is_dir():
         return False
-    if _within(path, settings.model_dir) or _within(path, settings.artifact_dir):
+    if any(_within(path, root) for root in (settings.model_dir, settings.artifact_dir, Path(settings.work_dir) / "cache")):
         return True
     with session_scope(settings) as s:
         registered = models_repo.all_paths(s)
@@ -92,10 +107,11 @@ def create_inference_app(settings: Settings, engine: Engine | None = None) -> Fa
     def generate(body: GenerateIn, authorization: str = Header("")) -> object:
         if authorization != f"Bearer {token}":
             raise HTTPException(401, "This inference server answers only the studio's web process.")
-        for raw in filter(None, (body.base, body.adapter)):
+        base, adapter = (_local(settings, raw) if raw else None for raw in (body.base, body.adapter))
+        for raw in filter(None, (base, adapter)):
             if not allowed(settings, raw):
                 raise HTTPException(403, "This model directory is not one the studio manages.")
-        req = Request(base=body.base, adapter=body.adapter, messages=[m.model_dump() for m in body.messages],
+        req = Request(base=base, adapter=adapter, messages=[m.model_dump() for m in body.messages],
                       max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
                       stop=body.stop, seed=body.seed)
         if body.stream:

@@ -29,7 +29,7 @@ from app.inference import targets
 from app.inference.client import Target
 from app.runs import repository as runs_repo
 from app.models_registry import repository as models_repo
-from app.storage import ArtifactStore
+from app.storage import Store, open_store
 from planner.weights import check_model_dir
 from worker.celery_app import celery_app
 
@@ -74,7 +74,7 @@ def generate_comparison(comparison_id: int) -> str:
 
 
 def _target(session, team_id: int, ref: dict, label: str) -> Target:  # noqa: ANN001
-    store = ArtifactStore(get_settings().artifact_dir)
+    store = open_store(get_settings())
     if ref.get("kind") == "base":
         model = models_repo.get_visible(session, team_id=team_id, model_id=int(ref["id"]))
         if model is None:

@@ -29,7 +29,7 @@ from app.db import session_scope
 from app.models import Artifact, BaseModel, Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
-from app.storage import ArtifactStore, Written
+from app.storage import Store, Written, open_store
 from datacheck import (
     ColumnMapping,
     Counts,
@@ -83,7 +83,7 @@ def validate_dataset(dataset_id: int) -> str:
         return "gone"
     if check is None:
         return DatasetStatus.valid.value
-    store = ArtifactStore(get_settings().artifact_dir)
+    store = open_store(get_settings())
     try:
         report = _run(check, store)
         return _finish(check, report, store)
@@ -175,7 +175,7 @@ def _count_tokens(check: Check) -> tuple[CountTokens | None, ReportWarning | Non
             f"be loaded ({type(exc).__name__}). Ask an administrator to check that model."))
 
 
-def _run(check: Check, store: ArtifactStore) -> ValidationReport:
+def _run(check: Check, store: Store) -> ValidationReport:
     """Validate into temporary files; store them only when the dataset is valid."""
     count_tokens, note = _count_tokens(check)
     scratch = get_settings().data_dir / "tmp"
@@ -198,7 +198,7 @@ def _run(check: Check, store: ArtifactStore) -> ValidationReport:
     return report
 
 
-def _finish(check: Check, report: ValidationReport, store: ArtifactStore) -> str:
+def _finish(check: Check, report: ValidationReport, store: Store) -> str:
     with session_scope() as session:
         dataset = repo.by_id(session, check.dataset_id)
         if dataset is None:  # deleted while it was being checked
@@ -232,7 +232,7 @@ def _mirror_eval_file(session, dataset: Dataset, report: ValidationReport) -> No
         held.format = dataset.format
 
 
-def _fail(check: Check, exc: Exception, store: ArtifactStore) -> None:
+def _fail(check: Check, exc: Exception, store: Store) -> None:
     _remove(store, check.stored)
     message = (f"The check stopped because of an unexpected error on our side "
                f"({type(exc).__name__}: {str(exc)[:300]}). Nothing from this check was kept. "
@@ -252,6 +252,6 @@ def _fail(check: Check, exc: Exception, store: ArtifactStore) -> None:
             _mirror_eval_file(session, dataset, report)
 
 
-def _remove(store: ArtifactStore, keys: list[str]) -> None:
+def _remove(store: Store, keys: list[str]) -> None:
     for key in keys:
         store.delete(key)

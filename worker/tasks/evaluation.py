@@ -35,7 +35,7 @@ from app.evaluations import service
 from app.runs import repository as runs_repo
 from app.runs import service as runs_service
 from app.models import Evaluation, RunStatus, utcnow
-from app.storage import ArtifactStore
+from app.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 MAX_LOSS_EXAMPLES = 500  # eval loss of both models on at most this many eval examples (evenly spaced)
@@ -260,7 +260,7 @@ def evaluate_after_run(run_id: int, result, train_records: list[dict], eval_reco
 def evaluate_again(evaluation_id: int) -> bool:
     """A queued evaluation (re-run): loads the base model and the run's outputs from the store."""
     settings = get_settings()
-    store = ArtifactStore(settings.artifact_dir)
+    store = open_store(settings)
 
     def work(run: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
         from planner.config import TrainingConfig
@@ -284,28 +284,29 @@ def evaluate_again(evaluation_id: int) -> bool:
     return _run(evaluation_id, work)
 
 
-def _saved_models(config, store: ArtifactStore, outputs: dict[str, str]) -> list:  # noqa: ANN001
+def _saved_models(config, store: Store, outputs: dict[str, str]) -> list:  # noqa: ANN001
     """[fine-tuned, base]: the adapter on the base (base None: disable the adapter), or the full model and the base."""
+    from worker.runtime.sync import Workspace
     from worker.training.cpu_speedup import speed_up_for_cpu
 
     base = load_plain(config, config.base_model)
     if "adapter" in outputs:
         from peft import PeftModel
 
-        tuned = PeftModel.from_pretrained(base, str(store.path(outputs["adapter"]))).eval()
+        tuned = PeftModel.from_pretrained(base, str(Workspace(store).fetch_tree(outputs["adapter"]))).eval()
         speed_up_for_cpu(tuned)  # the adapter's layers, now that PEFT has put them on
         return [tuned, None]
-    return [load_plain(config, str(store.path(outputs["model"]))), base]
+    return [load_plain(config, str(Workspace(store).fetch_tree(outputs["model"]))), base]
 
 
-def _records(store: ArtifactStore, key: str | None) -> list[dict]:
+def _records(store: Store, key: str | None) -> list[dict]:
     if not key:
         return []
     with store.open(key) as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _stored_inputs(store: ArtifactStore, run: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
+def _stored_inputs(store: Store, run: dict[str, Any]) -> tuple[list[dict], list[dict], dict[str, str]]:
     """The run's training and eval records (as the training task read them) and its saved outputs."""
     with session_scope() as s:
         dataset = datasets_repo.get(s, team_id=run["team_id"], dataset_id=run["dataset_id"], purpose=None)

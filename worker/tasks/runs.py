@@ -21,15 +21,16 @@ from app.datasets import repository as datasets_repo
 from app.db import session_scope
 from app.runs import queue_position
 from app.runs import repository as repo
-from app.runs import service
+from app.runs import retention, service
 from app.models import Artifact, Run, RunStatus, utcnow
-from app.storage import ArtifactStore
+from app.storage import Store, open_store
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from planner import oom
 from worker.tasks import evaluation
 from worker.training.memory import is_out_of_memory, release
 from worker.celery_app import TRAIN_QUEUE, celery_app
+from worker.runtime import sync
 from worker.runtime.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = 
     return None
 
 
-def _records(store: ArtifactStore, key: str | None) -> list[dict]:
+def _records(store: Store, key: str | None) -> list[dict]:
     if not key:
         return []
     with store.open(key) as fh:
@@ -106,23 +107,23 @@ def _dir_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _record_outputs(s, run: Run, store: ArtifactStore, result) -> None:  # noqa: ANN001
+def _record_outputs(s, run: Run, workspace: sync.Workspace, result) -> None:  # noqa: ANN001
     for kind, directory in (("adapter", result.adapter_dir), ("merged", result.merged_dir),
                             ("model", result.model_dir)):
         if directory:
             path = Path(directory)
             digest, size = _dir_digest(path)
             s.add(Artifact(team_id=run.team_id, run_id=run.id, kind=kind, sha256=digest, size_bytes=size,
-                           path=path.resolve().relative_to(store.root).as_posix(),
+                           path=workspace.key_of(path),
                            content_type="application/zip"))
             card = path / "README.md"
             if kind != "merged" and card.is_file():
                 s.add(Artifact(team_id=run.team_id, run_id=run.id, kind="model_card", size_bytes=card.stat().st_size,
-                               path=card.resolve().relative_to(store.root).as_posix(),
+                               path=workspace.key_of(card),
                                sha256=hashlib.sha256(card.read_bytes()).hexdigest(), content_type="text/markdown"))
 
 
-def _finish(run_id: int, lease: str, store: ArtifactStore, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
+def _finish(run_id: int, lease: str, workspace: sync.Workspace, result=None, failure=None, reporter=None) -> None:  # noqa: ANN001
     with session_scope() as s:
         run = repo.by_id(s, run_id, for_update=True)
         if run is None or run.lease_token != lease or run.status != RunStatus.running:
@@ -144,7 +145,7 @@ def _finish(run_id: int, lease: str, store: ArtifactStore, result=None, failure=
             run.status = RunStatus.succeeded
             run.result = result.as_dict()
             run.current_step = result.global_step
-            _record_outputs(s, run, store, result)
+            _record_outputs(s, run, workspace, result)
             loss = result.metrics.get("eval_loss", result.metrics.get("train_loss"))
             service.add_event(s, run, "status", f"Succeeded after {result.global_step} steps"
                               + (f" (loss {loss:.3f})." if loss is not None else "."), data={"status": "succeeded"})
@@ -165,7 +166,7 @@ def _advance_sweep(run_id: int) -> None:
         log.exception("could not advance the sweep of run %s; the reconciler will", run_id)
 
 
-def _setup(run_id: int, store: ArtifactStore):  # noqa: ANN202
+def _setup(run_id: int, workspace: sync.Workspace):  # noqa: ANN202
     with session_scope() as s:
         run = repo.by_id(s, run_id)
         dataset = datasets_repo.get(s, team_id=run.team_id, dataset_id=run.dataset_id, purpose=None)
@@ -180,7 +181,7 @@ def _setup(run_id: int, store: ArtifactStore):  # noqa: ANN202
             eval_key = datasets_repo.get(s, team_id=run.team_id, dataset_id=run.eval_dataset_id,
                                          purpose=None).normalized_path
         return (dict(run.config), run.attempt, dataset.normalized_path, eval_key,
-                store.path(run_key), store.path(log_key), resume)
+                workspace.path(run_key), workspace.path(log_key), resume)
 
 
 class GaveUp(Exception):
@@ -240,11 +241,12 @@ class _OwnThread(logging.Filter):
 def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -> None:
     """Trains the claimed run on this worker's devices `device_ids` (the claim's choice)."""
     settings = get_settings()
-    store = ArtifactStore(settings.artifact_dir)
-    config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, store)
+    store = open_store(settings)
+    workspace = sync.Workspace(store, settings)  # the store's directory, or a scratch copy of a bucket's files
+    config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, workspace)
     # The lease heartbeat starts first: nothing slow may run between the claim and it.
-    reporter = DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
-                                store_root=store.root)
+    reporter = sync.wrap(DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
+                                          store_root=workspace.root), workspace, log_path)
     from planner.config import TrainingConfig
     from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
@@ -254,10 +256,15 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
     try:
         train_records, eval_records = _records(store, train_key), _records(store, eval_key)
         config = TrainingConfig.model_validate(config)
+        if resume and not workspace.shared:  # only a checkpoint whose manifest vouches for it
+            from worker.training.run import CHECKPOINTS
+            sync.restore_checkpoint(store, workspace.key_of(output_dir / CHECKPOINTS), output_dir / CHECKPOINTS,
+                                    reporter.on_log)
         while True:  # one pass, plus one per out-of-memory retry (planner/oom.py bounds them)
             try:
                 result = run_engine(config, train_records, eval_records, output_dir, reporter,
-                                    resume_from=True if resume else None, liger_kernels=settings.liger_kernels)
+                                    resume_from=True if resume else None, export_merged=False,
+                                    liger_kernels=settings.liger_kernels)
                 break
             except Exception as exc:  # noqa: BLE001
                 if not is_out_of_memory(exc):
@@ -272,7 +279,10 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
             log.exception("run %s failed", run_id)
         reporter.on_log(f"FAILED: {exc}" if isinstance(exc, GaveUp) else f"FAILED: {type(exc).__name__}: {exc}")
         reporter.close()
-        _finish(run_id, lease, store, failure=classify_failure(exc, reporter.step + 1))
+        sync.upload_log(workspace, log_path)  # the failure's story; a bucket that does not answer loses only it
+        _finish(run_id, lease, workspace, failure=classify_failure(exc, reporter.step + 1))
+        retention.after_run(store, run_id)
+        workspace.discard(output_dir)
         return
     finally:
         logging.getLogger().removeHandler(handler)
@@ -281,9 +291,12 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
     reporter.close()
     if result.status == "stopped" and reporter.lease_lost:
         return
-    _finish(run_id, lease, store, result=result)
+    sync.upload_outputs(workspace, output_dir, result)  # before the outcome: its rows name these files
+    _finish(run_id, lease, workspace, result=result)
+    retention.after_run(store, run_id)
     if result.status == "completed":  # the run shows as succeeded while its evaluation runs
         evaluation.evaluate_after_run(run_id, result, train_records, eval_records)
+    workspace.discard(output_dir)
 
 
 @celery_app.task(name="studio.train", bind=True, acks_late=True, reject_on_worker_lost=True)

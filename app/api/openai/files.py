@@ -22,7 +22,7 @@ from app.api.openai.schemas import FileDeletedOut, FileList, FileOut
 from app.datasets import service as datasets
 from app.datasets.upload import new_prefix, receive_upload
 from app.deps import CurrentPrincipal, SessionDep
-from app.downloads import file_response
+from app.downloads import store_response
 from app.errors import Conflict, InvalidInput
 from app.models import Dataset, DatasetStatus
 
@@ -112,10 +112,10 @@ def retrieve_file(file_id: str, db: SessionDep, p: CurrentPrincipal) -> FileOut:
 def file_content(request: Request, file_id: str, db: SessionDep, p: CurrentPrincipal) -> Response:
     p.require("read")
     row = get_file(db, p.team_id, file_id)
-    path = request.app.state.store.path(row.raw_path)
-    if not path.is_file():
+    store = request.app.state.store
+    if store.size(row.raw_path) is None:
         raise Conflict("This file's bytes are no longer in the artifact store.")
-    return file_response(path, row.original_filename or f"file-{row.id}", "application/octet-stream")
+    return store_response(store, row.raw_path, row.original_filename or f"file-{row.id}", "application/octet-stream")
 
 
 @router.delete("/files/{file_id}", response_model=FileDeletedOut)

@@ -14,7 +14,7 @@ from app.inference import targets
 from app.inference.client import Target
 from app.models import BaseModel, Run, ModelStatus
 from app.models_registry import repository as models_repo
-from app.storage import ArtifactStore
+from app.storage import Store
 
 router = APIRouter(tags=["openai: models"])
 
@@ -37,7 +37,7 @@ def team_models(db: Session, team_id: int) -> list[ModelOut]:
     return [_base_out(b) for b in bases] + tuned
 
 
-def resolve(db: Session, store: ArtifactStore, team_id: int, name: str) -> Target:
+def resolve(db: Session, store: Store, team_id: int, name: str) -> Target:
     """The directories to serve for a model name of this team: from its rows, never from input."""
     if name.startswith("ft:"):
         run = names.fine_tuned_run(db, team_id=team_id, name=name)
