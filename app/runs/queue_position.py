@@ -9,8 +9,10 @@ rows come from `app/runs/repository.py` (`queue_snapshot`) and `app/workers/repo
 - The expected start: each live training worker's devices are busy until the runs on them end
   (their reported ETA, or their estimate minus the time they have run); then, as the claim does,
   whenever devices free up the first run in fair order that fits them starts, for its estimated
-  duration (a run that needs more devices waits, and smaller ones behind it go first). A time
-  nobody knows makes the answer "unknown", never a guess. Position and start are computed
+  duration. A run that needs more devices than are free holds the worker for itself (a
+  reservation): runs behind it start on the free devices only if their estimate says they end
+  before the held devices free up (backfilling), so a steady stream of small runs never keeps a
+  large one waiting for ever. A time nobody knows makes the answer "unknown", never a guess. Position and start are computed
   afresh on every read: they move as runs finish early, fail or are cancelled.
 """
 
@@ -44,6 +46,28 @@ def free_devices(device_count: int, held: Iterable[tuple[Sequence[int] | None, d
         else:
             unrecorded += devices_of(config)
     return [i for i in range(device_count) if i not in busy][unrecorded:]
+
+
+def devices_free_in(needed: int, device_count: int, busy: Iterable[tuple[int, float | None]]) -> float | None:
+    """Seconds until `needed` of a worker's `device_count` devices are free, given each running
+    run's (devices it holds, seconds it has left; None: unknown). None when that time is unknown."""
+    busy = list(busy)
+    free = device_count - sum(n for n, _ in busy)
+    if free >= needed:
+        return 0.0
+    for held, left in sorted(busy, key=lambda b: (b[1] is None, b[1] or 0.0)):
+        if left is None:
+            return None
+        free += held
+        if free >= needed:
+            return left
+    return None
+
+
+def backfills(duration_s: float | None, reserved_in_s: float | None) -> bool:
+    """Whether a run may start on devices a waiting larger run holds for itself: only when its
+    estimated duration is known and it ends before those devices would be free anyway."""
+    return duration_s is not None and reserved_in_s is not None and duration_s <= reserved_in_s
 
 
 def duration_of(estimate: dict[str, Any] | None) -> float | None:
@@ -170,8 +194,9 @@ def standing(run_id: int, *, queued: Iterable[Queued], running: Iterable[Running
 
 def _start(me: Queued, ahead: list[Queued], running: Iterable[Running], workers: list[Worker]) -> float | None:
     """When `me` starts if the workers do what the claim does: whenever devices free up, each
-    takes the first run in fair order that fits its free devices (a run that needs more waits
-    and the ones behind it that fit go first). Seconds from now, or None when unknown."""
+    takes the first run in fair order that fits its free devices; the first run that fits the
+    worker but not its free devices holds it, and runs behind it start there only if they
+    `backfills`. Seconds from now, or None when unknown."""
     # Each device's time until free: 0 (free now), seconds, or None (busy, for how long unknown).
     free_at: dict[str, list[float | None]] = {w.name: [0.0] * w.device_count for w in workers}
     for r in running:
@@ -184,16 +209,26 @@ def _start(me: Queued, ahead: list[Queued], running: Iterable[Running], workers:
     pending = [r for r in ahead if any(_fits(r, w) for w in workers)] + [me]
     now = 0.0
     while True:
+        held: dict[str, float | None] = {}  # worker -> seconds from now until its waiting run starts
         for r in list(pending):
             for w in workers:
+                if not _fits(r, w):
+                    continue
                 free = [i for i, t in enumerate(free_at[w.name]) if t is not None and t <= now]
-                if _fits(r, w) and len(free) >= r.devices:
-                    if r is me:
-                        return now
-                    for i in free[:r.devices]:
-                        free_at[w.name][i] = None if r.duration_s is None else now + r.duration_s
-                    pending.remove(r)
-                    break
+                if len(free) < r.devices:
+                    if w.name not in held:
+                        held[w.name] = devices_free_in(
+                            r.devices, len(free_at[w.name]),
+                            [(1, None if t is None else t - now) for t in free_at[w.name] if t is None or t > now])
+                    continue
+                if w.name in held and not backfills(r.duration_s, held[w.name]):
+                    continue
+                if r is me:
+                    return now
+                for i in free[:r.devices]:
+                    free_at[w.name][i] = None if r.duration_s is None else now + r.duration_s
+                pending.remove(r)
+                break
         later = [t for devices in free_at.values() for t in devices if t is not None and t > now]
         if not later:
             return None

@@ -119,8 +119,10 @@ def running_worker_names(session: Session) -> set[str]:
 
 
 def devices_held(session: Session) -> list[Row]:
-    """(worker_id, device_ids, config) of every run in progress: what each worker's devices are busy with."""
-    return list(session.execute(select(Run.worker_id, Run.device_ids, Run.config)
+    """(worker_id, device_ids, config, eta_s, estimate, started_at) of every run in progress: what
+    each worker's devices are busy with, and for how long."""
+    return list(session.execute(select(Run.worker_id, Run.device_ids, Run.config, Run.eta_s, Run.estimate,
+                                       Run.started_at)
                                 .where(Run.status == RunStatus.running)))
 
 

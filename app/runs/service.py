@@ -215,7 +215,7 @@ def queue_places(session: Session, runs: list[Run]) -> dict[int, qp.Place]:
         snapshot = dict(
             queued=[qp.Queued(r.id, r.team_id, r.priority or 0, qp.devices_of(r.config), qp.duration_of(r.estimate),
                               qp.memory_of(r.estimate)) for r in queued],
-            running=[qp.Running(r.worker_id, tuple(r.device_ids or ()), qp.devices_of(r.config), _remaining(r, now))
+            running=[qp.Running(r.worker_id, tuple(r.device_ids or ()), qp.devices_of(r.config), remaining_s(r, now))
                      for r in running],
             teams={t: qp.Team(row.running or 0, row.last_started_at) for t, row in teams.items()},
             workers=[qp.Worker(w.name, w.device_count or 1,
@@ -228,7 +228,7 @@ def queue_places(session: Session, runs: list[Run]) -> dict[int, qp.Place]:
     return out
 
 
-def _remaining(row, now) -> float | None:  # noqa: ANN001
+def remaining_s(row, now) -> float | None:  # noqa: ANN001
     """A running run's time left: the ETA it reports with its progress, else its estimate less
     the time it has run; None when neither is known."""
     if row.eta_s is not None:

@@ -77,18 +77,31 @@ def test_a_worker_finds_a_run_that_fits_behind_sixty_that_do_not(db, store, mode
     assert claimed is not None and claimed.run_id == small.id
 
 
+def _eta(db, run_id: int, seconds: float) -> None:  # noqa: ANN001
+    db.expire_all()
+    db.get(Run, run_id).eta_s = seconds
+    db.commit()
+
+
 def test_the_claim_gives_a_run_the_lowest_free_devices_of_its_worker(db, store, model, team, sent):
     ds = make_dataset(db, store, team[0].team_id)
 
-    def run(devices: int) -> Run:
-        return make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": devices})
+    def run(devices: int, time_s: float | None = None) -> Run:
+        return make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": devices},
+                        estimate={"time_s": time_s} if time_s is not None else None)
 
-    two, one, three, another = run(2), run(1), run(3), run(1)
+    two, one, three, another = run(2), run(1), run(3), run(1, time_s=300)
     first = run_tasks.claim_next("gpu@host", device_count=4)
     assert (first.run_id, first.device_ids) == (two.id, [0, 1])
     second = run_tasks.claim_next("gpu@host", device_count=4)
     assert (second.run_id, second.device_ids) == (one.id, [2])
-    # One device left: the 3-device run waits, the next 1-device run takes device 3.
+    # One device left and the 3-device run waits for three: it holds the worker. While nobody
+    # knows when the running runs end, nothing starts on the free device ahead of it.
+    assert run_tasks.claim_next("gpu@host", device_count=4) is None
+    # Once they report their ETAs (three devices free in 600 s), a run estimated to end before
+    # that starts on the free device (backfilling); it takes device 3.
+    _eta(db, two.id, 600)
+    _eta(db, one.id, 100)
     third = run_tasks.claim_next("gpu@host", device_count=4)
     assert (third.run_id, third.device_ids) == (another.id, [3])
     assert run_tasks.claim_next("gpu@host", device_count=4) is None  # every device is busy
@@ -102,6 +115,29 @@ def test_the_claim_gives_a_run_the_lowest_free_devices_of_its_worker(db, store, 
     assert (fourth.run_id, fourth.device_ids) == (three.id, [0, 1, 2])
     # Another worker's devices are its own.
     assert run_tasks.claim_next("other@host", device_count=1) is None  # nothing left in the queue
+
+
+def test_small_runs_do_not_starve_a_run_that_waits_for_several_devices(db, store, model, team, sent):
+    """A stream of 1-device runs behind a 2-device run: only those estimated to end before the
+    held devices free up start; a long one (or one with no estimate) waits behind the large run."""
+    ds = make_dataset(db, store, team[0].team_id)
+
+    def run(devices: int, time_s: float | None) -> Run:
+        return make_run(db, team[0].team_id, ds, model, config={"base_model": model.path, "devices": devices},
+                        estimate={"time_s": time_s} if time_s is not None else None)
+
+    busy = run(1, 100)
+    assert run_tasks.claim_next("gpu@host", device_count=2).run_id == busy.id
+    _eta(db, busy.id, 100)
+    large, long, unknown, short = run(2, 1000), run(1, 5000), run(1, None), run(1, 60)
+    claimed = run_tasks.claim_next("gpu@host", device_count=2)
+    assert claimed.run_id == short.id  # ends in 60 s, before the busy device frees up in 100 s
+    assert run_tasks.claim_next("gpu@host", device_count=2) is None
+    _finish(db, busy.id)
+    _finish(db, short.id)
+    assert run_tasks.claim_next("gpu@host", device_count=2).run_id == large.id  # not `long`, older in line
+    db.expire_all()
+    assert db.get(Run, long.id).status == db.get(Run, unknown.id).status == RunStatus.queued
 
 
 def test_a_run_is_claimed_once_and_duplicate_tickets_find_nothing(db, store, model, team, sent):

@@ -54,6 +54,24 @@ def test_devices_count_in_the_expected_start():
     assert qp.standing(2, queued=queued, running=running, teams={}, workers=workers).starts_in_s == 0
 
 
+def test_a_run_waiting_for_several_devices_holds_the_worker_against_longer_runs_behind_it():
+    """Backfilling: behind a 2-device run that waits 300 s for a second device, a 1-device run of
+    50 s starts now on the free device, one of 500 s (or of unknown length) only after the large run."""
+    workers = [Worker("big", device_count=2)]
+    running = [Running("big", (1,), remaining_s=300)]
+    queued = [Queued(1, 1, devices=2, duration_s=100), Queued(2, 2, devices=1, duration_s=50),
+              Queued(3, 3, devices=1, duration_s=500), Queued(4, 4, devices=1)]
+    starts = {i: qp.standing(i, queued=queued, running=running, teams={}, workers=workers).starts_in_s
+              for i in (1, 2, 3, 4)}
+    assert starts == {1: 300, 2: 0, 3: 400, 4: 400}
+    assert qp.devices_free_in(2, 2, [(1, 300)]) == 300
+    assert qp.devices_free_in(3, 4, [(1, 100), (2, 600)]) == 600
+    assert qp.devices_free_in(2, 2, [(1, None)]) is None
+    assert qp.devices_free_in(1, 2, [(1, None)]) == 0
+    assert qp.backfills(50, 300) and not qp.backfills(500, 300)
+    assert not qp.backfills(None, 300) and not qp.backfills(50, None)
+
+
 def test_unknown_times_are_said_unknown():
     workers = [Worker("w1")]
     queued = [Queued(1, 1, duration_s=None), Queued(2, 2, duration_s=60)]

@@ -57,18 +57,34 @@ def claim_next(worker: str, queue: str = TRAIN_QUEUE, memory_gb: float | None = 
     """Claims the fairest queued run of the queue that fits this worker: its estimated peak
     memory fits one device (`fits_device`, per device) and it asks for no more devices than the
     worker has free (its `device_count` minus those its running runs hold). The whole queue is
-    read in fair order, a page at a time, so runs that do not fit here never hide one that does."""
+    read in fair order, a page at a time, so runs that do not fit here never hide one that does.
+
+    The first run that fits this worker but not its free devices holds the worker for itself: a
+    run behind it starts on the free devices only if its estimate says it ends before the held
+    devices free up (app/runs/queue_position.py, `backfills`), so small runs never starve a large one."""
     with _claiming, session_scope() as s:
-        free = queue_position.free_devices(device_count, [
-            (row.device_ids, row.config) for row in repo.devices_held(s) if row.worker_id == worker])
+        now = utcnow()
+        mine = [row for row in repo.devices_held(s) if row.worker_id == worker]
+        free = queue_position.free_devices(device_count, [(row.device_ids, row.config) for row in mine])
         if not free:
             return None
+        held_in: float | None = None
+        holding = False
         for run in repo.iter_fair_order(s, queue):
             needed = queue_position.devices_of(run.config)
-            if needed > len(free) or not fits_device(run, memory_gb):
+            if needed > device_count or not fits_device(run, memory_gb):
+                continue  # never on this worker
+            if needed > len(free):
+                if not holding:  # the first such run: the devices free up for it
+                    holding = True
+                    held_in = queue_position.devices_free_in(needed, device_count, [
+                        (len(row.device_ids or ()) or queue_position.devices_of(row.config),
+                         service.remaining_s(row, now)) for row in mine])
+                continue
+            if holding and not queue_position.backfills(queue_position.duration_of(run.estimate), held_in):
                 continue
             token, ids = uuid.uuid4().hex, free[:needed]
-            if repo.claim(s, run_id=run.id, worker=worker, lease_token=token, now=utcnow(), device_ids=ids):
+            if repo.claim(s, run_id=run.id, worker=worker, lease_token=token, now=now, device_ids=ids):
                 s.expire(run)
                 on = f"device {ids[0]}" if len(ids) == 1 else f"devices {', '.join(map(str, ids))}"
                 service.add_event(s, run, "status", f"Running on {worker}, {on} (attempt {run.attempt} of "
