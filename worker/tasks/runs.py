@@ -27,6 +27,7 @@ from planner import oom
 from worker.tasks import evaluation
 from worker.training.memory import is_out_of_memory, release
 from worker.celery_app import TRAIN_QUEUE, celery_app
+from worker.runtime import reconciler
 from worker.runtime.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,9 @@ def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, rep
         return retry.config
 
 
-def run_training(run_id: int, lease: str) -> None:
+def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -> None:
+    """Trains a claimed run: in this process on one device, under torchrun on config.devices
+    (worker/runtime/launcher.py; `device_ids`: the GPUs the claim gave it)."""
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
     config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, store)
@@ -207,6 +210,7 @@ def run_training(run_id: int, lease: str) -> None:
     reporter = DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
                                 store_root=store.root)
     from planner.config import TrainingConfig
+    from worker.runtime import launcher
     from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -216,8 +220,12 @@ def run_training(run_id: int, lease: str) -> None:
         config = TrainingConfig.model_validate(config)
         while True:  # one pass, plus one per out-of-memory retry (planner/oom.py bounds them)
             try:
-                result = run_engine(config, train_records, eval_records, output_dir, reporter,
-                                    resume_from=True if resume else None)
+                if config.devices > 1:
+                    result = launcher.launch(config, train_records, eval_records, output_dir, reporter,
+                                             resume=resume, device_ids=device_ids, timeout_s=settings.dist_timeout_s)
+                else:
+                    result = run_engine(config, train_records, eval_records, output_dir, reporter,
+                                        resume_from=True if resume else None)
                 break
             except Exception as exc:  # noqa: BLE001
                 if not is_out_of_memory(exc):
@@ -227,6 +235,11 @@ def run_training(run_id: int, lease: str) -> None:
                 reporter.on_log(f"Out of memory at step {step}: {type(exc).__name__}: {str(exc)[:300]}")
             release()  # here, once the failed attempt's traceback (and its trainer) is gone
             config, resume = _after_oom(run_id, lease, config, step, output_dir, reporter), True
+    except launcher.JobLost as exc:  # a rank was killed: the run is lost like a killed worker's
+        reporter.on_log(f"LOST: {exc}")
+        reporter.close()
+        reconciler.give_back_lost(run_id, lease, f"The job on {config.devices} devices lost one of its processes: {exc}")
+        return
     except Exception as exc:
         if not isinstance(exc, GaveUp):
             log.exception("run %s failed", run_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from worker.training import checkpoints
+from worker.training import checkpoints, distributed
 from worker.training.loss import perplexity
 
 
@@ -101,6 +101,12 @@ class ReporterCallback(TrainerCallback):
             self.reporter.on_metrics(state.global_step, metrics)
 
     def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            # Under torch.distributed every rank writes a part (its random state; FSDP's gathered
+            # weights and optimizer): rank 0 seals the checkpoint once all of them are written.
+            distributed.barrier()
+            if not distributed.is_main():
+                return
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         metadata = {
             **self.run_metadata,
