@@ -72,8 +72,10 @@ def environment(nproc: int, device_ids: list[int] | None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     if device_ids:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in device_ids)  # rank r uses the r-th
-    # torchrun would pin each rank to one thread; a CPU job shares the cores instead
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # torchrun would pin each rank to one thread; the ranks share the threads one process would
+    # have (OMP_NUM_THREADS, or the cores) instead
+    threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    env["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a timed-out collective ends the rank
     return env
 

@@ -80,7 +80,9 @@ class ReporterCallback(TrainerCallback):
             now = time.monotonic()
             seconds = max(now - self.log_time, 1e-9)
             metrics["loss"] = float(logs["loss"])
-            metrics["tokens_per_s"] = (self.counter.tokens - self.log_tokens) / seconds
+            # the job's rate; under torch.distributed rank 0's share times the ranks (the final
+            # tokens_per_s of the run adds up every rank's tokens)
+            metrics["tokens_per_s"] = (self.counter.tokens - self.log_tokens) / seconds * args.world_size
             slots = self.counter.slots - self.log_slots
             metrics["padding_share"] = 1 - (self.counter.tokens - self.log_tokens) / slots if slots else 0.0
             self.log_time, self.log_tokens, self.log_slots = now, self.counter.tokens, self.counter.slots

@@ -223,12 +223,15 @@ def run(
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
+    tokens, slots, shared = counter.tokens, counter.slots, counter.shared
+    if world > 1:  # the job's figures: every rank's tokens
+        tokens, slots, shared = distributed.all_reduce_sum([tokens, slots, shared])
     metrics = {
         "train_loss": float(output.training_loss),
         "train_runtime_s": seconds,
-        "tokens_per_s": counter.tokens / max(seconds, 1e-9),
-        "padding_share": 1 - counter.tokens / counter.slots if counter.slots else 0.0,
-        "shared_prefix_share": counter.shared / counter.tokens if counter.tokens else 0.0,
+        "tokens_per_s": tokens / max(seconds, 1e-9),
+        "padding_share": 1 - tokens / slots if slots else 0.0,
+        "shared_prefix_share": shared / tokens if tokens else 0.0,
         **{k: v for k, v in callback.last_metrics.items() if k in ("loss", "peak_memory_mb")},
     }
     result = RunResult(
