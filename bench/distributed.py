@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/distributed.py [--steps 6] [--methods lora full] [--model builtin|tiny]
 
-Each run goes through the worker's own launcher (worker/runtime/launcher.py: torchrun, one
+Each run goes through the worker's own launcher (worker/training/launcher.py: torchrun, one
 process per device, gloo on the CPU, nccl on GPUs), the one-process run included, so both
 sides pay the same start-up; the rate is the engine's own (real tokens of every rank over the
 training loop's time, start-up and saving excluded). Same model, data and effective batch on
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from planner.config import TrainingConfig  # noqa: E402
-from worker.runtime.launcher import launch  # noqa: E402
+from worker.training.launcher import launch  # noqa: E402
 from worker.training.builtin import convert_builtin  # noqa: E402
 from worker.training.data import read_jsonl  # noqa: E402
 from worker.training.reporter import NullReporter  # noqa: E402

@@ -202,7 +202,7 @@ def _after_oom(run_id: int, lease: str, config, step: int, output_dir: Path, rep
 
 def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -> None:
     """Trains a claimed run: in this process on one device, under torchrun on config.devices
-    (worker/runtime/launcher.py; `device_ids`: the GPUs the claim gave it)."""
+    (worker/training/launcher.py; `device_ids`: the GPUs the claim gave it)."""
     settings = get_settings()
     store = ArtifactStore(settings.artifact_dir)
     config, attempt, train_key, eval_key, output_dir, log_path, resume = _setup(run_id, store)
@@ -210,7 +210,7 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
     reporter = DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
                                 store_root=store.root)
     from planner.config import TrainingConfig
-    from worker.runtime import launcher
+    from worker.training import launcher
     from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -255,6 +255,8 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
         return
     _finish(run_id, lease, store, result=result)
     if result.status == "completed":  # the run shows as succeeded while its evaluation runs
+        if result.model is None:  # trained by several processes: read back from its outputs
+            result.model = evaluation.trained_model(config, result)
         evaluation.evaluate_after_run(run_id, result, train_records, eval_records)
 
 

@@ -1,6 +1,6 @@
 """The engine inside one rank of a job on several devices (one process per device, torchrun).
 
-The train task (worker/runtime/launcher.py) starts `python -m torch.distributed.run` with one
+The train task (worker/training/launcher.py) starts `python -m torch.distributed.run` with one
 process per device; each runs `python -m worker.training.rank WORK_DIR` (worker/training/rank.py), which calls the
 same `worker.training.run.run` as a one-device run. What differs under torch.distributed:
 

@@ -1,5 +1,5 @@
 """One rank of a job on several devices: `python -m worker.training.rank WORK_DIR`, started by
-torchrun (worker/runtime/launcher.py). What changes under torch.distributed: worker/training/distributed.py."""
+torchrun (worker/training/launcher.py). What changes under torch.distributed: worker/training/distributed.py."""
 
 from __future__ import annotations
 

@@ -218,7 +218,6 @@ def run(
     checkpoint = _resolve_resume(resume_from, output_dir / CHECKPOINTS, reporter)
     if checkpoint:
         distributed.check_resume(checkpoint, checkpoints.read_metadata(Path(checkpoint)))
-    if checkpoint:
         reporter.on_log(f"Resuming from {checkpoint}.")
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -360,8 +359,10 @@ def _training_arguments(config, checkpoint_dir, device, precision, examples, has
 
 def _resolve_resume(resume_from, checkpoint_dir: Path, reporter: Reporter) -> str | None:
     if resume_from is True:
-        for name in checkpoints.clean(checkpoint_dir):  # none is mistaken for a good one
-            reporter.on_log(f"Removed {name}: it was left incomplete by an interrupted worker.")
+        if distributed.is_main():  # one rank cleans, the others wait for it
+            for name in checkpoints.clean(checkpoint_dir):  # none is mistaken for a good one
+                reporter.on_log(f"Removed {name}: it was left incomplete by an interrupted worker.")
+        distributed.barrier()
         return checkpoints.latest_complete(checkpoint_dir)
     return str(resume_from) if resume_from else None
 

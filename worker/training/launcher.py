@@ -7,7 +7,7 @@ The task (the Celery process, which holds the run's lease through its DatabaseRe
     python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 0
         --monitor-interval 0.5 -m worker.training.rank <output_dir>/.distributed
 
-with one process per device (worker/training/rank.py, worker/training/distributed.py: the engine's side). Then it
+with one process per device (worker/training/rank.py and distributed.py: the ranks' side). Then it
 waits, and every 0.2 s:
 - forwards what rank 0 reported (JSON lines in `events.jsonl`: metrics, progress, checkpoints,
   log lines) to its reporter, which writes them to the database: the ranks never touch it;
@@ -38,7 +38,6 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from worker.training import distributed
 from worker.training.reporter import Reporter
@@ -51,6 +50,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class RankFailed(RuntimeError):
     """A rank raised: its error, in its words."""
+
+
+class DataError(RankFailed):
+    """A rank found the dataset unusable (named like the engine's, so the task classifies it alike)."""
 
 
 class JobLost(RuntimeError):
@@ -122,8 +125,8 @@ def _tail(path: Path, chars: int = 3000) -> str:
 def launch(config, train_records: list[dict], eval_records: list[dict] | None, output_dir: str | Path,  # noqa: ANN001
            reporter: Reporter, *, resume: bool, device_ids: list[int] | None = None, timeout_s: int = 300,
            export_merged: bool = True):  # noqa: ANN201
-    """Trains `config` on config.devices processes; returns the RunResult (its model loaded on
-    this process's device when the run completed, for the evaluation that follows)."""
+    """Trains `config` on config.devices processes; returns the RunResult (its `model` is None:
+    the trained model is in the ranks' outputs)."""
     from worker.training.run import RunResult
 
     nproc = config.devices
@@ -159,17 +162,18 @@ def launch(config, train_records: list[dict], eval_records: list[dict] | None, o
         if proc.poll() is None:  # this thread was interrupted: no rank outlives it
             proc.kill()
             proc.wait()
+        for name in ("train.jsonl", "eval.jsonl"):  # copies of the dataset: not kept in the run's files
+            (work / name).unlink(missing_ok=True)
     if proc.returncode == 0 and events.result is not None:
         values = {f.name: events.result[f.name] for f in fields(RunResult) if f.name in events.result}
         result = RunResult(**values)
-        if result.status == "completed":
-            result.model = load_trained(config, result)
+        shutil.rmtree(work, ignore_errors=True)  # everything in it was forwarded (a failed job's stays)
         return result
     errors = sorted(work.glob(distributed.ERROR.format(rank="*")), key=lambda p: p.stat().st_mtime)
     if errors:
         error = json.loads(errors[0].read_text())
         reporter.on_log(f"Rank {error['rank']} failed:\n{error['traceback']}")
-        raise RankFailed(f"{error['type']}: {error['message']}")
+        raise (DataError if error["type"] == "DataError" else RankFailed)(f"{error['type']}: {error['message']}")
     tail = _tail(log_path)
     reporter.on_log(f"torchrun exited with status {proc.returncode}; its last lines:\n{tail}")
     raise JobLost(_lost_reason(proc.returncode, tail))
@@ -181,18 +185,3 @@ def _lost_reason(returncode: int, tail: str) -> str:
         if line.startswith("exitcode") or "Signal" in line and "received" in line:
             return f"a process of the job died ({line})"
     return f"a process of the job died (torchrun exited with status {returncode})"
-
-
-def load_trained(config, result) -> Any:  # noqa: ANN001
-    """The trained model from the saved outputs, as a one-device run leaves it in memory."""
-    from worker.tasks.evaluation import load_plain
-
-    if result.adapter_dir:
-        from peft import PeftModel
-
-        from worker.training.cpu_speedup import speed_up_for_cpu
-
-        tuned = PeftModel.from_pretrained(load_plain(config, config.base_model), result.adapter_dir).eval()
-        speed_up_for_cpu(tuned)
-        return tuned
-    return load_plain(config, result.model_dir) if result.model_dir else None
