@@ -9,9 +9,8 @@ training loop's time, start-up and saving excluded). Same model, data and effect
 both sides: 1 process x micro-batch 4 x accumulation 2 against 2 processes x 4 x 1 (8 examples
 per optimizer step), LoRA under DDP and full fine-tuning under FSDP full sharding.
 
-On a CPU the processes share its cores (each gets cores / processes threads), so the ratio
-shows what the distributed machinery costs, not a gain: a CPU host trains with one process.
-With CUDA and two or more GPUs the same pair runs on GPUs 0 and 0,1 and the ratio is the
+On a CPU both sides use the same cores (one process with all of them as threads, or each of two
+with half), so the ratio is the distributed machinery's cost or gain on this machine. With CUDA and two or more GPUs the same pair runs on GPUs 0 and 0,1 and the ratio is the
 scaling (goal >= 1.8x for DDP on two GPUs); with one GPU the GPU pair is skipped, saying so.
 """
 
