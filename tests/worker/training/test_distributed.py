@@ -197,3 +197,21 @@ def test_no_rank_outlives_a_killed_task(tiny_model_dir, tmp_path):
     while any(_alive(pid) for pid in (torchrun, *ranks)):
         assert time.monotonic() < deadline, "a process of the job outlived the task that started it"
         time.sleep(0.1)
+
+
+def test_studio_train_runs_a_config_on_two_processes(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from worker.training.cli import train_command
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "base_model": str(tiny_model_dir), "method": "lora", "max_steps": 2, "epochs": None, "devices": 2,
+        "per_device_batch_size": 2, "grad_accum": 1, "learning_rate": 1e-2, "save_strategy": "no",
+        "eval_strategy": "no", "target_modules": "all_linear"}))
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(16)), encoding="utf-8")
+    assert train_command(config, dataset, tmp_path / "out") == 0
+    out = capsys.readouterr().out
+    assert "Starting 2 processes with torchrun" in out and "progress 2/2" in out and "2 x 1 x 2 = 4 examples" in out
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
