@@ -215,3 +215,33 @@ def test_studio_train_runs_a_config_on_two_processes(tiny_model_dir, tmp_path, c
     out = capsys.readouterr().out
     assert "Starting 2 processes with torchrun" in out and "progress 2/2" in out and "2 x 1 x 2 = 4 examples" in out
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_on_two_processes_succeeds_through_the_task(settings, db, tiny_model_dir, monkeypatch):
+    """The task's whole path: metrics, checkpoints and outputs recorded by the task from rank 0's
+    reports, and the automatic evaluation on the model read back from the outputs."""
+    from app.models import Artifact, Checkpoint, Evaluation, Metric
+    from worker.tasks import runs as run_tasks
+
+    from app.config import get_settings
+
+    monkeypatch.setenv("STUDIO_EVAL_SAMPLES", "2")  # a short evaluation: the tiny model's answers
+    monkeypatch.setenv("STUDIO_EVAL_MAX_NEW_TOKENS", "8")
+    get_settings.cache_clear()
+    team = make_account(db).team_id
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), team, n_train=16, n_eval=4)
+    model = register_model(db, tiny_model_dir, team_id=team)
+    run = make_run(db, team, dataset, model)
+    run.config = tiny_config(tiny_model_dir, max_steps=2, per_device_batch_size=2, grad_accum=1, devices=2,
+                             save_strategy="steps", save_steps=1).model_dump()
+    db.commit()
+    run_tasks.run_training(*run_tasks.claim_next("dist@test"))
+    db.expire_all()
+    row = db.get(type(run), run.id)
+    assert row.status == RunStatus.succeeded, row.error_message
+    assert row.result["global_step"] == 2 and row.current_step == 2
+    assert sorted(db.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run.id))) == [1, 2]
+    assert len(db.scalars(select(Metric.value).where(Metric.run_id == run.id, Metric.name == "loss")).all()) == 2
+    assert {"adapter", "merged", "log"} <= set(db.scalars(select(Artifact.kind).where(Artifact.run_id == run.id)))
+    evaluation = db.scalar(select(Evaluation).where(Evaluation.run_id == run.id))
+    assert evaluation.status == "succeeded", evaluation.error_message
