@@ -245,3 +245,13 @@ def test_a_run_on_two_processes_succeeds_through_the_task(settings, db, tiny_mod
     assert {"adapter", "merged", "log"} <= set(db.scalars(select(Artifact.kind).where(Artifact.run_id == run.id)))
     evaluation = db.scalar(select(Evaluation).where(Evaluation.run_id == run.id))
     assert evaluation.status == "succeeded", evaluation.error_message
+
+
+def test_an_error_in_the_ranks_fails_the_job_with_its_own_words(tiny_model_dir, tmp_path):
+    """A rank that raises (here: a record with no answer) is a failure of the run, not a lost
+    process: the task gets the rank's error, of its kind."""
+    bad = records(8) + [{"messages": [{"role": "user", "content": "Bonjour ?"}]}]
+    reporter = RecordingReporter()
+    with pytest.raises(launcher.DataError, match="no assistant answer"):
+        launcher.launch(tiny_config(tiny_model_dir, devices=2), bad, None, tmp_path / "out", reporter, resume=False)
+    assert any(line.startswith(("Rank 0 failed", "Rank 1 failed")) and "DataError" in line for line in reporter.lines)
