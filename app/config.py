@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # worker, not at step boundaries, so a long step never looks like a lost worker. A killed
     # worker's run is queued again within heartbeat_timeout_s + reconcile_every_s (25 s).
     heartbeat_timeout_s: int = 20
+    # A job on several devices: how long a rank waits in a collective (all-reduce, barrier) for
+    # the others before it fails; bounds a hang on a stuck rank (a killed one ends the job at once).
+    dist_timeout_s: int = Field(300, ge=10)
     max_run_attempts: int = Field(3, validation_alias=AliasChoices(
         "STUDIO_MAX_RUN_ATTEMPTS", "STUDIO_MAX_JOB_ATTEMPTS", "max_run_attempts"))  # the old name still read
     # The reconciler (a thread in every worker) runs this often; a queued run still waiting this

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "train_throughput": ([], ["--steps", "2", "--rounds", "1"]),
     "shared_prefix": ([], ["--rounds", "1"]),
     "run_overhead": ([], ["--steps", "40"]),
+    "distributed": ([], ["--steps", "3", "--rounds", "1", "--methods", "lora"]),
     "pages": ([], ["--repeat", "10"]),
     "soak": ([], ["--minutes", "1"]),
     "style_adoption": ([], ["--budget-s", "120", "--limit-s", "180"]),

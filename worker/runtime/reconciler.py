@@ -52,39 +52,57 @@ log = logging.getLogger(__name__)
 def _requeue_stale(s, settings: Settings, now) -> int:  # noqa: ANN001
     count = 0
     for run in repo.stale_running(s, heartbeat_before=now - timedelta(seconds=settings.heartbeat_timeout_s)):
-        # Read what the event tells before the take-back: it clears worker_id on the row, and the
-        # row is reloaded after it.
-        run_id, worker, attempt, max_attempts = run.id, run.worker_id or "running it", run.attempt, run.max_attempts
+        worker = run.worker_id or "running it"
         silent = int((now - run.heartbeat_at).total_seconds())
-        lost = f"The worker {worker} stopped answering ({silent} s without a heartbeat)"
-        if attempt < max_attempts:
-            values = dict(status=RunStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
-        else:
-            values = dict(status=RunStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
-                          error_message=f"{lost}. That was attempt {attempt} of {max_attempts}: the run is "
-                          "given up. Check the workers' logs (out of host memory?) and retry it.")
-        if not repo.take_back(s, run_id=run_id, lease_token=run.lease_token, values=values):
-            continue
-        s.expire(run)
-        count += 1
-        data = {"worker": worker, "silent_s": silent}
-        if values["status"] == RunStatus.queued:
-            step = repo.latest_checkpoint_step(s, run_id)
-            if _lost_before_at(s, run_id, step):
-                # Twice lost at the same checkpoint: most likely the kernel killed the worker for
-                # its memory. The run comes back with half the micro-batch (same effective batch).
-                service.retry_after_oom(s, run, step=None, resume_step=step, cause=KILLED_FOR_MEMORY)
-            resume = (f"resumes from step {step}" if step is not None
-                      else "starts from the beginning (it had no checkpoint yet)")
-            service.add_event(s, run, "status", f"{lost}; the run is queued again and {resume} "
-                              f"(attempt {attempt + 1} of {max_attempts}).", level="warning",
-                              data={"status": "queued", "reason": "worker_lost", "resume_step": step, **data})
-            queue.enqueue(s, service.TRAIN_TASK, run_id, queue=run.queue)
-        else:
-            service.add_event(s, run, "status", values["error_message"], level="error",
-                              data={"status": "failed", "kind": "worker_lost", **data})
-        log.warning("run %s: %s", run_id, lost)
+        if take_back_lost(s, run, lost=f"The worker {worker} stopped answering ({silent} s without a heartbeat)",
+                          data={"worker": worker, "silent_s": silent}, now=now):
+            count += 1
     return count
+
+
+def take_back_lost(s, run, *, lost: str, data: dict, now) -> bool:  # noqa: ANN001
+    """A run in progress whose worker (or one process of its job) was lost: queued again to resume
+    from its latest checkpoint, or failed once its attempts are used up. False when another
+    reconciler (or the run's own end) changed the run first."""
+    # Read what the event tells before the take-back: it clears worker_id on the row, and the
+    # row is reloaded after it.
+    run_id, attempt, max_attempts = run.id, run.attempt, run.max_attempts
+    if attempt < max_attempts:
+        values = dict(status=RunStatus.queued, worker_id=None, lease_token=None, enqueued_at=now)
+    else:
+        values = dict(status=RunStatus.failed, lease_token=None, finished_at=now, error_kind="worker_lost",
+                      error_message=f"{lost}. That was attempt {attempt} of {max_attempts}: the run is "
+                      "given up. Check the workers' logs (out of host memory?) and retry it.")
+    if not repo.take_back(s, run_id=run_id, lease_token=run.lease_token, values=values):
+        return False
+    s.expire(run)
+    if values["status"] == RunStatus.queued:
+        step = repo.latest_checkpoint_step(s, run_id)
+        if _lost_before_at(s, run_id, step):
+            # Twice lost at the same checkpoint: most likely the kernel killed the worker for
+            # its memory. The run comes back with half the micro-batch (same effective batch).
+            service.retry_after_oom(s, run, step=None, resume_step=step, cause=KILLED_FOR_MEMORY)
+        resume = (f"resumes from step {step}" if step is not None
+                  else "starts from the beginning (it had no checkpoint yet)")
+        service.add_event(s, run, "status", f"{lost}; the run is queued again and {resume} "
+                          f"(attempt {attempt + 1} of {max_attempts}).", level="warning",
+                          data={"status": "queued", "reason": "worker_lost", "resume_step": step, **data})
+        queue.enqueue(s, service.TRAIN_TASK, run_id, queue=run.queue)
+    else:
+        service.add_event(s, run, "status", values["error_message"], level="error",
+                          data={"status": "failed", "kind": "worker_lost", **data})
+    log.warning("run %s: %s", run_id, lost)
+    return True
+
+
+def give_back_lost(run_id: int, lease: str, lost: str) -> bool:
+    """The worker itself saw its run lost (a process of a job on several devices died): the run
+    goes back at once, as the reconciler would take it once its heartbeat went stale."""
+    with session_scope() as s:
+        run = repo.by_id(s, run_id, for_update=True)
+        if run is None or run.lease_token != lease or run.status != RunStatus.running:
+            return False
+        return take_back_lost(s, run, lost=lost, data={"worker": run.worker_id}, now=utcnow())
 
 
 KILLED_FOR_MEMORY = ("The worker was lost twice before the run passed a new checkpoint, as when the system "

@@ -320,6 +320,20 @@ def _stored_inputs(store: Store, run: dict[str, Any]) -> tuple[list[dict], list[
     return _records(store, train_key), _records(store, eval_key), outputs
 
 
+def trained_model(config, result):  # noqa: ANN001, ANN201
+    """A run's trained model read back from its outputs (a run on several devices leaves none in
+    this process's memory), as a one-device run leaves it: the adapter on the base, or the model."""
+    if result.adapter_dir:
+        from peft import PeftModel
+
+        from worker.training.cpu_speedup import speed_up_for_cpu
+
+        tuned = PeftModel.from_pretrained(load_plain(config, config.base_model), result.adapter_dir).eval()
+        speed_up_for_cpu(tuned)  # the adapter's layers, now that PEFT has put them on
+        return tuned
+    return load_plain(config, result.model_dir)
+
+
 def load_plain(config, path: str):  # noqa: ANN001, ANN201
     """A model for evaluation on the training device, in the run's precision (4-bit for QLoRA)."""
     from worker.training.cpu_speedup import speed_up_for_cpu

@@ -30,7 +30,7 @@ from planner import oom
 from worker.tasks import evaluation
 from worker.training.memory import is_out_of_memory, release
 from worker.celery_app import TRAIN_QUEUE, celery_app
-from worker.runtime import sync
+from worker.runtime import reconciler, sync
 from worker.runtime.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,8 @@ class _OwnThread(logging.Filter):
 
 
 def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -> None:
-    """Trains the claimed run on this worker's devices `device_ids` (the claim's choice)."""
+    """Trains a claimed run: in this process on one device, under torchrun on config.devices
+    (worker/training/launcher.py; `device_ids`: the devices the claim gave it)."""
     settings = get_settings()
     store = open_store(settings)
     workspace = sync.Workspace(store, settings)  # the store's directory, or a scratch copy of a bucket's files
@@ -264,6 +265,7 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
     reporter = sync.wrap(DatabaseReporter(run_id=run_id, attempt=attempt, lease_token=lease, log_path=log_path,
                                           store_root=workspace.root), workspace, log_path)
     from planner.config import TrainingConfig
+    from worker.training import launcher
     from worker.training.run import run as run_engine
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -278,9 +280,14 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
                                     reporter.on_log)
         while True:  # one pass, plus one per out-of-memory retry (planner/oom.py bounds them)
             try:
-                result = run_engine(config, train_records, eval_records, output_dir, reporter,
-                                    resume_from=True if resume else None, export_merged=False,
-                                    liger_kernels=settings.liger_kernels)
+                if config.devices > 1:
+                    result = launcher.launch(config, train_records, eval_records, output_dir, reporter,
+                                             resume=resume, device_ids=device_ids, timeout_s=settings.dist_timeout_s,
+                                             export_merged=False, liger_kernels=settings.liger_kernels)
+                else:
+                    result = run_engine(config, train_records, eval_records, output_dir, reporter,
+                                        resume_from=True if resume else None, export_merged=False,
+                                        liger_kernels=settings.liger_kernels)
                 break
             except Exception as exc:  # noqa: BLE001
                 if not is_out_of_memory(exc):
@@ -290,6 +297,11 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
                 reporter.on_log(f"Out of memory at step {step}: {type(exc).__name__}: {str(exc)[:300]}")
             release()  # here, once the failed attempt's traceback (and its trainer) is gone
             config, resume = _after_oom(run_id, lease, config, step, output_dir, reporter), True
+    except launcher.JobLost as exc:  # a rank was killed: the run is lost like a killed worker's
+        reporter.on_log(f"LOST: {exc}")
+        reporter.close()
+        reconciler.give_back_lost(run_id, lease, f"The job on {config.devices} devices lost one of its processes: {exc}")
+        return
     except Exception as exc:
         if not isinstance(exc, GaveUp):
             log.exception("run %s failed", run_id)
@@ -311,6 +323,8 @@ def run_training(run_id: int, lease: str, device_ids: list[int] | None = None) -
     _finish(run_id, lease, workspace, result=result)
     retention.after_run(store, run_id)
     if result.status == "completed":  # the run shows as succeeded while its evaluation runs
+        if result.model is None:  # trained by several processes: read back from its outputs
+            result.model = evaluation.trained_model(config, result)
         evaluation.evaluate_after_run(run_id, result, train_records, eval_records)
     workspace.discard(output_dir)
 

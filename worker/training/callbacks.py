@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from worker.training import checkpoints
+from worker.training import checkpoints, distributed
 from worker.training.loss import perplexity
 
 
@@ -80,7 +80,9 @@ class ReporterCallback(TrainerCallback):
             now = time.monotonic()
             seconds = max(now - self.log_time, 1e-9)
             metrics["loss"] = float(logs["loss"])
-            metrics["tokens_per_s"] = (self.counter.tokens - self.log_tokens) / seconds
+            # the job's rate; under torch.distributed rank 0's share times the ranks (the final
+            # tokens_per_s of the run adds up every rank's tokens)
+            metrics["tokens_per_s"] = (self.counter.tokens - self.log_tokens) / seconds * args.world_size
             slots = self.counter.slots - self.log_slots
             metrics["padding_share"] = 1 - (self.counter.tokens - self.log_tokens) / slots if slots else 0.0
             self.log_time, self.log_tokens, self.log_slots = now, self.counter.tokens, self.counter.slots
@@ -101,6 +103,12 @@ class ReporterCallback(TrainerCallback):
             self.reporter.on_metrics(state.global_step, metrics)
 
     def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            # Under torch.distributed every rank writes a part (its random state; FSDP's gathered
+            # weights and optimizer): rank 0 seals the checkpoint once all of them are written.
+            distributed.barrier()
+            if not distributed.is_main():
+                return
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         metadata = {
             **self.run_metadata,

@@ -55,7 +55,16 @@ def train_command(config: Path, dataset: Path, output: Path, model: Path | None 
         from worker.training.run import CHECKPOINTS, run
 
         resume = any((Path(output) / CHECKPOINTS).glob("checkpoint-*"))
-        result = run(training_config, train, evaluation, output, reporter, resume_from=resume or None)
+        if training_config.devices > 1:  # one process per device under torchrun, as a worker does
+            from worker.training.launcher import RankFailed, launch
+
+            try:
+                result = launch(training_config, train, evaluation, output, reporter, resume=resume)
+            except RankFailed as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+        else:
+            result = run(training_config, train, evaluation, output, reporter, resume_from=resume or None)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

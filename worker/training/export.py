@@ -48,10 +48,11 @@ def save_adapter(model, tokenizer, directory: str | Path) -> Path:
     return directory
 
 
-def save_full_model(model, tokenizer, directory: str | Path) -> Path:
+def save_full_model(model, tokenizer, directory: str | Path, state_dict: dict | None = None) -> Path:
+    """`state_dict`: the full weights when the model itself holds shards (FSDP, gathered on rank 0)."""
     directory = Path(directory)
     model.config.use_cache = True
-    model.save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(directory)
     return directory
 

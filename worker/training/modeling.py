@@ -43,12 +43,14 @@ class Device:
 
     @property
     def torch_device(self) -> torch.device:
-        return torch.device("cuda:0" if self.kind == "cuda" else "cpu")
+        """The current CUDA device: 0 in one process, the rank's own under torch.distributed
+        (worker/training/rank.py sets it before anything is loaded)."""
+        return torch.device("cuda", torch.cuda.current_device()) if self.kind == "cuda" else torch.device("cpu")
 
 
 def detect_device() -> Device:
     if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
         return Device("cuda", props.name, props.total_memory / 1e9, torch.cuda.is_bf16_supported())
     return Device("cpu", "CPU", None, False)
 

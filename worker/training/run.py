@@ -26,7 +26,7 @@ from transformers import PrinterCallback, Trainer, TrainerState, TrainingArgumen
 from transformers.trainer_utils import TrainOutput
 
 from planner.config import TrainingConfig
-from worker.training import allocator, checkpoints, export
+from worker.training import allocator, checkpoints, distributed, export
 from worker.training.callbacks import ReporterCallback, TokenCounter
 from worker.training.cpu_speedup import speed_up_for_cpu
 from worker.training.data import LengthGroupedSampler, TorchDataset, make_collator, tokenize_records
@@ -80,20 +80,29 @@ class EngineTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
-        step_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        # one optimizer step's examples over all ranks: each rank takes every N-th micro-batch of it
+        step_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+                      * self.args.world_size)
         return LengthGroupedSampler(dataset.lengths, step_batch, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        wrapped, model = model, self.accelerator.unwrap_model(model)
         prefix = shared_prefix_length(model, inputs)
         if model.training:
             self.token_counter.tokens += real_tokens(inputs)
             self.token_counter.slots += inputs["input_ids"].numel()
             self.token_counter.shared += prefix * (len(inputs["input_ids"]) - 1)
-        loss_sum, count = answer_loss_sum(model, inputs, prefix)
+        if self.args.world_size > 1:  # inside DDP's / FSDP's forward (distributed.call_through)
+            loss_sum, count = distributed.call_through(wrapped, model, answer_loss_sum, model, inputs, prefix)
+        else:
+            loss_sum, count = answer_loss_sum(model, inputs, prefix)
         # Normalise by the answer tokens of the whole optimizer step, so gradient accumulation
-        # gives the same update as one big batch.
+        # gives the same update as one big batch. Under torch.distributed the Trainer counts them
+        # over all ranks and the gradients are averaged over the ranks, hence the world size.
         denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
         loss = loss_sum / denominator
+        if num_items_in_batch is not None and self.args.world_size > 1:
+            loss = loss * self.args.world_size
         return (loss, None) if return_outputs else loss
 
     def train(self, resume_from_checkpoint=None, **kwargs) -> TrainOutput:
@@ -116,10 +125,40 @@ class EngineTrainer(Trainer):
         return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        metrics = evaluate_loss(self.model, self.get_eval_dataloader(eval_dataset))
+        if self.args.world_size > 1:
+            metrics = self._evaluate_distributed(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        else:
+            metrics = evaluate_loss(self.model, self.get_eval_dataloader(eval_dataset))
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _evaluate_distributed(self, dataset) -> dict[str, float]:
+        """Each rank evaluates every N-th micro-batch of the eval set; the sums are added up over
+        the ranks. A rank with no micro-batch left runs the first one again and counts nothing, so
+        that every rank runs as many forwards (FSDP gathers parameters in each)."""
+        from torch.utils.data import DataLoader
+
+        world, me = self.args.world_size, distributed.rank()
+        batches = list(DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size,
+                                  collate_fn=self.data_collator))
+        mine = batches[me::world]
+        rounds = -(-len(batches) // world)
+        inner = self.accelerator.unwrap_model(self.model)
+        total, count = 0.0, 0
+        was_training = inner.training
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(rounds):
+                batch = mine[i] if i < len(mine) else batches[0]
+                batch = {k: v.to(self.args.device) for k, v in batch.items()}
+                loss_sum, n = distributed.call_through(self.model, inner, answer_loss_sum, inner, batch, 0)
+                if i < len(mine):
+                    total, count = total + float(loss_sum), count + n
+        self.model.train(was_training)
+        total, count = distributed.all_reduce_sum([total, count])
+        loss = total / max(count, 1)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(count)}
 
 
 def run(
@@ -132,12 +171,18 @@ def run(
     *,
     export_merged: bool = True,
     liger_kernels: bool = False,
+    dist_timeout_s: int = 300,
 ) -> RunResult:
     """Fine-tune config.base_model on train_records; resume_from: a checkpoint dir, or True for the latest.
-    liger_kernels: use Liger's fused kernels where they can run (worker/training/gpu_kernels.py)."""
+    liger_kernels: use Liger's fused kernels where they can run (worker/training/gpu_kernels.py).
+
+    Under torch.distributed (worker/training/distributed.py) every rank calls it; rank 0 alone
+    writes the run's files and outputs, the others' reporter reports nothing."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(output_dir)
+    main = distributed.is_main()
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir)
 
     # setup
     _quiet_libraries()
@@ -147,7 +192,8 @@ def run(
     reporter.on_log(f"Device {device.name} ({device.kind}), precision {precision}, method {config.method}.")
     tokenizer = load_tokenizer(config.base_model)
     train_examples, eval_examples, report = _prepare_data(config, tokenizer, train_records, eval_records, reporter)
-    (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
+    if main:
+        (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
     set_seed(config.seed)
     model = load_model(config, device, precision)
     liger = apply_liger(model, device.kind, liger_kernels)
@@ -162,24 +208,35 @@ def run(
         f"({parameters['trainable_percent']}%)."
     )
     counter = TokenCounter()
-    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model},
+    world = distributed.world_size()
+    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model,
+                                                    "world_size": world},
                                 keep_checkpoints=config.save_total_limit)
     trainer = _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device,
-                             precision, callback, counter)
+                             precision, callback, counter, distributed.training_arguments(config.method, device.kind,
+                                                                                          dist_timeout_s))
 
     # train
+    if world > 1:
+        reporter.on_log(f"{world} processes under torch.distributed ({'FSDP full sharding' if config.method == 'full' else 'DDP'}"
+                        f", {trainer.args.ddp_backend}): {config.per_device_batch_size} x {config.grad_accum} x {world} = "
+                        f"{config.per_device_batch_size * config.grad_accum * world} examples per optimizer step.")
     checkpoint = _resolve_resume(resume_from, output_dir / CHECKPOINTS, reporter)
     if checkpoint:
+        distributed.check_resume(checkpoint, checkpoints.read_metadata(Path(checkpoint)))
         reporter.on_log(f"Resuming from {checkpoint}.")
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - started
+    tokens, slots, shared = counter.tokens, counter.slots, counter.shared
+    if world > 1:  # the job's figures: every rank's tokens
+        tokens, slots, shared = distributed.all_reduce_sum([tokens, slots, shared])
     metrics = {
         "train_loss": float(output.training_loss),
         "train_runtime_s": seconds,
-        "tokens_per_s": counter.tokens / max(seconds, 1e-9),
-        "padding_share": 1 - counter.tokens / counter.slots if counter.slots else 0.0,
-        "shared_prefix_share": counter.shared / counter.tokens if counter.tokens else 0.0,
+        "tokens_per_s": tokens / max(seconds, 1e-9),
+        "padding_share": 1 - tokens / slots if slots else 0.0,
+        "shared_prefix_share": shared / tokens if tokens else 0.0,
         **{k: v for k, v in callback.last_metrics.items() if k in ("loss", "peak_memory_mb")},
     }
     result = RunResult(
@@ -199,14 +256,26 @@ def run(
                         "tokens trained on were not computed again.")
     if callback.stopped:
         reporter.on_log(f"Stopped at step {result.global_step}; checkpoint: {result.last_checkpoint}.")
-        _write_result(output_dir, result)
+        if main:
+            _write_result(output_dir, result)
         return result
 
     # save
     if eval_examples and callback.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
     result.metrics.update({k: v for k, v in callback.last_metrics.items() if k in ("eval_loss", "perplexity")})
-    _save_outputs(config, trainer.model, tokenizer, train_records, output_dir, result, precision, export_merged)
+    state_dict = None
+    if world > 1:
+        # Gathered from the shards (FSDP) on every rank, saved by rank 0 alone; DDP ranks hold the same model.
+        state_dict = distributed.full_state_dict(trainer) if not config.uses_adapter else None
+        result.model = trainer.accelerator.unwrap_model(trainer.model)
+        if not main:
+            result.model = None
+            return result
+        if state_dict is not None:
+            result.model = None  # sharded: the saved directory is the model
+    _save_outputs(config, trainer.model if world == 1 else trainer.accelerator.unwrap_model(trainer.model), tokenizer,
+                  train_records, output_dir, result, precision, export_merged, state_dict)
     for warning in result.warnings:
         reporter.on_log(f"Warning: {warning}")
     reporter.on_log(f"Finished: {result.global_step} steps, outputs in {output_dir}.")
@@ -234,9 +303,9 @@ def _prepare_data(config, tokenizer, train_records, eval_records, reporter):
 
 
 def _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device, precision,
-                   callback, counter) -> EngineTrainer:
+                   callback, counter, extra_args=None) -> EngineTrainer:
     args = _training_arguments(config, output_dir / CHECKPOINTS, device, precision, len(train_examples),
-                               bool(eval_examples))
+                               bool(eval_examples), **(extra_args or {}))
     trainer = EngineTrainer(
         model=model,
         args=args,
@@ -256,11 +325,12 @@ def planned_steps(config: TrainingConfig, examples: int) -> int:
     if config.max_steps:
         return config.max_steps
     batches = math.ceil(examples / config.per_device_batch_size)
+    batches = math.ceil(batches / config.devices)  # each rank takes every N-th micro-batch
     per_epoch = max(batches // config.grad_accum + int(batches % config.grad_accum > 0), 1)
     return math.ceil(config.epochs * per_epoch)
 
 
-def _training_arguments(config, checkpoint_dir, device, precision, examples, has_eval) -> TrainingArguments:
+def _training_arguments(config, checkpoint_dir, device, precision, examples, has_eval, **extra) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=config.per_device_batch_size,
@@ -289,18 +359,22 @@ def _training_arguments(config, checkpoint_dir, device, precision, examples, has
         disable_tqdm=True,
         dataloader_num_workers=0,
         optim="adamw_torch",
+        **extra,
     )
 
 
 def _resolve_resume(resume_from, checkpoint_dir: Path, reporter: Reporter) -> str | None:
     if resume_from is True:
-        for name in checkpoints.clean(checkpoint_dir):  # none is mistaken for a good one
-            reporter.on_log(f"Removed {name}: it was left incomplete by an interrupted worker.")
+        if distributed.is_main():  # one rank cleans, the others wait for it
+            for name in checkpoints.clean(checkpoint_dir):  # none is mistaken for a good one
+                reporter.on_log(f"Removed {name}: it was left incomplete by an interrupted worker.")
+        distributed.barrier()
         return checkpoints.latest_complete(checkpoint_dir)
     return str(resume_from) if resume_from else None
 
 
-def _save_outputs(config, model, tokenizer, records, output_dir, result, precision, export_merged) -> None:
+def _save_outputs(config, model, tokenizer, records, output_dir, result, precision, export_merged,
+                  state_dict=None) -> None:
     card = dict(
         config=config,
         dataset_hash=export.dataset_sha256(records),
@@ -309,7 +383,7 @@ def _save_outputs(config, model, tokenizer, records, output_dir, result, precisi
         data_report=result.data_report,
     )
     if not config.uses_adapter:
-        result.model_dir = str(export.save_full_model(model, tokenizer, output_dir / "model"))
+        result.model_dir = str(export.save_full_model(model, tokenizer, output_dir / "model", state_dict))
         export.write_model_card(result.model_dir, **card)
         return
     result.adapter_dir = str(export.save_adapter(model, tokenizer, output_dir / "adapter"))
