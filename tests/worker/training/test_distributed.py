@@ -134,10 +134,11 @@ def test_a_killed_rank_ends_the_job_fast_and_the_run_goes_back_to_the_queue(sett
     run.config = tiny_config(tiny_model_dir, max_steps=500, per_device_batch_size=2, grad_accum=1, devices=2,
                              save_strategy="steps", save_steps=2).model_dump()
     db.commit()
-    run_id, lease = run_tasks.claim_next("dist@test")
+    run_id, lease, device_ids = run_tasks.claim_next("dist@test", device_count=2)  # a worker with 2 gloo devices
+    assert device_ids == [0, 1]
     work = settings.artifact_dir / f"teams/{team}/jobs/{run_id}/run" / launcher.WORK_DIR
     done = threading.Event()
-    threading.Thread(target=lambda: (run_tasks.run_training(run_id, lease), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (run_tasks.run_training(run_id, lease, device_ids), done.set()), daemon=True).start()
 
     def checkpointed() -> bool:
         db.expire_all()
@@ -235,7 +236,7 @@ def test_a_run_on_two_processes_succeeds_through_the_task(settings, db, tiny_mod
     run.config = tiny_config(tiny_model_dir, max_steps=2, per_device_batch_size=2, grad_accum=1, devices=2,
                              save_strategy="steps", save_steps=1).model_dump()
     db.commit()
-    run_tasks.run_training(*run_tasks.claim_next("dist@test"))
+    run_tasks.run_training(*run_tasks.claim_next("dist@test", device_count=2))
     db.expire_all()
     row = db.get(type(run), run.id)
     assert row.status == RunStatus.succeeded, row.error_message
