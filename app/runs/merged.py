@@ -30,6 +30,7 @@ class MergedState:
     message: str = ""
     artifact_id: int | None = None
     size_bytes: int | None = None
+    buildable: bool = False  # absent or failed, and a build may be asked for (POST .../merged)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +77,9 @@ def state(db: Session, store: Store, run: Run) -> MergedState:
     if status and status.get("state") in ("queued", "building") and time.time() - status["updated_at"] < STALE_S:
         return MergedState("preparing", float(status.get("progress") or 0), status.get("message") or "Preparing.")
     if status and status.get("state") == "failed":
-        return MergedState("failed", 0.0, status.get("message") or "Building the merged model failed.")
-    return MergedState("absent", message="The merged model is built when it is first asked for.")
+        return MergedState("failed", 0.0, status.get("message") or "Building the merged model failed.",
+                           buildable=True)
+    return MergedState("absent", message="The merged model is built when it is first asked for.", buildable=True)
 
 
 def request(db: Session, store: Store, run: Run) -> MergedState:

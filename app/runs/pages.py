@@ -254,12 +254,23 @@ def retry_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser, set
 
 @pages.get("/runs/{run_id}/merged")
 def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
-    """The merged model: its build is queued on the first visit, its progress polled (htmx), then a
-    download link. The web process never builds or loads it."""
+    """The merged model's state: a button that asks for its build, its progress while a worker
+    builds it (polled, htmx), then a download link. Looking never starts a build, and the web
+    process never builds or loads the model."""
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    current = merged.state(db, request.app.state.store, run)
+    template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
+    return render(request, template, {"run": run, "merged": current})
+
+
+@pages.post("/runs/{run_id}/merged")
+def prepare_merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    """Queues the merged model's build (once: a build under way or done is left as it is)."""
+    p.require("write")
     run = service.get(db, team_id=p.team_id, run_id=run_id)
     try:
         current = merged.request(db, request.app.state.store, run)
     except StudioError as exc:
-        current = merged.MergedState("absent", message=exc.message)
-    template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
-    return render(request, template, {"run": run, "merged": current})
+        return redirect(request, f"/runs/{run.id}/merged", flash=("error", exc.message))
+    said = "The merged model is ready." if current.status == "ready" else "A worker is preparing the merged model."
+    return redirect(request, f"/runs/{run.id}/merged", flash=("success", said))

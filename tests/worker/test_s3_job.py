@@ -96,13 +96,16 @@ def test_a_job_on_s3_with_no_shared_directory(s3_env, settings, db, client, sent
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
     # The merged model: asked for, built by the worker (not the web), then streamed.
-    log_in(client, account)
+    csrf = log_in(client, account)
     assert "Merged model" in client.get(f"/runs/{run_id}").text  # a link to the page that prepares it
+    page = client.get(f"/runs/{run_id}/merged").text
+    assert "Prepare the merged model" in page and not [m for m in sent if m[0] == merged.MERGE_TASK]  # looking builds nothing
     first = client.get(f"/api/v1/runs/{run_id}/merged/download", headers=headers)
     assert first.status_code == 202 and first.json()["status"] == "preparing"
     assert client.get(f"/api/v1/runs/{run_id}/merged", headers=headers).json()["status"] == "preparing"
     assert client.post(f"/api/v1/runs/{run_id}/merged", headers=headers).status_code == 202
-    assert "Preparing the merged model" in client.get(f"/runs/{run_id}/merged").text
+    asked = client.post(f"/runs/{run_id}/merged", data={"csrf_token": csrf})
+    assert asked.status_code == 200 and "Preparing the merged model" in asked.text  # redirected to the page
     assert [m for m in sent if m[0] == merged.MERGE_TASK] == [(merged.MERGE_TASK, [run_id], "train")]  # once
     _merge_on_the_worker_host(run_id, worker_host, monkeypatch)
     state = client.get(f"/api/v1/runs/{run_id}/merged", headers=headers).json()
