@@ -272,5 +272,6 @@ def prepare_merged_model(request: Request, run_id: int, db: SessionDep, p: Curre
         current = merged.request(db, request.app.state.store, run)
     except StudioError as exc:
         return redirect(request, f"/runs/{run.id}/merged", flash=("error", exc.message))
-    said = "The merged model is ready." if current.status == "ready" else "A worker is preparing the merged model."
+    said = ("The merged model is ready." if current.status == "ready"
+            else "Asked for: the next free worker of this run's queue builds it.")
     return redirect(request, f"/runs/{run.id}/merged", flash=("success", said))

@@ -266,10 +266,10 @@ def describe(place: Standing, *, names: dict[int, str], now: datetime, shown: in
     if parts:
         ahead = " and ".join(parts) + (" are" if len(own) + place.ahead_other > 1 else " is") + " ahead"
     else:
-        ahead = "nothing is ahead of it"
+        ahead = "no other run is ahead"
     text = f"{ordinal(place.position)} in line: {ahead}"
     if place.blocked:
-        return f"{text}; it cannot start yet: {place.blocked}."
+        return f"{text}. It cannot start yet: {place.blocked}."
     start = place.expected_start_at(now)
     if start is None:
         return f"{text}; expected start unknown ({place.unknown_why or 'no estimate'})."

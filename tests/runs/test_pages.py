@@ -95,7 +95,7 @@ def test_wizard_proposes_a_device_count_and_shows_the_effective_batch(browser, d
     assert "Effective batch: 2 per pass x 8 accumulated x 1 device = <strong>16</strong>" in text
     text = browser.get(f"{query}&hp_devices={proposal[1]}").text
     n = int(proposal[1])
-    assert "Needs" not in text and f"per device ({n} x, FSDP)" in text
+    assert "Needs" not in text and f"per device ({n} devices, FSDP)" in text
     assert f"x {16 // (2 * n)} accumulated x {n} devices = <strong>16</strong>" in text
 
 

@@ -92,7 +92,7 @@ def test_a_run_that_asks_for_more_devices_than_any_worker_has_says_why_it_waits(
                        workers=[Worker("a", 2), Worker("b", 1)])
     assert place.blocked and place.starts_in_s is None
     text = qp.describe(place, names={}, now=NOW)
-    assert text == ("1st in line: nothing is ahead of it; it cannot start yet: it asks for 4 devices and the "
+    assert text == ("1st in line: no other run is ahead. It cannot start yet: it asks for 4 devices and the "
                     "largest training worker online has 2; it waits until one with 4 starts.")
     big = qp.standing(1, queued=[Queued(1, 1, memory_gb=70)], running=[], teams={}, workers=[Worker("a", 1, 24)])
     assert "enough memory" in big.blocked
@@ -109,7 +109,7 @@ def test_the_sentence():
         "start around 17:08 UTC (in ~3 h 00 min).")
     first = qp.Standing(position=1, starts_in_s=0)
     assert qp.describe(first, names={}, now=NOW) == (
-        "1st in line: nothing is ahead of it; it should start as soon as a worker picks it up.")
+        "1st in line: no other run is ahead; it should start as soon as a worker picks it up.")
     assert [qp.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"]
 
@@ -176,7 +176,7 @@ def test_a_run_asking_for_more_devices_than_any_worker_has_says_why_it_waits(db,
     run = make_run(db, a.team_id, ds, model, config={"base_model": model.path, "devices": 4})
     body = client.get(f"/api/v1/runs/{run.id}", headers=headers).json()
     assert body["expected_start_at"] is None
-    assert body["queue_status"].endswith("it cannot start yet: it asks for 4 devices and the largest training "
+    assert body["queue_status"].endswith("It cannot start yet: it asks for 4 devices and the largest training "
                                          "worker online has 2; it waits until one with 4 starts.")
     from app.config import get_settings
     from worker.runtime import reconciler
