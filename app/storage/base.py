@@ -8,6 +8,7 @@ unchecked. A "tree" is every object under a key prefix (an adapter, a merged mod
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, TooLarge
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 CHUNK = 1024 * 1024
@@ -32,6 +33,24 @@ def check_key(key: str) -> str:
     if not isinstance(key, str) or not _KEY_RE.match(key) or any(p in ("..", ".") for p in key.split("/")):
         raise InvalidInput(f"Not a valid artifact key: {key!r}")
     return key
+
+
+class Tally:
+    """Counts and hashes the chunks of one write as they pass, refusing it past `max_bytes`: what
+    every backend's streamed write records (`Written`)."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes, self.size, self.digest = max_bytes, 0, hashlib.sha256()
+
+    def add(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise TooLarge(f"The file is larger than the limit of {self.max_bytes:,} bytes.")
+        self.digest.update(chunk)
+        return chunk
+
+    def written(self, key: str) -> Written:
+        return Written(key, self.digest.hexdigest(), self.size)
 
 
 class Store(ABC):

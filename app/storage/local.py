@@ -12,8 +12,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from app.errors import NotFound, TooLarge
-from app.storage.base import CHUNK, Store, Written, check_key
+from app.errors import NotFound
+from app.storage.base import CHUNK, Store, Tally, Written, check_key
 
 
 class ArtifactStore(Store):
@@ -42,37 +42,29 @@ class ArtifactStore(Store):
         return final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
 
     def write_chunks(self, key: str, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Written:
-        tmp, digest, size = self._tmp(key), hashlib.sha256(), 0
+        tmp, tally = self._tmp(key), Tally(max_bytes)
         try:
             with open(tmp, "wb") as fh:
                 for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLarge(f"The file is larger than the limit of {max_bytes:,} bytes.")
-                    digest.update(chunk)
-                    fh.write(chunk)
+                    fh.write(tally.add(chunk))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path(key))
         finally:
             tmp.unlink(missing_ok=True)
-        return Written(key, digest.hexdigest(), size)
+        return tally.written(key)
 
     async def write_async_chunks(self, key: str, chunks: AsyncIterator[bytes], *,
                                  max_bytes: int | None = None) -> Written:
-        tmp, digest, size = self._tmp(key), hashlib.sha256(), 0
+        tmp, tally = self._tmp(key), Tally(max_bytes)
         try:
             with open(tmp, "wb") as fh:
                 async for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLarge(f"The file is larger than the limit of {max_bytes:,} bytes.")
-                    digest.update(chunk)
-                    fh.write(chunk)
+                    fh.write(tally.add(chunk))
             os.replace(tmp, self.path(key))
         finally:
             tmp.unlink(missing_ok=True)
-        return Written(key, digest.hexdigest(), size)
+        return tally.written(key)
 
     def write_file(self, key: str, source: Path) -> Written:
         if Path(source).resolve() == self.path(key):  # a worker writing in place: nothing to copy

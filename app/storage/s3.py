@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlparse
 
-from app.errors import InvalidInput, NotFound, TooLarge
-from app.storage.base import CHUNK, Store, Written, check_key
+from app.errors import InvalidInput, NotFound
+from app.storage.base import CHUNK, Store, Tally, Written, check_key
 
 MULTIPART_THRESHOLD = 16 * 1024**2
 
@@ -92,36 +92,28 @@ class S3Store(Store):
         return code in ("404", "NoSuchKey", "NotFound")
 
     # -- writing ----------------------------------------------------------------------------
-    def _upload_spooled(self, key: str, spool: BinaryIO, digest: str, size: int) -> Written:
+    def _upload_spooled(self, key: str, spool: BinaryIO, tally: Tally) -> Written:
         spool.seek(0)
         self.client.upload_fileobj(spool, self.bucket, self._name(key), Config=self.transfer,
-                                   ExtraArgs={"Metadata": {"sha256": digest}})
-        return Written(key, digest, size)
+                                   ExtraArgs={"Metadata": {"sha256": tally.digest.hexdigest()}})
+        return tally.written(key)
 
     def write_chunks(self, key: str, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Written:
         self._name(key)
-        digest, size = hashlib.sha256(), 0
+        tally = Tally(max_bytes)
         with tempfile.TemporaryFile() as spool:
             for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise TooLarge(f"The file is larger than the limit of {max_bytes:,} bytes.")
-                digest.update(chunk)
-                spool.write(chunk)
-            return self._upload_spooled(key, spool, digest.hexdigest(), size)
+                spool.write(tally.add(chunk))
+            return self._upload_spooled(key, spool, tally)
 
     async def write_async_chunks(self, key: str, chunks: AsyncIterator[bytes], *,
                                  max_bytes: int | None = None) -> Written:
         self._name(key)
-        digest, size = hashlib.sha256(), 0
+        tally = Tally(max_bytes)
         with tempfile.TemporaryFile() as spool:
             async for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise TooLarge(f"The file is larger than the limit of {max_bytes:,} bytes.")
-                digest.update(chunk)
-                spool.write(chunk)
-            return await asyncio.to_thread(self._upload_spooled, key, spool, digest.hexdigest(), size)
+                spool.write(tally.add(chunk))
+            return await asyncio.to_thread(self._upload_spooled, key, spool, tally)
 
     def write_file(self, key: str, source: Path) -> Written:
         with open(source, "rb") as fh:
