@@ -124,16 +124,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _queued_two_device_run(db, settings, tiny_model_dir, *, n_eval: int, **config):  # noqa: ANN001, ANN202
+    """A queued run of a new team asking for 2 devices (micro-batch 2, no accumulation); returns (team, run)."""
+    team = make_account(db).team_id
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), team, n_train=16, n_eval=n_eval)
+    run = make_run(db, team, dataset, register_model(db, tiny_model_dir, team_id=team))
+    run.config = tiny_config(tiny_model_dir, per_device_batch_size=2, grad_accum=1, devices=2,
+                             save_strategy="steps", **config).model_dump()
+    db.commit()
+    return team, run
+
+
 def test_a_killed_rank_ends_the_job_fast_and_the_run_goes_back_to_the_queue(settings, db, tiny_model_dir):
     from worker.tasks import runs as run_tasks
 
-    team = make_account(db).team_id
-    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), team, n_train=16, n_eval=0)
-    model = register_model(db, tiny_model_dir, team_id=team)
-    run = make_run(db, team, dataset, model)
-    run.config = tiny_config(tiny_model_dir, max_steps=500, per_device_batch_size=2, grad_accum=1, devices=2,
-                             save_strategy="steps", save_steps=2).model_dump()
-    db.commit()
+    team, run = _queued_two_device_run(db, settings, tiny_model_dir, n_eval=0, max_steps=500, save_steps=2)
     run_id, lease, device_ids = run_tasks.claim_next("dist@test", device_count=2)  # a worker with 2 gloo devices
     assert device_ids == [0, 1]
     work = settings.artifact_dir / f"teams/{team}/jobs/{run_id}/run" / launcher.WORK_DIR
@@ -229,13 +234,7 @@ def test_a_run_on_two_processes_succeeds_through_the_task(settings, db, tiny_mod
     monkeypatch.setenv("STUDIO_EVAL_SAMPLES", "2")  # a short evaluation: the tiny model's answers
     monkeypatch.setenv("STUDIO_EVAL_MAX_NEW_TOKENS", "8")
     get_settings.cache_clear()
-    team = make_account(db).team_id
-    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), team, n_train=16, n_eval=4)
-    model = register_model(db, tiny_model_dir, team_id=team)
-    run = make_run(db, team, dataset, model)
-    run.config = tiny_config(tiny_model_dir, max_steps=2, per_device_batch_size=2, grad_accum=1, devices=2,
-                             save_strategy="steps", save_steps=1).model_dump()
-    db.commit()
+    _team, run = _queued_two_device_run(db, settings, tiny_model_dir, n_eval=4, max_steps=2, save_steps=1)
     run_tasks.run_training(*run_tasks.claim_next("dist@test", device_count=2))
     db.expire_all()
     row = db.get(type(run), run.id)
