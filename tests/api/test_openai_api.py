@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.models import Artifact, Checkpoint, DatasetStatus, RunEvent, RunStatus
+from app.models import Artifact, Checkpoint, DatasetStatus, Run, RunEvent, RunStatus
 from app.storage import ArtifactStore
 from tests.factories import make_account, make_api_key
 from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
@@ -98,13 +98,100 @@ def test_fine_tuning_job_asks_for_devices_as_a_studio_extension(client, db, sett
 def test_run_create_refusals(client, db, settings, team):
     account, headers, model = team
     pending = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, status=DatasetStatus.validating)
-    body = {"model": model.slug, "training_file": f"file-{pending.id}"}
-    assert "still being validated" in _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body),
-                                             422, "invalid_input")["message"]
+    broken = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, status=DatasetStatus.invalid,
+                          name="broken")
+    broken.report = {"errors": [{"line": 3, "kind": "invalid_json", "message": "This line is not valid JSON."}]}
+    db.commit()
+    body = {"model": model.slug, "training_file": f"file-{broken.id}"}
+    refused = _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 422, "invalid_input")
+    assert refused["param"] == "training_file" and "(line 3): This line is not valid JSON." in refused["message"]
     body = {"model": "no-such-model", "training_file": f"file-{pending.id}"}
     assert _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 404, "not_found")["param"] == "model"
     body = {"model": model.slug, "training_file": f"file-{pending.id}", "method": {"type": "dpo"}}
     _error(client.post("/v1/fine_tuning/jobs", headers=headers, json=body), 422, "invalid_input")
+
+
+def _upload(client, headers, data: bytes, name: str = "train.jsonl") -> str:
+    r = client.post("/v1/files", headers=headers, files={"file": (name, data)}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200 and r.json()["status"] == "uploaded", r.text
+    return r.json()["id"]
+
+
+def test_a_job_created_right_after_the_upload_waits_for_the_check(client, db, team, sent):
+    """As at OpenAI: no 422 for a file still being checked. The job is validating_files, no worker
+    claims it, and the end of the check (the real task) queues it, in the same transaction."""
+    from worker.tasks import runs as run_tasks
+    from worker.tasks.datasets import validate_dataset
+
+    account, headers, model = team
+    data = b"".join(CHAT for _ in range(12))
+    train, valid = _upload(client, headers, data), _upload(client, headers, CHAT * 4, "valid.jsonl")
+    r = client.post("/v1/fine_tuning/jobs", headers=headers, json={
+        "model": model.slug, "training_file": train, "validation_file": valid,
+        "hyperparameters": {"n_epochs": 2, "learning_rate_multiplier": 2}})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["status"] == "validating_files" and job["validation_file"] == valid and job["error"] is None
+    native = client.get(f"/api/v1/runs/{job['id'].removeprefix('ftjob-')}", headers=headers).json()
+    assert native["status"] == "validating_files" and native["queue_status"].startswith("Checking your files")
+    assert [t for t, *_ in sent].count("studio.train") == 0
+    assert run_tasks.claim_next("w1@test") is None  # nothing a worker may take yet
+    validate_dataset(int(train.removeprefix("file-")))
+    assert client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=headers).json()["status"] == "validating_files"
+    validate_dataset(int(valid.removeprefix("file-")))  # the last of its files: queued now
+    done = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=headers).json()
+    assert done["status"] == "queued" and done["hyperparameters"]["n_epochs"] == 2
+    assert ("studio.train", [int(job["id"].removeprefix("ftjob-"))], "train") in sent
+    run = db.get(Run, int(job["id"].removeprefix("ftjob-")))
+    db.refresh(run)
+    assert run.eval_dataset_id == int(valid.removeprefix("file-")) and run.config["epochs"] == 2
+    plain = run.estimate["submission"]
+    assert plain["learning_rate_multiplier"] == 2 and run.estimate["provisional"] is False
+    messages = [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
+                                                   headers=headers).json()["data"]]
+    assert messages[-1].startswith("Checking your files") and any(m.startswith("Files checked. Queued") for m in messages)
+
+
+def test_a_job_whose_file_fails_its_check_fails_with_the_files_error(client, db, team, sent):
+    from worker.tasks.datasets import validate_dataset
+
+    account, headers, model = team
+    train = _upload(client, headers, CHAT * 3 + b'{"messages": [\n' + CHAT)
+    job = client.post("/v1/fine_tuning/jobs", headers=headers,
+                      json={"model": model.slug, "training_file": train}).json()
+    assert job["status"] == "validating_files"
+    native_run = client.post("/api/v1/runs", headers=headers, json={  # the native API waits the same way
+        "dataset_id": int(train.removeprefix("file-")), "base_model_id": model.id}).json()
+    assert native_run["status"] == "validating_files"
+    validate_dataset(int(train.removeprefix("file-")))
+    failed = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=headers).json()
+    file = client.get(f"/v1/files/{train}", headers=headers).json()
+    assert failed["status"] == "failed" and file["status"] == "error"
+    assert failed["error"]["param"] == "training_file" and failed["error"]["line"] == 4
+    assert failed["error"]["code"] and failed["error"]["code"] != "error" and "line 4" in failed["error"]["message"]
+    native = client.get(f"/api/v1/runs/{native_run['id']}", headers=headers).json()
+    assert native["status"] == "failed" and native["error_kind"] == "invalid_file"
+    assert "studio.train" not in [t for t, *_ in sent]
+    _error(client.post(f"/api/v1/runs/{native_run['id']}/retry", headers=headers), 409, "conflict")
+
+
+def test_a_waiting_job_can_be_cancelled_and_the_reconciler_moves_on_a_missed_one(client, db, settings, team, sent):
+    from worker.runtime import reconciler
+
+    account, headers, model = team
+    store = ArtifactStore(settings.artifact_dir)
+    pending = make_dataset(db, store, account.team_id, status=DatasetStatus.validating)
+    body = {"model": model.slug, "training_file": f"file-{pending.id}"}
+    first = client.post("/v1/fine_tuning/jobs", headers=headers, json=body).json()
+    second = client.post("/v1/fine_tuning/jobs", headers=headers, json=body).json()
+    assert client.post(f"/v1/fine_tuning/jobs/{first['id']}/cancel", headers=headers).json()["status"] == "cancelled"
+    pending.status = DatasetStatus.valid  # the check ended while the job was being created: no hook saw it
+    db.commit()
+    assert reconciler.reconcile(settings)["checked"] == 1
+    assert client.get(f"/v1/fine_tuning/jobs/{second['id']}", headers=headers).json()["status"] == "queued"
+    assert client.get(f"/v1/fine_tuning/jobs/{first['id']}", headers=headers).json()["status"] == "cancelled"
+    retried = client.post(f"/api/v1/runs/{first['id'].removeprefix('ftjob-')}/retry", headers=headers).json()
+    assert retried["status"] == "queued"  # planned again from the checked file, then queued
 
 
 def test_succeeded_run_is_a_model_with_checkpoints(client, db, settings, team):
