@@ -36,10 +36,12 @@ def list_runs(session: Session, *, team_id: int, status: str | None = None, data
     return list(session.scalars(stmt.order_by(Run.id.desc()).limit(limit)))
 
 
-def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500) -> list[RunEvent]:
-    stmt = (select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
-            .order_by(RunEvent.id).limit(limit))
-    return list(session.scalars(stmt))
+def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500,
+           exclude_kinds: Sequence[str] = ()) -> list[RunEvent]:
+    stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+    if exclude_kinds:
+        stmt = stmt.where(RunEvent.kind.not_in(list(exclude_kinds)))
+    return list(session.scalars(stmt.order_by(RunEvent.id).limit(limit)))
 
 
 def metrics(session: Session, run_id: int, *, after_id: int = 0, names: Sequence[str] | None = None,

@@ -22,6 +22,7 @@ from planner import oom
 from planner.config import TrainingConfig
 
 TRAIN_TASK = "studio.train"
+METRICS_EVENT = "metrics"  # one per logged step, worded as OpenAI words them (the charts show the same)
 
 
 def add_event(session: Session, run: Run, kind: str, message: str, *, level: str = "info",
@@ -30,6 +31,22 @@ def add_event(session: Session, run: Run, kind: str, message: str, *, level: str
     session.add(event)
     session.flush()
     return event
+
+
+def add_metrics_event(session: Session, run: Run, step: int, total: int | None,
+                      metrics: dict[str, float]) -> RunEvent | None:
+    """"Step 10/50: training loss=0.213, validation loss=0.198", with OpenAI's data fields."""
+    train, valid = metrics.get("loss"), metrics.get("eval_loss")
+    if train is None and valid is None:
+        return None
+    parts = [f"training loss={train:.3f}"] if train is not None else []
+    parts += [f"validation loss={valid:.3f}"] if valid is not None else []
+    data = {"step": step, "total_steps": total, "train_loss": train, "valid_loss": valid}
+    if metrics.get("mean_token_accuracy") is not None:
+        data["train_mean_token_accuracy"] = metrics["mean_token_accuracy"]
+    where = f"{step}/{total}" if total else f"{step}"
+    return add_event(session, run, METRICS_EVENT, f"Step {where}: {', '.join(parts)}",
+                     data={k: v for k, v in data.items() if v is not None})
 
 
 def get(session: Session, *, team_id: int, run_id: int) -> Run:

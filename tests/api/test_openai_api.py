@@ -3,6 +3,8 @@ OpenAI error shape, and team scoping. (The SDK end to end: tests/worker/test_ope
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.models import Artifact, Checkpoint, DatasetStatus, Run, RunEvent, RunStatus
@@ -225,14 +227,162 @@ def test_succeeded_run_is_a_model_with_checkpoints(client, db, settings, team):
 def test_chat_refusals_and_an_unreachable_inference_server(client, settings, team):
     _, headers, model = team
     settings.inference_url = "http://127.0.0.1:1"  # nothing listens there
-    ask = [{"role": "user", "content": "Hi"}]
-    assert _error(client.post("/v1/chat/completions", headers=headers,
-                              json={"model": model.slug, "messages": ask, "n": 2}), 422, "invalid_input")["param"] == "n"
-    _error(client.post("/v1/chat/completions", headers=headers, json={"model": "ft:x:y:z:1", "messages": ask}),
-           404, "not_found")
-    body = _error(client.post("/v1/chat/completions", headers=headers, json={"model": model.slug, "messages": ask}),
-                  503, "unavailable")
+    ask = {"model": model.slug, "messages": [{"role": "user", "content": "Hi"}]}
+    refusals = [({"n": 9}, "n", "at most 8"),
+                ({"logprobs": True}, "logprobs", "not supported"),
+                ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
+                ({"response_format": {"type": "json_object"}}, "response_format", "plain text"),
+                ({"made_up": 1}, "made_up", "Unrecognized request argument supplied: made_up"),
+                ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream'"),
+                ({"stream": True, "stream_options": {"chunk": 1}}, "stream_options", "include_usage"),
+                ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "up to 4")]
+    for extra, param, words in refusals:
+        body = _error(client.post("/v1/chat/completions", headers=headers, json={**ask, **extra}), 422, "invalid_input")
+        assert body["param"] == param and words in body["message"], (extra, body)
+    _error(client.post("/v1/chat/completions", headers=headers, json={**ask, "model": "ft:x:y:z:1"}), 404, "not_found")
+    # defaults of unsupported fields, n > 1, seed, stop and max_completion_tokens pass the checks: the
+    # request reaches the (missing) inference server
+    served = {**ask, "n": 3, "seed": 5, "stop": "\n", "max_completion_tokens": 9, "logprobs": False,
+              "presence_penalty": 0, "stream": True, "stream_options": {"include_usage": True}}
+    body = _error(client.post("/v1/chat/completions", headers=headers, json=served), 503, "unavailable")
     assert "studio inference" in body["message"]
+
+
+def test_chat_n_seed_stop_and_usage_reach_the_inference_server(client, settings, team, monkeypatch):
+    """What the web sends per choice, and the OpenAI shapes it builds from the answers."""
+    from app.inference import client as inference
+
+    _, headers, model = team
+    calls = []
+
+    def generate(settings, target, params):  # noqa: ANN001, ANN202
+        calls.append(params)
+        return {"text": f"answer {params['seed']}", "prompt_tokens": 7, "completion_tokens": 3, "finish_reason": "stop"}
+
+    def open_stream(settings, target, params):  # noqa: ANN001, ANN202
+        calls.append(params)
+        return iter([{"delta": f"s{params['seed']}"}, {"done": True, "text": "", "prompt_tokens": 7,
+                                                       "completion_tokens": 2, "finish_reason": "length"}])
+
+    monkeypatch.setattr(inference, "generate", generate)
+    monkeypatch.setattr(inference, "open_stream", open_stream)
+    ask = {"model": model.slug, "messages": [{"role": "user", "content": "Hi"}], "n": 2, "seed": 10,
+           "stop": ["END"], "max_completion_tokens": 5, "max_tokens": 50}
+    r = client.post("/v1/chat/completions", headers=headers, json=ask)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [(c["index"], c["message"]["content"]) for c in out["choices"]] == [(0, "answer 10"), (1, "answer 11")]
+    assert out["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
+    assert [(c["seed"], c["stop"], c["max_tokens"]) for c in calls] == [(10, ["END"], 5), (11, ["END"], 5)]
+    calls.clear()
+    r = client.post("/v1/chat/completions", headers=headers,
+                    json={**ask, "stream": True, "stream_options": {"include_usage": True}})
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    pieces = [(c["choices"][0]["index"], c["choices"][0]["delta"].get("content")) for c in chunks if c["choices"]]
+    assert (0, "s10") in pieces and (1, "s11") in pieces and r.text.rstrip().endswith("data: [DONE]")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+def _succeeded_run(db, settings, account, model, *, checkpoint_files=("adapter_config.json", "adapter_model.safetensors")):
+    store = ArtifactStore(settings.artifact_dir)
+    dataset = make_dataset(db, store, account.team_id)
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.succeeded, suffix="v1")
+    root = f"teams/{account.team_id}/runs/{run.id}"
+    store.write_bytes(f"{root}/adapter/adapter_model.safetensors", b"x")
+    for name in checkpoint_files:
+        store.write_bytes(f"{root}/checkpoints/checkpoint-2/{name}", b"{}")
+    db.add_all([Artifact(team_id=account.team_id, run_id=run.id, kind="adapter", path=f"{root}/adapter"),
+                Checkpoint(run_id=run.id, step=2, path=f"{root}/checkpoints/checkpoint-2",
+                           metrics={"step": 2, "metrics": {"loss": 1.25, "eval_loss": 1.5}})])
+    db.commit()
+    return run, store, root
+
+
+def test_checkpoint_models_are_models_of_their_job(client, db, settings, team):
+    account, headers, model = team
+    run, _, _ = _succeeded_run(db, settings, account, model)
+    settings.inference_url = "http://127.0.0.1:1"
+    page = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/checkpoints", headers=headers).json()["data"]
+    name = page[0]["fine_tuned_model_checkpoint"]
+    assert name == f"ft:{model.slug}:team-{account.team_id}:v1:{run.id}:ckpt-step-2"
+    assert page[0]["metrics"] == {"step": 2, "train_loss": 1.25, "valid_loss": 1.5}
+    assert client.get(f"/v1/models/{name}", headers=headers).json()["id"] == name
+    ask = {"model": name, "messages": [{"role": "user", "content": "Hi"}]}
+    # resolved to the checkpoint's adapter: only the inference server is missing
+    _error(client.post("/v1/chat/completions", headers=headers, json=ask), 503, "unavailable")
+    for missing in (name.replace("ckpt-step-2", "ckpt-step-3"), name.replace(f":{run.id}:", ":999:")):
+        _error(client.post("/v1/chat/completions", headers=headers, json={**ask, "model": missing}), 404, "not_found")
+
+
+def test_a_checkpoint_without_safetensors_is_not_served(client, db, settings, team):
+    account, headers, model = team
+    run, _, _ = _succeeded_run(db, settings, account, model, checkpoint_files=("adapter_config.json",
+                                                                               "adapter_model.bin"))
+    name = f"ft:{model.slug}:team-{account.team_id}:v1:{run.id}:ckpt-step-2"
+    body = _error(client.post("/v1/chat/completions", headers=headers,
+                              json={"model": name, "messages": [{"role": "user", "content": "Hi"}]}), 404, "not_found")
+    assert "safetensors" in body["message"]
+
+
+def test_delete_a_fine_tuned_model(client, db, settings, team):
+    account, headers, model = team
+    run, store, root = _succeeded_run(db, settings, account, model)
+    name = f"ft:{model.slug}:team-{account.team_id}:v1:{run.id}"
+    admin = {"Authorization": f"Bearer {make_api_key(db, account, scopes=('read', 'write', 'admin'))}"}
+    other = {"Authorization": f"Bearer {make_api_key(db, make_account(db), scopes=('read', 'write', 'admin'))}"}
+    _error(client.delete(f"/v1/models/{name}", headers=headers), 403, "forbidden")  # needs the admin scope
+    _error(client.delete(f"/v1/models/{name}", headers=other), 404, "not_found")  # another team's
+    assert _error(client.delete(f"/v1/models/{model.slug}", headers=admin), 403, "forbidden")["param"] == "model"
+    assert _error(client.delete(f"/v1/models/{name}:ckpt-step-2", headers=admin), 422,
+                  "invalid_input")["param"] == "model"
+    assert store.size(f"{root}/adapter/adapter_model.safetensors") is not None
+    r = client.delete(f"/v1/models/{name}", headers=admin)
+    assert r.status_code == 200 and r.json() == {"id": name, "object": "model", "deleted": True}
+    assert store.size(f"{root}/adapter/adapter_model.safetensors") is None
+    assert store.list_tree(f"{root}/checkpoints") == []
+    _error(client.get(f"/v1/models/{name}", headers=headers), 404, "not_found")
+    assert name not in [m["id"] for m in client.get("/v1/models", headers=headers).json()["data"]]
+    _error(client.delete(f"/v1/models/{name}", headers=admin), 404, "not_found")
+    job = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}", headers=headers).json()
+    assert job["status"] == "succeeded"  # the job's record stays
+    events = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/events", headers=headers).json()["data"]
+    assert "was deleted" in events[0]["message"]
+
+
+def test_a_model_in_an_ab_comparison_is_not_deleted(client, db, settings, team):
+    from app.models import Comparison
+
+    account, headers, model = team
+    run, _, _ = _succeeded_run(db, settings, account, model)
+    db.add(Comparison(team_id=account.team_id, name="fr vs base", model_a={"kind": "run", "id": run.id},
+                      model_b={"kind": "base", "id": model.id}, status="generating"))
+    db.commit()
+    admin = {"Authorization": f"Bearer {make_api_key(db, account, scopes=('read', 'admin'))}"}
+    name = f"ft:{model.slug}:team-{account.team_id}:v1:{run.id}"
+    body = _error(client.delete(f"/v1/models/{name}", headers=admin), 409, "conflict")
+    assert "fr vs base" in body["message"]
+
+
+def test_metric_events_are_worded_as_openai_words_them(client, db, settings, team, tmp_path):
+    from worker.runtime.reporter import DatabaseReporter
+
+    account, headers, model = team
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
+    run = make_run(db, account.team_id, dataset, model, status=RunStatus.running, lease_token="L")
+    reporter = DatabaseReporter(run_id=run.id, attempt=1, lease_token="L", log_path=tmp_path / "training.log",
+                                store_root=tmp_path)
+    reporter.on_progress(2, 4, None)
+    reporter.on_metrics(2, {"loss": 2.3456, "learning_rate": 1e-4})
+    reporter.on_metrics(2, {"eval_loss": 2.1, "perplexity": 8.2})  # the step's evaluation, logged after it
+    reporter.on_progress(4, 4, None)
+    reporter.on_metrics(4, {"loss": 1.5})
+    reporter.close()
+    events = client.get(f"/v1/fine_tuning/jobs/ftjob-{run.id}/events", headers=headers).json()["data"]
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert [e["message"] for e in metrics] == ["Step 4/4: training loss=1.500",
+                                               "Step 2/4: training loss=2.346, validation loss=2.100"]
+    assert metrics[1]["data"] == {"kind": "metrics", "step": 2, "total_steps": 4, "train_loss": 2.3456,
+                                  "valid_loss": 2.1}
 
 
 def test_another_teams_key_sees_nothing(client, db, settings, team):

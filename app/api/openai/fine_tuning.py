@@ -219,6 +219,7 @@ def list_checkpoints(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipa
     data = []
     for c in rows[:limit]:
         m = c.metrics or {}
+        m = m.get("metrics") if isinstance(m.get("metrics"), dict) else m  # the worker keeps them in its metadata
         data.append(CheckpointOut(
             id=names.encode("ftckpt", c.id), created_at=names.unix(c.created_at), step_number=c.step,
             fine_tuned_model_checkpoint=names.checkpoint_name(run, slug, c.step),

@@ -195,3 +195,9 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class ModelDeletedOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
