@@ -255,7 +255,8 @@ def _release(session: Session, run: Run, settings: Settings) -> bool:
         _fail_waiting(session, run, why, {"code": "invalid_hyperparameters", "message": why, "line": None,
                                           "param": "hyperparameters"})
         return True
-    run.config, run.method, run.seed, run.goal = plan.config.model_dump(), plan.config.method, plan.config.seed, dataset.goal
+    run.config, run.method, run.seed = plan.config.model_dump(), plan.config.method, plan.config.seed
+    run.goal = dataset.goal
     if run.eval_dataset_id is None:
         run.eval_dataset_id = dataset.eval_dataset_id
     run.estimate = {**plan.estimate, "reasons": plan.reasons, SUBMISSION: asked, PROVISIONAL: False}

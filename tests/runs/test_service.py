@@ -41,7 +41,7 @@ def test_refusals_are_clear(client, team, dataset, model, db, store, sent):
     acc, headers = team
     invalid = make_dataset(db, store, acc.team_id, status=DatasetStatus.invalid, name="broken")
     r = _create(client, headers, dataset_id=invalid.id, base_model_id=model.id)
-    assert r.status_code == 422 and "only a validated dataset" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "did not pass validation" in r.json()["error"]["message"]
     r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
                 hyperparameters={"learning_rate": -1, "lora_r": 0})
     assert r.status_code == 422

@@ -38,7 +38,8 @@ from app.sweeps import service as sweeps
 from planner.defaults import DEFAULT_SEED, MAX_DEVICES
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
-STATUS = {RunStatus.validating_files: "validating_files", RunStatus.queued: "queued", RunStatus.running: "running", RunStatus.succeeded: "succeeded",
+STATUS = {RunStatus.validating_files: "validating_files", RunStatus.queued: "queued", RunStatus.running: "running",
+          RunStatus.succeeded: "succeeded",
           RunStatus.failed: "failed", RunStatus.cancelled: "cancelled"}
 LEVELS = {"warning": "warn", "error": "error"}
 OPENAI_KEY = "openai"  # where the request's own values are kept in Run.estimate
