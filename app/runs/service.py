@@ -218,7 +218,8 @@ def files_checked(session: Session, *, dataset_id: int | None = None, settings: 
     settings = settings or get_settings()
     moved = 0
     for run in repo.waiting_for_files(session, dataset_id=dataset_id):
-        if repo.by_id(session, run.id, for_update=True).status == RunStatus.validating_files:
+        session.refresh(run, with_for_update=True)  # a cancel that landed meanwhile is seen, and waits for us
+        if run.status == RunStatus.validating_files:
             moved += _release(session, run, settings)
     return moved
 
