@@ -10,6 +10,8 @@
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
+- A run still `validating_files` whose files are checked moves on (queued, or failed with the
+  file's error): the check ended while the run was being created (SQLite has no row lock for that).
 - An A/B comparison still waiting for its answers after `requeue_after_s` while a training worker
   sat idle lost its message: its generation is enqueued again (the task skips a comparison that
   has moved on, so an extra message is harmless).
@@ -198,6 +200,7 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
     with session_scope(settings) as s:
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
+        checked = service.files_checked(s, settings=settings)  # a run created as its check ended
         comparisons = _resend_comparisons(s, settings, now)
         waiting = _explain_waiting(s)
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
@@ -205,7 +208,8 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
-    return {"requeued": requeued, "resent": resent, "validations": validations, "comparisons": comparisons,
+    return {"requeued": requeued, "resent": resent, "validations": validations, "checked": checked,
+            "comparisons": comparisons,
             "evaluations": interrupted, "sweeps": advanced, "waiting": waiting}
 
 
