@@ -9,14 +9,15 @@ word changed, a typo fixed, a different greeting. Exact copies are found too.
 
 ``near_duplicate_groups`` is the function other steps use (dedupe before the split): each group
 lists the indices of texts that resemble each other, in order; keeping the first of each group
-and dropping the rest leaves no near duplicates. Everything is kept in memory: a signature of
-``num_perm`` 64-bit values per example (about 0.5 KB with the defaults).
+and dropping the rest leaves no near duplicates. The index keeps ``num_perm`` hash values per text (about 0.5 KB with
+the defaults) and the LSH buckets; the texts themselves are not kept.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Iterable
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -32,49 +33,95 @@ def example_text(record: dict) -> str:
     return "\n".join(str(m.get("content") or "") for m in record.get("messages") or [])
 
 
-def _shingles(text: str) -> list[bytes]:
+_MASK32 = np.uint64(0xFFFFFFFF)
+_K1, _K2 = np.uint64(0x9E3779B1), np.uint64(0x85EBCA77)
+
+
+def _identity(value: int) -> int:
+    return value
+
+
+def shingle_hashes(text: str) -> list[int]:
+    """32-bit hashes of the word 3-grams of ``text`` (lower-cased; punctuation and spacing
+    ignored): each word is hashed once (CRC-32), the 3-grams are combined in numpy."""
     words = _WORD.findall(text.lower())
-    if len(words) < SHINGLE:
-        return [" ".join(words).encode()] if words else [b""]
-    return [" ".join(words[i:i + SHINGLE]).encode() for i in range(len(words) - SHINGLE + 1)]
+    if not words:
+        return [0]
+    h = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    if len(h) < SHINGLE:
+        return [int(zlib.crc32(" ".join(words).encode()))]
+    return ((h[:-2] * _K1 + h[1:-1] * _K2 + h[2:]) & _MASK32).tolist()
 
 
-def signatures(texts: Iterable[str], *, num_perm: int = NUM_PERM) -> Iterator[MinHash]:
-    """One MinHash per text (datasketch's batch update: the hashing loop runs in numpy)."""
-    seed = MinHash(num_perm=num_perm)  # the permutations are drawn once and shared
-    for text in texts:
-        m = MinHash(num_perm=num_perm, permutations=seed.permutations, scheme=seed.scheme)
-        m.update_batch(_shingles(text))
-        yield m
+class NearDuplicateIndex:
+    """Texts seen so far, to ask which earlier one a new text resembles. Used by the functions
+    below, by the cleaning scan (one streamed pass) and by augmentation (to drop generated
+    examples that repeat existing ones)."""
+
+    def __init__(self, *, threshold: float = THRESHOLD, num_perm: int = NUM_PERM) -> None:
+        self.threshold, self.num_perm = threshold, num_perm
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._kept: list[np.ndarray] = []  # the signatures' hash values, to confirm candidates
+        self._seed = MinHash(num_perm=num_perm)  # the permutations are drawn once and shared
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def signature(self, text: str) -> MinHash:
+        m = MinHash(num_perm=self.num_perm, permutations=self._seed.permutations, scheme=self._seed.scheme,
+                    hashfunc=_identity)
+        m.update_batch(shingle_hashes(text))  # already hashed: datasketch permutes them in numpy
+        return m
+
+    def match(self, text: str | MinHash) -> int | None:
+        """The index of the first added text this one resembles, or None. LSH gives candidates;
+        the estimated Jaccard similarity of the signatures confirms them."""
+        m = self.signature(text) if isinstance(text, str) else text
+        values = m.hashvalues
+        return min((c for c in self._lsh.query(m)
+                    if np.count_nonzero(self._kept[c] == values) >= self.threshold * len(values)), default=None)
+
+    def add(self, text: str | MinHash) -> int:
+        m = self.signature(text) if isinstance(text, str) else text
+        self._kept.append(m.hashvalues)
+        self._lsh.insert(len(self._kept) - 1, m, check_duplication=False)
+        return len(self._kept) - 1
+
+    def add_and_match(self, text: str) -> int | None:
+        """Add the text; return the first earlier text it resembles (None when it is new)."""
+        m = self.signature(text)
+        found = self.match(m)
+        self.add(m)
+        return found
 
 
-def _lsh(threshold: float, num_perm: int) -> MinHashLSH:
-    return MinHashLSH(threshold=threshold, num_perm=num_perm)
+class Groups:
+    """Near-duplicate groups built one text at a time: a text joins the group of the first
+    earlier text it resembles (single link)."""
 
+    def __init__(self) -> None:
+        self._root: dict[int, int] = {}
+        self._groups: dict[int, list[int]] = {}
 
-def _similar(a: MinHash, b: MinHash, threshold: float) -> bool:
-    # LSH returns candidates; the estimated Jaccard similarity confirms them.
-    return float(np.count_nonzero(a.hashvalues == b.hashvalues)) / len(a.hashvalues) >= threshold
+    def join(self, index: int, match: int) -> None:
+        root = self._root.get(match, match)
+        self._root[index] = root
+        self._groups.setdefault(root, [root]).append(index)
+
+    def result(self) -> list[list[int]]:
+        return [sorted(g) for _, g in sorted(self._groups.items())]
 
 
 def near_duplicate_groups(texts: Iterable[str], *, threshold: float = THRESHOLD,
                           num_perm: int = NUM_PERM) -> list[list[int]]:
     """Groups (of two or more indices, ascending; groups ordered by their first index) of texts
-    that are near duplicates of one another. Each text is compared with those before it; a text
-    joins the group of the first earlier text it resembles (single link)."""
-    lsh = _lsh(threshold, num_perm)
-    kept: list[MinHash] = []
-    group_of: dict[int, int] = {}  # index -> first index of its group
-    groups: dict[int, list[int]] = {}
-    for index, m in enumerate(signatures(texts, num_perm=num_perm)):
-        kept.append(m)
-        match = min((c for c in lsh.query(m) if _similar(m, kept[c], threshold)), default=None)
+    that are near duplicates of one another. Keep the first of each group, drop the rest."""
+    index, groups = NearDuplicateIndex(threshold=threshold, num_perm=num_perm), Groups()
+    for i, text in enumerate(texts):
+        match = index.add_and_match(text)
         if match is not None:
-            root = group_of.get(match, match)
-            group_of[index] = root
-            groups.setdefault(root, [root]).append(index)
-        lsh.insert(index, m, check_duplication=False)
-    return [sorted(g) for _, g in sorted(groups.items())]
+            groups.join(i, match)
+    return groups.result()
 
 
 def near_duplicates_between(train: Iterable[str], evals: Iterable[str], *,
@@ -82,43 +129,7 @@ def near_duplicates_between(train: Iterable[str], evals: Iterable[str], *,
                             num_perm: int = NUM_PERM) -> list[tuple[int, int]]:
     """(evaluation index, first training index it resembles) for each evaluation text that is a
     near duplicate of a training text."""
-    lsh = _lsh(threshold, num_perm)
-    kept: list[MinHash] = []
-    for index, m in enumerate(signatures(train, num_perm=num_perm)):
-        kept.append(m)
-        lsh.insert(index, m, check_duplication=False)
-    out = []
-    for index, m in enumerate(signatures(evals, num_perm=num_perm)):
-        match = min((c for c in lsh.query(m) if _similar(m, kept[c], threshold)), default=None)
-        if match is not None:
-            out.append((index, match))
-    return out
-
-
-class NearDuplicateIndex:
-    """Texts seen so far, to ask whether a new one resembles any (augmentation uses it to drop
-    generated examples that repeat existing ones)."""
-
-    def __init__(self, *, threshold: float = THRESHOLD, num_perm: int = NUM_PERM) -> None:
-        self.threshold, self.num_perm = threshold, num_perm
-        self._lsh = _lsh(threshold, num_perm)
-        self._kept: list[MinHash] = []
-        self._seed = MinHash(num_perm=num_perm)
-
-    def _sig(self, text: str) -> MinHash:
-        m = MinHash(num_perm=self.num_perm, permutations=self._seed.permutations,
-                    scheme=self._seed.scheme)
-        m.update_batch(_shingles(text))
-        return m
-
-    def match(self, text: str) -> int | None:
-        """The index of the first added text this one resembles, or None."""
-        m = self._sig(text)
-        return min((c for c in self._lsh.query(m) if _similar(m, self._kept[c], self.threshold)),
-                   default=None)
-
-    def add(self, text: str) -> int:
-        m = self._sig(text)
-        self._kept.append(m)
-        self._lsh.insert(len(self._kept) - 1, m, check_duplication=False)
-        return len(self._kept) - 1
+    index = NearDuplicateIndex(threshold=threshold, num_perm=num_perm)
+    for text in train:
+        index.add(text)
+    return [(i, match) for i, text in enumerate(evals) if (match := index.match(text)) is not None]
