@@ -29,7 +29,6 @@ from app.datasets import service
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import AugmentationJob, AugmentationStatus, Dataset, GeneratedExample, utcnow
 from app.storage import Store
-from datacheck.near_duplicates import NearDuplicateIndex, example_text
 
 AUGMENT_TASK = "studio.augment_dataset"
 KINDS = {
@@ -213,6 +212,8 @@ def make_version(session: Session, store: Store, *, job: AugmentationJob, user_i
         raise Conflict("The new version was already made from this review.")
     if job.status in (AugmentationStatus.queued, AugmentationStatus.running):
         raise Conflict("Wait for the generation to end (or cancel it) before making the new version.")
+    from datacheck.near_duplicates import NearDuplicateIndex, example_text  # numpy: not at web start
+
     accepted = examples_of(session, job, "accepted")
     if not accepted:
         raise Conflict("Accept at least one generated example first.")
