@@ -37,17 +37,13 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _K1, _K2 = np.uint64(0x9E3779B1), np.uint64(0x85EBCA77)
 
 
-def _identity(value: int) -> int:
-    return value
-
-
 def shingle_hashes(text: str) -> list[int]:
     """32-bit hashes of the word 3-grams of ``text`` (lower-cased; punctuation and spacing
     ignored): each word is hashed once (CRC-32), the 3-grams are combined in numpy."""
     words = _WORD.findall(text.lower())
     if not words:
         return [0]
-    h = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    h = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
     if len(h) < SHINGLE:
         return [int(zlib.crc32(" ".join(words).encode()))]
     return ((h[:-2] * _K1 + h[1:-1] * _K2 + h[2:]) & _MASK32).tolist()
@@ -69,8 +65,8 @@ class NearDuplicateIndex:
 
     def signature(self, text: str) -> MinHash:
         m = MinHash(num_perm=self.num_perm, permutations=self._seed.permutations, scheme=self._seed.scheme,
-                    hashfunc=_identity)
-        m.update_batch(shingle_hashes(text))  # already hashed: datasketch permutes them in numpy
+                    hashfunc=int)  # the values are hashes already: int() keeps them, in C
+        m.update_batch(shingle_hashes(text))  # datasketch permutes them in numpy
         return m
 
     def match(self, text: str | MinHash) -> int | None:

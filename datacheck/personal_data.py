@@ -28,6 +28,9 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _PHONE = re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d(?:[ .-]?\d){7,14}"
                     r"(?!\w)(?![ .-]?\d)")
+# Cheap first looks: most texts have no run of 8 digits and nothing shaped like an IBAN's start.
+_DIGIT_RUN = re.compile(r"\d(?:[ ().-]?\d){7}")
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
 _DATE = re.compile(r"^\d{4}[-.]\d{2}[-.]\d{2}$|^\d{2}[-.]\d{2}[-.]\d{4}$")
 
 
@@ -58,11 +61,12 @@ def find_personal_data(text: str) -> list[Finding]:
     if "@" in text:
         for m in _EMAIL.finditer(text):
             add("email", m)
-    if not any(c.isdigit() for c in text):
+    if _IBAN_START.search(text):
+        for m in _IBAN.finditer(text):
+            if free(m.start(), m.end()) and _iban.is_valid(m.group()):
+                add("iban", m)
+    if not _DIGIT_RUN.search(text):
         return sorted(found, key=lambda f: f.start)
-    for m in _IBAN.finditer(text):
-        if free(m.start(), m.end()) and _iban.is_valid(m.group()):
-            add("iban", m)
     for m in _CARD.finditer(text):
         digits = _digits(m.group())
         if free(m.start(), m.end()) and 13 <= len(digits) <= 19 and _luhn.is_valid(digits):
