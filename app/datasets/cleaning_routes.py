@@ -108,7 +108,12 @@ def _review_ctx(request: Request, db, p, dataset_id: int, job_id: int, show: str
 def review_page(request: Request, dataset_id: int, job_id: int, db: SessionDep, p: CurrentUser,
                 show: str = "pending", page: int = 1) -> Response:
     ctx = _review_ctx(request, db, p, dataset_id, job_id, show, page)
-    return render(request, "datasets/_augment_progress.html" if is_htmx(request) else "datasets/review.html", ctx)
+    if not is_htmx(request):
+        return render(request, "datasets/review.html", ctx)
+    response = render(request, "datasets/_augment_progress.html", ctx)
+    if not ctx["running"]:  # the progress region polled while it ran: show the whole list once
+        response.headers["HX-Refresh"] = "true"
+    return response
 
 
 @pages.post("/datasets/{dataset_id}/augment/{job_id}/cancel")

@@ -85,10 +85,12 @@ def test_clean_then_augment_with_review(live_server, page, db, worker_thread, en
     page.check("input[name=kinds][value=new_question]")
     page.fill("#f-sources", "3")
     shoot(page, "dataclean-2-augment-form")
+    endpoint.delay = 0.5  # about 3 s in all: the review page shows the job running, then reloads itself
     page.click("button:has-text('Start generating')")
     page.wait_for_url(re.compile(r".*/augment/\d+$"))
-    page.locator("#augment-progress .badge:has-text('succeeded')").wait_for(timeout=60_000)
-    page.reload()
+    # The progress region polls while the job runs; when it ends the page reloads itself once.
+    page.locator("article.generated").nth(5).wait_for(timeout=60_000)
+    assert "succeeded" in page.locator("#augment-progress .badge").inner_text()
     assert "sk-browser-secret" not in page.content()
     assert "(API key set, not shown)" in page.locator("#augment-progress").inner_text()
     assert page.locator("article.generated").count() == 6

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -142,6 +143,7 @@ class FakeEndpoint:
         self.requests: list[dict] = []
         self.auth: list[str] = []
         self.repeat_source = False  # paraphrase: answer with the question itself (a duplicate)
+        self.delay = 0.0  # seconds per answer (the browser test watches the progress)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -150,6 +152,7 @@ class FakeEndpoint:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(owner.delay)
                 owner.requests.append(body)
                 owner.auth.append(self.headers.get("Authorization", ""))
                 prompt = body["messages"][-1]["content"]
