@@ -57,7 +57,8 @@ class Dataset(Timestamped, Base):
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The cleaning scan (studio.scan_dataset, after validation): near duplicates and personal
     # data with a few examples each; {"status": "running"} while it runs. See datacheck.cleaning.
-    cleaning: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Deferred: it lists every example a clean version would drop, so lists of datasets skip it.
+    cleaning: Mapped[dict[str, Any] | None] = mapped_column(JSONType, deferred=True)
     # How this version was made from another one, when it was: {"kind": "without_near_duplicates"
     # | "redacted" | "augmented", "from_dataset_id": 3, ...}. Per-example provenance is the
     # dataset's "dataset_provenance" artifact (one JSON object per training example).
