@@ -355,3 +355,34 @@ def test_another_teams_job_does_not_exist(db, settings, team, store, sent, endpo
     with pytest.raises(NotFound):
         augment.get_job(db, team_id=other, dataset_id=d.id, job_id=job.id)
     assert repo.get(db, team_id=other, dataset_id=d.id) is None
+
+
+def test_replies_become_examples_or_are_refused():
+    source = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"},
+              {"role": "assistant", "content": "A."}]
+    fenced = '```json\n{"question": "New Q?", "answer": "New A."}\n```'
+    assert augment_task.example_from("new_question", source, fenced) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "New Q?"},
+        {"role": "assistant", "content": "New A."}]
+    assert augment_task.example_from("paraphrase", source, " Other Q? ")[1:] == [
+        {"role": "user", "content": "Other Q?"}, {"role": "assistant", "content": "A."}]
+    assert augment_task.example_from("house_style", source, "Styled A.")[2] == {"role": "assistant",
+                                                                                "content": "Styled A."}
+    for kind, reply in (("paraphrase", "  "), ("new_question", "Sure! Here is one: New Q?"),
+                        ("new_question", '{"question": "", "answer": "x"}')):
+        with pytest.raises(augment_task.Unusable):
+            augment_task.example_from(kind, source, reply)
+
+
+def test_an_edit_needs_every_message(db, settings, team, store, sent, endpoint):
+    d = valid_dataset(db, store, team, sent, questions(), eval_fraction=0.0)
+    job = start_job(db, settings, team, d, endpoint, kinds=["paraphrase"])
+    run_queue(sent)
+    db.expire_all()
+    job = db.get(AugmentationJob, job.id)
+    example = augment.examples_of(db, job)[0]
+    with pytest.raises(InvalidInput, match="Message 2 \\(assistant\\) is empty"):
+        augment.edit(db, job, example.id, ["A question?", "  "])
+    with pytest.raises(InvalidInput, match="needs its text"):
+        augment.edit(db, job, example.id, ["only one"])
+    assert augment.examples_of(db, job)[0].status == "pending"
