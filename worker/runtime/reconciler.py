@@ -19,6 +19,8 @@
   "running" for ever; the run page offers to run it again.
 - A queued run that asks for more devices than any live worker of its queue has gets an event
   that says so (it waits for a bigger worker), once, and again if the largest worker changes.
+- An augmentation (worker.tasks.augment) still queued after `requeue_after_s`, or running with a
+  heartbeat older than its stale limit, is enqueued again and resumes after its last example.
 - A running sweep is advanced: a run that ended without the worker's hook (cancelled from the web,
   given up above) frees its slot, and a sweep whose runs have all ended picks its best.
 
@@ -46,7 +48,7 @@ from app.models import RunStatus, utcnow
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from app.workers import repository as workers_repo
-from worker.tasks import evaluation
+from worker.tasks import augment, evaluation
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +205,15 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
         checked = service.files_checked(s, settings=settings)  # a run created as its check ended
         comparisons = _resend_comparisons(s, settings, now)
         waiting = _explain_waiting(s)
+        augmentations = augment.requeue_lost(s, settings, now) if judge_leases else 0
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
     return {"requeued": requeued, "resent": resent, "validations": validations, "checked": checked,
-            "comparisons": comparisons,
-            "evaluations": interrupted, "sweeps": advanced, "waiting": waiting}
+            "comparisons": comparisons, "evaluations": interrupted, "sweeps": advanced, "waiting": waiting,
+            "augmentations": augmentations}
 
 
 _stop = threading.Event()

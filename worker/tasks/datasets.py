@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.datasets import repository as repo
+from app.datasets.derive import request_scan
 from app.datasets.service import INTERNAL_ERROR, VALIDATE_TASK
 from app.db import session_scope
 from app.runs import service as runs_service
@@ -215,6 +216,7 @@ def _finish(check: Check, report: ValidationReport, store: Store) -> str:
         if valid:
             dataset.normalized_path, dataset.normalized_eval_path = check.stored
             _record_artifacts(session, check)
+            request_scan(session, dataset)  # near duplicates and personal data: a step of its own
         _mirror_eval_file(session, dataset, report)
         _move_waiting_runs(session, dataset)
         return dataset.status.value
