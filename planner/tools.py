@@ -148,3 +148,34 @@ def calls_match(expected: list[dict], got: list[dict]) -> bool:
             return False
         left.pop(hit)
     return True
+
+
+def choose_tools(tools: list[dict] | None, tool_choice: Any, template: str | None) -> tuple[list[dict] | None, str]:
+    """The tools to show the model and the text its answer is made to start with, for a request.
+
+    ``tool_choice``: "none" shows no tools; "auto" (the default) lets the model choose; "required"
+    and {"type": "function", "function": {"name": ...}} start the answer with a call, which only
+    templates that write ``<tool_call>`` blocks (Hermes, Qwen2.5) make possible. Raises ValueError
+    with the reason when the request cannot be served.
+    """
+    if not tools or tool_choice == "none":
+        return None, ""
+    if not has_tool_support(template):
+        raise ValueError("This model's chat template has no tool support, so it cannot be given tools. Use a "
+                         "model whose template has it, for example " + ", ".join(MODELS_WITH_TOOL_SUPPORT) + ".")
+    if tool_choice in (None, "auto"):
+        return tools, ""
+    forced = "<tool_call>" in (template or "")
+    if tool_choice == "required":
+        if not forced:
+            raise ValueError('tool_choice "required" needs a chat template that writes <tool_call> blocks '
+                             '(Hermes, Qwen2.5); use "auto" with this model.')
+        return tools, '<tool_call>\n{"name": "'
+    name = ((tool_choice or {}).get("function") or {}).get("name") if isinstance(tool_choice, dict) else None
+    chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+    if not chosen:
+        raise ValueError(f"tool_choice names the function {name!r}, which is not in tools.")
+    if not forced:
+        raise ValueError("Choosing the function in tool_choice needs a chat template that writes <tool_call> "
+                         'blocks (Hermes, Qwen2.5); use "auto" with this model.')
+    return chosen, '<tool_call>\n{"name": ' + json.dumps(name) + ', "arguments": '
