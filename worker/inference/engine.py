@@ -176,8 +176,8 @@ class Engine:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         trimmer = StopTrimmer(req.stop)
-        if inputs.forced_start:
-            yield trimmer.feed(inputs.forced_start)
+        if inputs.forced_start and (ready := trimmer.feed(inputs.forced_start)):
+            yield ready
         for piece in streamer:
             ready = trimmer.feed(piece)
             if ready:
