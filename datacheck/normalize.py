@@ -46,6 +46,9 @@ def write_normalized(
         if type(item) is list:
             out.write(orjson.dumps({"messages": item}) + b"\n")
             written += 1
+        elif type(item) is dict:  # a conversation with tools: its whole record
+            out.write(orjson.dumps(item) + b"\n")
+            written += 1
         elif item is not BLANK:
             raise InvalidDatasetError(item, line)
     return written

@@ -30,7 +30,7 @@ def build_report(run: ValidationRun) -> ValidationReport:
     counts = Counts(
         lines=c["train_lines"], blank_lines=run.blank.count, examples=train + evals,
         invalid=c["invalid"], train_examples=train, eval_examples=evals,
-        with_system=run.with_system, multi_turn=run.multi_turn)
+        with_system=run.with_system, multi_turn=run.multi_turn, with_tools=run.with_tools)
     duplicates = {file: _duplicates(index, run.options.max_warning_lines)
                   for file, index in run.duplicates.items()}
     warnings = _warnings(run, counts, duplicates)
@@ -197,6 +197,9 @@ def _format_sentence(detection: Detection, counts: Counts) -> str:
         array = " The file is one JSON array; each item is read as one example."
     if fmt is DatasetFormat.CHAT:
         turns = f", {counts.multi_turn:,} with several turns" if counts.multi_turn else ""
+        if counts.with_tools:
+            turns += (f", {counts.with_tools:,} with tools (tool calling: the base model's chat template "
+                      "must support tools)")
         return (f"Chat format (OpenAI): {_n(n, 'conversation')}, {counts.with_system:,} with a "
                 f"system message{turns}.{array}")
     if fmt in (DatasetFormat.CSV, DatasetFormat.TSV):

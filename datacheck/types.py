@@ -94,6 +94,7 @@ class Counts(BaseModel):
     eval_examples: int = 0
     with_system: int = 0
     multi_turn: int = 0
+    with_tools: int = 0  # conversations with tool definitions (tool calling)
 
 
 class HistogramBin(BaseModel):

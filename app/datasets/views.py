@@ -16,7 +16,7 @@ STATUS_WORDS = {
     DatasetStatus.invalid: ("Invalid", "The check found problems: training cannot use it yet."),
 }
 EXTRA_TITLES = {"internal_error": "The check crashed", "no_tokenizer": "Lengths in characters"}
-ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool result"}
 
 
 def status_label(status: DatasetStatus) -> str:

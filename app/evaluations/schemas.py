@@ -17,7 +17,8 @@ class EvaluationOut(BaseModel):
     status: str = Field(description="pending, running, succeeded or failed.")
     metrics: dict[str, Any] | None = Field(
         description='{"base": {...}, "finetuned": {...}}: eval_loss, perplexity, bleu (0-100), rouge1/rouge2/'
-                    'rougeL (0-1), exact_match (0-1), accuracy (0-1, classification goals), samples.')
+                    'rougeL (0-1), exact_match (0-1), accuracy (0-1, classification goals), '
+                    'tool_call_accuracy (0-1, datasets with tools), samples.')
     samples: list[dict[str, Any]] | None = Field(
         description="Sample prompts with the reference answer and both models' answers.")
     details: dict[str, Any] | None = Field(description="How it was made: split, sample size, max_new_tokens, seconds.")

@@ -19,6 +19,8 @@ METRICS = (
     ("bleu", "BLEU", False, "Phrases of 1 to 4 words shared with the reference, with a brevity penalty (0 to 100)."),
     ("exact_match", "Exact match", False, "Answers identical to the reference, ignoring case and spacing."),
     ("accuracy", "Accuracy", False, "Answers that give the reference label."),
+    ("tool_call_accuracy", "Tool-call accuracy", False,
+     "Answers that call the right tool with the same arguments as the reference (tool-calling datasets)."),
 )
 SPLIT_LABELS = {"eval": "the eval split", "train": "training examples (this dataset has no eval split)"}
 
@@ -36,7 +38,7 @@ class MetricRow:
 def fmt(key: str, value: float | None) -> str:
     if value is None:
         return "—"
-    if key in ("exact_match", "accuracy"):
+    if key in ("exact_match", "accuracy", "tool_call_accuracy"):
         return f"{value:.0%}"
     if key == "bleu":
         return f"{value:.1f}"
@@ -69,6 +71,11 @@ def sentence(metrics: dict[str, dict[str, float]] | None) -> str:
         word = "more" if tuned["accuracy"] > base["accuracy"] else "fewer" if tuned["accuracy"] < base["accuracy"] else "as many"
         parts.append(f"The fine-tuned model gives the right label {word} often: accuracy "
                      f"{fmt('accuracy', tuned['accuracy'])} vs {fmt('accuracy', base['accuracy'])} for the base model.")
+    if "tool_call_accuracy" in base and "tool_call_accuracy" in tuned:
+        b, t = base["tool_call_accuracy"], tuned["tool_call_accuracy"]
+        word = "more" if t > b else "fewer" if t < b else "as many"
+        parts.append(f"The fine-tuned model makes the right tool call {word} often: tool-call accuracy "
+                     f"{fmt('accuracy', t)} vs {fmt('accuracy', b)} for the base model.")
     b, t = round(base["rougeL"], 2), round(tuned["rougeL"], 2)
     if t == b:
         parts.append(f"Both models' answers overlap the references about equally: ROUGE-L {t:.2f}.")

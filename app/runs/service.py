@@ -20,6 +20,7 @@ from app.models_registry import repository as models_repo
 from app.workers import repository as workers_repo
 from planner import oom
 from planner.config import TrainingConfig
+from planner.tools import has_tool_support, no_tool_support_message
 
 TRAIN_TASK = "studio.train"
 METRICS_EVENT = "metrics"  # one per logged step, worded as OpenAI words them (the charts show the same)
@@ -120,7 +121,18 @@ def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id:
     if model.status != ModelStatus.ready:
         raise InvalidInput(f"The model '{model.display_name}' is not ready ({model.status.value}).",
                            param="base_model_id")
+    check_tool_support(session, team_id=team_id, dataset=dataset, model=model)
     return dataset, model
+
+
+def check_tool_support(session: Session, *, team_id: int, dataset: Dataset, model: BaseModel) -> None:
+    """A dataset with tools (tool calling) needs a base model whose chat template renders them."""
+    with_tools = (((dataset.report or {}).get("counts") or {}).get("with_tools") or 0)
+    if not with_tools or has_tool_support(model.chat_template):
+        return
+    yours = [m.display_name for m in models_repo.visible(session, team_id) if has_tool_support(m.chat_template)]
+    also = f" Of the studio's models, these have it: {', '.join(yours[:6])}." if yours else ""
+    raise InvalidInput(no_tool_support_message(f"'{model.display_name}'") + also, param="base_model_id")
 
 
 def training_device(session: Session) -> configure.Device:

@@ -1,5 +1,5 @@
 """What every parser yields: ``(line, item)`` pairs, where ``item`` is a list of messages
-(a valid example), a ``Problem`` (an invalid one) or ``BLANK`` (a blank line, skipped)."""
+(a valid example), a dict (the record of a valid example with tools), a ``Problem`` (an invalid one) or ``BLANK`` (a blank line, skipped)."""
 
 from __future__ import annotations
 
@@ -10,5 +10,5 @@ from datacheck.read import Marker
 from datacheck.types import Message
 
 BLANK = Marker("BLANK")
-Item = list[Message] | Problem | Marker
+Item = list[Message] | dict | Problem | Marker
 Examples = Iterator[tuple[int, Item]]

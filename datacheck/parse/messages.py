@@ -21,6 +21,7 @@ from operator import itemgetter
 
 import orjson
 
+from datacheck.parse.tools import is_tool_example, tool_example
 from datacheck.problems import Problem
 from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
 
@@ -36,11 +37,14 @@ _FLAT_FIELDS = {
 }
 
 
-def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message]:
-    """Turn one parsed JSON example into checked internal messages, or raise Problem."""
+def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message] | dict:
+    """Turn one parsed JSON example into checked internal messages, or raise Problem.
+    A chat example with tools becomes its whole record, a dict (see ``parse.tools``)."""
     if type(obj) is not dict:
         raise Problem("not_an_object", _not_object_reason(obj))
     if fmt is DatasetFormat.CHAT:
+        if is_tool_example(obj):
+            return tool_example(obj)
         return chat_messages(obj)
     if fmt is DatasetFormat.ALPACA:
         return alpaca_messages(obj)
@@ -128,6 +132,9 @@ def _chat_message(m: object, i: int) -> Message:
         raise Problem("wrong_type", f"Message {i} must be an object with a role and a content, "
                       f"but it is {_kind(m)}.")
     role = m.get("role")
+    if role == "tool" or "tool_calls" in m:
+        raise Problem("invalid_tools", f"Message {i} is a tool call or a tool result, but the example has "
+                      'no "tools" list defining the tools it may call.')
     if type(role) is not str or role not in ROLES:  # a list or an object is no role either
         if role is None:
             raise Problem("missing_field", f'Message {i} has no "role" (system, user or assistant).')

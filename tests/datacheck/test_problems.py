@@ -95,11 +95,15 @@ def test_wrong_types():
 
 
 def test_unknown_role():
-    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"},
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"},
                         {"role": "assistant", "content": "y"}]}
     error = single_error(jsonl(chat(), chat(), bad))
     assert (error.line, error.kind) == (3, "unknown_role")
-    assert 'Message 2 has the role "tool"; the role must be system, user or assistant.' in error.message
+    assert 'Message 2 has the role "bot"; the role must be system, user or assistant.' in error.message
+    # a tool result is a known role, but only in an example with tools (tests/datacheck/parse/test_tools.py)
+    bad["messages"][1]["role"] = "tool"
+    error = single_error(jsonl(chat(), chat(), bad))
+    assert (error.line, error.kind) == (3, "invalid_tools") and 'no "tools" list' in error.message
 
 
 def test_a_role_that_is_a_list_or_an_object_is_an_unknown_role_not_a_crash():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from planner.weights import check_model_dir
+from worker.inference.tools import render_prompt
 from worker.training.cpu_speedup import speed_up_for_cpu
 
 
@@ -34,6 +35,8 @@ class Request:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    tools: list[dict] | None = None  # OpenAI tool definitions (worker/inference/tools.py)
+    tool_choice: str | dict | None = None
 
 
 @dataclass
@@ -124,9 +127,10 @@ class Engine:
     # -- generation ------------------------------------------------------------------------
 
     def _inputs(self, loaded: Loaded, req: Request) -> dict:
-        plain = [{"role": m["role"], "content": m["content"]} for m in req.messages]
-        text = loaded.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
-        return loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+        text, start = render_prompt(loaded.tokenizer, req.messages, req.tools, req.tool_choice)
+        inputs = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+        inputs.forced_start = start  # the answer's first words, written by tool_choice: part of its text
+        return inputs
 
     def _kwargs(self, loaded: Loaded, req: Request, inputs: dict) -> dict:
         tok = loaded.tokenizer
@@ -157,7 +161,7 @@ class Engine:
             out = self._run(loaded, req, self._kwargs(loaded, req, inputs))
         prompt = inputs["input_ids"].shape[1]
         new = out[0, prompt:]
-        text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+        text = inputs.forced_start + loaded.tokenizer.decode(new, skip_special_tokens=True)
         text, stopped = cut_at_stop(text, req.stop)
         return Output(text=text, prompt_tokens=prompt, completion_tokens=int(new.shape[0]),
                       finish_reason=_finish(stopped, int(new.shape[0]), req.max_tokens))
@@ -182,6 +186,8 @@ class Engine:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         trimmer = StopTrimmer(req.stop)
+        if inputs.forced_start and (ready := trimmer.feed(inputs.forced_start)):
+            yield ready
         for piece in streamer:
             ready = trimmer.feed(piece)
             if ready:

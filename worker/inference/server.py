@@ -8,7 +8,7 @@ studio's model or artifact store, or the exact directory of a registered base mo
 request can never make it read an arbitrary path.
 
 POST /generate  {"base", "adapter", "messages", "max_tokens", "temperature", "top_p", "stop",
-                 "seed", "stream"}
+                 "seed", "stream", "tools", "tool_choice"}
   -> {"text", "prompt_tokens", "completion_tokens", "finish_reason"}
   -> stream: NDJSON lines {"delta": "..."} then {"done": true, ...the fields above}
 """
@@ -35,8 +35,10 @@ log = logging.getLogger("studio.inference")
 
 
 class Message(BaseModel):
-    role: str = Field(pattern="^(system|user|assistant)$")
-    content: str
+    role: str = Field(pattern="^(system|user|assistant|tool)$")
+    content: str | None = None
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
 
 
 class GenerateIn(BaseModel):
@@ -49,6 +51,8 @@ class GenerateIn(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: int | None = None
     stream: bool = False
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
 
 
 def _local(settings: Settings, raw: str) -> str:
@@ -111,9 +115,9 @@ def create_inference_app(settings: Settings, engine: Engine | None = None) -> Fa
         for raw in filter(None, (base, adapter)):
             if not allowed(settings, raw):
                 raise HTTPException(403, "This model directory is not one the studio manages.")
-        req = Request(base=base, adapter=adapter, messages=[m.model_dump() for m in body.messages],
+        req = Request(base=base, adapter=adapter, messages=[m.model_dump(exclude_none=True) for m in body.messages],
                       max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                      stop=body.stop, seed=body.seed)
+                      stop=body.stop, seed=body.seed, tools=body.tools, tool_choice=body.tool_choice)
         if body.stream:
             return StreamingResponse(_lines(engine, req), media_type="application/x-ndjson")
         try:

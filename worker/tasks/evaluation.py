@@ -36,6 +36,7 @@ from app.runs import repository as runs_repo
 from app.runs import service as runs_service
 from app.models import Evaluation, RunStatus, utcnow
 from app.storage import Store, open_store
+from planner.tools import calls_match, expected_calls, parse_tool_calls
 
 log = logging.getLogger(__name__)
 MAX_LOSS_EXAMPLES = 500  # eval loss of both models on at most this many eval examples (evenly spaced)
@@ -47,16 +48,36 @@ class Prompt:
     messages: list[dict]
     reference: str
     record: dict
+    tools: list[dict] | None = None
+    calls: list[dict] | None = None  # the reference's tool calls {"name", "arguments"}, when it makes some
 
 
 def split_last_answer(record: dict) -> Prompt | None:
-    """The conversation up to its last assistant turn, and that turn as the reference."""
+    """The conversation up to its last assistant turn, and that turn as the reference. With tools,
+    the turn is the last one that calls tools (when one does): tool-call accuracy is measured on it."""
     messages = record.get("messages") or []
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    tools = record.get("tools") or None
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    calling = [i for i in turns if messages[i].get("tool_calls")] if tools else []
+    last = (calling or turns or [None])[-1]
     if last is None or not any(m.get("role") == "user" for m in messages[:last]):
         return None
-    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
-    return Prompt(prompt, messages[last]["content"], {"messages": messages[: last + 1]})
+    keep = ("role", "content", "tool_calls", "tool_call_id")
+    prompt = [{k: m[k] for k in keep if k in m} for m in messages[:last]]
+    answer = messages[last]
+    calls = expected_calls(answer) if answer.get("tool_calls") else None
+    reference = answer.get("content") or ""
+    if calls:
+        reference = "\n".join(filter(None, [reference, *(json.dumps(c, ensure_ascii=False) for c in calls)]))
+    kept = {"messages": messages[: last + 1], **({"tools": tools} if tools else {})}
+    return Prompt(prompt, reference, kept, tools, calls)
+
+
+def tool_call_accuracy(prompts: list[Prompt], answers: list[str]) -> float | None:
+    """Share of the prompts answered by tool calls whose answer makes the same calls (right function,
+    same arguments); None when no prompt expects a call."""
+    graded = [calls_match(p.calls, parse_tool_calls(a)[1]) for p, a in zip(prompts, answers) if p.calls]
+    return sum(graded) / len(graded) if graded else None
 
 
 def evenly_spaced(items: list, n: int) -> list:
@@ -91,8 +112,11 @@ def score(model, tokenizer, batches: list[dict], prompts: list[Prompt], *, max_n
     if batches:
         metrics.update(evaluate_loss(model, batches))
     answers = generate_answers(model, tokenizer, [p.messages for p in prompts], max_new_tokens=max_new_tokens,
-                               batch_size=max(len(prompts), 1))
+                               batch_size=max(len(prompts), 1), tools=[p.tools for p in prompts])
     metrics.update(text_metrics(answers, [p.reference for p in prompts], classification=classification))
+    accuracy = tool_call_accuracy(prompts, answers)
+    if accuracy is not None:
+        metrics["tool_call_accuracy"] = accuracy
     return metrics, answers
 
 
@@ -141,6 +165,8 @@ def summary(metrics: dict[str, dict[str, float]]) -> str:
     parts = [f"ROUGE-L {base['rougeL']:.2f} → {tuned['rougeL']:.2f}"]
     if "accuracy" in base:
         parts.insert(0, f"accuracy {base['accuracy']:.0%} → {tuned['accuracy']:.0%}")
+    if "tool_call_accuracy" in base:
+        parts.insert(0, f"tool-call accuracy {base['tool_call_accuracy']:.0%} → {tuned['tool_call_accuracy']:.0%}")
     if "eval_loss" in base:
         parts.append(f"eval loss {base['eval_loss']:.3f} → {tuned['eval_loss']:.3f}")
     return ", ".join(parts)

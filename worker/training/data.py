@@ -6,6 +6,11 @@ A record is the studio's normalised chat form (the OpenAI chat fine-tuning forma
 everywhere except the tokens of trained assistant answers (their text and the end-of-turn
 token), so prompts, system text and weight-0 turns are never learned.
 
+A record with tools (tool calling, see planner.tools) adds "tools" and the roles of OpenAI's
+format: assistant messages with "tool_calls" and "tool" results. It is rendered with the base
+model's own template (tools=...); the assistant's calls and answers are trained, tool results
+are prompt. A template without tool support is refused with the names of models that have it.
+
 Batches carry no padding: with packing the examples of a micro-batch are laid end to end in
 one row (position_ids restart at 0 for each example, which transformers turns into a
 block-diagonal causal mask); without packing, rows are padded to the longest example of a
@@ -19,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from planner.tools import has_tool_support, no_tool_support_message, template_messages
+
 IGNORE_INDEX = -100
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class DataError(ValueError):
@@ -97,8 +104,13 @@ def check_record(record: Any, index: int) -> list[dict]:
     for turn, message in enumerate(messages, start=1):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise DataError(f"{where}, message {turn}: role must be one of {', '.join(ROLES)}.")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("tool_calls")
+        if calls is not None and (message["role"] != "assistant" or not isinstance(calls, list)):
+            raise DataError(f"{where}, message {turn}: only assistant messages have a tool_calls list.")
+        if not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
             raise DataError(f"{where}, message {turn}: content must be text.")
+        if (message["role"] == "tool" or calls) and not isinstance(record.get("tools"), list):
+            raise DataError(f"{where}, message {turn}: a tool call or result needs the example's tools list.")
         if "weight" in message:
             if message["role"] != "assistant":
                 raise DataError(f"{where}, message {turn}: only assistant messages can have a weight.")
@@ -109,24 +121,34 @@ def check_record(record: Any, index: int) -> list[dict]:
     return messages
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+def _render(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> str:
+    if tools:
+        return tokenizer.apply_chat_template(template_messages(messages), tools=tools, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
     return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def check_tool_support(tokenizer) -> None:
+    """Refuse a tokenizer whose chat template cannot render tools and tool calls."""
+    if not has_tool_support(tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None):
+        name = getattr(tokenizer, "name_or_path", "") or "chosen"
+        raise DataError(no_tool_support_message(name.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def trained_spans(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the character spans of trained answers in it.
 
     Relies on the template rendering a conversation's prefix as a prefix of the text (true of
     ChatML, Llama, Mistral, Gemma templates); a template that is not is refused explicitly.
     """
-    text = _render(tokenizer, messages, generation_prompt=False)
+    text = _render(tokenizer, messages, generation_prompt=False, tools=tools)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        prompt = _render(tokenizer, messages[:index], generation_prompt=True)
-        through = _render(tokenizer, messages[: index + 1], generation_prompt=False)
+        prompt = _render(tokenizer, messages[:index], generation_prompt=True, tools=tools)
+        through = _render(tokenizer, messages[: index + 1], generation_prompt=False, tools=tools)
         if not (text.startswith(through) and through.startswith(prompt)):
             raise DataError(
                 "This model's chat template rewrites earlier turns when later ones are added, so "
@@ -137,8 +159,8 @@ def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int,
     return text, spans
 
 
-def tokenize_record(tokenizer, messages: list[dict]) -> Example:
-    text, spans = trained_spans(tokenizer, messages)
+def tokenize_record(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> Example:
+    text, spans = trained_spans(tokenizer, messages, tools)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
@@ -153,10 +175,15 @@ def tokenize_records(
     """Tokenize, mask, truncate and count. Raises DataError when nothing would be learned."""
     report = DataReport(max_length=max_length)
     examples: list[Example] = []
+    tools_checked = False
     for index, record in enumerate(records):
         messages = check_record(record, index)
+        tools = record.get("tools") or None
+        if tools and not tools_checked:
+            check_tool_support(tokenizer)
+            tools_checked = True
         report.examples += 1
-        example = tokenize_record(tokenizer, messages)
+        example = tokenize_record(tokenizer, messages, tools)
         if len(example.input_ids) > max_length:
             report.truncated_examples += 1
             report.truncated_tokens += len(example.input_ids) - max_length

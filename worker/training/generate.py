@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from planner.tools import template_messages
+
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 128, batch_size: int = 8
+    model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 128, batch_size: int = 8,
+    tools: list[list[dict] | None] | None = None,
 ) -> list[str]:
-    """Greedy answers (one per conversation) to conversations that end with a user turn."""
+    """Greedy answers (one per conversation) to conversations that end with a user turn (or a tool
+    result). ``tools``: each conversation's tool definitions (None: no tools), rendered by the template."""
+    tools = tools or [None] * len(conversations)
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # generation continues from the right end of each row
@@ -19,8 +24,10 @@ def generate_answers(
     try:
         for start in range(0, len(conversations), batch_size):
             prompts = [
+                tokenizer.apply_chat_template(template_messages(messages), tools=defs, add_generation_prompt=True,
+                                              tokenize=False) if defs else
                 tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                for messages in conversations[start : start + batch_size]
+                for messages, defs in zip(conversations[start : start + batch_size], tools[start : start + batch_size])
             ]
             encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             output = model.generate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SYSTEM = "Tu es l'assistant du support de Nuage."
@@ -64,3 +65,47 @@ def tiny_config(model_dir: Path, **overrides):
     if values["method"] == "full":
         values.setdefault("learning_rate", 1e-3)
     return TrainingConfig(**values)
+
+
+# -- tool calling --------------------------------------------------------------------------------
+# A Qwen2.5-style chat template with tool support (Hermes <tool_call> blocks), set on the real
+# SmolLM2 tokenizer, whose own template has none.
+TOOL_TEMPLATE = (Path(__file__).parent / "tool_template.jinja").read_text()
+CITIES = ["Paris", "Lyon", "Nice", "Lille", "Brest"]
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "description": "Local time in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}},
+]
+ASKS = {"get_weather": ["What is the weather in {}?", "Is it raining in {}?", "Weather for {} please.",
+                        "How warm is it in {}?"],
+        "get_time": ["What time is it in {}?", "Tell me the time in {}.", "Clock in {} please?",
+                     "What hour is it now in {}?"]}
+RESULTS = {"get_weather": "21 C, sunny", "get_time": "14:05"}
+
+
+def tool_record(tool: str, ask: int, city: str, *, answered: bool = True) -> dict:
+    """One conversation: the user asks, the assistant calls the tool, the result comes back and the
+    assistant answers with it (or, answered=False, the conversation ends on the call)."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": tool, "arguments": json.dumps({"city": city})}}
+    messages = [{"role": "user", "content": ASKS[tool][ask].format(city)},
+                {"role": "assistant", "content": "", "tool_calls": [call]}]
+    if answered:
+        messages += [{"role": "tool", "tool_call_id": "call_1", "content": RESULTS[tool]},
+                     {"role": "assistant", "content": f"{city}: {RESULTS[tool]}."}]
+    return {"tools": TOOLS, "messages": messages}
+
+
+def tool_records() -> tuple[list[dict], list[dict]]:
+    """(training, held-out): every tool x phrasing x city; held out, one phrasing x city pair per tool
+    and city that training never shows together."""
+    train, held = [], []
+    for tool in ASKS:
+        for ask in range(4):
+            for c, city in enumerate(CITIES):
+                (held if ask == c % 4 and c < 4 else train).append(tool_record(tool, ask, city))
+    return train, held
