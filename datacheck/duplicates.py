@@ -8,10 +8,27 @@ time at the end, so the extra memory then is one bucket's worth.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+_WORD = re.compile(r"\w+")
 
 _BUCKETS = 256
+
+
+def normalise_text(text: str) -> str:
+    """The words of ``text`` in lower case, one space apart: copies that differ only in case,
+    spacing or punctuation ("Where is my order?" / "where is my order") become equal."""
+    return " ".join(_WORD.findall(text.casefold()))
+
+
+def stable_key(texts: Sequence[str]) -> int:
+    """A 63-bit key of the normalised texts, the same in every process (Python's ``hash`` of a
+    string is not): the train/eval split is decided on it, so it must be reproducible."""
+    joined = "\x1f".join(normalise_text(t) for t in texts).encode()
+    return int.from_bytes(hashlib.blake2b(joined, digest_size=8).digest(), "big") >> 1
 
 
 class HashIndex:
