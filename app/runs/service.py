@@ -12,6 +12,7 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
+from app.datasets import tokens
 from app.runs import configure
 from app.runs import queue_position as qp
 from app.runs import repository as repo
@@ -103,6 +104,8 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
     device = training_device(session)
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
                           overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s)
+    if (why := tokens.nothing_trained(dataset, model.id, plan.config.max_length)) is not None:
+        raise InvalidInput(why, param="hyperparameters")
     if device.known and plan.estimate["memory"]["fits"] is False:
         raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
                            param="hyperparameters", details={"estimate": plan.estimate})

@@ -167,8 +167,8 @@ def preview_record(tokenizer, messages: list[dict]) -> dict[str, Any]:
     tokens that are trained or not, with token positions so a cut at any max_length can be
     drawn (tokens from position max_length on are dropped, as ``fit_example`` does).
 
-    {"segments": [{"text", "trained", "start", "end"}], "tokens", "first_trained"}: start/end
-    are token positions; first_trained is the position of the first trained token (None:
+    {"segments": [{"text", "trained", "start", "end", "breaks"}], "tokens", "first_trained"}:
+    start/end are token positions, breaks the offset in the segment's text where each token starts; first_trained is the position of the first trained token (None:
     nothing in it is trained); the example is trained at max_length L iff first_trained < L.
     """
     example, text, offsets = encode_record(tokenizer, check_record({"messages": messages}, 0))
@@ -179,10 +179,12 @@ def preview_record(tokenizer, messages: list[dict]) -> dict[str, Any]:
         end = offsets[index + 1][0] if index + 1 < len(offsets) else len(text)
         trained = label != IGNORE_INDEX
         if segments and segments[-1]["trained"] == trained:
+            segments[-1]["breaks"].append(len(segments[-1]["text"]))
             segments[-1]["text"] += text[start:end]
             segments[-1]["end"] = index + 1
         else:
-            segments.append({"text": text[start:end], "trained": trained, "start": index, "end": index + 1})
+            segments.append({"text": text[start:end], "trained": trained, "start": index, "end": index + 1,
+                             "breaks": [0]})
     first = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
     return {"segments": segments, "tokens": len(example.input_ids), "first_trained": first}
 
