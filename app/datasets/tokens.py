@@ -51,7 +51,12 @@ def _cut(segment: dict[str, Any], max_length: int) -> list[Piece]:
 
 
 def _shown(example: dict[str, Any], max_length: int) -> Shown:
-    pieces = [p for s in example["segments"] for p in _cut(s, max_length)]
+    pieces: list[Piece] = []
+    for piece in (p for s in example["segments"] for p in _cut(s, max_length)):
+        if pieces and pieces[-1].kind == piece.kind:  # everything past the cut is one piece
+            pieces[-1].text += piece.text
+        else:
+            pieces.append(piece)
     trained = sum(max(0, min(s["end"], max_length) - s["start"]) for s in example["segments"] if s["trained"])
     kept = min(example["tokens"], max_length)
     return Shown(pieces=[p for p in pieces if p.text], tokens=example["tokens"], kept=kept,

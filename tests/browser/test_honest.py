@@ -56,13 +56,13 @@ def test_split_without_copies_token_preview_and_into_the_wizard(live_server, pag
 
     preview = page.locator("#token-preview")
     assert "exactly as SmolLM2-135M-Instruct (built-in) reads them" in preview.inner_text()
-    marks = preview.locator("mark.tok-trained")
+    marks = preview.locator(".tok-example mark.tok-trained")
     assert marks.count() == 3
     first_trained = marks.first.inner_text()
     assert first_trained.startswith("Open Settings, then section") and first_trained.endswith("<|im_end|>")
-    dimmed = preview.locator(".tok-context").first.inner_text()
+    dimmed = preview.locator(".tok-example .tok-context").first.inner_text()
     assert "<|im_start|>user" in dimmed and "How do I change setting number" in dimmed
-    assert preview.locator(".tok-cut").count() == 0
+    assert preview.locator(".tok-example .tok-cut").count() == 0
     preview.scroll_into_view_if_needed()
     shoot(page, "honest-1-dataset-preview")
 
@@ -70,17 +70,18 @@ def test_split_without_copies_token_preview_and_into_the_wizard(live_server, pag
     page.wait_for_url(re.compile(r".*/runs/new\?dataset_id=\d+$"))
     dataset_id = page.url.rsplit("=", 1)[1]
     assert page.locator("#f-dataset").input_value() == dataset_id
-    wizard_preview = page.locator("#step-estimate ~ #token-preview, .step #token-preview").first
-    assert wizard_preview.locator("mark.tok-trained").count() == 3
+    assert page.locator("#token-preview .tok-example mark.tok-trained").count() == 3
+    shoot(page, "honest-2-wizard-preview")
     # a training length shorter than the prompts: the cut shows and nothing can start
-    page.click("summary:has-text('Advanced')") if page.locator("summary:has-text('Advanced')").count() else None
+    page.click("summary:has-text('Advanced settings')")
     page.fill("#hp-max_length", "16")
+    page.locator("#hp-max_length").dispatch_event("change")
     page.locator(".nothing-trained").wait_for(timeout=10_000)
     assert "Nothing would be trained" in page.locator(".nothing-trained").inner_text()
-    assert page.locator("#token-preview .tok-cut").count() == 3
+    assert page.locator("#token-preview .tok-example .tok-cut").count() == 3
     assert page.locator("button:has-text('Train')").last.is_disabled()
     page.locator("#token-preview").scroll_into_view_if_needed()
-    shoot(page, "honest-2-wizard-preview-cut")
+    shoot(page, "honest-3-wizard-preview-cut")
 
 
 def test_a_text_file_named_csv_says_what_was_expected(live_server, page, person, worker_thread):  # noqa: F811
@@ -92,7 +93,7 @@ def test_a_text_file_named_csv_says_what_was_expected(live_server, page, person,
     assert "The file does not look like examples" in text
     assert "at least two columns (for example prompt,completion)" in text
     assert page.locator("#mapping").count() == 0  # no column mapping dead end
-    shoot(page, "honest-3-not-examples")
+    shoot(page, "honest-4-not-examples")
 
 
 def test_the_run_page_says_when_scores_were_measured_partly_on_training_data(live_server, page, db, settings,
@@ -134,4 +135,4 @@ def test_the_run_page_says_when_scores_were_measured_partly_on_training_data(liv
            "the base model 39 (23 points fewer)." in ability
     assert section.locator(".overlap-badge").count() == 1
     section.scroll_into_view_if_needed()
-    shoot(page, "honest-4-run-evaluation")
+    shoot(page, "honest-5-run-evaluation")

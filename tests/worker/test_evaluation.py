@@ -169,12 +169,15 @@ def test_evaluation_after_a_run_is_stored_with_both_sides(db, run, trained, sett
     [row] = db.scalars(select(Evaluation).where(Evaluation.run_id == run.id)).all()
     assert row.kind == "automatic" and row.status == "succeeded" and row.team_id == run.team_id
     assert row.metrics["finetuned"]["eval_loss"] < row.metrics["base"]["eval_loss"]
-    assert len(row.samples) == 3 and set(row.samples[0]) == {"prompt", "reference", "base", "finetuned"}
+    assert len(row.samples) == 3 and set(row.samples[0]) == {"prompt", "reference", "base", "finetuned",
+                                                                     "overlaps_training"}
     assert row.details["split"] == "eval" and row.details["samples"] == 3 and row.details["max_new_tokens"] == 24
     assert row.details["seconds"] >= 0 and row.details["worker"] and row.finished_at is not None
     events = _events(db, run.id)
-    assert "Evaluating: base model on 3 eval prompts…" in events and "Evaluating: fine-tuned model…" in events
+    assert row.details["overlap"]["overlapping"] == 0 and row.details["general_ability"]["questions"] >= 40
+    assert "Evaluating: base model on 3 eval prompts and the general-ability questions…" in events and "Evaluating: fine-tuned model…" in events
     assert events[-1].startswith("Evaluation done: ROUGE-L ") and "eval loss" in events[-1]
+    assert "general questions right" in events[-1]
     assert db.get(Run, run.id).status == RunStatus.succeeded
 
 
