@@ -9,26 +9,44 @@ time at the end, so the extra memory then is one bucket's worth.
 from __future__ import annotations
 
 import hashlib
-import re
 from array import array
 from collections.abc import Iterator, Sequence
 
-_WORD = re.compile(r"\w+")
+# Punctuation that normalisation turns into spaces. ASCII marks are replaced on the UTF-8 bytes
+# (bytes.translate runs in C; ASCII bytes never occur inside a multi-byte character), the usual
+# marks of the other detected languages only in text that has non-ASCII characters.
+_ASCII_PUNCTUATION = b'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
+_BYTES_TABLE = bytes.maketrans(_ASCII_PUNCTUATION, b" " * len(_ASCII_PUNCTUATION))
+_OTHER_PUNCTUATION = str.maketrans({c: " " for c in "¿¡«»“”„‘’‚…–—·。、，！？：；「」『』（）،؛؟"})
 
-_BUCKETS = 256
+
+def normalise(text: str) -> bytes:
+    """The words of ``text`` in lower case, one space apart, as UTF-8: copies that differ only
+    in case, spacing or punctuation ("Where is my order?" / "where is my order") become equal.
+    Bytes, because the key is hashed from them (no decoding back on the validation hot path)."""
+    folded = text.casefold()
+    if not folded.isascii():
+        folded = folded.translate(_OTHER_PUNCTUATION)
+    return b" ".join(folded.encode().translate(_BYTES_TABLE).split())
 
 
 def normalise_text(text: str) -> str:
-    """The words of ``text`` in lower case, one space apart: copies that differ only in case,
-    spacing or punctuation ("Where is my order?" / "where is my order") become equal."""
-    return " ".join(_WORD.findall(text.casefold()))
+    return normalise(text).decode()
+
+
+def key_of(normalised: Sequence[bytes]) -> int:
+    """A 63-bit key of already normalised texts, the same in every process (Python's ``hash``
+    of a string is not): the train/eval split is decided on it, so it must be reproducible."""
+    digest = hashlib.blake2b(b"\x1f".join(normalised), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def stable_key(texts: Sequence[str]) -> int:
-    """A 63-bit key of the normalised texts, the same in every process (Python's ``hash`` of a
-    string is not): the train/eval split is decided on it, so it must be reproducible."""
-    joined = "\x1f".join(normalise_text(t) for t in texts).encode()
-    return int.from_bytes(hashlib.blake2b(joined, digest_size=8).digest(), "big") >> 1
+    """``key_of`` the normalised texts."""
+    return key_of([normalise(t) for t in texts])
+
+
+_BUCKETS = 256
 
 
 class HashIndex:

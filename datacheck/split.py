@@ -1,6 +1,6 @@
 """Train/eval split, deduplicated before it is drawn: every example is assigned by a hash of
 (seed, its normalised content), so copies of an example (exact, or differing only in case,
-spacing or punctuation: ``duplicates.normalise_text``) always land on the same side and no
+spacing or punctuation: ``duplicates.normalise``) always land on the same side and no
 evaluation example repeats a training one. The split is deterministic, streamed (no shuffle
 in memory) and the same in validation and in writing. Each distinct example goes to eval with
 probability ``eval_fraction``: the eval share is close to, not exactly, that fraction.
@@ -19,7 +19,7 @@ from typing import BinaryIO
 import orjson
 from pydantic import BaseModel
 
-from datacheck.duplicates import stable_key
+from datacheck.duplicates import key_of, normalise
 from datacheck.read import iter_line_batches
 from datacheck.types import Message
 
@@ -31,10 +31,20 @@ class SplitCounts(BaseModel):
     eval: int
 
 
-def example_key(messages: list[Message]) -> int:
+_ROLE_TAGS = {(r, w): f"{r} {w}".encode() for r in ("system", "user", "assistant", "tool") for w in (0, 1)}
+
+
+def example_key(messages: list[Message], normalised: list[bytes] | None = None) -> int:
     """The split key of an example: equal for copies that differ only in case, spacing or
-    punctuation (roles and weights included, so a masked answer is not its trained twin)."""
-    return stable_key([f"{m['role']} {m.get('weight', 1)} {m['content']}" for m in messages])
+    punctuation (roles and weights included, so a masked answer is not its trained twin).
+    ``normalised``: the messages' contents already through ``duplicates.normalise``."""
+    if normalised is None:
+        normalised = [normalise(m["content"]) for m in messages]
+    parts = []
+    for m, n in zip(messages, normalised):
+        tag = (m["role"], m.get("weight", 1))
+        parts += [_ROLE_TAGS.get(tag) or f"{tag[0]} {tag[1]}".encode(), n]
+    return key_of(parts)
 
 
 def is_eval_key(key: int, *, seed: int, eval_fraction: float) -> bool:
@@ -55,8 +65,8 @@ class Splitter:
                 self.leader.setdefault(index, members[0])
         self.leader_keys: dict[int, int] = {}
 
-    def key(self, index: int, messages: list[Message]) -> int:
-        key = example_key(messages)
+    def key(self, index: int, messages: list[Message], normalised: list[bytes] | None = None) -> int:
+        key = example_key(messages, normalised)
         first = self.leader.get(index)
         if first is None:
             return key

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from datacheck.detect import Detection
-from datacheck.duplicates import HashIndex, stable_key
+from datacheck.duplicates import HashIndex, key_of, normalise
 from datacheck.parse import open_examples
 from datacheck.parse.items import BLANK
 from datacheck.problems import Problem
@@ -113,14 +113,17 @@ class ValidationRun:
     def example(self, line: int, messages: list[Message], file: str, index: int) -> None:
         """Account for one valid example. The hot path: one call per example."""
         is_eval = file == "eval"
+        normalised = [normalise(m["content"]) for m in messages]
         if self.split:
-            key = self.splitter.key(index, messages)
+            key = self.splitter.key(index, messages, normalised)
             self.split_keys.add(key, line)
             is_eval = self.splitter.is_eval(key)
         record = orjson.dumps({"messages": messages})
         self.duplicates[file].add(hash(record), line)
         prompt, answer = split_roles(messages)
-        self.prompts[is_eval].add(stable_key(prompt), line)
+        # the normalised prompt: what split_roles puts in `prompt`, in the same order
+        self.prompts[is_eval].add(key_of([n for m, n in zip(messages, normalised)
+                                          if m["role"] != "assistant" or not m.get("weight", 1)]), line)
         answer_chars = sum(map(len, answer))
         if answer_chars < 16 and len("".join(answer).strip()) < self.options.near_empty_chars:
             self.near_empty.note(line, file)
