@@ -22,6 +22,7 @@ from app.models import Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
 from app.runs import configure
+from planner.defaults import DEFAULT_MAX_LENGTH
 from app.runs import service as runs_service
 from app.web import is_htmx, redirect, render, templates
 from datacheck import ColumnMapping, Goal
@@ -181,11 +182,13 @@ def _token_preview(db: Session, dataset: Dataset, model) -> tokens.TokenPreview 
     """The preview for the dataset's base model, cut where the wizard's plan would cut it."""
     if dataset.status != DatasetStatus.valid or model is None:
         return None
-    try:
-        plan = configure.plan(dataset=dataset, model=model, device=runs_service.training_device(db))
-        max_length = plan.config.max_length
-    except StudioError:
-        max_length = model.context_length or 2048
+    max_length = min(model.context_length or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+    if model.parameter_count:  # a registry row without the model's shape cannot be planned
+        try:
+            plan = configure.plan(dataset=dataset, model=model, device=runs_service.training_device(db))
+            max_length = plan.config.max_length
+        except StudioError:
+            pass
     return tokens.preview(dataset, model.id, max_length)
 
 
