@@ -90,6 +90,7 @@ def _warnings(run: ValidationRun, counts: Counts, duplicates: dict) -> list[Repo
             f"{run.options.max_length:,} tokens, the training length, so {_their(run.truncated.count)} "
             f"end will be cut off ({_lines_text(run.truncated)}). Shorten "
             f"{_them(run.truncated.count)} or raise the training length.")))
+    out.extend(_kept_together(run))
     out.extend(_leakage_warnings(run))
     eval_n = counts.eval_examples
     wants_eval = not run.split or run.options.eval_fraction > 0
@@ -144,6 +145,22 @@ def _duplicate_warnings(duplicates: dict) -> list[ReportWarning]:
     return out
 
 
+def _kept_together(run: ValidationRun) -> list[ReportWarning]:
+    """Said on the dataset page: the split was drawn after grouping copies, so none leaks."""
+    if not run.split or run.options.eval_fraction <= 0:
+        return []
+    count, kept = _count_and_first((line for group in run.split_keys.groups() for line in group[1:]),
+                                   run.options.max_warning_lines)
+    if not count:
+        return []
+    near = " or near copies from the duplicate finder" if run.options.duplicate_groups else ""
+    return [ReportWarning(kind="kept_together", count=count, lines=kept, message=(
+        f"{_n(count, 'example')} {_is(count)} a copy of an earlier one (exactly, or apart from "
+        f"case, spacing and punctuation{near}). Before splitting, each copy was kept on the same "
+        "side as its original, so no evaluation example also appears in training and the scores "
+        "are measured on examples the model has not seen."))]
+
+
 def _leakage_warnings(run: ValidationRun) -> list[ReportWarning]:
     shared = run.prompts[True].shared_with(run.prompts[False])
     count, kept = _count_and_first(shared, run.options.max_warning_lines)
@@ -156,8 +173,9 @@ def _leakage_warnings(run: ValidationRun) -> list[ReportWarning]:
         kind="leakage", count=count, lines=kept if run.split else [],
         eval_lines=[] if run.split else kept, message=(
             f"{_n(count, 'evaluation example')} {_has(count)} the same "
-            f"prompt as a training example ({example}). Evaluation scores will look better "
-            "than they are; make the evaluation prompts different."))]
+            f"prompt as a training example, apart from case, spacing and punctuation ({example}). "
+            "Evaluation scores will look better than they are; make the evaluation prompts "
+            "different. A run's evaluation also reports its scores without these examples."))]
 
 
 def _language_warning(stats: DatasetStats) -> ReportWarning | None:

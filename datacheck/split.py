@@ -1,16 +1,27 @@
-"""Train/eval split: every example is assigned by a hash of (seed, index), so the split is
-deterministic, streamed (no shuffle in memory) and the same in validation and in writing.
-Each example goes to eval with probability ``eval_fraction``: the eval share is close to,
-not exactly, that fraction on small datasets."""
+"""Train/eval split, deduplicated before it is drawn: every example is assigned by a hash of
+(seed, its normalised content), so copies of an example (exact, or differing only in case,
+spacing or punctuation: ``duplicates.normalise``) always land on the same side and no
+evaluation example repeats a training one. The split is deterministic, streamed (no shuffle
+in memory) and the same in validation and in writing. Each distinct example goes to eval with
+probability ``eval_fraction``: the eval share is close to, not exactly, that fraction.
+
+Near duplicates found elsewhere (the MinHash groups of the near-duplicate finder) plug in as
+``duplicate_groups``: lists of 0-based example indices (file order); every member follows the
+side of the group's first example. Identical normalised texts have identical MinHash
+signatures, so such groups already hold the exact-after-normalisation copies of their members.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
+import orjson
 from pydantic import BaseModel
 
+from datacheck.duplicates import key_of, normalise
 from datacheck.read import iter_line_batches
+from datacheck.types import Message
 
 _MASK = (1 << 64) - 1
 
@@ -20,13 +31,56 @@ class SplitCounts(BaseModel):
     eval: int
 
 
-def is_eval_example(index: int, *, seed: int, eval_fraction: float) -> bool:
-    """Whether example ``index`` (0-based, in file order) belongs to the eval set."""
-    return eval_picker(seed, eval_fraction)(index)
+_ROLE_TAGS = {(r, w): f"{r} {w}".encode() for r in ("system", "user", "assistant", "tool") for w in (0, 1)}
+
+
+def example_key(messages: list[Message], normalised: list[bytes] | None = None) -> int:
+    """The split key of an example: equal for copies that differ only in case, spacing or
+    punctuation (roles and weights included, so a masked answer is not its trained twin).
+    ``normalised``: the messages' contents already through ``duplicates.normalise``."""
+    if normalised is None:
+        normalised = [normalise(m["content"]) for m in messages]
+    parts = []
+    for m, n in zip(messages, normalised):
+        tag = (m["role"], m.get("weight", 1))
+        parts += [_ROLE_TAGS.get(tag) or f"{tag[0]} {tag[1]}".encode(), n]
+    return key_of(parts)
+
+
+def is_eval_key(key: int, *, seed: int, eval_fraction: float) -> bool:
+    """Whether the examples of split key ``key`` belong to the eval set."""
+    return eval_picker(seed, eval_fraction)(key)
+
+
+class Splitter:
+    """Decides the side of each example in file order, copies and groups kept together."""
+
+    def __init__(self, seed: int, eval_fraction: float,
+                 duplicate_groups: Iterable[Iterable[int]] | None = None) -> None:
+        self.pick = eval_picker(seed, eval_fraction)
+        self.leader: dict[int, int] = {}
+        for group in duplicate_groups or ():
+            members = sorted(set(group))
+            for index in members:
+                self.leader.setdefault(index, members[0])
+        self.leader_keys: dict[int, int] = {}
+
+    def key(self, index: int, messages: list[Message], normalised: list[bytes] | None = None) -> int:
+        key = example_key(messages, normalised)
+        first = self.leader.get(index)
+        if first is None:
+            return key
+        if first == index:
+            self.leader_keys[index] = key
+            return key
+        return self.leader_keys.get(first, key)
+
+    def is_eval(self, key: int) -> bool:
+        return self.pick(key)
 
 
 def eval_picker(seed: int, eval_fraction: float) -> Callable[[int], bool]:
-    """``is_eval_example`` with the seed and fraction bound (faster in a loop)."""
+    """A 64-bit key (an example's split key) -> in the eval set, with the seed and fraction bound."""
     offset = ((seed + 1) * 0xD1B54A32D192ED03) & _MASK
     threshold = int(eval_fraction * 2**64)
 
@@ -40,17 +94,19 @@ def eval_picker(seed: int, eval_fraction: float) -> Callable[[int], bool]:
 
 
 def split_normalized(source: BinaryIO, train_out: BinaryIO, eval_out: BinaryIO, *,
-                     eval_fraction: float = 0.1, seed: int = 0) -> SplitCounts:
+                     eval_fraction: float = 0.1, seed: int = 0,
+                     duplicate_groups: Iterable[Iterable[int]] | None = None) -> SplitCounts:
     """Split a normalised JSONL file (one record per line) into train and eval files,
-    exactly as ``validate_dataset`` counted them with the same seed and fraction."""
+    exactly as ``validate_dataset`` counted them with the same seed, fraction and groups."""
     train = evals = 0
     index = 0
-    is_eval = eval_picker(seed, eval_fraction)
+    splitter = Splitter(seed, eval_fraction, duplicate_groups)
     for batch in iter_line_batches(source, max_line_bytes=1 << 62):
         for line in batch:
             if not line:
                 continue
-            if is_eval(index):
+            messages = orjson.loads(line)["messages"]
+            if splitter.is_eval(splitter.key(index, messages)):
                 eval_out.write(line + b"\n")
                 evals += 1
             else:

@@ -19,13 +19,13 @@ import orjson
 from pydantic import BaseModel, Field
 
 from datacheck.detect import Detection
-from datacheck.duplicates import HashIndex
+from datacheck.duplicates import HashIndex, key_of, normalise
 from datacheck.parse import open_examples
 from datacheck.parse.items import BLANK
 from datacheck.parse.tools import text_view
 from datacheck.problems import Problem
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
-from datacheck.split import eval_picker
+from datacheck.split import Splitter
 from datacheck.stats import StatsCollector, split_roles
 from datacheck.types import ColumnMapping, CountTokens, Goal, LineError, Message
 
@@ -40,6 +40,8 @@ class ValidationOptions(BaseModel):
     message_overhead_tokens: int = Field(4, description="tokens a chat template adds per message")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share split off for eval")
     seed: int = 0
+    duplicate_groups: list[list[int]] | None = Field(
+        None, description="near-duplicate groups (0-based example indices) kept on one side of the split")
     goal: Goal | None = None
     near_empty_chars: int = Field(3, description="answers with fewer visible characters warn")
     max_errors: int = Field(100, description="errors listed; all are counted")
@@ -71,15 +73,17 @@ class ValidationRun:
         self.error_counts: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.duplicates = {"train": HashIndex(), "eval": HashIndex()}
-        # Prompts by is_eval: only evaluation lines are kept (leakage is reported on them).
+        # Normalised prompts by is_eval: only evaluation lines are kept (leakage is reported on them).
         self.prompts = {False: HashIndex(tagged=False), True: HashIndex()}
+        # Split keys of the split file: examples sharing one were kept on one side (see split).
+        self.split_keys = HashIndex()
         keep = options.max_warning_lines
         self.blank, self.near_empty, self.truncated = LineNotes(keep), LineNotes(keep), LineNotes(keep)
         overhead = options.message_overhead_tokens if count_tokens else 0
         self.stats = StatsCollector(tokens=count_tokens is not None, message_overhead=overhead)
         self.queue: list[tuple] = []
         self.languages = self.stats.languages
-        self.is_eval = eval_picker(options.seed, options.eval_fraction)
+        self.splitter = Splitter(options.seed, options.eval_fraction, options.duplicate_groups)
         self.tally = {False: 0, True: 0}  # examples by is_eval
         self.with_system = self.multi_turn = self.with_tools = 0
         self.detection: Detection | None = None  # of the training file, set by validate()
@@ -115,11 +119,18 @@ class ValidationRun:
                 record: dict | None = None) -> None:
         """Account for one valid example. The hot path: one call per example. ``record`` is
         the whole record when it is more than its messages (tools: ``messages`` is its text view)."""
-        is_eval = file == "eval" or (self.split and self.is_eval(index))
+        is_eval = file == "eval"
+        normalised = [normalise(m["content"]) for m in messages]
+        if self.split:
+            key = self.splitter.key(index, messages, normalised)
+            self.split_keys.add(key, line)
+            is_eval = self.splitter.is_eval(key)
         record = orjson.dumps({"messages": messages} if record is None else record)
         self.duplicates[file].add(hash(record), line)
         prompt, answer = split_roles(messages)
-        self.prompts[is_eval].add(hash(tuple(prompt)), line)
+        # the normalised prompt: what split_roles puts in `prompt`, in the same order
+        self.prompts[is_eval].add(key_of([n for m, n in zip(messages, normalised)
+                                          if m["role"] != "assistant" or not m.get("weight", 1)]), line)
         answer_chars = sum(map(len, answer))
         if answer_chars < 16 and len("".join(answer).strip()) < self.options.near_empty_chars:
             self.near_empty.note(line, file)

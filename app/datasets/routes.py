@@ -13,14 +13,17 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from app.datasets import repository as repo
-from app.datasets import service, views
+from app.datasets import service, tokens, views
 from app.datasets.schemas import DatasetOut, DatasetPage, MappingIn, ReportOut, RowsOut
 from app.datasets.upload import ReceivedUpload, human_bytes, new_prefix, receive_upload
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep
-from app.errors import Conflict, InvalidInput
+from app.errors import Conflict, InvalidInput, StudioError
 from app.models import Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
+from app.runs import configure
+from planner.defaults import DEFAULT_MAX_LENGTH
+from app.runs import service as runs_service
 from app.web import is_htmx, redirect, render, templates
 from datacheck import ColumnMapping, Goal
 
@@ -171,7 +174,22 @@ def _detail(request: Request, db: Session, p: Principal, dataset: Dataset, *, pa
         "eval_file": eval_file, "can_write": "write" in p.scopes, "mapping_error": mapping_error,
         "mapping": dataset.column_mapping or report.get("mapping") or {},
         "preview": _preview(request, dataset, page, q, split),
+        "token_preview": _token_preview(db, dataset, model),
     }
+
+
+def _token_preview(db: Session, dataset: Dataset, model) -> tokens.TokenPreview | None:  # noqa: ANN001
+    """The preview for the dataset's base model, cut where the wizard's plan would cut it."""
+    if dataset.status != DatasetStatus.valid or model is None:
+        return None
+    max_length = min(model.context_length or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+    if model.parameter_count:  # a registry row without the model's shape cannot be planned
+        try:
+            plan = configure.plan(dataset=dataset, model=model, device=runs_service.training_device(db))
+            max_length = plan.config.max_length
+        except StudioError:
+            pass
+    return tokens.preview(dataset, model.id, max_length)
 
 
 def _preview(request: Request, dataset: Dataset, page: int, q: str, split: str) -> dict | None:

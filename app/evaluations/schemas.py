@@ -18,10 +18,15 @@ class EvaluationOut(BaseModel):
     metrics: dict[str, Any] | None = Field(
         description='{"base": {...}, "finetuned": {...}}: eval_loss, perplexity, bleu (0-100), rouge1/rouge2/'
                     'rougeL (0-1), exact_match (0-1), accuracy (0-1, classification goals), '
-                    'tool_call_accuracy (0-1, datasets with tools), samples.')
+                    'tool_call_accuracy (0-1, datasets with tools), general_ability (0-1: share '
+                    'of the studio\'s general questions answered right; a drop is forgetting), samples.')
     samples: list[dict[str, Any]] | None = Field(
         description="Sample prompts with the reference answer and both models' answers.")
-    details: dict[str, Any] | None = Field(description="How it was made: split, sample size, max_new_tokens, seconds.")
+    details: dict[str, Any] | None = Field(description=(
+        "How it was made: split, sample size, max_new_tokens, seconds. overlap: eval examples whose prompt is "
+        "also a training prompt (eval_examples, overlapping, samples_overlapping, clean_loss_examples) and, when "
+        "any overlap, metrics {base, finetuned} measured without them. general_ability: questions, base_correct, "
+        "finetuned_correct, dropped, by_language, items (each question with both answers)."))
     error_message: str | None
     created_at: datetime
     finished_at: datetime | None

@@ -8,6 +8,7 @@ from typing import Any
 
 from app.evaluations import service
 from app.models import Evaluation, Run
+from datacheck.language import LANGUAGE_NAMES
 
 # key, label, lower is better, what it means
 METRICS = (
@@ -21,6 +22,8 @@ METRICS = (
     ("accuracy", "Accuracy", False, "Answers that give the reference label."),
     ("tool_call_accuracy", "Tool-call accuracy", False,
      "Answers that call the right tool with the same arguments as the reference (tool-calling datasets)."),
+    ("general_ability", "General questions right", False,
+     "Share of the studio's general-ability questions (arithmetic, capitals, simple facts) answered right."),
 )
 SPLIT_LABELS = {"eval": "the eval split", "train": "training examples (this dataset has no eval split)"}
 
@@ -38,7 +41,7 @@ class MetricRow:
 def fmt(key: str, value: float | None) -> str:
     if value is None:
         return "—"
-    if key in ("exact_match", "accuracy", "tool_call_accuracy"):
+    if key in ("exact_match", "accuracy", "tool_call_accuracy", "general_ability"):
         return f"{value:.0%}"
     if key == "bleu":
         return f"{value:.1f}"
@@ -89,6 +92,67 @@ def sentence(metrics: dict[str, dict[str, float]] | None) -> str:
     return " ".join(parts)
 
 
+@dataclass
+class Overlap:
+    """Eval examples whose prompt is also in the training data, and the scores without them."""
+
+    count: int
+    total: int
+    samples_overlapping: int
+    samples: int
+    rows: list[MetricRow]  # the metrics on the examples that do not overlap
+    sentence: str
+
+
+def overlap(details: dict[str, Any]) -> Overlap | None:
+    found = details.get("overlap") or {}
+    if not found.get("overlapping"):
+        return None
+    n, total = found["overlapping"], found["eval_examples"]
+    rows = metric_rows(found.get("metrics"))
+    clean = found.get("clean_loss_examples", 0)
+    text = (f"{n:,} of the {total:,} evaluation examples {'has' if n == 1 else 'have'} a prompt that is also in "
+            f"the training data, so the scores above were measured partly on examples the model trained on: "
+            f"they look better than the model is. Below, the same scores without them "
+            f"({clean:,} examples for the loss, {found['samples'] - found['samples_overlapping']:,} of the "
+            f"{found['samples']:,} sample prompts for the answers).")
+    return Overlap(count=n, total=total, samples_overlapping=found["samples_overlapping"], samples=found["samples"],
+                   rows=rows, sentence=text)
+
+
+@dataclass
+class General:
+    questions: int
+    base_correct: int
+    finetuned_correct: int
+    dropped: bool
+    sentence: str
+    languages: list[tuple[str, int, int, int]]  # (language, questions, base right, fine-tuned right)
+
+
+def general(details: dict[str, Any]) -> General | None:
+    """Forgetting in plain words: did the fine-tuned model lose general ability, and how much."""
+    found = details.get("general_ability") or {}
+    if not found.get("questions"):
+        return None
+    n, b, t = found["questions"], found["base_correct"], found["finetuned_correct"]
+    points = round((b - t) / n * 100)
+    if found.get("dropped"):
+        text = (f"General ability dropped: the fine-tuned model answered {t} of {n} general questions right, the "
+                f"base model {b} ({points} points fewer). Fine-tuning made it forget some of what it knew; "
+                "try fewer epochs, a lower learning rate or LoRA instead of full fine-tuning.")
+    elif t > b:
+        text = (f"General ability kept: the fine-tuned model answered {t} of {n} general questions right, the base "
+                f"model {b}.")
+    else:
+        text = (f"General ability kept: the fine-tuned model answered {t} of {n} general questions right, the base "
+                f"model {b} (a difference of one or two questions is within normal variation).")
+    languages = [(LANGUAGE_NAMES.get(code, code), v["questions"], v["base"], v["finetuned"])
+                 for code, v in (found.get("by_language") or {}).items()]
+    return General(questions=n, base_correct=b, finetuned_correct=t, dropped=bool(found.get("dropped")),
+                   sentence=text, languages=languages)
+
+
 def prompt_text(prompt: Any) -> str:
     """The last user message of a prompt (a list of chat messages), or the prompt itself."""
     if isinstance(prompt, list):
@@ -133,4 +197,5 @@ def section(run: Run, evaluations: list[Evaluation], alive: dict[str, int | None
         "judge_rows": judge_rows(judges[-1].metrics) if judges else [],
         "can_rerun": can_write and service.can_rerun(run, latest, alive),
         "prompt_text": prompt_text, "earlier_turns": earlier_turns,
+        "overlap": overlap(details), "general": general(details),
     }

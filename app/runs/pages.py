@@ -22,6 +22,7 @@ from app.inference import client as inference
 from app.inference import targets
 from app.runs import configure, merged, service, views
 from app.datasets import repository as datasets_repo
+from app.datasets import tokens
 from app.runs import repository as repo
 from app.models import BaseModel, Dataset, Run
 from app.models_registry import repository as models_repo
@@ -85,6 +86,8 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
             plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset)
     share = views.trainable_share(plan.estimate, model.parameter_count) if plan and model else None
     config = plan.config.model_dump() if plan else {}
+    token_preview = tokens.preview(dataset, model.id, plan.config.max_length) if plan else None
+    nothing_trained = tokens.nothing_trained(dataset, model.id, plan.config.max_length) if plan else None
     return {
         "form": form, "error": error, "datasets": datasets, "dataset": dataset, "goal": goal,
         "goal_choices": GOAL_CHOICES, "goal_label": GOAL_LABELS[Goal(goal)],
@@ -94,7 +97,7 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
         "method_sentence": views.method_sentence(config["method"], share) if plan else "",
         "fields": views.setting_fields(config, {k[3:]: v for k, v in form.items() if k.startswith("hp_")}),
         "advanced_open": bool(overrides) or settings_error is not None or form.get("advanced") == "open",
-        "can_write": "write" in p.scopes,
+        "can_write": "write" in p.scopes, "token_preview": token_preview, "nothing_trained": nothing_trained,
     }
 
 

@@ -12,6 +12,7 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
+from app.datasets import tokens
 from app.runs import configure
 from app.runs import queue_position as qp
 from app.runs import repository as repo
@@ -153,8 +154,10 @@ def _plan(session: Session, *, dataset: Dataset, model: BaseModel, asked: dict[s
     return configure.plan(**kwargs, overrides=overrides)
 
 
-def _fits(plan: configure.Plan, device_known: bool) -> str | None:
-    """Why the run would not fit on the training workers, or None."""
+def _fits(plan: configure.Plan, device_known: bool, dataset: Dataset, model: BaseModel) -> str | None:
+    """Why the run would learn nothing or not fit on the training workers, or None."""
+    if (why := tokens.nothing_trained(dataset, model.id, plan.config.max_length)) is not None:
+        return why
     if device_known and plan.estimate["memory"]["fits"] is False:
         return f"This run would not fit on {plan.estimate['device']}: {plan.estimate['verdict']}"
     return None
@@ -184,7 +187,7 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
              "learning_rate_multiplier": sub.learning_rate_multiplier}
     plan = _plan(session, dataset=dataset, model=model, asked=asked)
     device_known = plan.estimate["device_known"]
-    if not checking and (why := _fits(plan, device_known)):
+    if not checking and (why := _fits(plan, device_known, dataset, model)):
         raise InvalidInput(why, param="hyperparameters", details={"estimate": plan.estimate})
     check_team_limit(session, team_id=sub.team_id, settings=settings)
     status = RunStatus.validating_files if checking else RunStatus.queued
@@ -261,7 +264,7 @@ def _release(session: Session, run: Run, settings: Settings) -> bool:
     asked = (run.estimate or {}).get(SUBMISSION) or {}
     try:
         plan = _plan(session, dataset=dataset, model=model, asked=asked)
-        why = _fits(plan, plan.estimate["device_known"])
+        why = _fits(plan, plan.estimate["device_known"], dataset, model)
     except InvalidInput as exc:
         plan, why = None, exc.message
     if why:

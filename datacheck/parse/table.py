@@ -63,6 +63,8 @@ def propose_mapping(columns: list[str]) -> ColumnMapping | None:
 def _settle_mapping(detection: Detection, mapping: ColumnMapping | None, header_line: int):
     columns = detection.columns
     shown = ", ".join(f'"{c}"' for c in columns)
+    if len([c for c in columns if c]) < 2:
+        return None, not_examples(columns[0] if columns else "")
     if mapping is None:
         mapping = propose_mapping(columns)
         if mapping is None:
@@ -79,6 +81,19 @@ def _settle_mapping(detection: Detection, mapping: ColumnMapping | None, header_
                 f'The column "{column}" chosen for the {role} is not in the file. '
                 f"The file's columns are {shown}.", header_line)
     return mapping, None
+
+
+def not_examples(first_line: str) -> Problem:
+    """A table of one column: plain text, not examples. No column mapping can help it."""
+    start = first_line[:60] + ("..." if len(first_line) > 60 else "")
+    return Problem(
+        "not_examples",
+        f'The file does not look like examples: it was read as a table with a single column '
+        f'(its first line is "{start}"). The studio learns from pairs of a question (the prompt) '
+        "and the answer the model should give. Upload a CSV with a header line and at least two "
+        "columns (for example prompt,completion), or JSON Lines with one example per line, such "
+        'as {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": '
+        '"..."}]}. Plain text to learn from as a whole is not supported.')
 
 
 def _examples(rows: Examples, columns: list[str], mapping: ColumnMapping) -> Examples:

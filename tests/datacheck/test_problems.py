@@ -310,3 +310,23 @@ def test_json_array_items_of_no_known_format():
     assert errors_at(report) == [(1, "unknown_format"), (1, "missing_field")]
     assert 'Item 1 of the JSON array has the fields "question"' in report.errors[0].message
     assert report.format == "prompt_completion"
+
+
+def test_a_text_file_named_csv_is_not_taken_for_a_one_column_table():
+    """Random words uploaded as CSV: say what was expected instead of a column mapping step
+    that can only fail."""
+    from tests.datacheck.factories import validate
+
+    report = validate(b"lorem ipsum dolor\nsit amet again\nmore plain words here\n", filename="notes.csv")
+    assert report.status == "invalid" and list(report.error_counts) == ["not_examples"]
+    message = report.errors[0].message
+    assert 'its first line is "lorem ipsum dolor"' in message
+    assert "at least two columns (for example prompt,completion)" in message
+    assert "mapping_required" not in report.error_counts
+
+
+def test_a_two_column_table_still_reaches_the_mapping_step():
+    from tests.datacheck.factories import validate
+
+    report = validate(b"left,right\nhello,world\n", filename="pairs.csv")
+    assert list(report.error_counts) == ["mapping_required"]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from datacheck.split import is_eval_example
+import io
+
+import orjson
+
+from datacheck import ValidationOptions, validate_dataset
+
+from datacheck.split import example_key, is_eval_key
 from tests.datacheck.factories import chat, chats, jsonl, validate, word_tokens
 
 
@@ -46,15 +52,56 @@ def test_examples_longer_than_the_training_length():
     assert report.status == "valid"
 
 
+def _side(record) -> bool:
+    return is_eval_key(example_key(record["messages"]), seed=0, eval_fraction=0.1)
+
+
 def test_leakage_between_the_split_parts():
+    """Same prompt, another answer: a different example (the split may part them), so it is
+    reported; the prompt matches apart from case and punctuation."""
     rows = chats(60)
-    eval_index = next(i for i in range(60) if is_eval_example(i, seed=0, eval_fraction=0.1))
-    train_index = next(i for i in range(60) if not is_eval_example(i, seed=0, eval_fraction=0.1))
-    rows[eval_index] = chat(rows[train_index]["messages"][0]["content"], "A different answer.")
+    train_index = next(i for i in range(60) if not _side(rows[i]))
+    prompt = rows[train_index]["messages"][0]["content"].upper().rstrip("?")
+    other = next(chat(prompt, f"A different answer {n}.") for n in range(1000)
+                 if _side(chat(prompt, f"A different answer {n}.")))
+    rows.append(other)
     leak = warning(validate(jsonl(*rows)), "leakage")
-    assert leak.count == 1 and leak.lines == [eval_index + 1]
+    assert leak.count == 1 and leak.lines == [61]
     assert leak.message.startswith(
-        f"1 evaluation example has the same prompt as a training example (line {eval_index + 1}).")
+        "1 evaluation example has the same prompt as a training example, apart from case, "
+        "spacing and punctuation (line 61).")
+
+
+def test_copies_are_kept_on_one_side_of_the_split():
+    """The new user's case: many exact (and case/punctuation) copies; none may reach the
+    evaluation set while its twin trains, and the page says the split was deduplicated."""
+    rows = chats(300)
+    copies = [rows[i * 3] for i in range(82)]
+    near = [chat(r["messages"][0]["content"].lower().rstrip("?") + " ?",
+                 r["messages"][1]["content"].upper()) for r in rows[1:40:3]]
+    data = jsonl(*rows, *copies, *near)
+    report = validate(data, eval_fraction=0.2, seed=3)
+    assert report.counts.eval_examples > 30
+    assert [w.kind for w in report.warnings if w.kind == "leakage"] == []
+    kept = warning(report, "kept_together")
+    assert kept.count == 82 + len(near) and kept.lines[0] == 301
+    assert "no evaluation example also appears in training" in kept.message
+    # the exact copies are still reported as duplicates
+    assert warning(report, "duplicates").count == 82
+
+
+def test_near_duplicate_groups_from_elsewhere_follow_their_first_example():
+    """A MinHash source passes groups of example indices: each member takes its first one's side."""
+    rows = chats(200)
+    groups = [[i, i + 100] for i in range(100)]
+    train_out, eval_out = io.BytesIO(), io.BytesIO()
+    validate_dataset(io.BytesIO(jsonl(*rows)), options=ValidationOptions(
+        eval_fraction=0.3, duplicate_groups=groups), train_out=train_out, eval_out=eval_out)
+    evals = {orjson.loads(x)["messages"][0]["content"] for x in eval_out.getvalue().splitlines()}
+    assert evals
+    for first, second in groups:
+        a, b = (rows[i]["messages"][0]["content"] for i in (first, second))
+        assert (a in evals) == (b in evals)
 
 
 def test_leakage_with_a_separate_eval_file():

@@ -5,17 +5,28 @@ from __future__ import annotations
 import io
 
 from datacheck.normalize import write_normalized
-from datacheck.split import is_eval_example, split_normalized
-from tests.datacheck.factories import chats, jsonl, validate
+from datacheck.split import example_key, is_eval_key, split_normalized
+from tests.datacheck.factories import chat, chats, jsonl, validate
 
 
 def test_assignment_is_deterministic_close_to_the_fraction_and_seeded():
-    picks = [is_eval_example(i, seed=0, eval_fraction=0.1) for i in range(20_000)]
-    assert picks == [is_eval_example(i, seed=0, eval_fraction=0.1) for i in range(20_000)]
+    keys = [example_key(r["messages"]) for r in chats(20_000)]
+    picks = [is_eval_key(k, seed=0, eval_fraction=0.1) for k in keys]
+    assert picks == [is_eval_key(k, seed=0, eval_fraction=0.1) for k in keys]
     assert 1_850 < sum(picks) < 2_150
-    other = [is_eval_example(i, seed=1, eval_fraction=0.1) for i in range(20_000)]
+    other = [is_eval_key(k, seed=1, eval_fraction=0.1) for k in keys]
     assert other != picks
-    assert not any(is_eval_example(i, seed=0, eval_fraction=0.0) for i in range(1000))
+    assert not any(is_eval_key(k, seed=0, eval_fraction=0.0) for k in keys[:1000])
+
+
+def test_the_split_key_ignores_case_spacing_and_punctuation_not_roles_or_words():
+    a = chat("Where is my order?", "It ships tomorrow.")["messages"]
+    assert example_key(a) == example_key(chat("  where IS my order", "it ships, tomorrow")["messages"])
+    assert example_key(a) != example_key(chat("Where is my parcel?", "It ships tomorrow.")["messages"])
+    masked = [a[0], {**a[1], "weight": 0}]
+    assert example_key(a) != example_key(masked)
+    # reproducible across processes (Python's own str hash is not): a fixed value
+    assert example_key(a) == example_key([dict(m) for m in a]) and example_key(a) < 2**63
 
 
 def test_split_of_the_normalised_file_matches_validation():

@@ -214,3 +214,21 @@ def test_a_file_past_a_parser_limit_is_invalid_on_its_line_and_nothing_is_kept(
     assert sorted(p.name for p in (store.root / d.raw_path).parent.iterdir()) == ["raw"]
     assert [a.kind for a in repo.artifacts(db, team_id=team, dataset_id=d.id)] == ["dataset_raw"]
     assert leftovers(settings) == []
+
+
+def test_a_valid_dataset_gets_the_trainers_token_preview(db, store, sent, team, tokenizer_dir):
+    """The preview is drawn by worker.training.data with the model's real chat template: the
+    trained segments are the answers and their end-of-turn token, nothing else."""
+    model = _builtin(db, tokenizer_dir)
+    d = create(db, store, team, data=jsonl(*chats(12))).dataset
+    assert validate_dataset(d.id) == "valid"
+    d = reload(db, d.id)
+    preview = d.report["token_preview"]
+    assert preview["complete"] and preview["examples_scanned"] == d.report["counts"]["train_examples"]
+    entry = preview["models"][str(model.id)]
+    first = lines_of(store, d.normalized_path)[0]["messages"]
+    shown = entry["examples"][0]
+    assert [s["text"] for s in shown["segments"] if s["trained"]] == [first[1]["content"] + "<|im_end|>"]
+    assert first[0]["content"] in "".join(s["text"] for s in shown["segments"] if not s["trained"])
+    assert 0 < entry["first_trained_min"] <= shown["first_trained"] < shown["tokens"]
+    assert entry["untrained_examples"] == 0

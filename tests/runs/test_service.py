@@ -214,3 +214,34 @@ def test_a_full_fine_tune_too_big_for_one_gpu_is_told_how_many_it_needs(client, 
     assert r.status_code == 201, r.text
     assert r.json()["estimate"]["strategy"] == "fsdp" and r.json()["estimate"]["memory"]["fits"] is True
     assert r.json()["estimate"]["effective_batch_size"] == 16
+
+
+def _with_token_preview(db, dataset, model, first_trained_min, complete=True):  # noqa: ANN001, ANN202
+    """What the dataset check stores (worker/tasks/datasets.py token_preview), for this model."""
+    dataset.report = {**(dataset.report or {}), "token_preview": {
+        "examples_scanned": 24, "complete": complete, "models": {str(model.id): {
+            "model_name": model.display_name, "examples": [], "first_trained_min": first_trained_min,
+            "untrained_examples": 0}}}}
+    db.commit()
+
+
+def test_a_run_that_would_train_nothing_cannot_start(client, team, dataset, model, db, sent):
+    """Every answer starts past the training length: refused with the reason, nothing queued;
+    a longer training length (or a check that did not see every example) lets it start."""
+    _, headers = team
+    _with_token_preview(db, dataset, model, first_trained_min=40)
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_length": 32})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert message.startswith("Nothing would be trained: with a training length of 32 tokens every example is cut "
+                              "before its answer starts (the earliest answer starts at token 40).")
+    assert sent == [] and db.scalar(select(Run)) is None
+    _with_token_preview(db, dataset, model, first_trained_min=None)
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_length": 64})
+    assert r.status_code == 422 and "every assistant answer has weight 0" in r.json()["error"]["message"]
+    _with_token_preview(db, dataset, model, first_trained_min=40, complete=False)
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_length": 32})
+    assert r.status_code == 201  # not every example was seen: the trainer checks it as it starts
+    _with_token_preview(db, dataset, model, first_trained_min=40)
+    r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_length": 64})
+    assert r.status_code == 201

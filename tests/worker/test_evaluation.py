@@ -15,7 +15,7 @@ from app.storage import ArtifactStore
 from tests.factories import make_account
 from tests.runs.factories import chat, make_dataset, make_run, register_model
 from tests.worker.training.factories import tiny_config
-from worker.tasks import evaluation
+from worker.tasks import evaluation, general_ability
 
 TRAIN = [chat(i) for i in range(16)]
 EVAL = [chat(1000 + i) for i in range(4)]  # what make_dataset stores as the eval split
@@ -55,8 +55,57 @@ def test_adapter_run_measures_the_base_with_the_adapter_disabled(trained, tiny_m
     assert [s["reference"] for s in out["samples"]] == [EVAL[i]["messages"][-1]["content"] for i in (0, 1, 2)]
     assert out["samples"][0]["prompt"] == EVAL[0]["messages"][:-1]
     assert all(isinstance(s["base"], str) and isinstance(s["finetuned"], str) for s in out["samples"])
+    general = out["details"].pop("general_ability")
     assert out["details"] == {"split": "eval", "samples": 3, "max_new_tokens": 24, "goal": "support_answers",
                               "loss_examples": 4}
+    # every run answers the general-ability set, base and fine-tuned, scored by the set's rule
+    assert general["questions"] == len(general["items"]) >= 40
+    assert {i["language"] for i in general["items"]} >= {"en", "fr", "de", "ja", "ar", "hi"}
+    for item in general["items"]:
+        q = next(q for q in general_ability.questions() if q["id"] == item["id"])
+        assert item["finetuned_correct"] == general_ability.is_correct(item["finetuned"], q["answers"])
+    assert base["general_ability"] == general["base"] == general["base_correct"] / general["questions"]
+    assert tuned["general_ability"] == general["finetuned"]
+
+
+def test_eval_examples_that_overlap_training_are_counted_and_left_out_of_the_clean_scores(
+        trained, tiny_model_dir, tokenizer):
+    """A validation file that repeats two training prompts (one with other case and punctuation):
+    the evaluation says how many, and gives every metric again on the rest."""
+    config, result = trained
+    copy = {"messages": [{**TRAIN[3]["messages"][0], "content": TRAIN[3]["messages"][0]["content"].upper() + " !!"},
+                         TRAIN[3]["messages"][1]]}
+    evals = [TRAIN[0], *EVAL, copy]
+    out = evaluation.evaluate_pair(result.model, tokenizer, evals, split="eval", max_length=config.max_length,
+                                   samples=6, max_new_tokens=8, goal="other", train_records=TRAIN)
+    overlap = out["details"]["overlap"]
+    assert (overlap["eval_examples"], overlap["overlapping"]) == (6, 2)
+    assert (overlap["samples"], overlap["samples_overlapping"], overlap["clean_loss_examples"]) == (6, 2, 4)
+    assert [s["overlaps_training"] for s in out["samples"]] == [True, False, False, False, False, True]
+    clean_base, clean_tuned = overlap["metrics"]["base"], overlap["metrics"]["finetuned"]
+    assert clean_base["eval_loss"] == pytest.approx(_fresh_loss(tiny_model_dir, config, EVAL)["eval_loss"], rel=1e-4)
+    assert clean_base["samples"] == clean_tuned["samples"] == 4
+    assert clean_tuned["eval_loss"] != out["metrics"]["finetuned"]["eval_loss"]
+
+
+def test_no_overlap_is_said_too(trained, tokenizer):
+    config, result = trained
+    out = evaluation.evaluate_pair(result.model, tokenizer, EVAL, split="eval", max_length=config.max_length,
+                                   samples=2, max_new_tokens=4, goal="other", train_records=TRAIN)
+    assert out["details"]["overlap"]["overlapping"] == 0 and "metrics" not in out["details"]["overlap"]
+
+
+def test_the_general_ability_rule():
+    assert general_ability.is_correct("The answer is 12.", ["12", "twelve"])
+    assert not general_ability.is_correct("120", ["12"])
+    assert general_ability.is_correct("Twelve", ["12", "twelve"])
+    assert general_ability.is_correct("La capitale est Rome.", ["Rome"])
+    assert not general_ability.is_correct("Romeo", ["Rome"])
+    assert general_ability.is_correct("日本の首都は東京です。", ["東京", "Tokyo"])
+    assert general_ability.is_correct("Столица России — Москва.", ["Москва"])
+    assert not general_ability.is_correct("I do not know.", ["Paris"])
+    scored = general_ability.score(["12"] * 52, ["no"] * 52)
+    assert scored["dropped"] and scored["base_correct"] >= 1 and scored["finetuned_correct"] == 0
 
 
 def test_classification_goal_adds_accuracy_and_training_prompts_are_marked(trained, tokenizer):
@@ -120,12 +169,15 @@ def test_evaluation_after_a_run_is_stored_with_both_sides(db, run, trained, sett
     [row] = db.scalars(select(Evaluation).where(Evaluation.run_id == run.id)).all()
     assert row.kind == "automatic" and row.status == "succeeded" and row.team_id == run.team_id
     assert row.metrics["finetuned"]["eval_loss"] < row.metrics["base"]["eval_loss"]
-    assert len(row.samples) == 3 and set(row.samples[0]) == {"prompt", "reference", "base", "finetuned"}
+    assert len(row.samples) == 3 and set(row.samples[0]) == {"prompt", "reference", "base", "finetuned",
+                                                                     "overlaps_training"}
     assert row.details["split"] == "eval" and row.details["samples"] == 3 and row.details["max_new_tokens"] == 24
     assert row.details["seconds"] >= 0 and row.details["worker"] and row.finished_at is not None
     events = _events(db, run.id)
-    assert "Evaluating: base model on 3 eval prompts…" in events and "Evaluating: fine-tuned model…" in events
+    assert row.details["overlap"]["overlapping"] == 0 and row.details["general_ability"]["questions"] >= 40
+    assert "Evaluating: base model on 3 eval prompts and the general-ability questions…" in events and "Evaluating: fine-tuned model…" in events
     assert events[-1].startswith("Evaluation done: ROUGE-L ") and "eval loss" in events[-1]
+    assert "general questions right" in events[-1]
     assert db.get(Run, run.id).status == RunStatus.succeeded
 
 

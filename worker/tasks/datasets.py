@@ -7,6 +7,10 @@ validate in one streamed pass, writing the normalised train/eval records to temp
 - A dataset that no longer exists is a typed no-op (`DatasetGone`), never retried.
 - A dataset that is already valid is left alone (a message delivered twice changes nothing).
 - Without any base model, lengths are counted in characters (the report says so).
+- A valid dataset also gets its trained-token preview (``token_preview`` in the report): its first
+  training examples rendered by the engine's own data code (``worker.training.data``, the
+  functions the trainer runs) for each ready base model the team may use, and where the first
+  trained token of every example sits, so a run that would train nothing is refused up front.
 - An unexpected error marks the dataset invalid with a plain-language reason, never leaves it
   "validating", and removes whatever it had stored.
 
@@ -47,6 +51,9 @@ from planner.weights import check_model_dir
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
+PREVIEW_MODELS = 4  # base models a dataset's trained-token preview is drawn for
+PREVIEW_EXAMPLES = 3  # examples shown
+SCAN_EXAMPLES = 5000  # examples whose first trained token is located (all of most datasets)
 
 
 class DatasetGone(Exception):
@@ -67,6 +74,8 @@ class Check:
     model_id: int | None = None
     model_name: str = ""
     model_path: str | None = None
+    preview_models: list[tuple[int, str, str]] = field(default_factory=list)  # (id, name, path)
+    token_preview: dict | None = None
     stored: list[str] = field(default_factory=list)  # keys written (or being written)
     written: list[Written] = field(default_factory=list)
 
@@ -112,6 +121,10 @@ def _start(dataset_id: int) -> Check | None:
                       filename=dataset.original_filename, options=options)
         _add_eval_file(session, dataset, check)
         _add_model(session, dataset, check)
+        others = [m for m in models_repo.visible(session, dataset.team_id) if m.id != check.model_id]
+        chosen = [(check.model_id, check.model_name, check.model_path)] if check.model_path else []
+        check.preview_models = chosen + [(m.id, m.display_name, m.path) for m in others]
+        check.preview_models = check.preview_models[:PREVIEW_MODELS]
     return check
 
 
@@ -154,6 +167,14 @@ def _tokenizer(path: str):  # noqa: ANN202
     return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 
+@lru_cache(maxsize=4)
+def _training_tokenizer(path: str):  # noqa: ANN202
+    """The tokenizer exactly as the trainer loads it (pad token, chat template required)."""
+    from worker.training.modeling import load_tokenizer
+
+    return load_tokenizer(path)
+
+
 def token_counter(tokenizer) -> CountTokens:  # noqa: ANN001
     def count(texts: list[str]) -> list[int]:
         ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -194,10 +215,50 @@ def _run(check: Check, store: Store) -> ValidationReport:
         if note is not None:
             report.warnings.append(note)
         if report.status == "valid":
+            check.token_preview = token_preview(check.preview_models, train)
             for name, path in (("train.jsonl", train), ("eval.jsonl", evals)):
                 check.stored.append(f"{check.prefix}/{name}")
                 check.written.append(store.write_file(check.stored[-1], path))
     return report
+
+
+def token_preview(models: list[tuple[int, str, str]], train: Path) -> dict:
+    """{"models": {id: {...}}} for each model whose tokenizer loads: a few examples as the
+    trainer sees them and, over the first SCAN_EXAMPLES examples, the earliest position of a
+    first trained token (a run whose max_length is not above it trains nothing)."""
+    import orjson
+
+    from worker.training.data import DataError, check_tool_support, first_trained_position, preview_record
+
+    records = []
+    with open(train, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                record = orjson.loads(line)
+                records.append((record["messages"], record.get("tools") or None))
+            if len(records) >= SCAN_EXAMPLES:
+                break
+        complete = not any(line.strip() for line in fh)
+    out: dict = {"models": {}, "examples_scanned": len(records), "complete": complete}
+    for model_id, name, path in models:
+        entry: dict = {"model_name": name}
+        try:
+            tokenizer = _training_tokenizer(path)
+            if any(tools for _, tools in records):
+                check_tool_support(tokenizer)
+            entry["examples"] = [preview_record(tokenizer, m, t) for m, t in records[:PREVIEW_EXAMPLES]]
+            firsts = [first_trained_position(tokenizer, m, t) for m, t in records]
+            known = [f for f in firsts if f is not None]
+            entry["first_trained_min"] = min(known) if known else None
+            entry["untrained_examples"] = len(firsts) - len(known)
+        except (DataError, ValueError) as exc:  # no chat template, or one the engine cannot mask
+            entry = {"model_name": name, "error": str(exc)}
+        except Exception as exc:  # a broken model directory must not stop the check
+            log.warning("no token preview with %s: %s", path, exc)
+            entry = {"model_name": name, "error": f"The tokenizer of {name} could not be loaded "
+                                                  f"({type(exc).__name__})."}
+        out["models"][str(model_id)] = entry
+    return out
 
 
 def _finish(check: Check, report: ValidationReport, store: Store) -> str:
@@ -209,6 +270,8 @@ def _finish(check: Check, report: ValidationReport, store: Store) -> str:
         valid = report.status == "valid"
         dataset.status = DatasetStatus.valid if valid else DatasetStatus.invalid
         dataset.report = report.model_dump(mode="json")
+        if check.token_preview is not None:
+            dataset.report["token_preview"] = check.token_preview
         dataset.stats = report.stats.model_dump(mode="json") if report.stats else None
         dataset.format = report.format.value if report.format else None
         dataset.num_examples = report.counts.examples

@@ -11,6 +11,13 @@ Both models are measured the same way on the same data:
 Without an eval split the sample comes from the training data and is marked split="train": it
 shows what the model learned, not how it does on unseen prompts.
 
+Honest scores: eval examples whose prompt also appears in the training data (apart from case,
+spacing and punctuation: a separate validation file, or copies the split could not see) are
+counted, and every metric is also given on the examples that do not overlap
+(details["overlap"]). Both models also answer the general-ability set that ships with the
+studio (general_ability.py): a drop there is forgetting (metrics "general_ability",
+details["general_ability"]).
+
 Adapter runs reuse the trained model in memory: its base numbers come with the adapter disabled.
 A full fine-tune loads the base model beside it. The result is one `evaluations` row (kind
 "automatic"); a failure marks the row failed and never touches the run, which is already succeeded.
@@ -36,7 +43,10 @@ from app.runs import repository as runs_repo
 from app.runs import service as runs_service
 from app.models import Evaluation, RunStatus, utcnow
 from app.storage import Store, open_store
+from datacheck.duplicates import stable_key
+from datacheck.stats import split_roles
 from planner.tools import calls_match, expected_calls, parse_tool_calls
+from worker.tasks import general_ability
 
 log = logging.getLogger(__name__)
 MAX_LOSS_EXAMPLES = 500  # eval loss of both models on at most this many eval examples (evenly spaced)
@@ -101,23 +111,54 @@ def loss_batches(records: list[dict], tokenizer, max_length: int) -> list[dict]:
             for start in range(0, len(dataset), LOSS_BATCH)]
 
 
+def prompt_key(messages: list[dict]) -> int:
+    """The normalised prompt of a conversation, as the dataset check's leakage warning keys it."""
+    return stable_key(split_roles([m for m in messages if m.get("role") in ("system", "user", "assistant")])[0])
+
+
+def training_prompts(train_records: list[dict]) -> set[int]:
+    return {prompt_key(r.get("messages") or []) for r in train_records}
+
+
+@dataclass
+class Scored:
+    metrics: dict[str, float]
+    answers: list[str]
+    clean: dict[str, float]  # the same metrics without the eval examples that overlap training
+    general: list[str]  # answers to the general-ability questions
+
+
 def score(model, tokenizer, batches: list[dict], prompts: list[Prompt], *, max_new_tokens: int,  # noqa: ANN001
-          classification: bool) -> tuple[dict[str, float], list[str]]:
-    """One model's metrics and its answers to the prompts."""
+          classification: bool, clean_batches: list[dict] | None = None,
+          overlapping: list[bool] | None = None) -> Scored:
+    """One model's metrics, its answers to the prompts and to the general-ability set; with
+    overlapping (one flag per prompt), the metrics again on the prompts that do not overlap
+    (the loss over clean_batches)."""
     from worker.training.generate import generate_answers
     from worker.training.loss import evaluate_loss
     from worker.training.metrics import text_metrics
 
     metrics: dict[str, float] = {}
+    clean: dict[str, float] = {}
     if batches:
         metrics.update(evaluate_loss(model, batches))
+    if clean_batches:
+        clean.update(evaluate_loss(model, clean_batches))
     answers = generate_answers(model, tokenizer, [p.messages for p in prompts], max_new_tokens=max_new_tokens,
                                batch_size=max(len(prompts), 1), tools=[p.tools for p in prompts])
     metrics.update(text_metrics(answers, [p.reference for p in prompts], classification=classification))
     accuracy = tool_call_accuracy(prompts, answers)
     if accuracy is not None:
         metrics["tool_call_accuracy"] = accuracy
-    return metrics, answers
+    if overlapping is not None:
+        kept = [(a, p) for a, p, o in zip(answers, prompts, overlapping) if not o]
+        if kept:
+            clean.update(text_metrics([a for a, _ in kept], [p.reference for _, p in kept],
+                                      classification=classification))
+            kept_accuracy = tool_call_accuracy([p for _, p in kept], [a for a, _ in kept])
+            if kept_accuracy is not None:
+                clean["tool_call_accuracy"] = kept_accuracy
+    return Scored(metrics, answers, clean, general_ability.ask(model, tokenizer))
 
 
 def _generating(model):  # noqa: ANN001, ANN202
@@ -128,11 +169,23 @@ def _generating(model):  # noqa: ANN001, ANN202
     return model
 
 
+def _overlap_details(records: list[dict], loss_records: list[dict], prompts: list[Prompt],
+                     overlapping: list[bool], seen: set[int], clean_batches: list[dict]) -> dict[str, Any]:
+    return {"eval_examples": len(records),
+            "overlapping": sum(prompt_key(r.get("messages") or []) in seen for r in records),
+            "loss_examples": len(loss_records),
+            "loss_overlapping": sum(prompt_key(r.get("messages") or []) in seen for r in loss_records),
+            "clean_loss_examples": sum(int(b["input_ids"].shape[0]) for b in clean_batches),
+            "samples": len(prompts), "samples_overlapping": sum(overlapping)}
+
+
 def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_length: int, samples: int,  # noqa: ANN001
-                  max_new_tokens: int, goal: str | None, base=None,
+                  max_new_tokens: int, goal: str | None, base=None, train_records: list[dict] | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Base and fine-tuned metrics, and the sample generations side by side. `base` None: the
-    base is `tuned` with its adapter disabled (adapter runs)."""
+    base is `tuned` with its adapter disabled (adapter runs). With train_records (and eval
+    data), eval examples whose prompt is also a training prompt are counted and the metrics
+    given again without them."""
     from worker.training.metrics import is_classification
 
     prompts = pick_prompts(records, samples)
@@ -140,22 +193,41 @@ def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_leng
         raise ValueError("No conversation of the data ends with an assistant answer to a user: nothing to compare.")
     loss_records = evenly_spaced(records, MAX_LOSS_EXAMPLES) if split == "eval" else [p.record for p in prompts]
     batches = loss_batches(loss_records, tokenizer, max_length)
-    options = dict(max_new_tokens=max_new_tokens, classification=is_classification(goal))
+    options: dict[str, Any] = dict(max_new_tokens=max_new_tokens, classification=is_classification(goal))
+    overlap = None
+    if split == "eval" and train_records:
+        seen = training_prompts(train_records)
+        overlapping = [prompt_key(p.messages) in seen for p in prompts]
+        clean_records = [r for r in loss_records if prompt_key(r.get("messages") or []) not in seen]
+        clean_batches = loss_batches(clean_records, tokenizer, max_length) if len(clean_records) < len(loss_records) else []
+        overlap = _overlap_details(records, loss_records, prompts, overlapping, seen, clean_batches)
+        if overlap["overlapping"]:
+            options.update(overlapping=overlapping, clean_batches=clean_batches)
     where = "eval" if split == "eval" else "training (no eval split)"
-    progress(f"Evaluating: base model on {len(prompts)} {where} prompts…")
+    progress(f"Evaluating: base model on {len(prompts)} {where} prompts and the general-ability questions…")
     if base is None:
         with tuned.disable_adapter():
-            base_metrics, base_answers = score(_generating(tuned), tokenizer, batches, prompts, **options)
+            base_scored = score(_generating(tuned), tokenizer, batches, prompts, **options)
     else:
-        base_metrics, base_answers = score(_generating(base), tokenizer, batches, prompts, **options)
+        base_scored = score(_generating(base), tokenizer, batches, prompts, **options)
     progress("Evaluating: fine-tuned model…")
-    tuned_metrics, tuned_answers = score(_generating(tuned), tokenizer, batches, prompts, **options)
+    tuned_scored = score(_generating(tuned), tokenizer, batches, prompts, **options)
+    general = general_ability.score(base_scored.general, tuned_scored.general)
+    base_scored.metrics["general_ability"] = general["base"]
+    tuned_scored.metrics["general_ability"] = general["finetuned"]
+    details: dict[str, Any] = {
+        "split": split, "samples": len(prompts), "max_new_tokens": max_new_tokens, "goal": goal,
+        "loss_examples": sum(int(b["input_ids"].shape[0]) for b in batches), "general_ability": general}
+    if overlap is not None:
+        if overlap["overlapping"]:
+            overlap["metrics"] = {"base": base_scored.clean, "finetuned": tuned_scored.clean}
+        details["overlap"] = overlap
+    flags = options.get("overlapping") or [split == "train"] * len(prompts)
     return {
-        "metrics": {"base": base_metrics, "finetuned": tuned_metrics},
-        "samples": [{"prompt": p.messages, "reference": p.reference, "base": b, "finetuned": t}
-                    for p, b, t in zip(prompts, base_answers, tuned_answers)],
-        "details": {"split": split, "samples": len(prompts), "max_new_tokens": max_new_tokens, "goal": goal,
-                    "loss_examples": sum(int(b["input_ids"].shape[0]) for b in batches)},
+        "metrics": {"base": base_scored.metrics, "finetuned": tuned_scored.metrics},
+        "samples": [{"prompt": p.messages, "reference": p.reference, "base": b, "finetuned": t, "overlaps_training": o}
+                    for p, b, t, o in zip(prompts, base_scored.answers, tuned_scored.answers, flags)],
+        "details": details,
     }
 
 
@@ -169,6 +241,8 @@ def summary(metrics: dict[str, dict[str, float]]) -> str:
         parts.insert(0, f"tool-call accuracy {base['tool_call_accuracy']:.0%} → {tuned['tool_call_accuracy']:.0%}")
     if "eval_loss" in base:
         parts.append(f"eval loss {base['eval_loss']:.3f} → {tuned['eval_loss']:.3f}")
+    if "general_ability" in base and "general_ability" in tuned:
+        parts.append(f"general questions right {base['general_ability']:.0%} → {tuned['general_ability']:.0%}")
     return ", ".join(parts)
 
 
@@ -275,7 +349,7 @@ def evaluate_after_run(run_id: int, result, train_records: list[dict], eval_reco
         try:
             return evaluate_pair(result.model, tokenizer, records, split=split, max_length=config.max_length,
                                  samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
-                                 goal=run["goal"], base=base, progress=progress)
+                                 goal=run["goal"], base=base, train_records=train_records, progress=progress)
         finally:
             del base
             _free_memory()
@@ -302,7 +376,7 @@ def evaluate_again(evaluation_id: int) -> bool:
         try:
             return evaluate_pair(models[0], tokenizer, records, split=split, max_length=config.max_length,
                                  samples=settings.eval_samples, max_new_tokens=settings.eval_max_new_tokens,
-                                 goal=run["goal"], base=models[1], progress=progress)
+                                 goal=run["goal"], base=models[1], train_records=train_records, progress=progress)
         finally:
             models.clear()
             _free_memory()

@@ -159,14 +159,64 @@ def trained_spans(tokenizer, messages: list[dict], tools: list[dict] | None = No
     return text, spans
 
 
-def tokenize_record(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> Example:
+def encode_record(tokenizer, messages: list[dict],
+                  tools: list[dict] | None = None) -> tuple[Example, str, list[tuple[int, int]]]:
+    """The whole example (not cut yet) with its labels, the rendered text and each token's
+    character span in it."""
     text, spans = trained_spans(tokenizer, messages, tools)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
         trained = any(span_start <= start < span_end for span_start, span_end in spans) and end > start
         labels.append(token_id if trained else IGNORE_INDEX)
-    return Example(list(encoded["input_ids"]), labels)
+    return Example(list(encoded["input_ids"]), labels), text, [tuple(o) for o in encoded["offset_mapping"]]
+
+
+def tokenize_record(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> Example:
+    return encode_record(tokenizer, messages, tools)[0]
+
+
+def fit_example(example: Example, max_length: int) -> tuple[Example, int]:
+    """Cut to max_length tokens (returns the tokens dropped) and mask the first token."""
+    cut = max(0, len(example.input_ids) - max_length)
+    if cut:
+        example = Example(example.input_ids[:max_length], example.labels[:max_length])
+    example.labels[0] = IGNORE_INDEX  # nothing predicts an example's first token
+    return example, cut
+
+
+def preview_record(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> dict[str, Any]:
+    """An example as the trainer sees it, for people: the rendered chat template in runs of
+    tokens that are trained or not, with token positions so a cut at any max_length can be
+    drawn (tokens from position max_length on are dropped, as ``fit_example`` does).
+
+    {"segments": [{"text", "trained", "start", "end", "breaks"}], "tokens", "first_trained"}:
+    start/end are token positions, breaks the offset in the segment's text where each token starts; first_trained is the position of the first trained token (None:
+    nothing in it is trained); the example is trained at max_length L iff first_trained < L.
+    """
+    record = {"messages": messages, **({"tools": tools} if tools else {})}
+    example, text, offsets = encode_record(tokenizer, check_record(record, 0), tools)
+    example, _ = fit_example(example, len(example.input_ids) or 1)
+    segments: list[dict[str, Any]] = []
+    for index, label in enumerate(example.labels):
+        start = offsets[index][0] if index else 0
+        end = offsets[index + 1][0] if index + 1 < len(offsets) else len(text)
+        trained = label != IGNORE_INDEX
+        if segments and segments[-1]["trained"] == trained:
+            segments[-1]["breaks"].append(len(segments[-1]["text"]))
+            segments[-1]["text"] += text[start:end]
+            segments[-1]["end"] = index + 1
+        else:
+            segments.append({"text": text[start:end], "trained": trained, "start": index, "end": index + 1,
+                             "breaks": [0]})
+    first = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
+    return {"segments": segments, "tokens": len(example.input_ids), "first_trained": first}
+
+
+def first_trained_position(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> int | None:
+    """Where the first trained token of an example is (None: none is), as the trainer masks it."""
+    example, _ = fit_example(tokenize_record(tokenizer, messages, tools), 1 << 62)
+    return next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
 
 
 def tokenize_records(
@@ -183,12 +233,10 @@ def tokenize_records(
             check_tool_support(tokenizer)
             tools_checked = True
         report.examples += 1
-        example = tokenize_record(tokenizer, messages, tools)
-        if len(example.input_ids) > max_length:
+        example, cut = fit_example(tokenize_record(tokenizer, messages, tools), max_length)
+        if cut:
             report.truncated_examples += 1
-            report.truncated_tokens += len(example.input_ids) - max_length
-            example = Example(example.input_ids[:max_length], example.labels[:max_length])
-        example.labels[0] = IGNORE_INDEX  # nothing predicts an example's first token
+            report.truncated_tokens += cut
         trained = example.trained_tokens
         if trained == 0:
             report.dropped_no_answer += 1

@@ -93,3 +93,34 @@ def test_report_counts_trained_tokens_per_example(tokenizer):
     per_example = report.as_dict(per_example=True)["trained_tokens_per_example"]
     assert per_example == [e.trained_tokens for e in examples] and all(n > 10 for n in per_example)
     assert "trained_tokens_per_example" not in report.as_dict()
+
+
+def test_the_preview_is_the_trainers_own_mask_drawn_as_text(tokenizer):
+    """preview_record runs encode_record/fit_example, the functions tokenize_records uses: the
+    trained runs of its segments are exactly the tokens the trainer learns, and the text is
+    the whole rendered template."""
+    from worker.training.data import first_trained_position, preview_record
+
+    conversation = {"messages": [
+        {"role": "user", "content": "Premier essai"},
+        {"role": "assistant", "content": "Réponse à ne pas apprendre.", "weight": 0},
+        {"role": "user", "content": "Deuxième essai"},
+        {"role": "assistant", "content": "Réponse à apprendre."},
+    ]}
+    preview = preview_record(tokenizer, conversation["messages"])
+    (example,), _ = tokenize_records([conversation], tokenizer, 4096)
+    trained = "".join(s["text"] for s in preview["segments"] if s["trained"])
+    assert trained == trained_text(tokenizer, example) == "Réponse à apprendre.<|im_end|>"
+    text = "".join(s["text"] for s in preview["segments"])
+    assert text == tokenizer.apply_chat_template(
+        [{k: m[k] for k in ("role", "content")} for m in conversation["messages"]], tokenize=False)
+    assert "Réponse à ne pas apprendre." in text  # shown, dimmed
+    assert preview["tokens"] == len(example.input_ids)
+    positions = [i for i, label in enumerate(example.labels) if label != IGNORE_INDEX]
+    assert preview["first_trained"] == positions[0] == first_trained_position(tokenizer, conversation["messages"])
+    trained_positions = [i for s in preview["segments"] if s["trained"] for i in range(s["start"], s["end"])]
+    assert trained_positions == positions
+    # cut before the first trained token: the trainer learns nothing from it, as the preview says
+    with pytest.raises(DataError, match="Nothing to learn"):
+        tokenize_records([conversation], tokenizer, preview["first_trained"])
+    assert tokenize_records([conversation], tokenizer, preview["first_trained"] + 1)[1].trained_tokens == 1
