@@ -20,6 +20,7 @@ from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
+from app.home import glossary
 from app.runs import configure, merged, service, views
 from app.datasets import repository as datasets_repo
 from app.runs import repository as repo
@@ -77,12 +78,15 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
     model = model_choice["model"] if model_choice else None
     overrides = views.overrides_from(form)
     plan, settings_error = None, None
+    calibration = service.calibration(db, team_id=p.team_id, device_kind=device.kind)
     if dataset is not None and model is not None:
         try:
-            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset, overrides=overrides)
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset, overrides=overrides,
+                                  calibration=calibration)
         except StudioError as exc:
             settings_error = exc.message
-            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset)
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset,
+                                  calibration=calibration)
     share = views.trainable_share(plan.estimate, model.parameter_count) if plan and model else None
     config = plan.config.model_dump() if plan else {}
     return {
@@ -92,6 +96,9 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
         "models": choices, "model": model, "preset": preset, "plan": plan, "config": config,
         "settings_error": settings_error, "device": device, "views": views,
         "method_sentence": views.method_sentence(config["method"], share) if plan else "",
+        "plain_choices": glossary.plain_choices(config, _examples(dataset)) if plan else [],
+        "memory_sentence": glossary.memory_sentence(plan.estimate, views.METHOD_LABELS) if plan else "",
+        "glossary": glossary,
         "fields": views.setting_fields(config, {k[3:]: v for k, v in form.items() if k.startswith("hp_")}),
         "advanced_open": bool(overrides) or settings_error is not None or form.get("advanced") == "open",
         "can_write": "write" in p.scopes,
@@ -260,7 +267,7 @@ def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) 
     run = service.get(db, team_id=p.team_id, run_id=run_id)
     current = merged.state(db, request.app.state.store, run)
     template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
-    return render(request, template, {"run": run, "merged": current})
+    return render(request, template, {"run": run, "merged": current, "views": views})
 
 
 @pages.post("/runs/{run_id}/merged")

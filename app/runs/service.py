@@ -91,6 +91,21 @@ def training_device(session: Session) -> configure.Device:
     return configure.training_device(workers_repo.alive(session))
 
 
+def calibration(session: Session, *, team_id: int, device_kind: str) -> list[float]:
+    """Actual over estimated training time of the team's finished runs on this kind of worker
+    (cpu | cuda): what turns a time estimate into a calibrated range. Nothing new is stored:
+    the run's recorded estimate and its start and finish times are enough."""
+    ratios = []
+    for started, finished, est in repo.finished_with_estimates(session, team_id=team_id):
+        predicted = (est or {}).get("time_s")
+        if not predicted or (est or {}).get("device_kind") != device_kind or not (est or {}).get("device_known"):
+            continue
+        actual = (finished - started).total_seconds()
+        if actual > 0:
+            ratios.append(actual / predicted)
+    return ratios
+
+
 def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Run, bool]:
     """Checks everything, then queues. Returns (run, created); an idempotency key that was
     already used returns the first run instead of a second one."""
@@ -102,7 +117,8 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
                                base_model_id=sub.base_model_id)
     device = training_device(session)
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
-                          overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s)
+                          overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s,
+                          calibration=calibration(session, team_id=sub.team_id, device_kind=device.kind))
     if device.known and plan.estimate["memory"]["fits"] is False:
         raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
                            param="hyperparameters", details={"estimate": plan.estimate})

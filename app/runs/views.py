@@ -41,6 +41,21 @@ ARTIFACT_LABELS = {"adapter": ("Adapter", "the small trained part; load it on to
                    "model_card": ("Model card", "what was trained, on what, and how (README.md)"),
                    "log": ("Training log", "everything the run printed")}
 
+# How to use each download, in two lines a person can paste (the folder is the unzipped download).
+ARTIFACT_USAGE = {
+    "adapter": ("Python with peft, on top of the base model it was trained on (peft finds which one in the adapter's settings):",
+                'from peft import AutoPeftModelForCausalLM\n'
+                'model = AutoPeftModelForCausalLM.from_pretrained("adapter")  # the unzipped folder'),
+    "merged": ("Python with transformers, or any tool that reads a Hugging Face model folder:",
+               'from transformers import pipeline\n'
+               'chat = pipeline("text-generation", model="merged")  # the unzipped folder'),
+    "full": ("Python with transformers, or any tool that reads a Hugging Face model folder:",
+             'from transformers import pipeline\n'
+             'chat = pipeline("text-generation", model="model")  # the unzipped folder'),
+    "model_card": ("A text file (Markdown): open it in any editor, or keep it as README.md beside the model.", ""),
+    "log": ("Plain text: open it in any editor; search it for 'error' when a run failed.", ""),
+}
+
 
 def status_label(status: RunStatus | str) -> str:
     return STATUS_LABELS.get(getattr(status, "value", status), str(status))
