@@ -85,7 +85,8 @@
           el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: s.points.length <= 3 ? 5 : 3, fill: s.color }, svg);
         });
       }
-      if (s.points.length <= 3 && chart.series.length === 1) {
+      var drawn = chart.series.filter(function (x) { return x.points.length; }).length;
+      if (s.points.length <= 3 && drawn === 1) {
         // few points: each one carries its value, so the chart still says something
         var n = s.points.length;
         s.points.forEach(function (p, i) {
