@@ -48,7 +48,7 @@ def test_create_from_the_form_then_watch_progress(browser_of, db, team, model, r
     assert comparison.prompt_source["max_new_tokens"] == 128 and comparison.created_by_id == team.member.user_id
     assert sent == [(service.GENERATE_TASK, [comparison.id], "train")]
     page = b.get(f"/ab/{comparison.id}")
-    assert "Waiting for a model worker" in page.text and "voting opens when they are done" in page.text
+    assert "No model worker is online" in page.text and "voting opens when they are done" in page.text
     assert f'hx-get="/ab/{comparison.id}/status"' in page.text
     comparison.status = service.GENERATING
     comparison.prompt_source = {**comparison.prompt_source, "progress": {"done": 1, "total": 4}}
@@ -153,3 +153,29 @@ def test_another_team_gets_404(browser_of, db, comparison):
         r = b.request(method, url, data={"choice": "left"}, follow_redirects=False)
         assert r.status_code == 404, (method, url)
         assert "base vs tuned" not in r.text
+
+
+def test_a_waiting_comparison_says_what_is_ahead_and_when_it_should_start(browser_of, db, team, model, run,
+                                                                          dataset, sent):
+    """The answers are generated on the training workers: the page counts the training runs in
+    progress and queued before it, and the expected start from their time left and estimates."""
+    from datetime import timedelta
+
+    from app.models import RunStatus, Worker, utcnow
+    from tests.runs.factories import make_run
+
+    now = utcnow()
+    db.add(Worker(name="train@host", queues="train", device="cpu", last_seen_at=now))
+    make_run(db, team.team_id, dataset, model, status=RunStatus.running, eta_s=600.0, started_at=now)
+    make_run(db, team.team_id, dataset, model, estimate={"time_s": 300.0}).enqueued_at = now - timedelta(minutes=1)
+    b = browser_of(team.member)
+    form = {"model_a": f"base:{model.id}", "model_b": f"run:{run.id}", "source": "custom", "prompts": "Hi?"}
+    assert b.post("/ab", data=form, follow_redirects=False).status_code == 303
+    later = make_run(db, team.team_id, dataset, model, estimate={"time_s": 900.0})
+    later.enqueued_at = utcnow() + timedelta(seconds=5)  # queued after it: not ahead
+    db.commit()
+    comparison = db.query(Comparison).one()
+    fragment = b.get(f"/ab/{comparison.id}/status", headers={"HX-Request": "true"}).text
+    assert ("after what is ahead: 1 training run in progress and 1 queued before it (place 3 in line). "
+            "Expected to start in about 15 minutes.") in fragment, fragment
+    assert 'hx-trigger="load delay:2s"' in fragment  # updated live

@@ -196,3 +196,22 @@ def test_a_full_fine_tune_too_big_for_one_gpu_is_told_how_many_it_needs(client, 
     assert r.status_code == 201, r.text
     assert r.json()["estimate"]["strategy"] == "fsdp" and r.json()["estimate"]["memory"]["fits"] is True
     assert r.json()["estimate"]["effective_batch_size"] == 16
+
+
+def test_calibration_compares_finished_runs_with_their_estimates_on_the_same_kind_of_worker(db, team, dataset,
+                                                                                            model):
+    from datetime import timedelta
+
+    from app.models import RunStatus, utcnow
+    from app.runs import service
+    from tests.runs.factories import make_run
+
+    now = utcnow()
+    for kind, minutes, known in (("cpu", 10, True), ("cpu", 20, True), ("cuda", 1, True), ("cpu", 99, False)):
+        make_run(db, team[0].team_id, dataset, model, status=RunStatus.succeeded, started_at=now - timedelta(minutes=minutes),
+                 finished_at=now, estimate={"time_s": 300.0, "device_kind": kind, "device_known": known})
+    make_run(db, team[0].team_id, dataset, model, status=RunStatus.failed, started_at=now - timedelta(minutes=5),
+             finished_at=now, estimate={"time_s": 300.0, "device_kind": "cpu", "device_known": True})
+    assert sorted(service.calibration(db, team_id=team[0].team_id, device_kind="cpu")) == [2.0, 4.0]
+    assert service.calibration(db, team_id=team[0].team_id, device_kind="cuda") == [0.2]
+    assert service.calibration(db, team_id=team[0].team_id + 1, device_kind="cpu") == []  # another team's runs
