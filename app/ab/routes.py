@@ -35,7 +35,6 @@ from app.errors import Conflict, InvalidInput, StudioError
 from app.runs import repository as runs_repo
 from app.models import Comparison, ComparisonPair
 from app.web import is_htmx, redirect, render
-from app.workers import repository as workers_repo
 
 api = APIRouter(prefix="/api/v1/ab", tags=["a/b tests"])
 pages = APIRouter(tags=["a/b tests"], include_in_schema=False)
@@ -225,12 +224,8 @@ def _context(db: Session, p: Principal, comparison_id: int) -> dict[str, Any]:
         "votes_so_far": len(repo.votes(db, comparison_id=c.id)),
         "can_close": c.status == service.OPEN and service.can_close(db, p, c),
         "can_write": "write" in p.scopes,
-        "wait": service.generation_wait(db, c, workers=_train_workers(db)) if c.status == service.PENDING else None,
+        "wait": service.generation_wait(db, c) if c.status == service.PENDING else None,
     }
-
-
-def _train_workers(db: Session) -> int:
-    return sum(1 for w in workers_repo.alive(db) if service.GENERATE_QUEUE in w.queues.split(","))
 
 
 @pages.get("/ab/{comparison_id}")

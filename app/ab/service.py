@@ -171,57 +171,12 @@ def retry(session: Session, comparison: Comparison) -> Comparison:
 
 # -- reading, voting, closing ---------------------------------------------------------------
 
-@dataclass
-class Wait:
-    """What a comparison waiting for its answers waits behind, in the shared "train" queue."""
-    running: int
-    queued: int
-    workers: int
-    starts_in_s: float | None  # None: some run ahead has no time estimate, or no worker is online
+def generation_wait(session: Session, comparison: Comparison) -> "runs_service.QueueWait":
+    """What a pending comparison waits behind in the "train" queue (the broker serves it in
+    order), counted from when it was created."""
+    from app.runs import service as runs_service
 
-    @property
-    def sentence(self) -> str:
-        if not self.workers:
-            return ("No model worker is online: the answers are generated as soon as one starts "
-                    "(an administrator runs studio worker).")
-        if not self.running and not self.queued:
-            return "A model worker takes it in a moment."
-        parts = []
-        if self.running:
-            parts.append(f"{self.running} training run{'s' if self.running != 1 else ''} in progress")
-        if self.queued:
-            parts.append(f"{self.queued} queued before it")
-        when = (f" Expected to start in about {_minutes(self.starts_in_s)}." if self.starts_in_s is not None
-                else " The start time is not known: a run ahead has no time estimate yet.")
-        return (f"Answers are generated on the training workers, after what is ahead: {' and '.join(parts)} "
-                f"(place {self.running + self.queued + 1} in line).{when}")
-
-
-def _minutes(seconds: float) -> str:
-    minutes = max(1, round(seconds / 60))
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def generation_wait(session: Session, comparison: Comparison, *, workers: int) -> Wait:
-    """Counts what a pending comparison waits behind (the broker serves the queue in order) and
-    when it should start: the running runs' time left and the earlier queued runs' estimates,
-    shared over the online training workers."""
-    from app.runs import queue_position as qp
-
-    sent = comparison.created_at
-    running, queued = runs_repo.ahead_in_queue(session, GENERATE_QUEUE, before=sent)
-    left: list[float | None] = []
-    now = utcnow()
-    for row in running:
-        if row.eta_s is not None:
-            left.append(max(0.0, float(row.eta_s)))
-        else:
-            total = qp.duration_of(row.estimate)
-            spent = (now - row.started_at).total_seconds() if row.started_at else 0.0
-            left.append(None if total is None else max(0.0, total - spent))
-    left += [qp.duration_of(row.estimate) for row in queued]
-    starts = None if (not workers or any(x is None for x in left)) else sum(left) / workers
-    return Wait(running=len(running), queued=len(queued), workers=workers, starts_in_s=starts)
+    return runs_service.queue_wait(session, GENERATE_QUEUE, sent=comparison.created_at)
 
 
 def get(session: Session, *, team_id: int, comparison_id: int) -> Comparison:

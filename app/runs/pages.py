@@ -7,6 +7,7 @@ ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.j
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -265,9 +266,19 @@ def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) 
     builds it (polled, htmx), then a download link. Looking never starts a build, and the web
     process never builds or loads the model."""
     run = service.get(db, team_id=p.team_id, run_id=run_id)
-    current = merged.state(db, request.app.state.store, run)
+    store = request.app.state.store
+    current = merged.state(db, store, run)
     template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
-    return render(request, template, {"run": run, "merged": current, "views": views})
+    return render(request, template, {"run": run, "merged": current, "views": views,
+                                      "wait": _merge_wait(db, store, run, current)})
+
+
+def _merge_wait(db: Session, store, run: Run, current: merged.MergedState) -> service.QueueWait | None:  # noqa: ANN001
+    """A build not yet taken by a worker waits in the run's queue behind the training ahead of it."""
+    status = merged.read_status(store, run) if current.status == "preparing" else None
+    if not status or status.get("state") != "queued":
+        return None
+    return service.queue_wait(db, run.queue, sent=datetime.fromtimestamp(status["updated_at"], tz=UTC))
 
 
 @pages.post("/runs/{run_id}/merged")

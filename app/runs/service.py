@@ -4,6 +4,7 @@ Services flush; the request edge or the task wrapper commits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -89,6 +90,58 @@ def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id:
 def training_device(session: Session) -> configure.Device:
     """What a run would train on now: the biggest device among the live training workers."""
     return configure.training_device(workers_repo.alive(session))
+
+
+@dataclass
+class QueueWait:
+    """What a task sent to a queue waits behind: the runs training on it now and those queued
+    before it (across teams, shown only as counts), the live workers of that queue, and when it
+    should start (None: a run ahead has no time estimate, or no worker is online)."""
+    running: int
+    queued: int
+    workers: int
+    starts_in_s: float | None
+
+    def sentence(self, what: str) -> str:
+        """`what` names the work, e.g. "The answers are generated"."""
+        if not self.workers:
+            return (f"{what} by a training worker, and none is online: it starts as soon as one does "
+                    "(an administrator runs studio worker).")
+        if not self.running and not self.queued:
+            return f"{what} by a training worker, which takes it in a moment."
+        parts = []
+        if self.running:
+            parts.append(f"{self.running} training run{'s' if self.running != 1 else ''} in progress")
+        if self.queued:
+            parts.append(f"{self.queued} queued before it")
+        when = (f" Expected to start in about {_minutes(self.starts_in_s)}." if self.starts_in_s is not None
+                else " The start time is not known yet: a run ahead has no time estimate.")
+        return (f"{what} by a training worker, after what is ahead: {' and '.join(parts)} "
+                f"(place {self.running + self.queued + 1} in line).{when}")
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def queue_wait(session: Session, queue_name: str, *, sent: datetime) -> QueueWait:
+    """The running runs' time left (their ETA, else their estimate less the time run) and the
+    estimates of the runs queued before `sent`, shared over the queue's live workers."""
+    running, queued = repo.ahead_in_queue(session, queue_name, before=sent)
+    workers = sum(1 for w in workers_repo.alive(session) if queue_name in w.queues.split(","))
+    now = utcnow()
+    left: list[float | None] = []
+    for row in running:
+        if row.eta_s is not None:
+            left.append(max(0.0, float(row.eta_s)))
+        else:
+            total = qp.duration_of(row.estimate)
+            spent = (now - row.started_at).total_seconds() if row.started_at else 0.0
+            left.append(None if total is None else max(0.0, total - spent))
+    left += [qp.duration_of(row.estimate) for row in queued]
+    starts = None if (not workers or any(x is None for x in left)) else sum(left) / workers
+    return QueueWait(running=len(running), queued=len(queued), workers=workers, starts_in_s=starts)
 
 
 def calibration(session: Session, *, team_id: int, device_kind: str) -> list[float]:

@@ -112,3 +112,32 @@ def test_the_wizard_estimate_follows_every_choice_and_is_a_calibrated_range(app,
     # no training worker online and one finished run of the kind: the range says it is rough
     assert "A rough range" in html and 'href="/glossary#estimate"' in html
     assert "How strongly to adapt" in html and "How long to train" in html and "How many examples at once" in html
+
+
+def test_evaluation_and_merged_model_waits_say_what_is_ahead(app, make_client, db, settings, tmp_path, sent):
+    """Both run on the training workers: while not taken yet, each says what is ahead in the
+    queue and when it should start, and its region keeps asking for itself."""
+    from app.models import Evaluation, RunStatus, Worker, utcnow
+    from app.models import Run
+
+    owner, ids = seed(db, settings, tmp_path)
+    client = make_client()
+    client.headers["X-CSRF-Token"] = log_in(client, owner)
+    db.add(Worker(name="train@host", queues="train", device="cpu", last_seen_at=utcnow()))
+    training = db.get(Run, ids["run_id"])
+    training.status, training.eta_s, training.started_at = RunStatus.running, 1200.0, utcnow()
+    db.add(Evaluation(team_id=owner.team_id, run_id=ids["done_id"], status="pending"))
+    db.commit()
+    expected = ("by a training worker, after what is ahead: 1 training run in progress and 1 queued before it "
+                "(place 3 in line). The start time is not known yet: a run ahead has no time estimate.")
+    section = client.get(f"/runs/{ids['done_id']}/evaluation", headers={"HX-Request": "true"}).text
+    assert "The base model and the fine-tuned one are compared " + expected in section, section
+    assert 'hx-trigger="load delay:3s"' in section
+    assert client.post(f"/runs/{ids['done_id']}/merged", follow_redirects=False).status_code in (200, 303)
+    queued = db.get(Run, ids["queued_id"])
+    queued.estimate = {"time_s": 600.0}  # now every run ahead has a time: 20 min left + 10 min queued
+    db.commit()
+    page = client.get(f"/runs/{ids['done_id']}/merged", headers={"HX-Request": "true"}).text
+    assert ("The merged model is built by a training worker, after what is ahead: 1 training run in progress "
+            "and 1 queued before it (place 3 in line). Expected to start in about 30 minutes.") in page, page
+    assert 'hx-trigger="every 2s"' in page
