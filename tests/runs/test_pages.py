@@ -231,8 +231,9 @@ def test_compare_marks_the_best_run_and_the_differences(browser, db, team, datas
     assert r.status_code == 200
     best_row = re.search(r'<tr class="best">(.*?)</tr>', r.text, re.S).group(1)
     assert "rank 32" in best_row and "lowest evaluation loss" in r.text
-    differs = re.findall(r'<tr class="differs">\s*<th scope="row"><code[^>]*>(\w+)</code>', r.text)
-    assert differs == ["lora_r"]
+    differs = re.findall(r'<tr class="differs">\s*<th scope="row"><a class="term" href="/glossary#[\w-]+" '
+                         r'title="(\w+): [^"]*">([^<]+)</a>', r.text)
+    assert differs == [("lora_r", "How strongly to adapt")]  # the plain name, the setting's own on hover
     assert f'/runs/compare?ids={a.id},{b.id}' in r.text
 
 
