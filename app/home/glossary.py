@@ -168,6 +168,10 @@ def memory_sentence(est: dict[str, Any], labels: dict[str, str]) -> str:
         return f"{method_label} needs {need} of memory: it fits on {where}."
     other = est.get("recommended_method")
     tail = " Choose a smaller model, shorter examples or fewer at once."
-    if other:
+    needed, devices = est.get("devices_needed"), est.get("devices") or 1
+    if needed and needed > devices:
+        tail = (f" It fits when split over {needed} graphics cards of this size: set devices to {needed} "
+                "(Graphics cards used, under Advanced settings).")
+    elif other:
         tail = f" {labels.get(other, 'Another method')} would fit: choose it under Advanced settings."
     return f"{method_label} needs {need} of memory: more than {where} has.{tail}"

@@ -13,7 +13,8 @@ from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
-from app.runs import configure
+from app.home import glossary
+from app.runs import configure, views
 from app.runs import queue_position as qp
 from app.runs import repository as repo
 from app.models import BaseModel, Dataset, DatasetStatus, Run, RunEvent, RunStatus, ModelStatus, utcnow
@@ -173,7 +174,9 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
                           overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s,
                           calibration=calibration(session, team_id=sub.team_id, device_kind=device.kind))
     if device.known and plan.estimate["memory"]["fits"] is False:
-        raise InvalidInput(f"This run would not fit on {device.name}: {plan.estimate['verdict']}",
+        # in words for the wizard; the technical verdict stays in details.estimate for the API
+        raise InvalidInput(f"This run would not fit on {device.name}: "
+                           f"{glossary.memory_sentence(plan.estimate, views.METHOD_LABELS)}",
                            param="hyperparameters", details={"estimate": plan.estimate})
     check_team_limit(session, team_id=sub.team_id, settings=settings)
     run = Run(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
