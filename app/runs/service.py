@@ -188,7 +188,7 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
               sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
     session.add(run)
     session.flush()
-    add_event(session, run, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
+    add_event(session, run, "status", f"Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")

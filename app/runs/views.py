@@ -43,15 +43,18 @@ ARTIFACT_LABELS = {"adapter": ("Adapter", "the small trained part; load it on to
 
 # How to use each download, in two lines a person can paste (the folder is the unzipped download).
 ARTIFACT_USAGE = {
-    "adapter": ("Python with peft, on top of the base model it was trained on (peft finds which one in the adapter's settings):",
+    "adapter": ("Unzip it to a folder \"adapter\", then in Python with peft (it loads the base model the "
+                "adapter was trained on, named in the adapter's settings):",
                 'from peft import AutoPeftModelForCausalLM\n'
-                'model = AutoPeftModelForCausalLM.from_pretrained("adapter")  # the unzipped folder'),
-    "merged": ("Python with transformers, or any tool that reads a Hugging Face model folder:",
+                'model = AutoPeftModelForCausalLM.from_pretrained("adapter")'),
+    "merged": ("Unzip it to a folder \"merged\", then in Python with transformers (or any tool that reads a "
+               "Hugging Face model folder):",
                'from transformers import pipeline\n'
-               'chat = pipeline("text-generation", model="merged")  # the unzipped folder'),
-    "full": ("Python with transformers, or any tool that reads a Hugging Face model folder:",
+               'chat = pipeline("text-generation", model="merged")'),
+    "full": ("Unzip it to a folder \"model\", then in Python with transformers (or any tool that reads a "
+             "Hugging Face model folder):",
              'from transformers import pipeline\n'
-             'chat = pipeline("text-generation", model="model")  # the unzipped folder'),
+             'chat = pipeline("text-generation", model="model")'),
     "model_card": ("A text file (Markdown): open it in any editor, or keep it as README.md beside the model.", ""),
     "log": ("Plain text: open it in any editor; search it for 'error' when a run failed.", ""),
 }

@@ -23,7 +23,7 @@ def test_submit_queues_after_commit_with_events_and_estimate(client, team, datas
     assert run["estimate"]["memory"]["total_gb"] > 0 and run["estimate"]["reasons"]
     assert sent == [("studio.train", [run["id"]], "train")]
     events = client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()
-    assert events[0]["message"].startswith("Queued: lora fine-tuning of Tiny Llama on support")
+    assert events[0]["message"].startswith("Queued: LoRA of Tiny Llama on support")
     assert any("No training worker is online" in e["message"] for e in events)
 
 
