@@ -39,6 +39,8 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     ids.update(tenancy._comparison_of(db, team, owner.user_id, ids))
     store = ArtifactStore(settings.artifact_dir)
     good = make_dataset(db, store, team)
+    good.stats = {**good.stats, "example_lengths": {"p50": 30, "p90": 38, "p99": 40, "max": 42}, "duplicates": 0,
+                  "length_unit": "tokens", "tokens_are_estimated": False}  # what the dataset page shows
     model = register_model(db, write_model_dir(tmp_path / "tiny-model"), team_id=team)
     now = utcnow()
     done = make_run(db, team, good, model, status=RunStatus.succeeded, name="first try",
@@ -63,5 +65,6 @@ def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001
         urls.append(fill(path, {**ids, "run_id": ids["done_id"]}) if params(path) else path)
     urls += [f"/runs/{ids['queued_id']}", f"/runs/{ids['run_id']}",
              f"/runs/compare?ids={ids['done_id']},{ids['queued_id']}",
-             f"/runs/new?dataset_id={ids['good_dataset_id']}&base_model_id={ids['model_id']}"]
+             f"/runs/new?dataset_id={ids['good_dataset_id']}&base_model_id={ids['model_id']}",
+             f"/datasets/{ids['good_dataset_id']}"]
     return urls
