@@ -313,6 +313,17 @@ def results(session: Session, comparison: Comparison, st: Standing) -> Results:
                    voters=len({u for _, u, _ in votes}), label_a=label_a, label_b=label_b)
 
 
+def time_left_s(comparison: Comparison) -> float | None:
+    """Seconds until every answer is generated, at the pace so far (model loading included, so
+    it starts pessimistic); None before the first answers are written."""
+    p = (comparison.prompt_source or {}).get("progress") or {}
+    done, total, started = int(p.get("done", 0)), int(p.get("total", 0)), p.get("started_at")
+    if not done or not total or not isinstance(started, int | float):
+        return None
+    spent = max(0.0, utcnow().timestamp() - started)
+    return spent / done * max(0, total - done)
+
+
 def progress(comparison: Comparison) -> tuple[int, int]:
     """(answers generated, answers to generate)."""
     done = (comparison.prompt_source or {}).get("progress") or {}

@@ -55,6 +55,14 @@ def test_create_from_the_form_then_watch_progress(browser_of, db, team, model, r
     db.commit()
     fragment = b.get(f"/ab/{comparison.id}/status", headers={"HX-Request": "true"})
     assert "<html" not in fragment.text and "1 of 4 answers generated (25%)" in fragment.text
+    assert "The time left is known once the first answers are written." in fragment.text  # no start recorded
+    from app.models import utcnow
+
+    started = utcnow().timestamp() - 120  # 1 answer in 2 minutes: 3 more take about 6
+    comparison.prompt_source = {**comparison.prompt_source, "progress": {"done": 1, "total": 4, "started_at": started}}
+    db.commit()
+    fragment = b.get(f"/ab/{comparison.id}/status", headers={"HX-Request": "true"})
+    assert "About 6 minutes left at the pace so far." in fragment.text, fragment.text
     assert 'hx-trigger="load delay:2s"' in fragment.text
     comparison.status = service.OPEN
     db.commit()
