@@ -12,6 +12,11 @@ tokenization (lengths in characters), and prints the throughput in MB/s (1 MB = 
 the ratio to a baseline that only parses each line with orjson (same process, same file),
 and the peak memory of the process (resident set size from getrusage; the generator runs
 first but streams, so it stays small). Goals: >= 50 MB/s and < 300 MB.
+
+Near duplicates (MinHash LSH) and personal data are not part of validation: they run as a
+separate background step after it (``studio.scan_dataset``, datacheck.cleaning.scan) on the
+normalised records. The bench times that step too, on the first ``--scan-mb`` MB of records
+(default 32; 0 skips it), and prints its own MB/s beside validation's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datacheck import validate_dataset  # noqa: E402
+from datacheck.cleaning import scan  # noqa: E402
 
 _WORDS = ("order delivery refund invoice account password shipping parcel warranty store "
           "customer please thanks help question answer product return exchange size colour "
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="also write normalised records")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="text length factor: 1 gives ~1.3 KB records, 0.1 ~200 bytes")
+    parser.add_argument("--scan-mb", type=int, default=32,
+                        help="MB of records the near-duplicate/personal-data scan is timed on (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.jsonl"
@@ -111,6 +119,7 @@ def main() -> None:
                 report = validate_dataset(f)
         elapsed = time.perf_counter() - started
         baseline = _parse_only(path)
+        scanned = _scan(path, Path(tmp) / "scan.jsonl", args.scan_mb) if args.scan_mb else None
     stats = report.stats
     print(f"status {report.status}: {report.counts.examples:,} examples, "
           f"{len(report.warnings)} warnings, {stats.duplicates if stats else 0} duplicates, "
@@ -120,6 +129,29 @@ def main() -> None:
     print(f"baseline (only orjson.loads of each line): {baseline:.1f} s, "
           f"{size / 1e6 / baseline:,.1f} MB/s; validation takes {elapsed / baseline:.1f}x that")
     print(f"peak RSS: {_peak_rss_mb():,.0f} MB (before validation: {rss_before:,.0f} MB)")
+    if scanned is not None:
+        scan_size, seconds, result = scanned
+        nd = result["near_duplicates"]
+        print(f"separate step, near duplicates + personal data on the first {scan_size / 1e6:,.0f} MB "
+              f"({result['train_examples']:,} records): {seconds:.1f} s, {scan_size / 1e6 / seconds:,.1f} MB/s "
+              f"({elapsed / size * scan_size / seconds:.2f}x validation's speed); {nd['extra']:,} near "
+              f"duplicates, {result['personal_total']:,} personal data found")
+
+
+def _scan(path: Path, part: Path, size_mb: int) -> tuple[int, float, dict]:
+    """Time the cleaning scan on the first ``size_mb`` MB of records (the file is already in
+    the normalised {"messages": [...]} form)."""
+    limit, size = size_mb * 10**6, 0
+    with path.open("rb") as f, part.open("wb") as out:
+        for line in f:
+            if size >= limit:
+                break
+            out.write(line)
+            size += len(line)
+    started = time.perf_counter()
+    with part.open("rb") as f:
+        result = scan(f)
+    return size, time.perf_counter() - started, result
 
 
 if __name__ == "__main__":

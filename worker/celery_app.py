@@ -22,6 +22,8 @@ TASK_MODULES = [
     "worker.runtime.heartbeat",
     "worker.tasks.ab",         # studio.ab_generate
     "worker.tasks.datasets",   # studio.validate_dataset
+    "worker.tasks.cleaning",   # studio.scan_dataset
+    "worker.tasks.augment",    # studio.augment_dataset
     "worker.tasks.runs",       # studio.train, studio.evaluate
     "worker.tasks.judge",      # studio.judge
     "worker.tasks.merge",      # studio.merge

@@ -60,6 +60,12 @@ def by_id(session: Session, dataset_id: int) -> Dataset | None:
     return session.get(Dataset, dataset_id)
 
 
+def lock(session: Session, dataset_id: int) -> None:
+    """Holds the dataset's row until the transaction ends (Postgres): a check that finishes
+    meanwhile waits, then sees what this transaction wrote (a run waiting for the dataset)."""
+    session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update())
+
+
 def uploaded_before(session: Session, created_before: datetime) -> list[Dataset]:
     """Uploads still waiting for their check since before this time (a lost validation message)."""
     stmt = select(Dataset).where(Dataset.status == DatasetStatus.uploaded, Dataset.created_at < created_before)

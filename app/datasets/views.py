@@ -105,3 +105,9 @@ def language_text(stats: dict[str, Any]) -> str:
     if not shares:
         return "not recognised"
     return ", ".join(f"{s['name']} ({round(s['share'] * 100)}%)" for s in shares[:3])
+
+
+def personal_label(kind: str) -> str:
+    from datacheck.personal_data import LABELS
+
+    return LABELS.get(kind, kind)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.api.openai import repository as openai_repo
 from app.errors import NotFound
 from app.inference.client import Target
-from app.models import BaseModel, Run
+from app.models import BaseModel, Checkpoint, Run
 from app.models_registry import repository as models_repo
 from app.storage import Store
 
@@ -36,3 +36,20 @@ def run_target(db: Session, store: Store, *, team_id: int, run: Run) -> tuple[Ta
     if output.kind == "model":
         return base_target(base), Target(base=stored_directory(store, output.path))
     return base_target(base), Target(base=base.path, adapter=stored_directory(store, output.path))
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def checkpoint_target(db: Session, store: Store, *, team_id: int, run: Run, checkpoint: Checkpoint) -> Target:
+    """A checkpoint of a run, served as a model: its LoRA adapter on the base model, or (full
+    fine-tuning) its own weights. safetensors only: a checkpoint without them is not served."""
+    base = models_repo.get_visible(db, team_id=team_id, model_id=run.base_model_id)
+    if base is None:
+        raise NotFound("This checkpoint's base model is no longer available.", param="model")
+    files = {name for name, _ in store.list_tree(checkpoint.path)}
+    if all(f in files for f in ADAPTER_FILES):
+        return Target(base=base.path, adapter=stored_directory(store, checkpoint.path))
+    if "config.json" in files and any(f.endswith(".safetensors") and "/" not in f for f in files):
+        return Target(base=stored_directory(store, checkpoint.path))
+    raise NotFound(f"The checkpoint at step {checkpoint.step} has no safetensors weights to serve.", param="model")

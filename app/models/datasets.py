@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, JSONType, Timestamped
+from app.models.base import Base, JSONType, Timestamped, UTCDateTime
 
 
 class DatasetStatus(str, enum.Enum):
@@ -54,3 +55,68 @@ class Dataset(Timestamped, Base):
     )
     report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The cleaning scan (studio.scan_dataset, after validation): near duplicates and personal
+    # data with a few examples each; {"status": "running"} while it runs. See datacheck.cleaning.
+    # Deferred: it lists every example a clean version would drop, so lists of datasets skip it.
+    cleaning: Mapped[dict[str, Any] | None] = mapped_column(JSONType, deferred=True)
+    # How this version was made from another one, when it was: {"kind": "without_near_duplicates"
+    # | "redacted" | "augmented", "from_dataset_id": 3, ...}. Per-example provenance is the
+    # dataset's "dataset_provenance" artifact (one JSON object per training example).
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class AugmentationStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class AugmentationJob(Timestamped, Base):
+    """Generating new examples from a dataset through an OpenAI-compatible endpoint. The
+    examples wait in `generated_examples` until someone reviews them."""
+
+    __tablename__ = "augmentation_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    status: Mapped[AugmentationStatus] = mapped_column(
+        Enum(AugmentationStatus, native_enum=False, length=16), default=AugmentationStatus.queued)
+    endpoint_url: Mapped[str] = mapped_column(String(500))
+    # Encrypted with a key derived from the studio's secret key; never shown or logged.
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    # {"kinds": ["paraphrase", ...], "house_style": "...", "max_calls": 50, "max_tokens": 20000,
+    #  "sources": 10}
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    calls_used: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_used: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    done_steps: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message: Mapped[str | None] = mapped_column(Text)  # why it stopped, or the budget note
+    result_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+
+
+class GeneratedExample(Timestamped, Base):
+    """One generated example; `status` pending until reviewed (accepted | rejected), or
+    duplicate when it repeats an existing example (dropped, never offered)."""
+
+    __tablename__ = "generated_examples"
+    __table_args__ = (UniqueConstraint("job_id", "source_example", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("augmentation_jobs.id", ondelete="CASCADE"), index=True)
+    source_example: Mapped[int] = mapped_column(Integer)  # 1-based training example number
+    kind: Mapped[str] = mapped_column(String(32))  # paraphrase | new_question | house_style
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    edited: Mapped[bool] = mapped_column(Boolean, default=False)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)

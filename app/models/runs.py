@@ -24,6 +24,9 @@ from app.models.base import Base, JSONType, Timestamped, UTCDateTime
 
 
 class RunStatus(str, enum.Enum):
+    # Created while its files are still being checked: no worker may claim it; it moves on to
+    # queued when they pass, or fails with the file's own error (app.runs.service.files_checked).
+    validating_files = "validating_files"
     queued = "queued"
     running = "running"
     succeeded = "succeeded"

@@ -186,7 +186,8 @@ def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
     return {
         "run": run, "views": views, "progress": views.progress(run), "model": model,
         "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=run.dataset_id),
-        "events": repo.events(db, run.id)[-50:], "checkpoints": repo.checkpoints(db, run.id),
+        "events": repo.events(db, run.id, exclude_kinds=(service.METRICS_EVENT,))[-50:],
+        "checkpoints": repo.checkpoints(db, run.id),
         "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
                             key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
         "mergeable": any(a.kind == "adapter" for a in artifacts) and not any(a.kind == "merged" for a in artifacts),

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric, Team
 
-ACTIVE = (RunStatus.queued, RunStatus.running)
+ACTIVE = (RunStatus.validating_files, RunStatus.queued, RunStatus.running)
 
 
 def get(session: Session, *, team_id: int, run_id: int) -> Run | None:
@@ -45,10 +45,12 @@ def finished_with_estimates(session: Session, *, team_id: int, limit: int = 50) 
         .order_by(Run.finished_at.desc()).limit(limit)).all())
 
 
-def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500) -> list[RunEvent]:
-    stmt = (select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
-            .order_by(RunEvent.id).limit(limit))
-    return list(session.scalars(stmt))
+def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500,
+           exclude_kinds: Sequence[str] = ()) -> list[RunEvent]:
+    stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+    if exclude_kinds:
+        stmt = stmt.where(RunEvent.kind.not_in(list(exclude_kinds)))
+    return list(session.scalars(stmt.order_by(RunEvent.id).limit(limit)))
 
 
 def metrics(session: Session, run_id: int, *, after_id: int = 0, names: Sequence[str] | None = None,
@@ -253,6 +255,15 @@ def take_back(session: Session, *, run_id: int, lease_token: str, values: dict) 
 def waiting_since(session: Session, *, enqueued_before: datetime) -> list[Run]:
     stmt = select(Run).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False),
                              (Run.enqueued_at.is_(None)) | (Run.enqueued_at < enqueued_before))
+    return list(session.scalars(stmt.order_by(Run.id)))
+
+
+def waiting_for_files(session: Session, *, dataset_id: int | None = None) -> list[Run]:
+    """Runs still waiting for their files to be checked: those that train or evaluate on this
+    dataset, or all of them (the reconciler's pass), oldest first."""
+    stmt = select(Run).where(Run.status == RunStatus.validating_files)
+    if dataset_id is not None:
+        stmt = stmt.where((Run.dataset_id == dataset_id) | (Run.eval_dataset_id == dataset_id))
     return list(session.scalars(stmt.order_by(Run.id)))
 
 

@@ -32,6 +32,7 @@ from app.sweeps import service as sweeps
 
 api = APIRouter(prefix="/api/v1", tags=["runs"])
 LOG_TAIL_BYTES = 64 * 1024
+CHECKING_FILES = "Checking your files... The run is queued as soon as they pass."
 
 
 def run_out(db, run, places=None) -> RunOut:  # noqa: ANN001
@@ -39,6 +40,8 @@ def run_out(db, run, places=None) -> RunOut:  # noqa: ANN001
     `places`: those of a whole page, read at once (service.queue_places)."""
     out = RunOut.model_validate(run)
     place = (places if places is not None else service.queue_places(db, [run])).get(run.id)
+    if run.status == RunStatus.validating_files:
+        out.queue_status = CHECKING_FILES
     if place is not None:
         out.queue_position, out.queue_status = place.standing.position, place.sentence
         out.queue_ahead, out.expected_start_at = QueueAhead(**place.ahead()), place.expected_start_at

@@ -24,6 +24,7 @@ from planner import oom
 from planner.config import TrainingConfig
 
 TRAIN_TASK = "studio.train"
+METRICS_EVENT = "metrics"  # one per logged step, worded as OpenAI words them (the charts show the same)
 
 
 def add_event(session: Session, run: Run, kind: str, message: str, *, level: str = "info",
@@ -32,6 +33,22 @@ def add_event(session: Session, run: Run, kind: str, message: str, *, level: str
     session.add(event)
     session.flush()
     return event
+
+
+def add_metrics_event(session: Session, run: Run, step: int, total: int | None,
+                      metrics: dict[str, float]) -> RunEvent | None:
+    """"Step 10/50: training loss=0.213, validation loss=0.198", with OpenAI's data fields."""
+    train, valid = metrics.get("loss"), metrics.get("eval_loss")
+    if train is None and valid is None:
+        return None
+    parts = [f"training loss={train:.3f}"] if train is not None else []
+    parts += [f"validation loss={valid:.3f}"] if valid is not None else []
+    data = {"step": step, "total_steps": total, "train_loss": train, "valid_loss": valid}
+    if metrics.get("mean_token_accuracy") is not None:
+        data["train_mean_token_accuracy"] = metrics["mean_token_accuracy"]
+    where = f"{step}/{total}" if total else f"{step}"
+    return add_event(session, run, METRICS_EVENT, f"Step {where}: {', '.join(parts)}",
+                     data={k: v for k, v in data.items() if v is not None})
 
 
 def get(session: Session, *, team_id: int, run_id: int) -> Run:
@@ -56,11 +73,19 @@ class Submission:
     time_budget_s: float | None = None
     sweep_id: int | None = None
     sweep_params: dict[str, Any] | None = None  # the sweep's grid point this run trains
+    eval_dataset_id: int | None = None  # a separate evaluation file (the OpenAI validation_file)
+    learning_rate_multiplier: float | None = None  # applied to the preset's learning rate
+
+
+SUBMISSION = "submission"  # where Run.estimate keeps what was asked, to plan again once the files are checked
+PROVISIONAL = "provisional"  # True while the configuration was planned before the files were checked
+CHECKING = (DatasetStatus.uploaded, DatasetStatus.validating)
 
 
 def check_team_limit(session: Session, *, team_id: int, settings: Settings) -> None:
-    """A team may have at most max_active_runs_per_team runs queued or running. Holds a lock on
-    the team until the transaction ends, so two submissions cannot both take the last slot."""
+    """A team may have at most max_active_runs_per_team runs waiting for their files, queued or
+    running. Holds a lock on the team until the transaction ends, so two submissions cannot both
+    take the last slot."""
     repo.lock_team(session, team_id)
     active, limit = repo.active_runs(session, team_id=team_id), settings.max_active_runs_per_team
     if active >= limit:
@@ -71,14 +96,26 @@ def check_team_limit(session: Session, *, team_id: int, settings: Settings) -> N
                           param="team", details={"active_runs": active, "limit": limit})
 
 
-def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id: int) -> tuple[Dataset, BaseModel]:
-    """The team's validated dataset and a ready base model it may use, or a clear refusal."""
+def _usable_dataset(session: Session, *, team_id: int, dataset_id: int, param: str,
+                    allow_checking: bool) -> Dataset:
     dataset = datasets_repo.get(session, team_id=team_id, dataset_id=dataset_id)
     if dataset is None:
-        raise NotFound("No such dataset.", param="dataset_id")
-    if dataset.status != DatasetStatus.valid:
+        raise NotFound("No such dataset.", param=param)
+    if dataset.status == DatasetStatus.invalid:
+        raise InvalidInput(f"The dataset '{dataset.name}' did not pass validation: "
+                           f"{file_error(dataset)['message']}", param=param)
+    if dataset.status != DatasetStatus.valid and not allow_checking:
         raise InvalidInput(f"The dataset '{dataset.name}' is {dataset.status.value}: only a validated dataset "
-                           "can be trained on.", param="dataset_id")
+                           "can be trained on.", param=param)
+    return dataset
+
+
+def trainable(session: Session, *, team_id: int, dataset_id: int, base_model_id: int,
+              allow_checking: bool = False) -> tuple[Dataset, BaseModel]:
+    """The team's dataset (validated; or still being checked, with allow_checking) and a ready
+    base model it may use, or a clear refusal."""
+    dataset = _usable_dataset(session, team_id=team_id, dataset_id=dataset_id, param="dataset_id",
+                              allow_checking=allow_checking)
     model = models_repo.get_visible(session, team_id=team_id, model_id=base_model_id)
     if model is None or not model.is_enabled:
         raise NotFound("No such base model.", param="base_model_id")
@@ -160,40 +197,157 @@ def calibration(session: Session, *, team_id: int, device_kind: str) -> list[flo
     return ratios
 
 
+def _plan(session: Session, *, dataset: Dataset, model: BaseModel, asked: dict[str, Any]) -> configure.Plan:
+    """The configuration for what was asked (a Submission's planning fields, as kept on the run)."""
+    device = training_device(session)
+    overrides = dict(asked.get("overrides") or {})
+    kwargs = dict(dataset=dataset, model=model, device=device, preset=asked.get("preset", "auto"),
+                  time_budget_s=asked.get("time_budget_s"),
+                  calibration=calibration(session, team_id=dataset.team_id, device_kind=device.kind))
+    factor = asked.get("learning_rate_multiplier")
+    if factor is not None:
+        base = configure.plan(**kwargs, overrides={k: v for k, v in overrides.items() if k != "learning_rate"})
+        overrides["learning_rate"] = base.config.learning_rate * factor
+    return configure.plan(**kwargs, overrides=overrides)
+
+
+def _fits(plan: configure.Plan, device_known: bool) -> str | None:
+    """Why the run would not fit on the training workers, or None."""
+    if device_known and plan.estimate["memory"]["fits"] is False:
+        # in words for the wizard; the technical verdict stays in details.estimate for the API
+        return (f"This run would not fit on {plan.estimate['device']}: "
+                f"{glossary.memory_sentence(plan.estimate, views.METHOD_LABELS)}")
+    return None
+
+
 def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Run, bool]:
     """Checks everything, then queues. Returns (run, created); an idempotency key that was
-    already used returns the first run instead of a second one."""
+    already used returns the first run instead of a second one.
+
+    Files still being checked are accepted, as OpenAI accepts a file right after its upload: the
+    run is created in `validating_files` (no worker claims it) and moves on when the check ends
+    (files_checked). Its configuration is planned again then, from the checked dataset."""
     if sub.idempotency_key:
         existing = repo.by_idempotency_key(session, team_id=sub.team_id, key=sub.idempotency_key)
         if existing is not None:
             return existing, False
     dataset, model = trainable(session, team_id=sub.team_id, dataset_id=sub.dataset_id,
-                               base_model_id=sub.base_model_id)
-    device = training_device(session)
-    plan = configure.plan(dataset=dataset, model=model, device=device, preset=sub.preset,
-                          overrides=sub.hyperparameters, time_budget_s=sub.time_budget_s,
-                          calibration=calibration(session, team_id=sub.team_id, device_kind=device.kind))
-    if device.known and plan.estimate["memory"]["fits"] is False:
-        # in words for the wizard; the technical verdict stays in details.estimate for the API
-        raise InvalidInput(f"This run would not fit on {device.name}: "
-                           f"{glossary.memory_sentence(plan.estimate, views.METHOD_LABELS)}",
-                           param="hyperparameters", details={"estimate": plan.estimate})
+                               base_model_id=sub.base_model_id, allow_checking=True)
+    eval_dataset = None
+    if sub.eval_dataset_id is not None:
+        eval_dataset = _usable_dataset(session, team_id=sub.team_id, dataset_id=sub.eval_dataset_id,
+                                       param="eval_dataset_id", allow_checking=True)
+    checking = [d for d in (dataset, eval_dataset) if d is not None and d.status in CHECKING]
+    for row in checking:  # a check finishing meanwhile waits for this transaction (Postgres); see files_checked
+        datasets_repo.lock(session, row.id)
+    asked = {"preset": sub.preset, "overrides": sub.hyperparameters or {}, "time_budget_s": sub.time_budget_s,
+             "learning_rate_multiplier": sub.learning_rate_multiplier}
+    plan = _plan(session, dataset=dataset, model=model, asked=asked)
+    device_known = plan.estimate["device_known"]
+    if not checking and (why := _fits(plan, device_known)):
+        raise InvalidInput(why, param="hyperparameters", details={"estimate": plan.estimate})
     check_team_limit(session, team_id=sub.team_id, settings=settings)
+    status = RunStatus.validating_files if checking else RunStatus.queued
     run = Run(team_id=sub.team_id, created_by_id=sub.user_id, dataset_id=dataset.id,
-              eval_dataset_id=dataset.eval_dataset_id, base_model_id=model.id, method=plan.config.method,
-              config=plan.config.model_dump(), goal=dataset.goal, status=RunStatus.queued, queue="train",
+              eval_dataset_id=eval_dataset.id if eval_dataset is not None else dataset.eval_dataset_id,
+              base_model_id=model.id, method=plan.config.method,
+              config=plan.config.model_dump(), goal=dataset.goal, status=status, queue="train",
               priority=sub.priority, max_attempts=settings.max_run_attempts, seed=plan.config.seed,
-              idempotency_key=sub.idempotency_key, suffix=sub.suffix, enqueued_at=utcnow(),
-              estimate={**plan.estimate, "reasons": plan.reasons}, sweep_id=sub.sweep_id,
+              idempotency_key=sub.idempotency_key, suffix=sub.suffix, enqueued_at=None if checking else utcnow(),
+              estimate={**plan.estimate, "reasons": plan.reasons, SUBMISSION: asked, PROVISIONAL: bool(checking)},
+              sweep_id=sub.sweep_id,
               sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
     session.add(run)
     session.flush()
+    if checking:
+        names = " and ".join(f"'{d.name}'" for d in checking)
+        add_event(session, run, "status", f"Checking your files: {names} {'is' if len(checking) == 1 else 'are'} "
+                  "still being validated; the run is queued as soon as they pass.",
+                  data={"status": "validating_files", "datasets": [d.id for d in checking]})
+        return run, True
     add_event(session, run, "status", f"Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")
     queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
     return run, True
+
+
+def file_error(dataset: Dataset) -> dict[str, Any]:
+    """The first error of a file that did not pass validation: {code, message, line}."""
+    report = dataset.report or {}
+    first = next(iter(report.get("errors") or []), None) or {}
+    message = first.get("message") or report.get("explanation") or "The file did not pass validation."
+    return {"code": first.get("kind") or "invalid_file", "message": message, "line": first.get("line")}
+
+
+def files_checked(session: Session, *, dataset_id: int | None = None, settings: Settings | None = None) -> int:
+    """Moves on the runs waiting for this dataset's check (all waiting runs when None): queued
+    once every file they use passed, failed with the file's own error when one did not. Called
+    in the transaction that ends a check, and by the reconciler. Returns how many moved."""
+    from app.config import get_settings
+
+    settings = settings or get_settings()
+    moved = 0
+    for run in repo.waiting_for_files(session, dataset_id=dataset_id):
+        session.refresh(run, with_for_update=True)  # a cancel that landed meanwhile is seen, and waits for us
+        if run.status == RunStatus.validating_files:
+            moved += _release(session, run, settings)
+    return moved
+
+
+def _release(session: Session, run: Run, settings: Settings) -> bool:
+    files = [(f, d) for f, d in (("training_file", run.dataset_id), ("validation_file", run.eval_dataset_id))
+             if d is not None]
+    rows = [(param, session.get(Dataset, d)) for param, d in files]
+    if any(row is not None and row.status in CHECKING for _, row in rows):
+        return False
+    for param, row in rows:
+        if row is None or row.team_id != run.team_id or row.status != DatasetStatus.valid:
+            error = file_error(row) if row is not None else {
+                "code": "file_deleted", "message": "The file was deleted before its check ended.", "line": None}
+            where = f" (line {error['line']})" if error["line"] else ""
+            name = row.name if row is not None else f"#{dict(files)[param]}"
+            _fail_waiting(session, run, f"The file '{name}' did not pass validation{where}: {error['message']}",
+                          {**error, "param": param, "dataset_id": dict(files)[param]})
+            return True
+    dataset = session.get(Dataset, run.dataset_id)
+    model = models_repo.get_visible(session, team_id=run.team_id, model_id=run.base_model_id)
+    if model is None or not model.is_enabled or model.status != ModelStatus.ready:
+        _fail_waiting(session, run, "The base model is no longer available.",
+                      {"code": "model_unavailable", "message": "The base model is no longer available.",
+                       "line": None, "param": "model"})
+        return True
+    asked = (run.estimate or {}).get(SUBMISSION) or {}
+    try:
+        plan = _plan(session, dataset=dataset, model=model, asked=asked)
+        why = _fits(plan, plan.estimate["device_known"])
+    except InvalidInput as exc:
+        plan, why = None, exc.message
+    if why:
+        _fail_waiting(session, run, why, {"code": "invalid_hyperparameters", "message": why, "line": None,
+                                          "param": "hyperparameters"})
+        return True
+    run.config, run.method, run.seed = plan.config.model_dump(), plan.config.method, plan.config.seed
+    run.goal = dataset.goal
+    if run.eval_dataset_id is None:
+        run.eval_dataset_id = dataset.eval_dataset_id
+    run.estimate = {**plan.estimate, "reasons": plan.reasons, SUBMISSION: asked, PROVISIONAL: False}
+    run.status, run.enqueued_at = RunStatus.queued, utcnow()
+    add_event(session, run, "status", f"Files checked. Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of "
+              f"{model.display_name} on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
+    for warning in plan.warnings:
+        add_event(session, run, "warning", warning, level="warning")
+    queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
+    return True
+
+
+def _fail_waiting(session: Session, run: Run, message: str, error: dict[str, Any]) -> None:
+    run.status, run.finished_at = RunStatus.failed, utcnow()
+    run.error_kind, run.error_message = "invalid_file" if error.get("param") != "hyperparameters" else "config", message
+    run.result = {**(run.result or {}), "file_error": error}
+    add_event(session, run, "status", f"Failed before it started: {message}", level="error",
+              data={"status": "failed", **error})
 
 
 def enqueue_ticket(session: Session, run: Run) -> None:
@@ -207,7 +361,7 @@ def cancel(session: Session, run: Run) -> Run:
     sweep, if any, fill the freed slot (app.sweeps.service.run_ended)."""
     if run.status.is_final:
         raise Conflict(f"This run already ended ({run.status.value}).")
-    if run.status == RunStatus.queued:
+    if run.status in (RunStatus.queued, RunStatus.validating_files):
         run.status = RunStatus.cancelled
         run.finished_at = utcnow()
         add_event(session, run, "status", "Cancelled before it started.", data={"status": "cancelled"})
@@ -223,7 +377,18 @@ def retry(session: Session, run: Run, *, settings: Settings) -> Run:
     """A failed or cancelled run starts again, resuming from its latest checkpoint when it has one."""
     if run.status not in (RunStatus.failed, RunStatus.cancelled):
         raise Conflict(f"Only a failed or cancelled run can be retried (this one is {run.status.value}).")
+    if (run.result or {}).get("file_error") and run.error_kind == "invalid_file":
+        raise Conflict("This run never started because its file did not pass validation: upload a corrected "
+                       "file and start a new run with it.")
     check_team_limit(session, team_id=run.team_id, settings=settings)
+    if (run.estimate or {}).get(PROVISIONAL):  # cancelled while its files were checked: wait for them again
+        run.cancel_requested, run.finished_at = False, None
+        run.error_kind = run.error_message = None
+        run.status = RunStatus.validating_files
+        add_event(session, run, "status", "Retry requested: checking the files again before it is queued.",
+                  data={"status": "validating_files", "reason": "retry"})
+        _release(session, run, settings)
+        return run
     last = repo.checkpoints(session, run.id)
     run.status = RunStatus.queued
     run.cancel_requested = False

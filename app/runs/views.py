@@ -16,7 +16,8 @@ CURVE_NAMES = tuple(name for name, _ in CURVES)
 MAX_POINTS = 600  # per series drawn; a longer series is thinned (first, last and every k-th point)
 PALETTE = ("#2f5fd0", "#d0632f", "#1f8a4c", "#8a3fb8", "#b8324f", "#2f9fb0", "#8a6d1f", "#4f4f4f")
 
-STATUS_LABELS = {"queued": "Queued", "running": "Running", "succeeded": "Finished",
+STATUS_LABELS = {"validating_files": "Checking files",
+                 "queued": "Queued", "running": "Running", "succeeded": "Finished",
                  "failed": "Failed", "cancelled": "Cancelled"}
 METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit)", "lora8bit": "LoRA (8-bit)"}
 METHOD_PLAIN = {
@@ -34,6 +35,8 @@ FAILURE_TITLES = {
     "dataset": "A problem with the dataset stopped the run",
     "worker_lost": "The machine running it stopped answering",
     "error": "The training stopped with an error",
+    "invalid_file": "The training file did not pass its check",
+    "config": "The settings do not suit the checked file",
 }
 ARTIFACT_LABELS = {"adapter": ("Adapter", "the small trained part; load it on top of the base model"),
                    "merged": ("Merged model", "base model and adapter in one, ready to serve"),

@@ -163,3 +163,33 @@ def test_a_csv_needs_its_columns_chosen(live_server, page, person, worker_thread
     wait_for_result(page)
     assert page.locator(".report .badge").inner_text() == "Valid"
     assert "prompt from \"client_wrote\"" in page.locator(".report").inner_text()
+
+
+def test_a_run_on_a_file_being_checked_says_so_then_joins_the_queue(live_server, page, db, settings, tmp_path, sent):
+    """The run page of a run created while its file is checked says so in plain words, and turns
+    into a queued run by itself once the check passes."""
+    from app.models import DatasetStatus
+    from app.runs import service as runs_service
+    from app.storage import ArtifactStore
+    from tests.runs.factories import make_dataset, register_model, write_model_dir
+
+    account = make_account(db, email="sam@example.com", team_name="Nuage Support")
+    model = register_model(db, write_model_dir(tmp_path / "tiny"), name="Tiny Llama")
+    dataset = make_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id, status=DatasetStatus.validating)
+    run, _ = runs_service.submit(db, sub=runs_service.Submission(
+        team_id=account.team_id, user_id=account.user_id, dataset_id=dataset.id, base_model_id=model.id),
+        settings=settings)
+    db.commit()
+    log_in(page, live_server, account.email)
+    page.goto(f"{live_server}/runs/{run.id}")
+    status = page.locator("#run-status")
+    assert status.get_attribute("data-status") == "validating_files"
+    assert "Checking your files..." in status.inner_text() and "Checking files" in status.inner_text()
+    shoot(page, "runs-validating-files")
+    dataset.status = DatasetStatus.valid  # the check ends: the task's hook moves the run on
+    runs_service.files_checked(db, dataset_id=dataset.id)
+    db.commit()
+    page.locator("#run-status[data-status='queued']").wait_for(timeout=15_000)
+    assert "Waiting for a training worker" in page.locator("#run-status").inner_text()
+    assert "Files checked. Queued" in page.locator("main").inner_text()
+    shoot(page, "runs-validating-files-queued")

@@ -146,7 +146,8 @@ def test_run_page_renders_in_every_state(browser, db, team, dataset, model, stat
     text = r.text
     assert views.status_label(status) in text and "Queued: lora fine-tuning" in text
     assert 'data-chart="' in text and "Training loss" in text
-    active = status in (RunStatus.queued, RunStatus.running)
+    active = status in (RunStatus.validating_files, RunStatus.queued, RunStatus.running)
+    assert ("Checking your files..." in text) is (status == RunStatus.validating_files)
     assert (f'hx-get="/runs/{run.id}/status"' in text) is active
     assert ("Cancel run" in text) is active
     assert ("Retry" in text) is (status in (RunStatus.failed, RunStatus.cancelled))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.models import DatasetStatus, Run, RunEvent, RunStatus, Worker, utcnow
+from app.runs import service
 from tests.factories import make_account, make_api_key
 from tests.runs.factories import make_dataset
 
@@ -41,7 +42,7 @@ def test_refusals_are_clear(client, team, dataset, model, db, store, sent):
     acc, headers = team
     invalid = make_dataset(db, store, acc.team_id, status=DatasetStatus.invalid, name="broken")
     r = _create(client, headers, dataset_id=invalid.id, base_model_id=model.id)
-    assert r.status_code == 422 and "only a validated dataset" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "did not pass validation" in r.json()["error"]["message"]
     r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id,
                 hyperparameters={"learning_rate": -1, "lora_r": 0})
     assert r.status_code == 422
@@ -71,6 +72,23 @@ def test_a_run_that_cannot_fit_any_worker_is_refused(client, team, dataset, mode
     assert "would not fit on Tiny GPU" in r.json()["error"]["message"]
     assert r.json()["error"]["details"]["estimate"]["memory"]["fits"] is False
     assert sent == []
+
+
+
+def test_a_run_waiting_for_its_file_that_cannot_fit_fails_when_the_check_ends(client, team, model, db, store, sent):
+    """The memory check waits for the checked file; it then fails the run with the verdict."""
+    acc, headers = team
+    db.add(Worker(name="train@small", queues="train", device="cuda", device_name="Tiny GPU",
+                  device_memory_bytes=16 * 1024**2, last_seen_at=utcnow()))
+    pending = make_dataset(db, store, acc.team_id, status=DatasetStatus.validating, name="pending")
+    r = _create(client, headers, dataset_id=pending.id, base_model_id=model.id, hyperparameters={"method": "full"})
+    assert r.status_code == 201 and r.json()["status"] == "validating_files"
+    pending.status = DatasetStatus.valid
+    assert service.files_checked(db, dataset_id=pending.id) == 1
+    db.commit()
+    run = client.get(f"/api/v1/runs/{r.json()['id']}", headers=headers).json()
+    assert run["status"] == "failed" and run["error_kind"] == "config"
+    assert "would not fit on Tiny GPU" in run["error_message"] and sent == []
 
 
 def test_estimate_endpoint_queues_nothing(client, team, dataset, model, sent):

@@ -110,6 +110,25 @@ def test_the_inference_engine_refuses_them(pickled_dir, code_dir, sentinel):
     assert not sentinel.exists()
 
 
+def test_the_inference_engine_loads_adapters_from_safetensors_only(tiny_model_dir, tmp_path, sentinel):
+    """A checkpoint-like adapter directory whose adapter is a pickle beside some other safetensors
+    file (which the directory rule lets through) is still refused: PEFT would unpickle it."""
+    from worker.inference.engine import Engine, Request
+
+    adapter = tmp_path / "checkpoint-4"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                             "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}))
+    (adapter / "adapter_model.bin").write_bytes(evil_pickle(sentinel))
+    (adapter / "extra.safetensors").write_bytes(b"")
+    engine = Engine()
+    request = Request(base=str(tiny_model_dir), adapter=str(adapter),
+                      messages=[{"role": "user", "content": "Bonjour"}], max_tokens=2)
+    with pytest.raises(ValueError, match="adapter_model.safetensors"):
+        engine.generate(request)
+    assert not sentinel.exists() and not engine.bases[str(tiny_model_dir)].adapters
+
+
 def test_a_training_run_refuses_them(pickled_dir, code_dir, sentinel, tmp_path):
     from worker.training.reporter import RecordingReporter
     from worker.training.run import run

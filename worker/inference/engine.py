@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -58,6 +59,14 @@ def _device_and_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def check_adapter_dir(path: str) -> None:
+    """An adapter (a run's, or a checkpoint's beside its optimizer state) is loaded from its
+    safetensors file only; PEFT would unpickle adapter_model.bin otherwise."""
+    check_model_dir(path)
+    if not (Path(path) / "adapter_model.safetensors").is_file():
+        raise ValueError(f"{path} has no adapter_model.safetensors: the studio loads adapters in safetensors only.")
+
+
 def _adapter_name(path: str) -> str:
     return "a" + hashlib.sha256(path.encode()).hexdigest()[:16]
 
@@ -98,6 +107,7 @@ class Engine:
         if name in loaded.adapters:
             loaded.adapters.move_to_end(name)
         else:
+            check_adapter_dir(adapter)
             if not loaded.adapters and not hasattr(loaded.model, "peft_config"):
                 from peft import PeftModel
 

@@ -10,6 +10,8 @@
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
+- A run still `validating_files` whose files are checked moves on (queued, or failed with the
+  file's error): the check ended while the run was being created (SQLite has no row lock for that).
 - An A/B comparison still waiting for its answers after `requeue_after_s` while a training worker
   sat idle lost its message: its generation is enqueued again (the task skips a comparison that
   has moved on, so an extra message is harmless).
@@ -17,6 +19,8 @@
   "running" for ever; the run page offers to run it again.
 - A queued run that asks for more devices than any live worker of its queue has gets an event
   that says so (it waits for a bigger worker), once, and again if the largest worker changes.
+- An augmentation (worker.tasks.augment) still queued after `requeue_after_s`, or running with a
+  heartbeat older than its stale limit, is enqueued again and resumes after its last example.
 - A running sweep is advanced: a run that ended without the worker's hook (cancelled from the web,
   given up above) frees its slot, and a sweep whose runs have all ended picks its best.
 
@@ -44,7 +48,7 @@ from app.models import RunStatus, utcnow
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from app.workers import repository as workers_repo
-from worker.tasks import evaluation
+from worker.tasks import augment, evaluation
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +202,18 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
     with session_scope(settings) as s:
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
+        checked = service.files_checked(s, settings=settings)  # a run created as its check ended
         comparisons = _resend_comparisons(s, settings, now)
         waiting = _explain_waiting(s)
+        augmentations = augment.requeue_lost(s, settings, now) if judge_leases else 0
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
-    return {"requeued": requeued, "resent": resent, "validations": validations, "comparisons": comparisons,
-            "evaluations": interrupted, "sweeps": advanced, "waiting": waiting}
+    return {"requeued": requeued, "resent": resent, "validations": validations, "checked": checked,
+            "comparisons": comparisons, "evaluations": interrupted, "sweeps": advanced, "waiting": waiting,
+            "augmentations": augmentations}
 
 
 _stop = threading.Event()

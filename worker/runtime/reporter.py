@@ -51,7 +51,9 @@ class DatabaseReporter:
         self._buffer: list[dict[str, Any]] = []
         self._retry: list[dict[str, Any]] = []  # a batch whose commit failed: written again, never twice
         self._pending: list[Callable[[Session], None]] = []  # checkpoint rows waiting for the database
+        self._events: list[Callable[[Session], None]] = []  # metrics events waiting for the database
         self._progress: tuple[int, int, float | None] | None = None
+        self._step_metrics: tuple[int, dict[str, float]] | None = None  # the step whose metrics event is pending
         self._last_flush = self._last_poll = time.monotonic()
         self._stop_requested = False
         self.lease_lost = False
@@ -65,6 +67,7 @@ class DatabaseReporter:
 
     # -- the Reporter protocol -----------------------------------------------------------------
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self._metrics_event(step, metrics)
         with self._lock:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and value == value:  # skip NaN
@@ -75,6 +78,18 @@ class DatabaseReporter:
 
     def on_progress(self, step: int, total: int, eta_s: float | None) -> None:
         self._progress = (step, total, eta_s)
+
+    def _metrics_event(self, step: int | None, metrics: dict[str, float]) -> None:
+        """One metrics event per logged step ("Step 10/50: training loss=..., validation loss=..."),
+        written once the step's evaluation (logged after its training loss) had its chance to join."""
+        if self._step_metrics is not None and self._step_metrics[0] != step:
+            done, values = self._step_metrics
+            total = self._progress[1] if self._progress else None
+            self._events.append(lambda s: service.add_metrics_event(s, repo.by_id(s, self.run_id), done, total, values))
+            self._step_metrics = None
+        if step is not None and ("loss" in metrics or "eval_loss" in metrics):
+            held = self._step_metrics[1] if self._step_metrics else {}
+            self._step_metrics = (step, {**held, **metrics})
 
     @property
     def step(self) -> int:
@@ -136,12 +151,13 @@ class DatabaseReporter:
         with self._lock:
             rows, self._buffer = self._buffer, []
             progress = self._progress
-        batch, retried, pending = self._retry + rows, bool(self._retry), list(self._pending)
-        if not batch and progress is None and not pending:
+        batch, retried = self._retry + rows, bool(self._retry)
+        pending, events = list(self._pending), list(self._events)
+        if not batch and progress is None and not pending and not events:
             return True
         try:
             with session_scope() as s:
-                for write in pending:
+                for write in pending + events:
                     write(s)
                 if retried:
                     repo.replace_metrics(s, run_id=self.run_id, attempt=self.attempt, rows=batch)
@@ -154,7 +170,7 @@ class DatabaseReporter:
             self._retry = batch
             self._unreachable(exc)
             return False
-        self._retry, self._pending = [], self._pending[len(pending):]
+        self._retry, self._pending, self._events = [], self._pending[len(pending):], self._events[len(events):]
         if self._outage_seen:
             self._outage_seen = False
             self.on_log(f"The database answers again: what was kept meanwhile is saved ({len(batch)} metric "
@@ -195,6 +211,7 @@ class DatabaseReporter:
         database that does not answer (the run's outcome is written right after)."""
         self._closing.set()
         self._beat.join(timeout=HEARTBEAT_EVERY_S + 1)
+        self._metrics_event(None, {})  # the last step's event
         deadline = time.monotonic() + CLOSE_WAIT_S
         try:
             while True:
@@ -202,7 +219,7 @@ class DatabaseReporter:
                 if self.flush() or time.monotonic() > deadline:
                     break
                 time.sleep(RETRY_EVERY_S)
-            if self._retry or self._pending:
+            if self._retry or self._pending or self._events:
                 raise RuntimeError(f"the database did not answer for {CLOSE_WAIT_S:.0f} s: the run's last "
                                    f"{len(self._retry)} metric values could not be saved")
         finally:

@@ -24,8 +24,10 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.datasets import repository as repo
+from app.datasets.derive import request_scan
 from app.datasets.service import INTERNAL_ERROR, VALIDATE_TASK
 from app.db import session_scope
+from app.runs import service as runs_service
 from app.models import Artifact, BaseModel, Dataset, DatasetStatus
 from app.models_registry import repository as models_repo
 from app.models_registry.service import BUILTIN_SLUG
@@ -214,7 +216,9 @@ def _finish(check: Check, report: ValidationReport, store: Store) -> str:
         if valid:
             dataset.normalized_path, dataset.normalized_eval_path = check.stored
             _record_artifacts(session, check)
+            request_scan(session, dataset)  # near duplicates and personal data: a step of its own
         _mirror_eval_file(session, dataset, report)
+        _move_waiting_runs(session, dataset)
         return dataset.status.value
 
 
@@ -250,6 +254,16 @@ def _fail(check: Check, exc: Exception, store: Store) -> None:
             dataset.report = report.model_dump(mode="json")
             dataset.stats = dataset.normalized_path = dataset.normalized_eval_path = None
             _mirror_eval_file(session, dataset, report)
+            _move_waiting_runs(session, dataset)
+
+
+def _move_waiting_runs(session, dataset: Dataset) -> None:  # noqa: ANN001
+    """Runs created while this file was checked move on in the same transaction: queued, or
+    failed with the file's own error."""
+    session.flush()
+    moved = runs_service.files_checked(session, dataset_id=dataset.id)
+    if moved:
+        log.info("dataset %s checked (%s): %d waiting runs moved on", dataset.id, dataset.status.value, moved)
 
 
 def _remove(store: Store, keys: list[str]) -> None:

@@ -49,6 +49,11 @@ def _keep_files(session: Session) -> None:
     session.info.pop(_DELETE, None)
 
 
+def delete_after_commit(session: Session, store, keys: list[str]) -> None:  # noqa: ANN001
+    """These keys (files or whole trees) leave the store once the session commits; a rollback keeps them."""
+    session.info.setdefault(_DELETE, []).append((store, keys))
+
+
 def file_out(row: Dataset) -> FileOut:
     details = None
     if row.status == DatasetStatus.invalid:
@@ -131,5 +136,5 @@ def delete_file(request: Request, file_id: str, db: SessionDep, p: CurrentPrinci
             db.delete(row)
     except IntegrityError:
         raise Conflict("This file is in use and cannot be deleted.", param="file_id") from None
-    db.info.setdefault(_DELETE, []).append((request.app.state.store, keys))
+    delete_after_commit(db, request.app.state.store, keys)
     return FileDeletedOut(id=file_id, deleted=True)

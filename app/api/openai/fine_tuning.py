@@ -31,14 +31,15 @@ from app.api.openai.schemas import (
 )
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.errors import InvalidInput
-from app.runs import configure, service
+from app.runs import service
 from app.models import DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from planner.defaults import DEFAULT_SEED, MAX_DEVICES
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
-STATUS = {RunStatus.queued: "queued", RunStatus.running: "running", RunStatus.succeeded: "succeeded",
+STATUS = {RunStatus.validating_files: "validating_files", RunStatus.queued: "queued", RunStatus.running: "running",
+          RunStatus.succeeded: "succeeded",
           RunStatus.failed: "failed", RunStatus.cancelled: "cancelled"}
 LEVELS = {"warning": "warn", "error": "error"}
 OPENAI_KEY = "openai"  # where the request's own values are kept in Run.estimate
@@ -73,7 +74,11 @@ def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
     slug = base.slug if base is not None else str(run.base_model_id)
     asked = (run.estimate or {}).get(OPENAI_KEY) or {}
     error = None
-    if run.status == RunStatus.failed:
+    file_error = (run.result or {}).get("file_error")
+    if run.status == RunStatus.failed and file_error:  # a file that did not pass its check: its own error
+        error = JobError(code=file_error["code"], message=run.error_message or file_error["message"],
+                         param=file_error.get("param"), line=file_error.get("line"))
+    elif run.status == RunStatus.failed:
         error = JobError(code=run.error_kind or "error", message=run.error_message or "The run failed.")
     finish = None
     if run.status == RunStatus.running and run.eta_s:
@@ -103,7 +108,7 @@ def _requested(body: JobCreateIn) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v != "auto"}
 
 
-def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, Any]:  # noqa: ANN001
+def _overrides(asked: dict[str, Any], seed: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {} if seed is None else {"seed": seed}
     if "n_epochs" in asked:
         if not 1 <= asked["n_epochs"] <= 50:
@@ -118,7 +123,6 @@ def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, An
         if not 0 < factor <= 10:
             raise InvalidInput("learning_rate_multiplier must be above 0 and at most 10.",
                                param="hyperparameters.learning_rate_multiplier")
-        out["learning_rate"] = base_lr() * factor
     if "devices" in asked:
         if not 1 <= asked["devices"] <= MAX_DEVICES:
             raise InvalidInput(f"devices must be between 1 and {MAX_DEVICES}: the GPUs of one worker host "
@@ -127,33 +131,33 @@ def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, An
     return out
 
 
-def _usable(db: Session, team_id: int, file_id: str, param: str):  # noqa: ANN202
+def _file(db: Session, team_id: int, file_id: str, param: str):  # noqa: ANN202
+    """The team's file: processed, or still being checked (the job then waits in validating_files,
+    as at OpenAI); a file that failed its check is refused with its own first error."""
     row = get_file(db, team_id, file_id, param=param)
-    if row.status != DatasetStatus.valid:
-        state = "still being validated" if row.status != DatasetStatus.invalid else "invalid"
-        raise InvalidInput(f"The file {file_id} is {state}: a run needs files whose status is 'processed'.",
-                           param=param)
+    if row.status == DatasetStatus.invalid:
+        error = service.file_error(row)
+        where = f" (line {error['line']})" if error["line"] else ""
+        raise InvalidInput(f"The file {file_id} did not pass validation{where}: {error['message']}", param=param,
+                           details={"file_error": error})
     return row
 
 
 @router.post("/jobs", response_model=JobOut)
 def create_job(body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
                settings: SettingsDep) -> JobOut:
+    """Files still being validated are accepted: the job is `validating_files` until they pass
+    (then `queued`), or `failed` with the file's error."""
     p.require("write")
     base = names.base_model(db, team_id=p.team_id, name=body.model)
-    train = _usable(db, p.team_id, body.training_file, "training_file")
-    valid = _usable(db, p.team_id, body.validation_file, "validation_file") if body.validation_file else None
-
-    def base_lr() -> float:
-        device = service.training_device(db)
-        return configure.plan(dataset=train, model=base, device=device).config.learning_rate
-
+    train = _file(db, p.team_id, body.training_file, "training_file")
+    valid = _file(db, p.team_id, body.validation_file, "validation_file") if body.validation_file else None
     asked = _requested(body)
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
-                             hyperparameters=_overrides(asked, body.seed, base_lr), suffix=body.suffix)
+                             hyperparameters=_overrides(asked, body.seed), suffix=body.suffix,
+                             eval_dataset_id=valid.id if valid is not None else None,
+                             learning_rate_multiplier=asked.get("learning_rate_multiplier"))
     run, _ = service.submit(db, sub=sub, settings=settings)
-    if valid is not None:
-        run.eval_dataset_id = valid.id
     run.estimate = {**(run.estimate or {}), OPENAI_KEY: {
         "hyperparameters": asked, "validation_file": body.validation_file, "metadata": body.metadata}}
     db.flush()
@@ -216,6 +220,7 @@ def list_checkpoints(fine_tuning_job_id: str, db: SessionDep, p: CurrentPrincipa
     data = []
     for c in rows[:limit]:
         m = c.metrics or {}
+        m = m.get("metrics") if isinstance(m.get("metrics"), dict) else m  # the worker keeps them in its metadata
         data.append(CheckpointOut(
             id=names.encode("ftckpt", c.id), created_at=names.unix(c.created_at), step_number=c.step,
             fine_tuned_model_checkpoint=names.checkpoint_name(run, slug, c.step),

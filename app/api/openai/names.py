@@ -45,8 +45,23 @@ def fine_tuned_name(run: Run, base_slug: str) -> str:
     return f"ft:{base_slug}:team-{run.team_id}:{run.suffix or ''}:{run.id}"
 
 
+CHECKPOINT = ":ckpt-step-"
+
+
 def checkpoint_name(run: Run, base_slug: str, step: int) -> str:
-    return f"{fine_tuned_name(run, base_slug)}:ckpt-step-{step}"
+    return f"{fine_tuned_name(run, base_slug)}{CHECKPOINT}{step}"
+
+
+def is_checkpoint(name: str) -> bool:
+    return name.startswith("ft:") and CHECKPOINT in name
+
+
+def checkpoint_run(session: Session, *, team_id: int, name: str, param: str = "model") -> tuple[Run, int]:
+    """The team's run and the step behind `ft:...:<job id>:ckpt-step-<n>`."""
+    head, _, step = name.rpartition(CHECKPOINT)
+    if not (step.isascii() and step.isdigit()) or len(step) > 9:
+        raise NotFound("This model does not exist or you do not have access to it.", param=param)
+    return fine_tuned_run(session, team_id=team_id, name=head, param=param), int(step)
 
 
 def base_model(session: Session, *, team_id: int, name: str, param: str = "model") -> BaseModel:

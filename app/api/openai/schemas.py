@@ -95,9 +95,11 @@ class JobCreateIn(BaseModel):
 
 
 class JobError(BaseModel):
-    code: str
+    code: str = Field(description="For a file that did not pass its check: the file's own error kind "
+                      "(e.g. invalid_json).")
     message: str
-    param: str | None = None
+    param: str | None = Field(None, description="training_file or validation_file for a file's error.")
+    line: int | None = Field(None, description="Studio extension: the file's line with the error, when known.")
 
 
 class HyperparametersOut(BaseModel):
@@ -193,3 +195,9 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class ModelDeletedOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
