@@ -12,13 +12,17 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from app.deps import csrf_token_for
+from app.home import glossary
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
+templates.env.globals["glossary"] = glossary  # setting_label / setting_term / BY_SLUG in every page
 FLASH_COOKIE = "studio_flash"
 
 # (href, label) in the order the top bar shows them. Domains append theirs in main.py.
 NAV_ITEMS: list[tuple[str, str]] = [("/", "Home")]
+# Shown after the domains' items (main.py appends theirs in between).
+NAV_TAIL: list[tuple[str, str]] = [("/glossary", "Glossary")]
 
 
 def _flash_serializer(request: Request) -> URLSafeSerializer:
@@ -31,7 +35,7 @@ def is_htmx(request: Request) -> bool:
 
 def current_nav(path: str) -> str | None:
     """The nav item a page belongs to: the longest href that is the path or a parent of it."""
-    matches = [h for h, _ in NAV_ITEMS if path == h or (h != "/" and path.startswith(h + "/"))]
+    matches = [h for h, _ in NAV_ITEMS + NAV_TAIL if path == h or (h != "/" and path.startswith(h + "/"))]
     return max(matches, key=len, default=None)
 
 
@@ -47,7 +51,7 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
     ctx: dict[str, Any] = {
         "viewer": getattr(request.state, "viewer", None),
         "csrf_token": csrf_token_for(request),
-        "nav_items": NAV_ITEMS,
+        "nav_items": NAV_ITEMS + NAV_TAIL,
         "nav_current": current_nav(request.url.path),
         "flashes": flashes,
         "form": {},

@@ -338,6 +338,50 @@ def estimate_time(train_tokens: float | None, tokens_per_second: float | None, d
     return train_tokens / (tokens_per_second * speedup)
 
 
+# Relative cost of one token by method, LoRA = 1: full fine-tuning also computes the weight
+# gradients (6N against 4N flops per token); 4-bit and 8-bit bases dequantise on every pass.
+METHOD_TIME_FACTOR = {"full": 1.5, "lora": 1.0, "lora8bit": 1.2, "qlora": 1.3}
+RECOMPUTE_TIME_FACTOR = 4 / 3  # gradient checkpointing runs the forward pass twice
+# Without finished runs to learn from, the range around the estimate: a guess from flops alone.
+UNCALIBRATED_RANGE = (0.5, 2.0)
+MIN_CALIBRATION_RUNS = 2
+
+
+def processed_tokens(*, train_tokens: int, train_examples: int, max_length: int, epochs: float | None,
+                     max_steps: int | None, effective_batch: int) -> float:
+    """Tokens the run will process: each example cut at max_length, times the passes over the
+    data, or max_steps x effective batch examples when a step limit is set."""
+    per_example = min(train_tokens / max(train_examples, 1), max_length) if train_tokens else max_length
+    if max_steps:
+        return max_steps * effective_batch * per_example
+    return per_example * max(train_examples, 1) * (epochs or 1.0)
+
+
+def time_factor(method: str, gradient_checkpointing: bool) -> float:
+    return METHOD_TIME_FACTOR.get(method, 1.0) * (RECOMPUTE_TIME_FACTOR if gradient_checkpointing else 1.0)
+
+
+def time_range(time_s: float | None, ratios: list[float]) -> dict | None:
+    """The likely range around a time estimate. `ratios` are actual/estimated durations of
+    finished runs on the same kind of worker: with MIN_CALIBRATION_RUNS or more, the estimate is
+    corrected by their median and the range spans their spread; otherwise a wide default range."""
+    if not time_s:
+        return None
+    ratios = sorted(r for r in ratios if r and r > 0)
+    if len(ratios) < MIN_CALIBRATION_RUNS:
+        low, high = UNCALIBRATED_RANGE
+        return {"low_s": time_s * low, "high_s": time_s * high, "likely_s": time_s, "runs": len(ratios),
+                "calibrated": False}
+    n = len(ratios)
+    median = ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+    # the 10th to 90th percentile of what earlier runs did, widened a little for few runs
+    lo = ratios[int(0.1 * (n - 1))]
+    hi = ratios[int(round(0.9 * (n - 1)))]
+    widen = 1.0 + 0.5 / n
+    return {"low_s": time_s * lo / widen, "high_s": time_s * hi * widen, "likely_s": time_s * median,
+            "runs": n, "calibrated": True}
+
+
 def _recommend(by_method: dict[str, MemoryEstimate], method: str, device: str) -> str | None:
     if by_method[method].fits in (True, None):
         return method

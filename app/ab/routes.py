@@ -224,6 +224,8 @@ def _context(db: Session, p: Principal, comparison_id: int) -> dict[str, Any]:
         "votes_so_far": len(repo.votes(db, comparison_id=c.id)),
         "can_close": c.status == service.OPEN and service.can_close(db, p, c),
         "can_write": "write" in p.scopes,
+        "wait": service.generation_wait(db, c) if c.status == service.PENDING else None,
+        "time_left_s": service.time_left_s(c) if c.status == service.GENERATING else None,
     }
 
 

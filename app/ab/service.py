@@ -171,6 +171,14 @@ def retry(session: Session, comparison: Comparison) -> Comparison:
 
 # -- reading, voting, closing ---------------------------------------------------------------
 
+def generation_wait(session: Session, comparison: Comparison) -> "runs_service.QueueWait":
+    """What a pending comparison waits behind in the "train" queue (the broker serves it in
+    order), counted from when it was created."""
+    from app.runs import service as runs_service
+
+    return runs_service.queue_wait(session, GENERATE_QUEUE, sent=comparison.created_at)
+
+
 def get(session: Session, *, team_id: int, comparison_id: int) -> Comparison:
     comparison = repo.get(session, team_id=team_id, comparison_id=comparison_id)
     if comparison is None:
@@ -303,6 +311,17 @@ def results(session: Session, comparison: Comparison, st: Standing) -> Results:
                        left="b" if pair.swapped else "a") for pair in st.pairs]
     return Results(overall=stats.analyse([c for _, _, c in votes]), pairs=rows,
                    voters=len({u for _, u, _ in votes}), label_a=label_a, label_b=label_b)
+
+
+def time_left_s(comparison: Comparison) -> float | None:
+    """Seconds until every answer is generated, at the pace so far (model loading included, so
+    it starts pessimistic); None before the first answers are written."""
+    p = (comparison.prompt_source or {}).get("progress") or {}
+    done, total, started = int(p.get("done", 0)), int(p.get("total", 0)), p.get("started_at")
+    if not done or not total or not isinstance(started, int | float):
+        return None
+    spent = max(0.0, utcnow().timestamp() - started)
+    return spent / done * max(0, total - done)
 
 
 def progress(comparison: Comparison) -> tuple[int, int]:

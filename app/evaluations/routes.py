@@ -28,6 +28,9 @@ def section_context(db: Session, *, team_id: int, run: Run, can_write: bool,
     """What templates/evaluations/_section.html needs (the run page includes it)."""
     evaluations = repo.for_run(db, team_id=team_id, run_id=run.id)
     ctx = views.section(run, evaluations, service.alive_workers(db), can_write)
+    latest = ctx["evaluation"]
+    ctx["wait"] = (runs_service.queue_wait(db, run.queue, sent=latest.created_at)
+                   if latest is not None and latest.status == "pending" and ctx["evaluating"] else None)
     judged = ctx["judge"] is not None and ctx["judge"].status in ("pending", "running")
     ctx["can_judge"] = bool(can_write and settings is not None and settings.judge_base_url and settings.judge_model
                             and ctx["evaluation"] is not None and ctx["evaluation"].status == "succeeded"

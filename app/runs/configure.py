@@ -72,7 +72,10 @@ def _readable(exc: ValidationError) -> str:
 
 
 def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "auto",
-         overrides: dict[str, Any] | None = None, time_budget_s: float | None = None) -> Plan:
+         overrides: dict[str, Any] | None = None, time_budget_s: float | None = None,
+         calibration: list[float] | None = None) -> Plan:
+    """calibration: actual/estimated durations of finished runs on this device kind (see
+    service.calibration); they turn the time estimate into a range."""
     overrides = dict(overrides or {})
     if "base_model" in overrides:
         raise InvalidInput("Choose the base model by its id, not by a path.", param="base_model")
@@ -98,15 +101,19 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
             reasons.append(note)
     except ValidationError as exc:
         raise InvalidInput(f"These settings are not valid: {_readable(exc)}", param="hyperparameters") from None
-    epochs = config.epochs or 1.0
+    processed = estimator.processed_tokens(
+        train_tokens=tokens, train_examples=examples, max_length=config.max_length, epochs=config.epochs,
+        max_steps=config.max_steps, effective_batch=config.effective_batch_size)
+    tps = presets.guess_tokens_per_second(info.parameters, device.kind) / estimator.time_factor(
+        config.method, config.gradient_checkpointing)
     est = estimator.estimate(
         parameters=info.parameters, hidden_size=info.hidden_size, num_layers=info.num_layers,
         vocab_size=info.vocab_size, context_length=config.max_length, batch_size=config.per_device_batch_size,
         method=config.method, device=device.kind, device_memory_gb=device.memory_gb,
         intermediate_size=info.intermediate_size, num_kv_heads_ratio=info.num_kv_heads_ratio,
         tied_embeddings=info.tied_embeddings, lora_rank=config.lora_r, target_modules=config.target_modules,
-        gradient_checkpointing=config.gradient_checkpointing, train_tokens=tokens * epochs,
-        tokens_per_second=presets.guess_tokens_per_second(info.parameters, device.kind), devices=config.devices,
+        gradient_checkpointing=config.gradient_checkpointing, train_tokens=processed,
+        tokens_per_second=tps, devices=config.devices,
     )
     estimate = {
         "device": device.name, "device_kind": device.kind, "device_memory_gb": device.memory_gb,
@@ -115,6 +122,7 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
         "effective_batch_size": config.effective_batch_size, "devices": config.devices,
         "strategy": est.requested.strategy, "per_device_gb": round(est.requested.total_gb, 2),
         "devices_needed": est.devices_needed,
+        "time_range": estimator.time_range(est.time_s, calibration or []),
         "by_method": {m: round(e.total_gb, 2) for m, e in est.by_method.items()},
     }
     warnings = [] if device.known else [

@@ -7,6 +7,7 @@ ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.j
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +21,7 @@ from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
+from app.home import glossary
 from app.runs import configure, merged, service, views
 from app.datasets import repository as datasets_repo
 from app.datasets import tokens
@@ -78,12 +80,15 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
     model = model_choice["model"] if model_choice else None
     overrides = views.overrides_from(form)
     plan, settings_error = None, None
+    calibration = service.calibration(db, team_id=p.team_id, device_kind=device.kind)
     if dataset is not None and model is not None:
         try:
-            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset, overrides=overrides)
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset, overrides=overrides,
+                                  calibration=calibration)
         except StudioError as exc:
             settings_error = exc.message
-            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset)
+            plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset,
+                                  calibration=calibration)
     share = views.trainable_share(plan.estimate, model.parameter_count) if plan and model else None
     config = plan.config.model_dump() if plan else {}
     token_preview = tokens.preview(dataset, model.id, plan.config.max_length) if plan else None
@@ -95,6 +100,9 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
         "models": choices, "model": model, "preset": preset, "plan": plan, "config": config,
         "settings_error": settings_error, "device": device, "views": views,
         "method_sentence": views.method_sentence(config["method"], share) if plan else "",
+        "plain_choices": glossary.plain_choices(config, _examples(dataset)) if plan else [],
+        "memory_sentence": glossary.memory_sentence(plan.estimate, views.METHOD_LABELS) if plan else "",
+        "glossary": glossary,
         "fields": views.setting_fields(config, {k[3:]: v for k, v in form.items() if k.startswith("hp_")}),
         "advanced_open": bool(overrides) or settings_error is not None or form.get("advanced") == "open",
         "can_write": "write" in p.scopes, "token_preview": token_preview, "nothing_trained": nothing_trained,
@@ -262,9 +270,19 @@ def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) 
     builds it (polled, htmx), then a download link. Looking never starts a build, and the web
     process never builds or loads the model."""
     run = service.get(db, team_id=p.team_id, run_id=run_id)
-    current = merged.state(db, request.app.state.store, run)
+    store = request.app.state.store
+    current = merged.state(db, store, run)
     template = "runs/_merged.html" if is_htmx(request) else "runs/merged.html"
-    return render(request, template, {"run": run, "merged": current})
+    return render(request, template, {"run": run, "merged": current, "views": views,
+                                      "wait": _merge_wait(db, store, run, current)})
+
+
+def _merge_wait(db: Session, store, run: Run, current: merged.MergedState) -> service.QueueWait | None:  # noqa: ANN001
+    """A build not yet taken by a worker waits in the run's queue behind the training ahead of it."""
+    status = merged.read_status(store, run) if current.status == "preparing" else None
+    if not status or status.get("state") != "queued":
+        return None
+    return service.queue_wait(db, run.queue, sent=datetime.fromtimestamp(status["updated_at"], tz=UTC))
 
 
 @pages.post("/runs/{run_id}/merged")

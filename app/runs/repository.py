@@ -36,6 +36,15 @@ def list_runs(session: Session, *, team_id: int, status: str | None = None, data
     return list(session.scalars(stmt.order_by(Run.id.desc()).limit(limit)))
 
 
+def finished_with_estimates(session: Session, *, team_id: int, limit: int = 50) -> list[Row]:
+    """The team's latest succeeded runs with their start, finish and recorded estimate."""
+    return list(session.execute(
+        select(Run.started_at, Run.finished_at, Run.estimate)
+        .where(Run.team_id == team_id, Run.status == RunStatus.succeeded, Run.started_at.is_not(None),
+               Run.finished_at.is_not(None), Run.estimate.is_not(None))
+        .order_by(Run.finished_at.desc()).limit(limit)).all())
+
+
 def events(session: Session, run_id: int, *, after_id: int = 0, limit: int = 500,
            exclude_kinds: Sequence[str] = ()) -> list[RunEvent]:
     stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after_id)
@@ -183,6 +192,19 @@ def queue_snapshot(session: Session, queue: str) -> tuple[list[Row], list[Row], 
                func.max(Run.started_at).label("last_started_at"))
         .where(Run.team_id.in_(sorted({r.team_id for r in queued}) or [-1])).group_by(Run.team_id))}
     return queued, running, teams
+
+
+def ahead_in_queue(session: Session, queue: str, *, before: datetime) -> tuple[list[Row], list[Row]]:
+    """What a task sent to `queue` at `before` waits behind, across teams (shown only as counts
+    and times): the runs training on that queue now (eta_s, estimate, started_at) and the runs
+    queued earlier (estimate)."""
+    running = list(session.execute(
+        select(Run.eta_s, Run.estimate, Run.started_at).where(Run.status == RunStatus.running, Run.queue == queue)))
+    queued = list(session.execute(
+        select(Run.estimate).where(Run.status == RunStatus.queued, Run.queue == queue,
+                                   Run.cancel_requested.is_(False), Run.enqueued_at.is_not(None),
+                                   Run.enqueued_at <= before)))
+    return running, queued
 
 
 def names(session: Session, *, team_id: int, ids: Sequence[int]) -> dict[int, str]:

@@ -4,6 +4,7 @@ Services flush; the request edge or the task wrapper commits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -13,7 +14,8 @@ from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
 from app.datasets import tokens
-from app.runs import configure
+from app.home import glossary
+from app.runs import configure, views
 from app.runs import queue_position as qp
 from app.runs import repository as repo
 from app.models import BaseModel, Dataset, DatasetStatus, Run, RunEvent, RunStatus, ModelStatus, utcnow
@@ -141,12 +143,80 @@ def training_device(session: Session) -> configure.Device:
     return configure.training_device(workers_repo.alive(session))
 
 
+@dataclass
+class QueueWait:
+    """What a task sent to a queue waits behind: the runs training on it now and those queued
+    before it (across teams, shown only as counts), the live workers of that queue, and when it
+    should start (None: a run ahead has no time estimate, or no worker is online)."""
+    running: int
+    queued: int
+    workers: int
+    starts_in_s: float | None
+
+    def sentence(self, what: str) -> str:
+        """`what` names the work, e.g. "The answers are generated"."""
+        if not self.workers:
+            return (f"{what} by a training worker, and none is online: it starts as soon as one does "
+                    "(an administrator runs studio worker).")
+        if not self.running and not self.queued:
+            return f"{what} by a training worker, which takes it in a moment."
+        parts = []
+        if self.running:
+            parts.append(f"{self.running} training run{'s' if self.running != 1 else ''} in progress")
+        if self.queued:
+            parts.append(f"{self.queued} queued before it")
+        when = (f" Expected to start in about {_minutes(self.starts_in_s)}." if self.starts_in_s is not None
+                else " The start time is not known yet: a run ahead has no time estimate.")
+        return (f"{what} by a training worker, after what is ahead: {' and '.join(parts)} "
+                f"(place {self.running + self.queued + 1} in line).{when}")
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def queue_wait(session: Session, queue_name: str, *, sent: datetime) -> QueueWait:
+    """The running runs' time left (their ETA, else their estimate less the time run) and the
+    estimates of the runs queued before `sent`, shared over the queue's live workers."""
+    running, queued = repo.ahead_in_queue(session, queue_name, before=sent)
+    workers = sum(1 for w in workers_repo.alive(session) if queue_name in w.queues.split(","))
+    now = utcnow()
+    left: list[float | None] = []
+    for row in running:
+        if row.eta_s is not None:
+            left.append(max(0.0, float(row.eta_s)))
+        else:
+            total = qp.duration_of(row.estimate)
+            spent = (now - row.started_at).total_seconds() if row.started_at else 0.0
+            left.append(None if total is None else max(0.0, total - spent))
+    left += [qp.duration_of(row.estimate) for row in queued]
+    starts = None if (not workers or any(x is None for x in left)) else sum(left) / workers
+    return QueueWait(running=len(running), queued=len(queued), workers=workers, starts_in_s=starts)
+
+
+def calibration(session: Session, *, team_id: int, device_kind: str) -> list[float]:
+    """Actual over estimated training time of the team's finished runs on this kind of worker
+    (cpu | cuda): what turns a time estimate into a calibrated range. Nothing new is stored:
+    the run's recorded estimate and its start and finish times are enough."""
+    ratios = []
+    for started, finished, est in repo.finished_with_estimates(session, team_id=team_id):
+        predicted = (est or {}).get("time_s")
+        if not predicted or (est or {}).get("device_kind") != device_kind or not (est or {}).get("device_known"):
+            continue
+        actual = (finished - started).total_seconds()
+        if actual > 0:
+            ratios.append(actual / predicted)
+    return ratios
+
+
 def _plan(session: Session, *, dataset: Dataset, model: BaseModel, asked: dict[str, Any]) -> configure.Plan:
     """The configuration for what was asked (a Submission's planning fields, as kept on the run)."""
     device = training_device(session)
     overrides = dict(asked.get("overrides") or {})
     kwargs = dict(dataset=dataset, model=model, device=device, preset=asked.get("preset", "auto"),
-                  time_budget_s=asked.get("time_budget_s"))
+                  time_budget_s=asked.get("time_budget_s"),
+                  calibration=calibration(session, team_id=dataset.team_id, device_kind=device.kind))
     factor = asked.get("learning_rate_multiplier")
     if factor is not None:
         base = configure.plan(**kwargs, overrides={k: v for k, v in overrides.items() if k != "learning_rate"})
@@ -159,7 +229,9 @@ def _fits(plan: configure.Plan, device_known: bool, dataset: Dataset, model: Bas
     if (why := tokens.nothing_trained(dataset, model.id, plan.config.max_length)) is not None:
         return why
     if device_known and plan.estimate["memory"]["fits"] is False:
-        return f"This run would not fit on {plan.estimate['device']}: {plan.estimate['verdict']}"
+        # in words for the wizard; the technical verdict stays in details.estimate for the API
+        return (f"This run would not fit on {plan.estimate['device']}: "
+                f"{glossary.memory_sentence(plan.estimate, views.METHOD_LABELS)}")
     return None
 
 
@@ -208,7 +280,7 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
                   "still being validated; the run is queued as soon as they pass.",
                   data={"status": "validating_files", "datasets": [d.id for d in checking]})
         return run, True
-    add_event(session, run, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
+    add_event(session, run, "status", f"Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")
@@ -277,7 +349,7 @@ def _release(session: Session, run: Run, settings: Settings) -> bool:
         run.eval_dataset_id = dataset.eval_dataset_id
     run.estimate = {**plan.estimate, "reasons": plan.reasons, SUBMISSION: asked, PROVISIONAL: False}
     run.status, run.enqueued_at = RunStatus.queued, utcnow()
-    add_event(session, run, "status", f"Files checked. Queued: {plan.config.method} fine-tuning of "
+    add_event(session, run, "status", f"Files checked. Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of "
               f"{model.display_name} on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")

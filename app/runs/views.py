@@ -44,6 +44,24 @@ ARTIFACT_LABELS = {"adapter": ("Adapter", "the small trained part; load it on to
                    "model_card": ("Model card", "what was trained, on what, and how (README.md)"),
                    "log": ("Training log", "everything the run printed")}
 
+# How to use each download, in two lines a person can paste (the folder is the unzipped download).
+ARTIFACT_USAGE = {
+    "adapter": ("Unzip it to a folder \"adapter\", then in Python with peft (it loads the base model the "
+                "adapter was trained on, named in the adapter's settings):",
+                'from peft import AutoPeftModelForCausalLM\n'
+                'model = AutoPeftModelForCausalLM.from_pretrained("adapter")'),
+    "merged": ("Unzip it to a folder \"merged\", then in Python with transformers (or any tool that reads a "
+               "Hugging Face model folder):",
+               'from transformers import pipeline\n'
+               'chat = pipeline("text-generation", model="merged")'),
+    "full": ("Unzip it to a folder \"model\", then in Python with transformers (or any tool that reads a "
+             "Hugging Face model folder):",
+             'from transformers import pipeline\n'
+             'chat = pipeline("text-generation", model="model")'),
+    "model_card": ("A text file (Markdown): open it in any editor, or keep it as README.md beside the model.", ""),
+    "log": ("Plain text: open it in any editor; search it for 'error' when a run failed.", ""),
+}
+
 
 def status_label(status: RunStatus | str) -> str:
     return STATUS_LABELS.get(getattr(status, "value", status), str(status))

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited, StudioError
-from app.runs import configure
+from app.home import glossary
+from app.runs import configure, views
 from app.runs import repository as runs_repo
 from app.runs import service as runs_service
 from app.models import BaseModel, Dataset, Run, RunStatus, Sweep, utcnow
@@ -104,7 +105,8 @@ def _plan_points(session: Session, req: SweepRequest, space: dict,
                                param="search_space") from None
         if device.known and plan.estimate["memory"]["fits"] is False:
             raise InvalidInput(f"The run {grid.label(point)} would not fit on {device.name}: "
-                               f"{plan.estimate['verdict']}", param="search_space")
+                               f"{glossary.memory_sentence(plan.estimate, views.METHOD_LABELS)}",
+                               param="search_space", details={"estimate": plan.estimate})
     return dataset, model, base
 
 

@@ -46,7 +46,8 @@
     all.forEach(function (p) {
       x0 = Math.min(x0, p[0]); x1 = Math.max(x1, p[0]); y0 = Math.min(y0, p[1]); y1 = Math.max(y1, p[1]);
     });
-    if (x1 === x0) { x0 -= 1; x1 += 1; }
+    var oneStep = x1 === x0;
+    if (oneStep) { x0 -= 1; x1 += 1; }
     var pad = (y1 - y0) * 0.06 || Math.abs(y1) * 0.1 || 1;
     y0 -= pad; y1 += pad;
     var sx = function (x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
@@ -54,12 +55,22 @@
     var svg = el("svg", { viewBox: "0 0 " + W + " " + H, class: "chart-svg", focusable: "false" }, area);
     var yticks = ticks(y0 + pad, y1 - pad, 4);
     var ystep = yticks.length > 1 ? yticks[1] - yticks[0] : 0;
+    var seen = {};
+    yticks = yticks.filter(function (v) {  // no label twice (a flat or one-point series)
+      var t = fmt(v, ystep);
+      if (seen[t]) return false;
+      seen[t] = true;
+      return true;
+    });
     yticks.forEach(function (v) {
       el("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: "grid-line" }, svg);
       el("text", { x: L - 6, y: sy(v) + 4, class: "tick", "text-anchor": "end" }, svg).textContent = fmt(v, ystep);
     });
-    ticks(x0, x1, 4).forEach(function (v) {
+    var xseen = {};
+    (oneStep ? [x0 + 1] : ticks(x0, x1, 4)).forEach(function (v) {
       var s = Math.round(v);
+      if (xseen[s]) return;  // steps are whole numbers: a short run would repeat them
+      xseen[s] = true;
       el("text", { x: sx(s), y: H - 10, class: "tick", "text-anchor": "middle" }, svg).textContent = String(s);
     });
     chart.series.forEach(function (s) {
@@ -71,7 +82,17 @@
       el("polyline", attrs, svg);
       if (s.points.length <= 40) {
         s.points.forEach(function (p) {
-          el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: s.color }, svg);
+          el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: s.points.length <= 3 ? 5 : 3, fill: s.color }, svg);
+        });
+      }
+      var drawn = chart.series.filter(function (x) { return x.points.length; }).length;
+      if (s.points.length <= 3 && drawn === 1) {
+        // few points: each one carries its value, so the chart still says something
+        var n = s.points.length;
+        s.points.forEach(function (p, i) {
+          var anchor = n > 1 && i === 0 ? "start" : n > 1 && i === n - 1 ? "end" : "middle";
+          el("text", { x: sx(p[0]), y: Math.max(T + 12, sy(p[1]) - 10), class: "point-value", "text-anchor": anchor }, svg)
+            .textContent = fmt(p[1]) + " at step " + p[0];
         });
       }
     });

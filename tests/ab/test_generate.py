@@ -69,7 +69,8 @@ def test_base_against_its_fine_tuned_run(db, store, team, tiny_run, sent):
     assert generate_comparison(cid) == service.OPEN
     comparison, pairs = _reload(db, cid)
     assert comparison.status == "open" and comparison.error_message is None
-    assert comparison.prompt_source["progress"] == {"done": 6, "total": 6}
+    progress = comparison.prompt_source["progress"]
+    assert (progress["done"], progress["total"]) == (6, 6) and progress["started_at"] > 0  # the pace is known
     assert [p.prompt for p in pairs] == PROMPTS
     assert all(p.answer_a and p.answer_b for p in pairs)
     assert any(p.answer_a != p.answer_b for p in pairs), "the adapter must change the answers"

@@ -26,7 +26,7 @@ OWN_TEAM_ROUTES = {
     "/api/v1/models",  # shared models plus A's own: B's private model must not appear (MARK)
     "GET /api/v1/runs",  # A's own runs; POST with B's dataset and model must be refused
     "GET /runs", "/runs/new", "/runs/recent", "/runs/compare",  # POST /runs with B's ids must be refused
-    "/runs/help/fine-tune-or-retrieval",
+    "/runs/help/fine-tune-or-retrieval", "/glossary",  # the same for every team
     "GET /v1/files", "POST /v1/files", "GET /v1/fine_tuning/jobs", "GET /v1/models",  # A's own only
     "GET /ab", "/ab/new", "GET /api/v1/ab/comparisons",  # A's own; POST with B's models must be refused
     "GET /sweeps", "/sweeps/new", "/sweeps/preview", "GET /api/v1/sweeps",  # POST with B's dataset must be refused

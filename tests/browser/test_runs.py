@@ -133,7 +133,7 @@ def test_first_fine_tune_in_the_browser(live_server, page, worker, inference, tm
     page.locator(".recent-runs, .card .empty").first.wait_for()
     shoot(page, "runs-0-home")
 
-    page.click("a:has-text('Start a fine-tune')")
+    page.click("ol.first-steps a:has-text('Start a fine-tune')")
     assert "You have no checked dataset yet" in page.locator("main").inner_text()
     shoot(page, "runs-1-new-empty")
     page.click("button:has-text('Try with the example')")

@@ -98,3 +98,29 @@ def test_lora_memory_per_device_does_not_shrink_but_time_does():
 def test_70b_full_fine_tune_is_about_one_80gb_gpu_each_on_eight():
     eight = estimate(method="full", **LLAMA_70B, **RULE_SETUP, devices=8)
     assert eight.requested.total_gb == pytest.approx(80, rel=0.1)
+
+
+def test_the_time_range_is_wide_without_history_and_follows_finished_runs_with_it():
+    from planner.estimate import UNCALIBRATED_RANGE, time_range
+
+    rough = time_range(600.0, [1.5])  # one finished run is not enough to learn from
+    assert not rough["calibrated"] and rough["runs"] == 1
+    assert (rough["low_s"], rough["high_s"]) == (600.0 * UNCALIBRATED_RANGE[0], 600.0 * UNCALIBRATED_RANGE[1])
+    slow = time_range(600.0, [1.9, 2.0, 2.1, 2.2])  # this machine always took about twice the guess
+    assert slow["calibrated"] and slow["runs"] == 4
+    assert 600 * 1.9 / 1.2 <= slow["low_s"] < 600 * 2.0 < slow["high_s"] <= 600 * 2.2 * 1.2
+    assert slow["low_s"] <= slow["likely_s"] <= slow["high_s"] and slow["likely_s"] == 600 * 2.05
+    assert time_range(None, [1.0, 1.0]) is None
+
+
+def test_the_time_follows_the_method_the_length_the_passes_and_the_steps():
+    from planner.estimate import processed_tokens, time_factor
+
+    base = dict(train_tokens=10_000, train_examples=100, max_length=512, epochs=1.0, max_steps=None,
+                effective_batch=16)
+    assert processed_tokens(**base) == 10_000
+    assert processed_tokens(**{**base, "epochs": 3.0}) == 30_000
+    assert processed_tokens(**{**base, "max_length": 50}) == 5_000  # 100-token examples cut at 50
+    assert processed_tokens(**{**base, "max_steps": 10}) == 10 * 16 * 100
+    assert time_factor("full", False) > time_factor("qlora", False) > time_factor("lora", False)
+    assert time_factor("lora", True) > time_factor("lora", False)

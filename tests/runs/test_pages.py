@@ -92,11 +92,11 @@ def test_wizard_proposes_a_device_count_and_shows_the_effective_batch(browser, d
     proposal = re.search(r"Needs (\d+) GPUs of 8 GB: set devices to (\d+)", text)
     assert proposal and proposal[1] == proposal[2] and int(proposal[1]) > 1, text
     assert f'name="hp_devices" value="{proposal[1]}">Set devices to {proposal[1]}</button>' in text
-    assert "Effective batch: 2 per pass x 8 accumulated x 1 device = <strong>16</strong>" in text
+    assert "Examples per update</a>: 2 at once x 8 added up x 1 device = <strong>16</strong>" in text
     text = browser.get(f"{query}&hp_devices={proposal[1]}").text
     n = int(proposal[1])
     assert "Needs" not in text and f"per device ({n} devices, FSDP)" in text
-    assert f"x {16 // (2 * n)} accumulated x {n} devices = <strong>16</strong>" in text
+    assert f"x {16 // (2 * n)} added up x {n} devices = <strong>16</strong>" in text
 
 
 def test_run_page_says_how_many_gpus_and_the_effective_batch(browser, db, team, dataset, model):
@@ -232,8 +232,9 @@ def test_compare_marks_the_best_run_and_the_differences(browser, db, team, datas
     assert r.status_code == 200
     best_row = re.search(r'<tr class="best">(.*?)</tr>', r.text, re.S).group(1)
     assert "rank 32" in best_row and "lowest evaluation loss" in r.text
-    differs = re.findall(r'<tr class="differs">\s*<th scope="row"><code[^>]*>(\w+)</code>', r.text)
-    assert differs == ["lora_r"]
+    differs = re.findall(r'<tr class="differs">\s*<th scope="row"><a class="term" href="/glossary#[\w-]+" '
+                         r'title="(\w+): [^"]*">([^<]+)</a>', r.text)
+    assert differs == [("lora_r", "How strongly to adapt")]  # the plain name, the setting's own on hover
     assert f'/runs/compare?ids={a.id},{b.id}' in r.text
 
 

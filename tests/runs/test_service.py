@@ -24,7 +24,7 @@ def test_submit_queues_after_commit_with_events_and_estimate(client, team, datas
     assert run["estimate"]["memory"]["total_gb"] > 0 and run["estimate"]["reasons"]
     assert sent == [("studio.train", [run["id"]], "train")]
     events = client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()
-    assert events[0]["message"].startswith("Queued: lora fine-tuning of Tiny Llama on support")
+    assert events[0]["message"].startswith("Queued: LoRA of Tiny Llama on support")
     assert any("No training worker is online" in e["message"] for e in events)
 
 
@@ -245,3 +245,22 @@ def test_a_run_that_would_train_nothing_cannot_start(client, team, dataset, mode
     _with_token_preview(db, dataset, model, first_trained_min=40)
     r = _create(client, headers, dataset_id=dataset.id, base_model_id=model.id, hyperparameters={"max_length": 64})
     assert r.status_code == 201
+
+
+def test_calibration_compares_finished_runs_with_their_estimates_on_the_same_kind_of_worker(db, team, dataset,
+                                                                                            model):
+    from datetime import timedelta
+
+    from app.models import RunStatus, utcnow
+    from app.runs import service
+    from tests.runs.factories import make_run
+
+    now = utcnow()
+    for kind, minutes, known in (("cpu", 10, True), ("cpu", 20, True), ("cuda", 1, True), ("cpu", 99, False)):
+        make_run(db, team[0].team_id, dataset, model, status=RunStatus.succeeded, started_at=now - timedelta(minutes=minutes),
+                 finished_at=now, estimate={"time_s": 300.0, "device_kind": kind, "device_known": known})
+    make_run(db, team[0].team_id, dataset, model, status=RunStatus.failed, started_at=now - timedelta(minutes=5),
+             finished_at=now, estimate={"time_s": 300.0, "device_kind": "cpu", "device_known": True})
+    assert sorted(service.calibration(db, team_id=team[0].team_id, device_kind="cpu")) == [2.0, 4.0]
+    assert service.calibration(db, team_id=team[0].team_id, device_kind="cuda") == [0.2]
+    assert service.calibration(db, team_id=team[0].team_id + 1, device_kind="cpu") == []  # another team's runs

@@ -27,6 +27,7 @@ from app.db import session_scope
 from app.errors import StudioError
 from app.inference import targets
 from app.inference.client import Target
+from app.models import utcnow
 from app.runs import repository as runs_repo
 from app.models_registry import repository as models_repo
 from app.storage import Store, open_store
@@ -105,7 +106,8 @@ def _start(comparison_id: int) -> Work | str:
         pairs = repo.pairs(s, comparison_id=comparison.id)
         service.assign_sides(pairs, int(source.get("seed", comparison.id)))
         comparison.status, comparison.error_message = service.GENERATING, None
-        comparison.prompt_source = {**source, "progress": {"done": 0, "total": 2 * len(pairs)}}
+        comparison.prompt_source = {**source, "progress": {"done": 0, "total": 2 * len(pairs),
+                                                           "started_at": utcnow().timestamp()}}
         return Work(comparison_id=comparison.id, targets=found, labels=labels, pair_ids=[p.id for p in pairs],
                     prompts=[p.prompt for p in pairs], system=source.get("system"),
                     max_new_tokens=int(source.get("max_new_tokens") or service.DEFAULT_MAX_NEW_TOKENS))
@@ -165,8 +167,10 @@ def _save(work: Work, side: str, pair_ids: list[int], answers: list[str]) -> Non
         comparison = repo.by_id(s, work.comparison_id)
         if comparison is not None:
             source = dict(comparison.prompt_source or {})
-            done = int((source.get("progress") or {}).get("done", 0)) + len(pair_ids)
-            comparison.prompt_source = {**source, "progress": {"done": done, "total": 2 * len(work.pair_ids)}}
+            progress = source.get("progress") or {}
+            done = int(progress.get("done", 0)) + len(pair_ids)
+            comparison.prompt_source = {**source, "progress": {**progress, "done": done,
+                                                               "total": 2 * len(work.pair_ids)}}
 
 
 def _free_memory() -> None:
