@@ -50,7 +50,22 @@ def _team_b(db):
     ids.update(_openai_ids(db, b.team_id, ids))
     ids.update(_sweep_of(db, b.team_id, ids))
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
+    ids.update(_augmentation_of(db, b.team_id, ids))
     return b, ids
+
+
+def _augmentation_of(db, team_id: int, ids: dict) -> dict:
+    """Team B's augmentation job on its dataset, with one example waiting for review."""
+    from app.models import AugmentationJob, GeneratedExample
+
+    job = AugmentationJob(team_id=team_id, dataset_id=ids["dataset_id"], status="running",
+                          endpoint_url="http://127.0.0.1:9/v1", model=MARK, settings={"kinds": ["paraphrase"]})
+    db.add(job)
+    db.flush()
+    db.add(GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
+                            messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}]))
+    db.commit()
+    return {"job_id": job.id}
 
 
 def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
