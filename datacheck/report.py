@@ -156,7 +156,7 @@ def _kept_together(run: ValidationRun) -> list[ReportWarning]:
     near = " or near copies from the duplicate finder" if run.options.duplicate_groups else ""
     return [ReportWarning(kind="kept_together", count=count, lines=kept, message=(
         f"{_n(count, 'example')} {_is(count)} a copy of an earlier one (exactly, or apart from "
-        f"case, spacing and punctuation{near}). Before splitting, each copy was kept on the same "
+        f"case{near}). Before splitting, each copy was kept on the same "
         "side as its original, so no evaluation example also appears in training and the scores "
         "are measured on examples the model has not seen."))]
 
@@ -173,7 +173,7 @@ def _leakage_warnings(run: ValidationRun) -> list[ReportWarning]:
         kind="leakage", count=count, lines=kept if run.split else [],
         eval_lines=[] if run.split else kept, message=(
             f"{_n(count, 'evaluation example')} {_has(count)} the same "
-            f"prompt as a training example, apart from case, spacing and punctuation ({example}). "
+            f"prompt as a training example, apart from case ({example}). "
             "Evaluation scores will look better than they are; make the evaluation prompts "
             "different. A run's evaluation also reports its scores without these examples."))]
 

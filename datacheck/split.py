@@ -1,14 +1,14 @@
 """Train/eval split, deduplicated before it is drawn: every example is assigned by a hash of
-(seed, its normalised content), so copies of an example (exact, or differing only in case,
-spacing or punctuation: ``duplicates.normalise``) always land on the same side and no
-evaluation example repeats a training one. The split is deterministic, streamed (no shuffle
+(seed, its record in lower case: ``duplicates.record_key``), so copies of an example (exact, or
+differing only in case) always land on the same side and no evaluation example repeats a
+training one. Copies that differ in spacing or punctuation, and other near copies, are found by
+the near-duplicate scan after validation and by the evaluation's overlap check. The split is deterministic, streamed (no shuffle
 in memory) and the same in validation and in writing. Each distinct example goes to eval with
 probability ``eval_fraction``: the eval share is close to, not exactly, that fraction.
 
 Near duplicates found elsewhere (the MinHash groups of the near-duplicate finder) plug in as
 ``duplicate_groups``: lists of 0-based example indices (file order); every member follows the
-side of the group's first example. Identical normalised texts have identical MinHash
-signatures, so such groups already hold the exact-after-normalisation copies of their members.
+side of the group's first example.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import BinaryIO
 import orjson
 from pydantic import BaseModel
 
-from datacheck.duplicates import key_of, normalise
+from datacheck.duplicates import record_key
 from datacheck.read import iter_line_batches
 from datacheck.types import Message
 
@@ -31,20 +31,11 @@ class SplitCounts(BaseModel):
     eval: int
 
 
-_ROLE_TAGS = {(r, w): f"{r} {w}".encode() for r in ("system", "user", "assistant", "tool") for w in (0, 1)}
-
-
-def example_key(messages: list[Message], normalised: list[bytes] | None = None) -> int:
-    """The split key of an example: equal for copies that differ only in case, spacing or
-    punctuation (roles and weights included, so a masked answer is not its trained twin).
-    ``normalised``: the messages' contents already through ``duplicates.normalise``."""
-    if normalised is None:
-        normalised = [normalise(m["content"]) for m in messages]
-    parts = []
-    for m, n in zip(messages, normalised):
-        tag = (m["role"], m.get("weight", 1))
-        parts += [_ROLE_TAGS.get(tag) or f"{tag[0]} {tag[1]}".encode(), n]
-    return key_of(parts)
+def example_key(messages: list[Message]) -> int:
+    """The split key of an example given by its messages, as validation keys it (the record
+    ``{"messages": messages}``): equal for copies that differ only in case (roles and weights
+    included, so a masked answer is not its trained twin)."""
+    return record_key(orjson.dumps({"messages": messages}))
 
 
 def is_eval_key(key: int, *, seed: int, eval_fraction: float) -> bool:
@@ -65,8 +56,9 @@ class Splitter:
                 self.leader.setdefault(index, members[0])
         self.leader_keys: dict[int, int] = {}
 
-    def key(self, index: int, messages: list[Message], normalised: list[bytes] | None = None) -> int:
-        key = example_key(messages, normalised)
+    def key(self, index: int, record: bytes) -> int:
+        """The side's key of example ``index``, whose normalised record (one JSONL line) is ``record``."""
+        key = record_key(record)
         first = self.leader.get(index)
         if first is None:
             return key
@@ -105,8 +97,7 @@ def split_normalized(source: BinaryIO, train_out: BinaryIO, eval_out: BinaryIO, 
         for line in batch:
             if not line:
                 continue
-            messages = orjson.loads(line)["messages"]
-            if splitter.is_eval(splitter.key(index, messages)):
+            if splitter.is_eval(splitter.key(index, line)):
                 eval_out.write(line + b"\n")
                 evals += 1
             else:
