@@ -19,6 +19,7 @@ run's own.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -69,13 +70,26 @@ def reference_gguf() -> Path:
     return find_builtin_gguf()
 
 
-def _tokenizer_fields(tokenizer, reference: Path) -> list[tuple[str, object, object, object]]:
-    """The tokenizer.ggml.* fields of the reference GGUF, after checking that they describe the
-    same vocabulary as `tokenizer` (every id the same token)."""
+@functools.lru_cache(maxsize=2)
+def _reference_fields(reference: Path) -> tuple[list[str], list[tuple[str, object, object, object]]]:
+    """(token list, tokenizer.ggml.* fields but the special ids) of a GGUF file, read once a process."""
     import gguf
 
     reader = gguf.GGUFReader(reference)
-    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    fields = []
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer.ggml.") or key.endswith("_token_id"):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        fields.append((key, field.contents(), vtype, sub))
+    return reader.fields["tokenizer.ggml.tokens"].contents(), fields
+
+
+def _tokenizer_fields(tokenizer, reference: Path) -> list[tuple[str, object, object, object]]:
+    """The tokenizer.ggml.* fields of the reference GGUF, after checking that they describe the
+    same vocabulary as `tokenizer` (every id the same token)."""
+    tokens, fields = _reference_fields(Path(reference))
     vocab = tokenizer.get_vocab()
     ours = [None] * len(vocab)
     for token, index in vocab.items():
@@ -86,13 +100,6 @@ def _tokenizer_fields(tokenizer, reference: Path) -> list[tuple[str, object, obj
             "GGUF export needs a tokenizer that llama.cpp already knows, and this model's vocabulary is not the "
             f"one of the built-in model ({len(vocab)} tokens against {len(tokens)}, or the same count in another "
             "order). Export the merged model instead and convert it with llama.cpp's convert_hf_to_gguf.py.")
-    fields = []
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer.ggml.") or key.endswith("_token_id"):
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        fields.append((key, field.contents(), vtype, sub))
     return fields
 
 
