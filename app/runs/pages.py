@@ -175,6 +175,8 @@ def _log_tail(request: Request, artifacts: list) -> str:
 def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
     artifacts = repo.artifacts(db, team_id=p.team_id, run_id=run.id)
     model = models_repo.get_visible(db, team_id=p.team_id, model_id=run.base_model_id)
+    exported = next((a for a in artifacts if a.kind == "gguf"), None)
+    gguf_files = _gguf_files(run, gguf.state(db, request.app.state.store, run)) if exported else []
     return {
         "run": run, "views": views, "progress": views.progress(run), "model": model,
         "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=run.dataset_id),
@@ -182,7 +184,7 @@ def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
         "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
                             key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
         "mergeable": any(a.kind == "adapter" for a in artifacts) and not any(a.kind == "merged" for a in artifacts),
-        "gguf_ready": any(a.kind == "gguf" for a in artifacts),
+        "gguf_ready": exported is not None, "gguf_files": gguf_files,
         "exportable": run.status == RunStatus.succeeded and any(a.kind in gguf.SOURCE_KINDS for a in artifacts),
         "log_tail": _log_tail(request, artifacts), "active": not run.status.is_final,
         "elapsed": views.duration(views.elapsed(run)), "can_write": "write" in p.scopes,

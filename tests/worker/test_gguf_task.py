@@ -67,6 +67,8 @@ def test_a_lora_run_exported_as_gguf_and_downloaded(settings, db, client, sent, 
                                                   f"run-{run.id}-q4_0.gguf", "Modelfile"]
     page = client.get(f"/runs/{run.id}/gguf").text
     assert f"llama-cli -m run-{run.id}-q8_0.gguf" in page and f"ollama create run-{run.id} -f Modelfile" in page
+    run_page = client.get(f"/runs/{run.id}").text  # the run page says it too, two lines each
+    assert f"llama-server -m run-{run.id}-q8_0.gguf" in run_page and f"ollama run run-{run.id}" in run_page
 
     answer = client.get(f"/api/v1/runs/{run.id}/gguf/f16/download", headers=headers)
     assert answer.status_code == 200 and answer.content[:4] == b"GGUF"
