@@ -27,6 +27,7 @@ TASK_MODULES = [
     "worker.tasks.runs",       # studio.train, studio.evaluate
     "worker.tasks.judge",      # studio.judge
     "worker.tasks.merge",      # studio.merge
+    "worker.tasks.gguf",       # studio.gguf
     "worker.tasks.ping",       # studio.ping
 ]
 

@@ -22,11 +22,11 @@ from app.evaluations.routes import section_context
 from app.inference import client as inference
 from app.inference import targets
 from app.home import glossary
-from app.runs import configure, merged, service, views
+from app.runs import configure, gguf, merged, service, views
 from app.datasets import repository as datasets_repo
 from app.datasets import tokens
 from app.runs import repository as repo
-from app.models import BaseModel, Dataset, Run
+from app.models import BaseModel, Dataset, Run, RunStatus
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from app.web import is_htmx, redirect, render
@@ -186,6 +186,8 @@ def _log_tail(request: Request, artifacts: list) -> str:
 def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
     artifacts = repo.artifacts(db, team_id=p.team_id, run_id=run.id)
     model = models_repo.get_visible(db, team_id=p.team_id, model_id=run.base_model_id)
+    exported = next((a for a in artifacts if a.kind == "gguf"), None)
+    gguf_files = _gguf_files(run, gguf.state(db, request.app.state.store, run)) if exported else []
     return {
         "run": run, "views": views, "progress": views.progress(run), "model": model,
         "dataset": datasets_repo.get(db, team_id=p.team_id, dataset_id=run.dataset_id),
@@ -194,6 +196,8 @@ def _run(request: Request, db: Session, p: Principal, run: Run) -> dict:
         "downloads": sorted((a for a in artifacts if a.kind in views.ARTIFACT_LABELS),
                             key=lambda a: list(views.ARTIFACT_LABELS).index(a.kind)),
         "mergeable": any(a.kind == "adapter" for a in artifacts) and not any(a.kind == "merged" for a in artifacts),
+        "gguf_ready": exported is not None, "gguf_files": gguf_files,
+        "exportable": run.status == RunStatus.succeeded and any(a.kind in gguf.SOURCE_KINDS for a in artifacts),
         "log_tail": _log_tail(request, artifacts), "active": not run.status.is_final,
         "elapsed": views.duration(views.elapsed(run)), "can_write": "write" in p.scopes,
         "failure_title": views.FAILURE_TITLES.get(run.error_kind or "error", views.FAILURE_TITLES["error"]),
@@ -283,6 +287,36 @@ def _merge_wait(db: Session, store, run: Run, current: merged.MergedState) -> se
     if not status or status.get("state") != "queued":
         return None
     return service.queue_wait(db, run.queue, sent=datetime.fromtimestamp(status["updated_at"], tz=UTC))
+
+
+@pages.get("/runs/{run_id}/gguf")
+def gguf_files(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    """The GGUF files' state: a button that asks for the export, its progress while a worker
+    writes them (polled, htmx), then the files and how to run them with llama.cpp and Ollama."""
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    current = gguf.state(db, request.app.state.store, run)
+    template = "runs/_gguf.html" if is_htmx(request) else "runs/gguf.html"
+    return render(request, template, {"run": run, "gguf": current, "gguf_files": _gguf_files(run, current)})
+
+
+@pages.post("/runs/{run_id}/gguf")
+def prepare_gguf_files(request: Request, run_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    """Queues the GGUF export (once: an export under way or done is left as it is)."""
+    p.require("write")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    try:
+        current = gguf.request(db, request.app.state.store, run)
+    except StudioError as exc:
+        return redirect(request, f"/runs/{run.id}/gguf", flash=("error", exc.message))
+    said = ("The GGUF files are ready." if current.status == "ready"
+            else "Asked for: the next free worker of this run's queue writes them.")
+    return redirect(request, f"/runs/{run.id}/gguf", flash=("success", said))
+
+
+def _gguf_files(run: Run, current: gguf.GGUFState) -> list[dict]:
+    return [{"variant": v, "name": gguf.file_name(run, v), "size_bytes": current.files[gguf.file_name(run, v)],
+             "label": gguf.FILE_LABELS[v]} for v in ("q8_0", "f16", "q4_0", "modelfile")
+            if gguf.file_name(run, v) in current.files]
 
 
 @pages.post("/runs/{run_id}/merged")

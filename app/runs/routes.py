@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.downloads import store_response
 from app.errors import NotFound
-from app.runs import configure, merged, service
+from app.runs import configure, gguf, merged, service
 from app.datasets import repository as datasets_repo
 from app.runs import repository as repo
 from app.runs.schemas import (
@@ -206,4 +206,44 @@ def download_merged_model(request: Request, run_id: int, db: SessionDep, p: Curr
 def _merged_out(run, current: merged.MergedState) -> dict:  # noqa: ANN001
     out = current.as_dict()
     out["download_url"] = f"/api/v1/runs/{run.id}/merged/download" if current.status == "ready" else None
+    return out
+
+
+@api.get("/runs/{run_id}/gguf")
+def gguf_files(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> dict:
+    """Whether the run's GGUF files (f16, q8_0, q4_0 and an Ollama Modelfile) are ready, being
+    written (with progress), failed or absent; when ready, each file's name, size and download URL."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return _gguf_out(run, gguf.state(db, request.app.state.store, run))
+
+
+@api.post("/runs/{run_id}/gguf", status_code=202)
+def prepare_gguf_files(request: Request, run_id: int, db: SessionDep, p: CurrentPrincipal) -> dict:
+    """Queues the GGUF export of the run unless it is done or under way; poll GET .../gguf."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    return _gguf_out(run, gguf.request(db, request.app.state.store, run))
+
+
+@api.get("/runs/{run_id}/gguf/{variant}/download")
+def download_gguf_file(request: Request, run_id: int, variant: str, db: SessionDep, p: CurrentPrincipal) -> Response:
+    """One GGUF file (`f16`, `q8_0`, `q4_0`) or the Ollama Modelfile (`modelfile`), streamed from the
+    store; while the export is not done it is queued and the answer is 202 with its progress."""
+    p.require("read")
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    name = gguf.file_name(run, variant)  # NotFound for anything else: no user text reaches a key
+    current = gguf.request(db, request.app.state.store, run)
+    if current.status != "ready":
+        return JSONResponse(_gguf_out(run, current), status_code=202, headers={"Retry-After": "5"})
+    built = gguf.artifact(db, run)
+    media = "text/plain" if variant == "modelfile" else "application/octet-stream"
+    return store_response(request.app.state.store, f"{built.path}/{name}", name, media)
+
+
+def _gguf_out(run, current: gguf.GGUFState) -> dict:  # noqa: ANN001
+    out = current.as_dict()
+    out["files"] = [{"variant": v, "name": gguf.file_name(run, v), "size_bytes": current.files.get(gguf.file_name(run, v)),
+                     "download_url": f"/api/v1/runs/{run.id}/gguf/{v}/download"}
+                    for v in (*gguf.VARIANTS, "modelfile") if gguf.file_name(run, v) in current.files]
     return out
