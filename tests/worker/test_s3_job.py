@@ -105,7 +105,7 @@ def test_a_job_on_s3_with_no_shared_directory(s3_env, settings, db, client, sent
     assert client.get(f"/api/v1/runs/{run_id}/merged", headers=headers).json()["status"] == "preparing"
     assert client.post(f"/api/v1/runs/{run_id}/merged", headers=headers).status_code == 202
     asked = client.post(f"/runs/{run_id}/merged", data={"csrf_token": csrf})
-    assert asked.status_code == 200 and "Waiting for a worker to build the merged model" in asked.text  # the page
+    assert asked.status_code == 200 and "The merged model is built by a training worker" in asked.text  # the page
     assert [m for m in sent if m[0] == merged.MERGE_TASK] == [(merged.MERGE_TASK, [run_id], "train")]  # once
     _merge_on_the_worker_host(run_id, worker_host, monkeypatch)
     state = client.get(f"/api/v1/runs/{run_id}/merged", headers=headers).json()
