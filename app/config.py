@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, model_validator
@@ -85,6 +86,9 @@ class Settings(BaseSettings):
     inference_url: str = "http://127.0.0.1:8001"
     # Most fine-tuned adapters kept loaded on one base model by the inference process.
     inference_max_adapters: int = 8
+    # What generates in the inference process: "transformers" (CPU or GPU, batched by the studio) or
+    # "vllm" (GPU hosts with vLLM installed: continuous batching, multi-LoRA; docs/api.md).
+    inference_backend: Literal["transformers", "vllm"] = "transformers"
     # Most requests the inference process answers in one batch (same sampling settings, any adapters).
     inference_max_batch: int = Field(8, ge=1, le=256)
     # CPU cores the inference process keeps for itself while a run trains on the same host

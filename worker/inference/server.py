@@ -149,6 +149,10 @@ async def _lines(engine: Engine, req: Request) -> AsyncIterator[bytes]:
 
 def create_inference_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="Studio inference", docs_url=None, redoc_url=None, openapi_url=None)
+    if engine is None and settings.inference_backend == "vllm":
+        from worker.inference.vllm_backend import VllmEngine
+
+        engine = VllmEngine(max_adapters=settings.inference_max_adapters)
     engine = engine or Engine(max_adapters=settings.inference_max_adapters, max_batch=settings.inference_max_batch,
                               before_batch=CoreShare(settings))
     token = service_token(settings)
