@@ -16,7 +16,9 @@ each greedy (temperature 0), on the same chat prompt, at most --tokens new token
 5. training and answering at once: the run's training steps/s with the inference process idle,
    then while answers are generated back to back, and answers' tokens/s while it trains.
 
-Tokens/s is completion tokens over the whole request (prompt included), as a user waits for it.
+Steps 1-3 go round by round (--rounds), each contender after the other, so that a change in the
+machine's load touches them alike; a ratio is the median of its rounds' ratios. Tokens/s is
+completion tokens over the whole request (prompt included), as a user waits for it.
 Prints each figure, then the ratios with their goals: studio single stream >= 1.5x plain
 `generate` and >= 0.75x llama.cpp; concurrent >= 3x single stream; with training and answering at
 once, each keeps >= 40 % of its speed alone. The machine's load (os.getloadavg) is printed with
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # this process's idle threads leave the cores to the studio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -53,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=120, help="most new tokens per answer")
     parser.add_argument("--concurrent", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="single-stream answers per measure (the best is kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of single-stream answers (medians kept)")
     parser.add_argument("--shared-seconds", type=float, default=60.0, help="each window of the shared-cores measure")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser.parse_args(argv)
@@ -62,23 +65,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- baselines in this process ----------------------------------------------------------------
 
 
-def plain_generate(model_dir: Path, tokens: int, rounds: int) -> tuple[float, int]:
+def plain_generate(model_dir: Path, tokens: int):  # noqa: ANN201
+    """A function answering with plain transformers `generate` (fp32, every core): (tokens, s)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     inputs = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    best, n = 0.0, 0
     with torch.inference_mode():
         model.generate(**inputs, max_new_tokens=4, do_sample=False)  # warm-up
-        for _ in range(rounds):
+
+    def once() -> tuple[int, float]:
+        torch.set_num_threads(os.cpu_count() or 1)
+        with torch.inference_mode():
             start = time.perf_counter()
             out = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
-            n = out.shape[1] - inputs["input_ids"].shape[1]
-            best = max(best, n / (time.perf_counter() - start))
-    del model
-    return best, n
+            return out.shape[1] - inputs["input_ids"].shape[1], time.perf_counter() - start
+
+    return once
 
 
 def ensure_llama_cpp() -> str | None:
@@ -98,19 +103,19 @@ def ensure_llama_cpp() -> str | None:
     return None
 
 
-def llama_cpp_speed(gguf: Path, tokens: int, rounds: int) -> tuple[float, int]:
+def llama_cpp(gguf: Path, tokens: int):  # noqa: ANN201
+    """A function answering with llama.cpp on the GGUF (every core): (tokens, s)."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=os.cpu_count() or 1, verbose=False)
     llm.create_chat_completion(messages=PROMPT, max_tokens=4, temperature=0)  # warm-up
-    best, n = 0.0, 0
-    for _ in range(rounds):
+
+    def once() -> tuple[int, float]:
         start = time.perf_counter()
         out = llm.create_chat_completion(messages=PROMPT, max_tokens=tokens, temperature=0)
-        n = out["usage"]["completion_tokens"]
-        best = max(best, n / (time.perf_counter() - start))
-    llm.close()
-    return best, n
+        return out["usage"]["completion_tokens"], time.perf_counter() - start
+
+    return once
 
 
 # -- the studio ---------------------------------------------------------------------------------
@@ -139,13 +144,10 @@ def ask(base: str, key: str, model: str, tokens: int) -> tuple[int, float]:
     return usage["completion_tokens"], time.perf_counter() - start
 
 
-def single(base: str, key: str, model: str, tokens: int, rounds: int) -> tuple[float, int]:
-    ask(base, key, model, 4)  # loads the model (or adapter)
-    best, n = 0.0, 0
-    for _ in range(rounds):
-        n, seconds = ask(base, key, model, tokens)
-        best = max(best, n / seconds)
-    return best, n
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def concurrent(base: str, key: str, model: str, tokens: int, streams: int) -> float:
@@ -263,33 +265,51 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gguf = find_builtin_gguf()
         model_dir = convert_builtin(tmp / "models")
-        plain, plain_n = plain_generate(model_dir, args.tokens, args.rounds)
-        print(f"plain transformers generate (fp32, {cores} threads): {plain:.1f} tokens/s ({plain_n} tokens)", flush=True)
+        contenders = {"plain": plain_generate(model_dir, args.tokens)}
         missing = ensure_llama_cpp()
         if missing:
             print(missing, flush=True)
-            llama = 0.0
         else:
-            llama, llama_n = llama_cpp_speed(gguf, args.tokens, args.rounds)
-            print(f"llama.cpp ({gguf.name}, {cores} threads): {llama:.1f} tokens/s ({llama_n} tokens)", flush=True)
+            contenders["llama"] = llama_cpp(gguf, args.tokens)
         studio.start()
         ctx = set_up(studio, 1800)
-        one, one_n = single(ctx["base"], ctx["key"], ctx["builtin"], args.tokens, args.rounds)
-        print(f"studio, one stream, built-in model: {one:.1f} tokens/s ({one_n} tokens)", flush=True)
-        ft, ft_n = single(ctx["base"], ctx["key"], ctx["ft"], args.tokens, args.rounds)
-        print(f"studio, one stream, LoRA fine-tune: {ft:.1f} tokens/s ({ft_n} tokens)", flush=True)
+        for model in (ctx["builtin"], ctx["ft"]):
+            ask(ctx["base"], ctx["key"], model, 4)  # loads the model and the adapter
+        contenders["studio"] = lambda: ask(ctx["base"], ctx["key"], ctx["builtin"], args.tokens)
+        contenders["studio_ft"] = lambda: ask(ctx["base"], ctx["key"], ctx["ft"], args.tokens)
+        # Round by round, one after the other, so that a change in the machine's load touches
+        # each contender alike; the ratios are the medians of each round's ratios.
+        speeds: dict[str, list[float]] = {name: [] for name in contenders}
+        counts: dict[str, int] = {}
+        for round_ in range(args.rounds):
+            for name, once in contenders.items():
+                n, seconds = once()
+                speeds[name].append(n / seconds)
+                counts[name] = n
+            print(f"round {round_ + 1}: " + ", ".join(f"{name} {v[-1]:.1f}" for name, v in speeds.items())
+                  + " tokens/s", flush=True)
+        labels = {"plain": f"plain transformers generate (fp32, {cores} threads)",
+                  "llama": f"llama.cpp ({gguf.name}, {cores} threads)",
+                  "studio": "studio, one stream, built-in model", "studio_ft": "studio, one stream, LoRA fine-tune"}
+        for name, values in speeds.items():
+            print(f"{labels[name]}: median {median(values):.1f} tokens/s ({counts[name]} tokens)", flush=True)
+        ratios = {f"{a}/{b}": median([x / y for x, y in zip(speeds[a], speeds[b])])
+                  for a, b in (("studio", "plain"), ("studio_ft", "plain"), ("studio", "llama")) if b in speeds}
         many = concurrent(ctx["base"], ctx["key"], ctx["builtin"], args.tokens, args.concurrent)
-        print(f"studio, {args.concurrent} streams at once: {many:.1f} tokens/s in all", flush=True)
-        shared = shared_cores(ctx, args.tokens, args.shared_seconds, one, studio)
+        one_now = ask(ctx["base"], ctx["key"], ctx["builtin"], args.tokens)
+        print(f"studio, {args.concurrent} streams at once: {many:.1f} tokens/s in all "
+              f"(one stream just after: {one_now[0] / one_now[1]:.1f})", flush=True)
+        shared = shared_cores(ctx, args.tokens, args.shared_seconds, one_now[0] / one_now[1], studio)
         print(f"training alone {shared['train_alone']:.3f} steps/s, while answering {shared['train_shared']:.3f}; "
               f"answers alone {shared['answer_alone']:.1f} tokens/s, while training {shared['answer_shared']:.1f}",
               flush=True)
         print(f"\nratios (load average now {os.getloadavg()[0]:.1f} on {cores} cores):")
-        print(ratio_line("studio built-in / plain generate", one / plain, 1.5))
-        print(ratio_line("studio fine-tune / plain generate", ft / plain, 1.5))
-        if llama:
-            print(ratio_line("studio built-in / llama.cpp", one / llama, 0.75))
-        print(ratio_line(f"{args.concurrent} concurrent / one stream (aggregate tokens/s)", many / one, 3))
+        print(ratio_line("studio built-in / plain generate", ratios["studio/plain"], 1.5))
+        print(ratio_line("studio fine-tune / plain generate", ratios["studio_ft/plain"], 1.5))
+        if "studio/llama" in ratios:
+            print(ratio_line("studio built-in / llama.cpp", ratios["studio/llama"], 0.75))
+        print(ratio_line(f"{args.concurrent} concurrent / one stream (aggregate tokens/s)",
+                         many / (one_now[0] / one_now[1]), 3))
         print(ratio_line("training while answering / training alone", shared["train_shared"] / shared["train_alone"], 0.4))
         print(ratio_line("answers while training / answers alone", shared["answer_shared"] / shared["answer_alone"], 0.4))
         return 0
