@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -81,9 +82,10 @@ def _adapter_name(path: str) -> str:
 
 
 class Engine:
-    def __init__(self, *, max_bases: int = 1, max_adapters: int = 8, max_batch: int = 8,
+    def __init__(self, *, max_bases: int = 1, max_adapters: int = 8, max_batch: int = 8, gather_s: float = 0.03,
                  before_batch: Callable[[list[Ticket]], None] | None = None):
         self.max_bases, self.max_adapters, self.max_batch = max_bases, max_adapters, max_batch
+        self.gather_s = gather_s  # an idle batcher waits this long for more requests (up to 4 times)
         self.before_batch = before_batch  # called by a batcher before each batch (threads, notes)
         self.bases: OrderedDict[str, Loaded] = OrderedDict()
         self._guard = threading.Lock()  # protects the dictionaries, not generation
@@ -297,7 +299,8 @@ def _eos_ids(loaded: Loaded) -> set[int]:
 class Batcher:
     """One thread per loaded base: takes the queued requests that can share a `generate` call
     (same sampling settings and stop sequences, any adapters), up to `max_batch`, and runs them
-    as one batch. Requests that arrive meanwhile wait for the next batch (static batching: a
+    as one batch; a request reaching it idle waits `gather_s` (while more keep coming, at most
+    4 times that) for others sent at the same moment. Requests that arrive meanwhile wait for the next batch (static batching: a
     batch ends when its last row does)."""
 
     def __init__(self, engine: Engine, loaded: Loaded):
@@ -309,7 +312,7 @@ class Batcher:
 
     def put(self, ticket: Ticket) -> None:
         with self.ready:
-            if self.busy or self.pending:
+            if self.busy:
                 ticket.events.put(Note("Waiting for the answers being generated to finish."))
             self.pending.append(ticket)
             self.ready.notify()
@@ -325,6 +328,15 @@ class Batcher:
                 self.ready.wait()
             if not self.pending:
                 return None  # closed
+            # Requests sent together (8 clients at once, "Try it"'s two answers) reach an idle
+            # batcher a few milliseconds apart: gather them while they keep coming, so that they
+            # share this batch instead of waiting for the whole of a batch of one.
+            deadline = time.monotonic() + self.engine.gather_s * 4
+            while len(self.pending) < self.engine.max_batch and time.monotonic() < deadline:
+                seen = len(self.pending)
+                self.ready.wait(self.engine.gather_s)
+                if len(self.pending) == seen:
+                    break
             for t in [t for t in self.pending if t.cancelled]:  # stopped while queued
                 t.finish(self.loaded.tokenizer)
             self.pending = [t for t in self.pending if not t.cancelled]
