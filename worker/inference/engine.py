@@ -82,7 +82,7 @@ def _adapter_name(path: str) -> str:
 
 
 class Engine:
-    def __init__(self, *, max_bases: int = 1, max_adapters: int = 8, max_batch: int = 8, gather_s: float = 0.03,
+    def __init__(self, *, max_bases: int = 1, max_adapters: int = 8, max_batch: int = 8, gather_s: float = 0.05,
                  before_batch: Callable[[list[Ticket]], None] | None = None):
         self.max_bases, self.max_adapters, self.max_batch = max_bases, max_adapters, max_batch
         self.gather_s = gather_s  # an idle batcher waits this long for more requests (up to 4 times)
@@ -250,8 +250,22 @@ class Ticket:
                                finish_reason=_finish(self.trimmer.stopped, completion, self.req.max_tokens)))
 
     def items(self) -> Iterator[str | Note | Output]:
+        """The ticket's notes, pieces and Output; pieces that piled up while the reader was busy
+        (a slow client, a loaded machine) come joined as one, so a stream sends fewer lines."""
+        held = None
         while True:
-            item = self.events.get()
+            item = held if held is not None else self.events.get()
+            held = None
+            if type(item) is str:
+                while True:
+                    try:
+                        more = self.events.get_nowait()
+                    except queue.Empty:
+                        break
+                    if type(more) is not str:
+                        held = more
+                        break
+                    item += more
             if isinstance(item, BaseException):
                 raise item
             yield item
