@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 
 cli = typer.Typer(help="Fine-tuning Studio", no_args_is_help=True, add_completion=False)
 db_cli = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
@@ -99,6 +99,9 @@ def inference(host: str = "127.0.0.1", port: int = 8001) -> None:
     """Run the inference process that answers chat completions (base models and adapters)."""
     import uvicorn
 
+    # read when torch loads its OpenMP runtime: a thread waiting for work sleeps instead of
+    # spinning on a core that training needs
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from worker.inference.server import create_inference_app
 
     settings = get_settings()
@@ -128,12 +131,23 @@ def up(host: str = "127.0.0.1", port: int = 8000,
     exe, me = [sys.executable, "-m", "app.cli"], socket.gethostname()
     specs = [
         Spec("web", "the web server", [*exe, "serve", "--host", host, "--port", str(port)]),
-        Spec("train", "the train worker", [*exe, "worker", "--queues", "train", "--name", f"train@{me}"]),
+        Spec("train", "the train worker", [*exe, "worker", "--queues", "train", "--name", f"train@{me}"],
+             env=train_threads(get_settings())),
         Spec("default", "the default worker", [*exe, "worker", "--queues", "default", "--name", f"default@{me}"]),
         Spec("inference", "the inference process", [*exe, "inference", "--port", str(_inference_port())]),
     ]
     typer.echo(f"studio starting at http://{host}:{port}  (Ctrl-C stops it; a second Ctrl-C kills at once)")
     raise typer.Exit(Supervisor(specs, status_path=get_settings().data_dir / STATUS_FILE).run())
+
+
+def train_threads(settings: Settings) -> dict[str, str]:
+    """The train worker's threads when it shares this host with the inference process: the cores
+    the inference process does not keep for itself (STUDIO_INFERENCE_CORES), so that training and
+    answering never claim the same cores, and no thread spins while it waits for work."""
+    cores = os.cpu_count() or 1
+    if "OMP_NUM_THREADS" in os.environ or cores <= 1:
+        return {}
+    return {"OMP_NUM_THREADS": str(cores - settings.inference_cores_shared(cores)), "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _inference_port() -> int:

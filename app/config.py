@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, model_validator
@@ -85,6 +86,16 @@ class Settings(BaseSettings):
     inference_url: str = "http://127.0.0.1:8001"
     # Most fine-tuned adapters kept loaded on one base model by the inference process.
     inference_max_adapters: int = 8
+    # What generates in the inference process: "transformers" (CPU or GPU, batched by the studio) or
+    # "vllm" (GPU hosts with vLLM installed: continuous batching, multi-LoRA; docs/api.md).
+    inference_backend: Literal["transformers", "vllm"] = "transformers"
+    # Most requests the inference process answers in one batch (same sampling settings, any adapters).
+    inference_max_batch: int = Field(8, ge=1, le=256)
+    # CPU cores the inference process keeps for itself while a run trains on the same host
+    # (STUDIO_INFERENCE_CORES). Empty: half the cores, at least 1. `studio up` gives the train
+    # worker the other cores (OMP_NUM_THREADS), so the two never claim the same ones; with no
+    # run training here the inference process uses every core.
+    inference_cores: int | None = Field(None, ge=1, le=1024)
     # JSON request bodies larger than this are refused with 413 (uploads: max_upload_bytes).
     max_json_bytes: int = 1024**2
     # A team may have at most this many runs queued or running at once (sweeps wait their turn).
@@ -135,6 +146,12 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         for d in (self.data_dir, self.artifact_dir, self.model_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+    def inference_cores_shared(self, cores: int) -> int:
+        """Cores the inference process keeps while a run trains on this host (of `cores`)."""
+        if cores <= 1:
+            return 1
+        return min(self.inference_cores or max(1, cores // 2), cores - 1)
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

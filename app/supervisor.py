@@ -51,6 +51,7 @@ class Spec:
     name: str  # short, prefixes the child's lines: "web", "train"
     label: str  # for messages: "the train worker"
     argv: list[str]
+    env: dict[str, str] | None = None  # set over the supervisor's own environment
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ class Supervisor:
         try:
             # its own session: Ctrl-C on the terminal reaches the supervisor only, and the group
             # can be killed as a whole
-            child.proc = subprocess.Popen(child.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            env = {**os.environ, **child.spec.env} if child.spec.env else None
+            child.proc = subprocess.Popen(child.spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             child.proc = None

@@ -7,11 +7,15 @@ ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.j
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -259,6 +263,68 @@ async def try_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser,
         return render(request, "runs/_try.html", {"run": run, "prompt": prompt, "answers": answers,
                                                   "model": models_repo.of_run(db, run)})
     return _run_page(request, db, p, run, prompt=prompt, answers=answers)
+
+
+@pages.post("/runs/{run_id}/try/stream")
+async def try_run_stream(request: Request, run_id: int, db: SessionDep, p: CurrentUser,
+                         settings: SettingsDep) -> Response:
+    """Try it, streamed: NDJSON lines {"who": "base"|"tuned", and "note" (waiting, sharing the
+    cores with training), "delta" (text as it comes), "done" or "error"}. Both answers are asked
+    at once, so the inference process answers them in one batch. Closing the stream (the page's
+    Stop button) stops both answers at their next token."""
+    run = service.get(db, team_id=p.team_id, run_id=run_id)
+    prompt = str((await request.form()).get("prompt", "")).strip()
+    if not prompt:
+        raise InvalidInput("Type a question to ask both models.", param="prompt")
+    if len(prompt) > 4000:
+        raise InvalidInput("Keep the question under 4,000 characters.", param="prompt")
+    base, tuned = targets.run_target(db, request.app.state.store, team_id=p.team_id, run=run)
+    db.commit()  # the answers can take a while: hold no transaction meanwhile
+    messages = {"messages": [{"role": "user", "content": prompt}], **TRY_PARAMS}
+    streams: dict[str, Iterator[dict[str, Any]]] = {}
+    try:
+        for who, target in (("base", base), ("tuned", tuned)):
+            streams[who] = await run_in_threadpool(inference.open_stream, settings, target, messages)
+    except BaseException:
+        for items in streams.values():
+            items.close()  # the one opened already
+        raise
+    return StreamingResponse(_merged_lines(streams), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _merged_lines(streams: dict[str, Iterator[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """The items of several streams as they come, each tagged with its name; when the reader goes
+    away, each stream is closed at its next item (which stops its generation)."""
+    lines: asyncio.Queue = asyncio.Queue()
+    loop, stop = asyncio.get_running_loop(), threading.Event()
+
+    def pump(who: str, items: Iterator[dict[str, Any]]) -> None:
+        try:
+            for item in items:
+                loop.call_soon_threadsafe(lines.put_nowait, {"who": who, **item})
+                if stop.is_set():
+                    break
+        except Exception as exc:  # noqa: BLE001 - told to the page as this answer's error
+            loop.call_soon_threadsafe(lines.put_nowait, {"who": who, "error": str(exc)})
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    for who, items in streams.items():
+        threading.Thread(target=pump, args=(who, items), daemon=True, name=f"try-{who}").start()
+    try:
+        ended = 0
+        while ended < len(streams):
+            item = await lines.get()
+            if item is None:
+                ended += 1
+            else:
+                yield json.dumps(item).encode() + b"\n"
+    finally:
+        stop.set()
 
 
 @pages.post("/runs/{run_id}/retry")

@@ -178,3 +178,12 @@ def test_doctor_says_when_studio_up_died_without_stopping(tmp_path):
         {"name": "train", "state": "running", "pid": 7, "restarts": 2, "last_exit": "killed by SIGKILL",
          "last_exit_at": "t1"}]})
     assert running[1] == ("  train", True, "running (pid 7), restarted 2 times; last exit: killed by SIGKILL at t1")
+
+
+def test_a_process_gets_its_own_environment_over_the_supervisors(supervised):
+    """`studio up` gives the train worker its share of the cores through Spec.env."""
+    code = ("import os, time; print('share', os.environ.get('STUDIO_TEST_SHARE'), 'PATH' in os.environ, flush=True); "
+            "time.sleep(120)")
+    sup = supervised([{**child("train", code), "env": {"STUDIO_TEST_SHARE": "1"}}, child("web", code)])
+    sup.wait(lambda: "share 1 True" in sup.console() and "share None True" in sup.console(),
+             "the train process with its own variable, the web without it, both with the rest")

@@ -174,11 +174,21 @@ def test_first_fine_tune_in_the_browser(live_server, page, worker, inference, tm
     page.goto(page.url)  # "Try it" appears once the run has trained weights
     page.fill("#try-prompt", "Bonjour, je n'arrive plus à me connecter à mon compte.")
     page.click("button:has-text('Ask both models')")
-    page.locator(".try-col.tuned .bubble").wait_for(timeout=120_000)
+    status_line = page.locator("[data-try-status]")
+    assert page.locator("[data-try-stop]").is_visible()  # the answers stream in and can be stopped
+    until(page, lambda: "complete" in status_line.inner_text(), 180, "both answers to stream in")
+    assert not page.locator("[data-try-stop]").is_visible()
     base_answer = page.locator(".try-col:not(.tuned) .bubble").inner_text()
     tuned_answer = page.locator(".try-col.tuned .bubble").inner_text()
     assert base_answer.strip() and tuned_answer.strip() and base_answer != tuned_answer
     shoot(page, "runs-6b-try-it")
+    page.click("button:has-text('Ask both models')")  # again, stopped at the first words
+    page.locator(".try-col.tuned .bubble:not(:empty), .try-col:not(.tuned) .bubble:not(:empty)").first.wait_for(
+        timeout=120_000)
+    page.click("[data-try-stop]")
+    until(page, lambda: "Stopped" in status_line.inner_text(), 30, "the answers to stop")
+    assert len(page.locator(".try-col.tuned .bubble").inner_text()) <= len(tuned_answer)
+    shoot(page, "runs-6c-try-it-stopped")
 
     second = start_run(page, base, 5000, "Brand voice, long")
     until(page, lambda: status(page) == "running", 90, "the run to start")

@@ -314,6 +314,48 @@ def test_try_it_asks_the_base_and_the_fine_tuned_model(browser, db, team, datase
     assert r.status_code == 404 and "no trained weights" in r.text
 
 
+def test_try_it_streams_both_answers_tagged_as_they_come(browser, db, team, dataset, model, monkeypatch):
+    import json
+
+    from app.inference import client as inference
+
+    opened, closed = [], []
+
+    def fake_open_stream(settings, target, params):  # the inference process is another program
+        opened.append((target, params["temperature"], params["max_tokens"]))
+        name = "tuned" if target.adapter else "base"
+
+        def items():
+            try:
+                yield {"note": "A run is training on this machine"}
+                yield {"delta": f"{name} "}
+                yield {"delta": "answer"}
+                yield {"done": True, "text": f"{name} answer", "finish_reason": "stop"}
+            finally:
+                closed.append(name)
+
+        return items()
+
+    monkeypatch.setattr(inference, "open_stream", fake_open_stream)
+    run = _run(db, team, dataset, model)
+    db.add(Artifact(team_id=run.team_id, run_id=run.id, kind="adapter", path=f"teams/{run.team_id}/jobs/{run.id}/run/adapter"))
+    db.commit()
+    page = browser.get(f"/runs/{run.id}").text
+    assert f'data-try-stream="/runs/{run.id}/try/stream"' in page and "data-try-stop" in page and "js/try.js" in page
+    r = browser.post(f"/runs/{run.id}/try/stream", data={"prompt": "Ma facture ?"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    for who in ("base", "tuned"):
+        mine = [line for line in lines if line["who"] == who]
+        assert mine[0]["note"].startswith("A run is training")
+        assert "".join(line.get("delta", "") for line in mine) == f"{who} answer" and mine[-1]["done"]
+    assert sorted(closed) == ["base", "tuned"]
+    (base, t1, m1), (tuned, t2, _) = opened
+    assert base.adapter is None and tuned.adapter.endswith(f"jobs/{run.id}/run/adapter") and t1 == t2 == 0.0
+    r = browser.post(f"/runs/{run.id}/try/stream", data={"prompt": " "}, headers={"Accept": "application/json"})
+    assert r.status_code == 422 and "Type a question" in r.json()["error"]["message"] and len(opened) == 2
+
+
 def test_try_it_says_when_the_inference_process_is_down(browser, db, team, dataset, model, settings):
     settings.inference_url = "http://127.0.0.1:1"
     run = _run(db, team, dataset, model)

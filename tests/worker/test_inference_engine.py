@@ -90,3 +90,97 @@ def test_concurrent_requests_never_mix_adapters(tiny_model_dir, adapters):
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(lambda name: _ask(engine, base, paths.get(name)), asked))
     assert answers == [expected[name] for name in asked]
+
+
+QUESTIONS = ["Bonjour.", "Ma facture de mars est fausse, le montant est le double de février.",
+             "Comment changer mon mot de passe ?", "Merci !"]
+
+
+def _held_engine(**kwargs):  # noqa: ANN003
+    """An engine whose first batch waits until `release` is set, so the requests sent meanwhile
+    queue up and go as one batch; `sizes` records each batch's size."""
+    import threading
+
+    from worker.inference.engine import Engine
+
+    release, sizes = threading.Event(), []
+
+    def before(batch):  # noqa: ANN001
+        sizes.append(len(batch))
+        if len(sizes) == 1:
+            release.wait(60)
+
+    return Engine(before_batch=before, **kwargs), release, sizes
+
+
+def _request(base: str, question: str, adapter: str | None = None, **kwargs):  # noqa: ANN003
+    from worker.inference.engine import Request
+
+    return Request(base=base, adapter=adapter, messages=[{"role": "user", "content": question}],
+                   **{"max_tokens": 12, "temperature": 0, **kwargs})
+
+
+def test_queued_requests_are_answered_in_one_batch_as_each_alone(tiny_model_dir, adapters):
+    """Prompts of different lengths, adapters and max_tokens in one left-padded batch: each answer
+    is the one it gets alone (greedy), and the batch ran once for all of them."""
+    from worker.inference.engine import Engine, Note
+
+    paths, _ = adapters
+    base = str(tiny_model_dir)
+    asks = [(q, a, m) for q, a, m in zip(QUESTIONS, [None, paths["a"], paths["b"], None], [12, 7, 12, 3])]
+    alone = Engine()
+    expected = [alone.generate(_request(base, q, a, max_tokens=m)) for q, a, m in asks]
+    engine, release, sizes = _held_engine()
+    first = engine.submit(_request(base, "Bonjour."))
+    while not sizes:  # the first batch started (and waits)
+        pass
+    tickets = [engine.submit(_request(base, q, a, max_tokens=m)) for q, a, m in asks]
+    release.set()
+    outputs = []
+    for ticket in tickets:
+        items = list(ticket.items())
+        assert isinstance(items[0], Note) and "Waiting" in items[0]  # queued behind the first batch
+        pieces = [i for i in items[1:-1] if not isinstance(i, Note)]
+        assert "".join(pieces) == items[-1].text  # streamed pieces add up to the answer
+        outputs.append(items[-1])
+    list(first.items())
+    assert sizes == [1, 4]
+    assert [(o.text, o.completion_tokens, o.finish_reason) for o in outputs] == \
+        [(o.text, o.completion_tokens, o.finish_reason) for o in expected]
+
+
+def test_a_cancelled_answer_stops_and_its_batch_goes_on(tiny_model_dir):
+    import threading
+
+    from worker.inference.engine import Engine, Note, Output
+
+    base = str(tiny_model_dir)
+    full = Engine().generate(_request(base, QUESTIONS[1], max_tokens=30))
+    engine, release, sizes = _held_engine()
+    first = engine.submit(_request(base, "Bonjour."))
+    while not sizes:
+        pass
+    cancel = threading.Event()
+    stopped = engine.stream(_request(base, QUESTIONS[1], max_tokens=30), cancel=cancel)
+    other = engine.submit(_request(base, QUESTIONS[1], max_tokens=30))
+    release.set()
+    for item in stopped:
+        if isinstance(item, str) and not isinstance(item, Note) and item:
+            cancel.set()  # the reader stops after the first words
+        if isinstance(item, Output):
+            short = item
+    assert short.completion_tokens < full.completion_tokens and short.finish_reason == "stop"
+    assert [i for i in other.items()][-1].text == full.text  # the other row of the batch is whole
+    list(first.items())
+    assert sizes == [1, 2]
+
+
+def test_stop_sequences_end_each_row_of_a_batch(tiny_model_dir):
+    from worker.inference.engine import Engine
+
+    base = str(tiny_model_dir)
+    full = Engine().generate(_request(base, QUESTIONS[2], max_tokens=20)).text
+    stop = full.strip()[3:6]
+    assert stop and len(full) > 8
+    out = Engine().generate(_request(base, QUESTIONS[2], max_tokens=20, stop=[stop]))
+    assert out.text == full[:full.index(stop)] and out.finish_reason == "stop"

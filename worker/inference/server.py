@@ -10,17 +10,30 @@ request can never make it read an arbitrary path.
 POST /generate  {"base", "adapter", "messages", "max_tokens", "temperature", "top_p", "stop",
                  "seed", "stream", "tools", "tool_choice"}
   -> {"text", "prompt_tokens", "completion_tokens", "finish_reason"}
-  -> stream: NDJSON lines {"delta": "..."} then {"done": true, ...the fields above}
+  -> stream: NDJSON lines {"note": "..."} while it waits (behind other answers, or sharing the
+     cores with a run training on this host), {"delta": "..."} as tokens come, then
+     {"done": true, ...the fields above}. Closing the stream stops the answer at its next token.
+
+Concurrent requests are batched by the engine (worker/inference/engine.py). Before each batch the
+process sets its torch threads: every core while no run trains on this host, else the cores it
+keeps for itself (STUDIO_INFERENCE_CORES; `studio up` gives the train worker the others).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import torch
+
 from fastapi import FastAPI, Header, HTTPException
+from starlette.concurrency import iterate_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -29,7 +42,8 @@ from app.db import session_scope
 from app.inference.client import service_token
 from app.inference.targets import STORE_SCHEME
 from app.models_registry import repository as models_repo
-from worker.inference.engine import Engine, Output, Request
+from app.models import Run, RunStatus
+from worker.inference.engine import Engine, Note, Output, Request, Ticket
 
 log = logging.getLogger("studio.inference")
 
@@ -85,21 +99,66 @@ def allowed(settings: Settings, raw: str) -> bool:
     return any(Path(p).resolve() == path for p in registered)
 
 
-def _lines(engine: Engine, req: Request) -> Iterator[bytes]:
+TRAINING_NOTE = ("A run is training on this machine: the answer shares the processor with it "
+                 "and comes more slowly.")
+
+
+class CoreShare:
+    """Called before each batch: how many threads the batch may use, and a note for its readers
+    when a run trains on this host (its train worker's name ends with '@' and this host's name)."""
+
+    def __init__(self, settings: Settings, *, cores: int | None = None, every_s: float = 5.0):
+        self.settings, self.cores, self.every_s = settings, cores or os.cpu_count() or 1, every_s
+        self._checked, self._training = 0.0, False
+
+    def training_here(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked > self.every_s:
+            with session_scope(self.settings) as s:
+                self._training = s.query(Run.id).filter(
+                    Run.status == RunStatus.running, Run.worker_id.like(f"%@{socket.gethostname()}")
+                ).first() is not None
+            self._checked = now
+        return self._training
+
+    def __call__(self, batch: list[Ticket]) -> None:
+        training = self.training_here()
+        torch.set_num_threads(self.settings.inference_cores_shared(self.cores) if training else self.cores)
+        if training:
+            for ticket in batch:
+                ticket.events.put(Note(TRAINING_NOTE))
+
+
+def _line(item: object) -> bytes:
+    if isinstance(item, Note):
+        return json.dumps({"note": str(item)}).encode() + b"\n"
+    if isinstance(item, Output):
+        return json.dumps({"done": True, **item.__dict__}).encode() + b"\n"
+    return json.dumps({"delta": item}).encode() + b"\n"
+
+
+async def _lines(engine: Engine, req: Request) -> AsyncIterator[bytes]:
+    """The stream's lines; when the web closes the stream (its reader stopped), the answer is
+    cancelled at its next token and its batch goes on without it."""
+    cancel = threading.Event()
     try:
-        for item in engine.stream(req):
-            if isinstance(item, Output):
-                yield json.dumps({"done": True, **item.__dict__}).encode() + b"\n"
-            else:
-                yield json.dumps({"delta": item}).encode() + b"\n"
+        async for item in iterate_in_threadpool(engine.stream(req, cancel=cancel)):
+            yield _line(item)
     except Exception as exc:  # the status line is sent already: report in the stream
         log.exception("generation failed")
         yield json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n"
+    finally:
+        cancel.set()
 
 
 def create_inference_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="Studio inference", docs_url=None, redoc_url=None, openapi_url=None)
-    engine = engine or Engine(max_adapters=settings.inference_max_adapters)
+    if engine is None and settings.inference_backend == "vllm":
+        from worker.inference.vllm_backend import VllmEngine
+
+        engine = VllmEngine(max_adapters=settings.inference_max_adapters)
+    engine = engine or Engine(max_adapters=settings.inference_max_adapters, max_batch=settings.inference_max_batch,
+                              before_batch=CoreShare(settings))
     token = service_token(settings)
     app.state.engine = engine
 
