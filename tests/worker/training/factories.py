@@ -64,3 +64,21 @@ def tiny_config(model_dir: Path, **overrides):
     if values["method"] == "full":
         values.setdefault("learning_rate", 1e-3)
     return TrainingConfig(**values)
+
+
+def plain_answer(topic: str) -> str:
+    return f"Voici l'aide pour {topic}."
+
+
+def pair(topic: str) -> dict:
+    """A preference pair in the normalised form: the brand-voice answer is the better one."""
+    return {
+        "prompt": [{"role": "system", "content": SYSTEM},
+                   {"role": "user", "content": f"J'ai une question sur {topic}."}],
+        "chosen": [{"role": "assistant", "content": answer(topic)}],
+        "rejected": [{"role": "assistant", "content": plain_answer(topic)}],
+    }
+
+
+def pairs(count: int, offset: int = 0) -> list[dict]:
+    return [pair(TOPICS[(i + offset) % len(TOPICS)]) for i in range(count)]
