@@ -12,6 +12,7 @@ from datacheck.guidance import guidance_for
 from datacheck.problems import ERROR_TITLES
 from datacheck.types import (
     FORMAT_LABELS,
+    PREFERENCE_FORMATS,
     Counts,
     DatasetFormat,
     DatasetStats,
@@ -40,7 +41,7 @@ def build_report(run: ValidationRun) -> ValidationReport:
         language = _language_warning(stats)
         warnings.extend([language] if language else [])
     if run.options.goal is not None and counts.examples:
-        guidance = guidance_for(run.options.goal, counts.train_examples, stats)
+        guidance = guidance_for(run.options.goal, counts.train_examples, stats, pairs=bool(run.pairs))
         if guidance.verdict == "too_few":
             warnings.append(ReportWarning(kind="too_few_examples", message=guidance.message,
                                           count=counts.train_examples))
@@ -199,6 +200,10 @@ def _format_sentence(detection: Detection, counts: Counts) -> str:
         turns = f", {counts.multi_turn:,} with several turns" if counts.multi_turn else ""
         return (f"Chat format (OpenAI): {_n(n, 'conversation')}, {counts.with_system:,} with a "
                 f"system message{turns}.{array}")
+    if fmt in PREFERENCE_FORMATS:
+        return (f"{FORMAT_LABELS[fmt]}: {_n(n, 'pair')}, each a prompt with a better (chosen) and a worse "
+                f"(rejected) answer, for preference training (DPO or ORPO); lengths count the prompt and "
+                f"the chosen answer.{array}")
     if fmt in (DatasetFormat.CSV, DatasetFormat.TSV):
         m = detection.mapping
         guessed = " (guessed from the column names: check it)" if detection.mapping_proposed else ""

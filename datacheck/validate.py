@@ -22,6 +22,7 @@ from datacheck.detect import Detection
 from datacheck.duplicates import HashIndex
 from datacheck.parse import open_examples
 from datacheck.parse.items import BLANK
+from datacheck.parse.preference import Pair
 from datacheck.problems import Problem
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
 from datacheck.split import eval_picker
@@ -81,6 +82,7 @@ class ValidationRun:
         self.is_eval = eval_picker(options.seed, options.eval_fraction)
         self.tally = {False: 0, True: 0}  # examples by is_eval
         self.with_system = self.multi_turn = 0
+        self.pairs = 0  # preference pairs among the examples
         self.detection: Detection | None = None  # of the training file, set by validate()
         self.eval_detection: Detection | None = None  # of the eval file, when there is one
 
@@ -96,6 +98,10 @@ class ValidationRun:
             if type(item) is list:
                 self.example(line, item, file, index)
                 index += 1
+            elif type(item) is Pair:  # statistics of the prompt and the chosen answer
+                self.pairs += 1
+                self.example(line, item.chosen_conversation(), file, index, orjson.dumps(item.record()))
+                index += 1
             elif item is BLANK:
                 self.blank.note(line, file)
             else:
@@ -106,10 +112,10 @@ class ValidationRun:
             self.error(None, Problem("empty_file", "The file contains no examples."), file)
         return detection
 
-    def example(self, line: int, messages: list[Message], file: str, index: int) -> None:
+    def example(self, line: int, messages: list[Message], file: str, index: int, record: bytes | None = None) -> None:
         """Account for one valid example. The hot path: one call per example."""
         is_eval = file == "eval" or (self.split and self.is_eval(index))
-        record = orjson.dumps({"messages": messages})
+        record = record or orjson.dumps({"messages": messages})
         self.duplicates[file].add(hash(record), line)
         prompt, answer = split_roles(messages)
         self.prompts[is_eval].add(hash(tuple(prompt)), line)

@@ -22,7 +22,8 @@ from operator import itemgetter
 import orjson
 
 from datacheck.problems import Problem
-from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
+from datacheck.parse.preference import Pair, normalize_pair
+from datacheck.types import FORMAT_LABELS, PREFERENCE_FORMATS, DatasetFormat, Message
 
 ROLES = frozenset(("system", "user", "assistant"))
 # The role sequences nearly every file consists of, accepted without walking the rules.
@@ -36,12 +37,15 @@ _FLAT_FIELDS = {
 }
 
 
-def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message]:
-    """Turn one parsed JSON example into checked internal messages, or raise Problem."""
+def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message] | Pair:
+    """Turn one parsed JSON example into checked internal messages (a Pair for the preference
+    formats, see ``parse.preference``), or raise Problem."""
     if type(obj) is not dict:
         raise Problem("not_an_object", _not_object_reason(obj))
     if fmt is DatasetFormat.CHAT:
         return chat_messages(obj)
+    if fmt in PREFERENCE_FORMATS:
+        return normalize_pair(fmt, obj)
     if fmt is DatasetFormat.ALPACA:
         return alpaca_messages(obj)
     prompt_key, answer_key = _FLAT_FIELDS[fmt]

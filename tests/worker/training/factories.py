@@ -82,3 +82,7 @@ def pair(topic: str) -> dict:
 
 def pairs(count: int, offset: int = 0) -> list[dict]:
     return [pair(TOPICS[(i + offset) % len(TOPICS)]) for i in range(count)]
+
+
+def probe_text() -> str:
+    return "<|im_start|>user\nBonjour, une question sur ma facture<|im_end|>\n<|im_start|>assistant\n"
