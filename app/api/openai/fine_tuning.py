@@ -64,7 +64,8 @@ def _hyperparameters(run: Run) -> HyperparametersOut:
         batch_size=run.config.get("per_device_batch_size", 1) * run.config.get("grad_accum", 1)
         * run.config.get("devices", 1),
         learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto",
-        devices=run.config.get("devices", 1))
+        devices=run.config.get("devices", 1),
+        beta=run.config.get("beta") if run.config.get("objective") == "dpo" else None)
 
 
 def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
@@ -85,26 +86,46 @@ def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
     return JobOut(
         id=names.encode("ftjob", run.id), created_at=names.unix(run.created_at), finished_at=names.unix(run.finished_at),
         estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[run.status],
-        method=MethodOut(supervised={"hyperparameters": hp.model_dump()}),
+        method=_method_out(run, hp),
         fine_tuned_model=names.fine_tuned_name(run, slug) if run.status == RunStatus.succeeded else None,
         organization_id=f"team-{run.team_id}", result_files=[], seed=run.seed if run.seed is not None else DEFAULT_SEED,
         trained_tokens=_trained_tokens(run), training_file=names.encode("file", run.dataset_id),
         validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=run.suffix)
 
 
+def _method_out(run: Run, hp: HyperparametersOut) -> MethodOut:
+    if run.config.get("objective") == "dpo":
+        return MethodOut(type="dpo", dpo={"hyperparameters": hp.model_dump()})
+    return MethodOut(supervised={"hyperparameters": hp.model_dump(exclude={"beta"})})
+
+
 def _requested(body: JobCreateIn) -> dict[str, Any]:
-    """The hyperparameters asked for (method.supervised wins over the top-level ones, which win over
-    the top-level `devices` extension), 'auto' dropped."""
+    """The hyperparameters asked for (method.supervised or method.dpo wins over the top-level ones,
+    which win over the top-level `devices` extension), 'auto' dropped; method dpo adds
+    objective 'dpo'."""
     values: dict[str, Any] = {} if body.devices is None else {"devices": body.devices}
     values.update(body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else {})
-    supervised = body.method.supervised if body.method and body.method.supervised else None
-    if supervised and supervised.hyperparameters:
-        values.update(supervised.hyperparameters.model_dump(exclude_none=True))
+    method = body.method
+    chosen = None
+    if method is not None:
+        chosen = method.dpo if method.type == "dpo" else method.supervised
+        if method.type == "dpo":
+            values["objective"] = "dpo"
+        elif method.dpo is not None:
+            raise InvalidInput('method.dpo is given but method.type is "supervised": set type "dpo".',
+                               param="method.type")
+    if chosen and chosen.hyperparameters:
+        values.update(chosen.hyperparameters.model_dump(exclude_none=True))
     return {k: v for k, v in values.items() if v != "auto"}
 
 
 def _overrides(asked: dict[str, Any], seed: int | None, base_lr) -> dict[str, Any]:  # noqa: ANN001
     out: dict[str, Any] = {} if seed is None else {"seed": seed}
+    out["objective"] = asked.get("objective", "sft")  # a preference file needs method dpo, as at OpenAI
+    if "beta" in asked:
+        if not 0 < asked["beta"] <= 10:
+            raise InvalidInput("beta must be above 0 and at most 10.", param="method.dpo.hyperparameters.beta")
+        out["beta"] = asked["beta"]
     if "n_epochs" in asked:
         if not 1 <= asked["n_epochs"] <= 50:
             raise InvalidInput("n_epochs must be between 1 and 50.", param="hyperparameters.n_epochs")
