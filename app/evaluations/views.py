@@ -19,6 +19,11 @@ METRICS = (
     ("bleu", "BLEU", False, "Phrases of 1 to 4 words shared with the reference, with a brevity penalty (0 to 100)."),
     ("exact_match", "Exact match", False, "Answers identical to the reference, ignoring case and spacing."),
     ("accuracy", "Accuracy", False, "Answers that give the reference label."),
+    ("preference_accuracy", "Preference accuracy", False,
+     "Held-out pairs where the model finds the better (chosen) answer more likely than the worse one."),
+    ("preference_margin", "Preference margin", False,
+     "How much more likely the better answer is than the worse one, per token (log-probability; above 0: "
+     "the better answer wins)."),
 )
 SPLIT_LABELS = {"eval": "the eval split", "train": "training examples (this dataset has no eval split)"}
 
@@ -36,8 +41,10 @@ class MetricRow:
 def fmt(key: str, value: float | None) -> str:
     if value is None:
         return "—"
-    if key in ("exact_match", "accuracy"):
+    if key in ("exact_match", "accuracy", "preference_accuracy"):
         return f"{value:.0%}"
+    if key == "preference_margin":
+        return f"{value:+.3f}"
     if key == "bleu":
         return f"{value:.1f}"
     if key == "perplexity":
@@ -65,6 +72,12 @@ def sentence(metrics: dict[str, dict[str, float]] | None) -> str:
     if "rougeL" not in base or "rougeL" not in tuned:
         return ""
     parts = []
+    if "preference_accuracy" in base and "preference_accuracy" in tuned:
+        parts.append(f"On held-out pairs the fine-tuned model prefers the better answer in "
+                     f"{fmt('preference_accuracy', tuned['preference_accuracy'])} of them (base model: "
+                     f"{fmt('preference_accuracy', base['preference_accuracy'])}), with a margin of "
+                     f"{fmt('preference_margin', tuned['preference_margin'])} per token (base model: "
+                     f"{fmt('preference_margin', base['preference_margin'])}).")
     if "accuracy" in base and "accuracy" in tuned:
         word = "more" if tuned["accuracy"] > base["accuracy"] else "fewer" if tuned["accuracy"] < base["accuracy"] else "as many"
         parts.append(f"The fine-tuned model gives the right label {word} often: accuracy "
