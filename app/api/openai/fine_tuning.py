@@ -64,8 +64,7 @@ def _hyperparameters(run: Run) -> HyperparametersOut:
         batch_size=run.config.get("per_device_batch_size", 1) * run.config.get("grad_accum", 1)
         * run.config.get("devices", 1),
         learning_rate_multiplier=asked.get("learning_rate_multiplier") or "auto",
-        devices=run.config.get("devices", 1),
-        beta=run.config.get("beta") if run.config.get("objective") == "dpo" else None)
+        devices=run.config.get("devices", 1))
 
 
 def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
@@ -95,8 +94,8 @@ def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
 
 def _method_out(run: Run, hp: HyperparametersOut) -> MethodOut:
     if run.config.get("objective") == "dpo":
-        return MethodOut(type="dpo", dpo={"hyperparameters": hp.model_dump()})
-    return MethodOut(supervised={"hyperparameters": hp.model_dump(exclude={"beta"})})
+        return MethodOut(type="dpo", dpo={"hyperparameters": {**hp.model_dump(), "beta": run.config.get("beta")}})
+    return MethodOut(supervised={"hyperparameters": hp.model_dump()})
 
 
 def _requested(body: JobCreateIn) -> dict[str, Any]:

@@ -114,7 +114,6 @@ class JobError(BaseModel):
 
 
 class HyperparametersOut(BaseModel):
-    beta: float | None = Field(None, description="dpo jobs: the DPO beta.")
     n_epochs: Auto | int | None = None
     batch_size: Auto | int | None = None
     learning_rate_multiplier: Auto | float | None = None
