@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from planner.config import TrainingConfig
-from worker.training.data import IGNORE_INDEX, DataError, DataReport, tokenize_record
+from worker.training.data import IGNORE_INDEX, DataError, DataReport, Example, tokenize_record
 
 ROLES = ("system", "user", "assistant")
 
@@ -69,12 +69,16 @@ def pair_dataset(records: list[dict], tokenizer, max_length: int, label: str):
     for index, record in enumerate(records):
         prompt, chosen, rejected = check_pair(record, index)
         report.examples += 1
-        lengths = [len(_encode_pair(tokenizer, prompt, answer).input_ids) for answer in (chosen, rejected)]
+        encoded = [_encode_pair(tokenizer, prompt, answer) for answer in (chosen, rejected)]
+        lengths = [len(e.input_ids) for e in encoded]
         if max(lengths) > max_length:
             report.truncated_examples += 1
             report.truncated_tokens += max(lengths) - max_length
+        trained = sum(Example(e.input_ids[:max_length], e.labels[:max_length]).trained_tokens for e in encoded)
         report.kept += 1
         report.total_tokens += sum(min(n, max_length) for n in lengths)
+        report.trained_tokens += trained  # the tokens of both answers: both enter the loss
+        report.trained_tokens_per_example.append(trained)
         rows["prompt"].append(prompt)
         rows["chosen"].append([{"role": "assistant", "content": chosen}])
         rows["rejected"].append([{"role": "assistant", "content": rejected}])

@@ -324,7 +324,8 @@ def _setup_preference(config, tokenizer, train_records, eval_records, output_dir
     from worker.training.preference import build_trainer, pair_dataset, preference_scores
 
     train_dataset, report = pair_dataset(train_records, tokenizer, config.max_length, "training")
-    reporter.on_log(f"Training data: {report.kept} preference pairs, {report.total_tokens} tokens"
+    reporter.on_log(f"Training data: {report.kept} preference pairs, {report.total_tokens} tokens, "
+                    f"{report.trained_tokens} answer tokens (both answers)"
                     + (f"; {report.truncated_examples} pairs longer than max_length={config.max_length} are cut"
                        if report.truncated_examples else "") + ".")
     eval_dataset = pair_dataset(eval_records, tokenizer, config.max_length, "evaluation")[0] if eval_records else None

@@ -118,3 +118,24 @@ def test_dora_sft_trains_and_loads_in_plain_peft(tiny_model_dir, tmp_path, token
 def test_preference_run_refuses_chat_records(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="prompt"):
         run(pref_config(tiny_model_dir), records(4), None, tmp_path, RecordingReporter())
+
+
+def test_evaluation_reports_preference_accuracy_and_margin_next_to_the_answers(dpo_run, tokenizer):
+    from app.evaluations import views
+    from worker.tasks import evaluation
+
+    result, _ = dpo_run
+    held_out = pairs(5, offset=2)
+    out = evaluation.evaluate_pair(result.model, tokenizer, held_out, split="eval", max_length=96, samples=2,
+                                   max_new_tokens=16, goal="brand_voice")
+    base, tuned = out["metrics"]["base"], out["metrics"]["finetuned"]
+    assert base["preference_margin"] == pytest.approx(result.metrics["preference_margin_before"], abs=1e-4)
+    assert tuned["preference_margin"] == pytest.approx(result.metrics["preference_margin"], abs=1e-4)
+    assert tuned["preference_margin"] > base["preference_margin"]
+    assert {"eval_loss", "rougeL"} <= set(tuned)  # the usual figures, the chosen answer as the reference
+    assert out["samples"][0]["reference"] == held_out[0]["chosen"][0]["content"]
+    assert out["samples"][0]["prompt"] == held_out[0]["prompt"]
+    rows = {row.key: row for row in views.metric_rows(out["metrics"])}
+    assert rows["preference_margin"].better == "finetuned"
+    assert "prefers the better answer" in views.sentence(out["metrics"])
+    assert evaluation.summary(out["metrics"]).startswith("preference accuracy")
