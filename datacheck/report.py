@@ -31,7 +31,7 @@ def build_report(run: ValidationRun) -> ValidationReport:
     counts = Counts(
         lines=c["train_lines"], blank_lines=run.blank.count, examples=train + evals,
         invalid=c["invalid"], train_examples=train, eval_examples=evals,
-        with_system=run.with_system, multi_turn=run.multi_turn)
+        with_system=run.with_system, multi_turn=run.multi_turn, pairs=run.pairs)
     duplicates = {file: _duplicates(index, run.options.max_warning_lines)
                   for file, index in run.duplicates.items()}
     warnings = _warnings(run, counts, duplicates)

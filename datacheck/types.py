@@ -101,6 +101,7 @@ class Counts(BaseModel):
     eval_examples: int = 0
     with_system: int = 0
     multi_turn: int = 0
+    pairs: int = 0  # preference pairs among the examples (train and eval)
 
 
 class HistogramBin(BaseModel):

@@ -57,3 +57,18 @@ def test_native_api_takes_the_same_method(client, db, settings, team):  # noqa: 
     r = client.post("/api/v1/runs", headers=headers, json={**body, "hyperparameters": {"use_dora": True}})
     assert r.status_code == 201, r.text
     assert r.json()["config"]["objective"] == "orpo" and r.json()["config"]["use_dora"] is True
+
+
+def test_the_official_sdk_sends_method_dpo(client, db, settings, team):  # noqa: F811
+    """The openai SDK's own request (its method types), answered by the studio in process."""
+    from openai import OpenAI
+
+    account, headers, model = team
+    pairs = make_pair_dataset(db, ArtifactStore(settings.artifact_dir), account.team_id)
+    sdk = OpenAI(base_url=f"{client.base_url}/v1", api_key=headers["Authorization"].removeprefix("Bearer "),
+                 http_client=client, max_retries=0)
+    job = sdk.fine_tuning.jobs.create(model=model.slug, training_file=f"file-{pairs.id}",
+                                      method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3}}})
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.3
+    again = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert again.method.dpo.hyperparameters.beta == 0.3 and again.status == "queued"

@@ -43,6 +43,7 @@ def test_plain_trl_pairs_are_detected_and_normalised():
     report, rows = normalised(jsonl(*[trl_pair(i) for i in range(5)]))
     assert report.status == "valid" and report.format is DatasetFormat.PREFERENCE
     assert rows[0] == EXPECTED and len(rows) == 5
+    assert report.counts.pairs == 5 and report.counts.examples == 5
     assert "5 pairs" in report.explanation and "chosen" in report.explanation
 
 
