@@ -36,6 +36,10 @@ def test_dpo_needs_pairs_and_pairs_need_a_preference_method(client, db, settings
         "model": model.slug, "training_file": f"file-{pairs.id}",
         "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}), 422, "invalid_input")
     assert "beta" in body["message"]
+    body = _error(client.post("/v1/fine_tuning/jobs", headers=headers, json={
+        "model": model.slug, "training_file": f"file-{pairs.id}", "validation_file": f"file-{chats.id}",
+        "method": {"type": "dpo"}}), 422, "invalid_input")
+    assert body["param"] == "validation_file"
 
 
 def test_native_api_takes_the_same_method(client, db, settings, team):  # noqa: F811

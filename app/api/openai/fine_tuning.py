@@ -35,6 +35,7 @@ from app.runs import configure, service
 from app.models import DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
+from datacheck.types import PREFERENCE_FORMATS
 from planner.defaults import DEFAULT_SEED, MAX_DEVICES
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
@@ -168,6 +169,9 @@ def create_job(body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
         device = service.training_device(db)
         return configure.plan(dataset=train, model=base, device=device).config.learning_rate
 
+    if valid is not None and (valid.format in PREFERENCE_FORMATS) != (train.format in PREFERENCE_FORMATS):
+        raise InvalidInput("The validation file must be of the same kind as the training file: both preference "
+                           "pairs (for dpo) or both conversations.", param="validation_file")
     asked = _requested(body)
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
                              hyperparameters=_overrides(asked, body.seed, base_lr), suffix=body.suffix)
