@@ -116,7 +116,10 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
               sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
     session.add(run)
     session.flush()
-    add_event(session, run, "status", f"Queued: {plan.config.method} fine-tuning of {model.display_name} "
+    what = f"{plan.config.method} fine-tuning"
+    if plan.config.is_preference:  # learns from pairs: say so where the run's story starts
+        what = f"{plan.config.objective.upper()} preference training ({plan.config.method})"
+    add_event(session, run, "status", f"Queued: {what} of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")
