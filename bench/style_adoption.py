@@ -10,7 +10,10 @@ examples/support_fr_brand_voice.jsonl within a time budget (the run is stopped
 cooperatively if it ever passes --limit-s), asks again, and prints the share of answers that
 open with the brand greeting and close with the brand signature, base vs fine-tuned.
 With --preset classic the classic LoRA recipe gets the same time budget instead.
-Results are also written to data/bench/style_adoption[_classic].json.
+With --precision both the auto preset's run is trained twice, in fp32 and in bf16, for the same
+number of steps (the budget is planned once), and the two adoptions are printed side by side:
+bf16 on a CPU with native bf16 instructions (precision auto there) must reach the same adoption.
+Results are also written to data/bench/style_adoption[_classic|_precision].json.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=600, help="hard limit: the run is stopped past it")
     parser.add_argument("--preset", choices=["auto", "classic"], default="auto")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default under data/bench)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "both"], default="auto",
+                        help="both: train fp32 and bf16 for the same steps and compare adoption")
     args = parser.parse_args()
 
     model_dir = str(convert_builtin(ROOT / "data" / "models"))
@@ -106,6 +111,11 @@ def main() -> None:
         steps = int(args.budget_s * guess_tokens_per_second(info.parameters, "cpu") / tokens_per_step)
         preset.config.max_steps = steps
         preset.reasons.append(f"Capped at {steps} steps to fit the same {args.budget_s:.0f}s budget.")
+    if args.precision == "both":
+        compare_precisions(args, preset, model_dir, records, questions, base_answers, len(examples))
+        return
+    if args.precision != "auto":
+        preset.config.precision = args.precision
     suffix = "" if args.preset == "auto" else f"_{args.preset}"
     args.out = args.out or ROOT / "data" / "bench" / f"style_run{suffix}"
     print(f"{args.preset} preset:\n  " + "\n  ".join(preset.reasons), flush=True)
@@ -135,6 +145,45 @@ def main() -> None:
     }
     (ROOT / "data" / "bench").mkdir(parents=True, exist_ok=True)
     (ROOT / "data" / "bench" / f"style_adoption{suffix}.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def compare_precisions(args, preset, model_dir, records, questions, base_answers, examples: int) -> None:
+    """The same run (same config, same number of steps) in fp32 and in bf16, adoption side by side."""
+    from worker.training.modeling import cpu_bf16_flags, detect_device, resolve_precision
+    from worker.training.run import planned_steps
+
+    config = preset.config
+    steps = config.max_steps or planned_steps(config, examples)
+    print(f"auto preset, {steps} steps in each precision; native bf16 instructions: "
+          f"{', '.join(cpu_bf16_flags()) or 'none'}; precision auto picks {resolve_precision('auto', detect_device())}",
+          flush=True)
+    outcome = {}
+    for precision in ("fp32", "bf16"):
+        run_config = config.model_copy(update={"precision": precision, "max_steps": steps, "epochs": None})
+        out = ROOT / "data" / "bench" / f"style_run_{precision}"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.monotonic()
+        result = run(run_config, records, None, out, BudgetReporter(args.limit_s), export_merged=False)
+        train_s = time.monotonic() - started
+        answers = answer(model_dir, result.adapter_dir or result.last_checkpoint, questions)
+        outcome[precision] = {"status": result.status, "steps": result.global_step, "train_seconds": train_s,
+                              "tokens_per_s": result.metrics["tokens_per_s"], "final_loss": result.metrics.get("loss"),
+                              "adoption": shares(answers)}
+        print(f"{precision}: {result.status}, {result.global_step} steps in {train_s:.0f}s "
+              f"({result.metrics['tokens_per_s']:.0f} real tokens/s)", flush=True)
+    base = shares(base_answers)
+    print("\nshare of held-out answers in the brand voice (greeting / signature / both), same steps:")
+    print(f"  base model      : {base['greeting']:.0%} / {base['signature']:.0%} / {base['both']:.0%}")
+    for precision, row in outcome.items():
+        a = row["adoption"]
+        print(f"  fine-tuned {precision:4} : {a['greeting']:.0%} / {a['signature']:.0%} / {a['both']:.0%}   "
+              f"({row['tokens_per_s']:.0f} tokens/s, final loss {row['final_loss']:.3f})")
+    f32, b16 = outcome["fp32"], outcome["bf16"]
+    print(f"bf16 / fp32: adoption (both) {b16['adoption']['both']:.0%} vs {f32['adoption']['both']:.0%}, "
+          f"speed {b16['tokens_per_s'] / f32['tokens_per_s']:.2f}x")
+    (ROOT / "data" / "bench").mkdir(parents=True, exist_ok=True)
+    (ROOT / "data" / "bench" / "style_adoption_precision.json").write_text(json.dumps(
+        {"steps": steps, "held_out": len(questions), "base": base, **outcome}, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from datacheck.types import ColumnMapping, DatasetFormat
 
 EXPECTED = (
     'one of: {"messages": [...]} (chat), {"prompt", "completion"}, {"input", "output"} '
-    'or {"instruction", "input", "output"} (Alpaca)'
+    'or {"instruction", "input", "output"} (Alpaca); for preference pairs {"prompt", "chosen", '
+    '"rejected"} or OpenAI\'s {"input", "preferred_output", "non_preferred_output"}'
 )
 _DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon"}
 
@@ -76,6 +77,10 @@ def classify_keys(obj: object) -> DatasetFormat | None:
     """The JSON format an example's keys point to, or None."""
     if not isinstance(obj, dict):
         return None
+    if "chosen" in obj and "rejected" in obj:  # preference pairs (datacheck.parse.preference)
+        return DatasetFormat.PREFERENCE
+    if "preferred_output" in obj and "non_preferred_output" in obj:
+        return DatasetFormat.OPENAI_PREFERENCE
     if "messages" in obj:
         return DatasetFormat.CHAT
     if "instruction" in obj and "output" in obj:

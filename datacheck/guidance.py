@@ -4,6 +4,12 @@ Rules of thumb (examples for training):
 - classification / extraction: 500 minimum, 2,000-5,000 recommended;
 - generation (support answers, code, anything else): 2,000 minimum, 10,000-50,000 recommended;
 - style / brand voice: 500 minimum, 2,000-5,000 recommended.
+
+Preference pairs (DPO, ORPO) teach which of two answers is better rather than the answers
+themselves, so fewer are needed; published recipes use a few thousand, and a style or a simple
+rule shows after a few hundred:
+- classification / extraction / style: 300 minimum, 1,000-5,000 recommended;
+- generation: 500 minimum, 2,000-10,000 recommended.
 """
 
 from __future__ import annotations
@@ -28,17 +34,31 @@ SIZE_RULES = {
 }
 
 
-def guidance_for(goal: Goal | str, train_examples: int, stats: DatasetStats | None = None) -> Guidance:
-    """Advice for training ``train_examples`` examples towards ``goal``."""
+# the same, for preference pairs
+PAIR_SIZE_RULES = {
+    "classification": (300, 1_000, 5_000),
+    "extraction": (300, 1_000, 5_000),
+    "style": (300, 1_000, 5_000),
+    "generation": (500, 2_000, 10_000),
+}
+
+
+def guidance_for(goal: Goal | str, train_examples: int, stats: DatasetStats | None = None, *,
+                 pairs: bool = False) -> Guidance:
+    """Advice for training ``train_examples`` examples (preference pairs when ``pairs``) towards ``goal``."""
     goal = Goal(goal)
     task_type = TASK_TYPES[goal]
-    minimum, low, high = SIZE_RULES[task_type]
+    minimum, low, high = (PAIR_SIZE_RULES if pairs else SIZE_RULES)[task_type]
     verdict = _verdict(train_examples, minimum, low, high)
+    message = _message(goal, verdict, train_examples, minimum, low, high)
+    tips = _tips(goal, stats)
+    if pairs:
+        message = message.replace("training examples", "preference pairs")
+        tips.insert(0, "Make each rejected answer a realistic mistake (the wrong tone, a missing step, a "
+                       "made-up fact) rather than nonsense: the model learns the difference between the two.")
     return Guidance(
         goal=goal.value, task_type=task_type, minimum=minimum, recommended_low=low,
-        recommended_high=high, examples=train_examples, verdict=verdict,
-        message=_message(goal, verdict, train_examples, minimum, low, high),
-        tips=_tips(goal, stats))
+        recommended_high=high, examples=train_examples, verdict=verdict, message=message, tips=tips)
 
 
 def _verdict(n: int, minimum: int, low: int, high: int) -> str:

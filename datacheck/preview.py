@@ -1,5 +1,7 @@
-"""Preview a normalised dataset (one ``{"messages": [...]}`` per line): rows by position,
-and a plain substring search with paging. Both stream the file; nothing is indexed."""
+"""Preview a normalised dataset (one ``{"messages": [...]}`` per line, or for preference
+pairs one ``{"prompt", "chosen", "rejected"}``): rows by position, and a plain substring
+search with paging. Both stream the file; nothing is indexed. A pair's row holds the prompt
+as ``messages`` and the two answers as ``chosen`` and ``rejected``, to show side by side."""
 
 from __future__ import annotations
 
@@ -16,6 +18,20 @@ _NO_LIMIT = 1 << 62
 class Row(BaseModel):
     index: int  # 0-based position in the normalised file
     messages: list[dict[str, Any]]
+    chosen: str | None = None  # preference pairs: the better answer
+    rejected: str | None = None  # and the worse one
+
+
+def _row(index: int, line: bytes) -> Row:
+    record = orjson.loads(line)
+    if "chosen" in record:
+        return Row(index=index, messages=record["prompt"], chosen=record["chosen"][-1]["content"],
+                   rejected=record["rejected"][-1]["content"])
+    return Row(index=index, messages=record["messages"])
+
+
+def _texts(row: Row) -> list[str]:
+    return [m["content"] for m in row.messages] + [t for t in (row.chosen, row.rejected) if t is not None]
 
 
 class SearchPage(BaseModel):
@@ -49,7 +65,7 @@ def read_rows(f: BinaryIO, start: int, count: int) -> list[Row]:
     for batch in iter_line_batches(f, head, max_line_bytes=_NO_LIMIT):
         for line in batch:
             if line:
-                rows.append(Row(index=start + len(rows), messages=orjson.loads(line)["messages"]))
+                rows.append(_row(start + len(rows), line))
             if len(rows) == count:
                 return rows
     return rows
@@ -72,13 +88,13 @@ def search_rows(f: BinaryIO, query: str, *, page: int = 0, page_size: int = 20) 
             index += 1
             if prefilter is not None and prefilter not in line.lower():
                 continue
-            messages = orjson.loads(line)["messages"]
-            if needle and not any(needle in m["content"].lower() for m in messages):
+            row = _row(index, line)
+            if needle and not any(needle in text.lower() for text in _texts(row)):
                 continue
             if skip:
                 skip -= 1
             elif len(rows) < page_size:
-                rows.append(Row(index=index, messages=messages))
+                rows.append(row)
             else:
                 return SearchPage(query=query, page=page, page_size=page_size, rows=rows, has_more=True)
     return SearchPage(query=query, page=page, page_size=page_size, rows=rows, has_more=False)

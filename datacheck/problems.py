@@ -33,6 +33,7 @@ ERROR_TITLES: dict[str, str] = {
     "missing_column": "Column not found",
     "wrong_field_count": "Wrong number of columns",
     "bad_csv": "Broken CSV row",
+    "same_answers": "Chosen and rejected answers are the same",
 }
 
 WARNING_TITLES: dict[str, str] = {

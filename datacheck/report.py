@@ -12,6 +12,7 @@ from datacheck.guidance import guidance_for
 from datacheck.problems import ERROR_TITLES
 from datacheck.types import (
     FORMAT_LABELS,
+    PREFERENCE_FORMATS,
     Counts,
     DatasetFormat,
     DatasetStats,
@@ -30,7 +31,7 @@ def build_report(run: ValidationRun) -> ValidationReport:
     counts = Counts(
         lines=c["train_lines"], blank_lines=run.blank.count, examples=train + evals,
         invalid=c["invalid"], train_examples=train, eval_examples=evals,
-        with_system=run.with_system, multi_turn=run.multi_turn, with_tools=run.with_tools)
+        with_system=run.with_system, multi_turn=run.multi_turn, with_tools=run.with_tools, pairs=run.pairs)
     duplicates = {file: _duplicates(index, run.options.max_warning_lines)
                   for file, index in run.duplicates.items()}
     warnings = _warnings(run, counts, duplicates)
@@ -40,7 +41,7 @@ def build_report(run: ValidationRun) -> ValidationReport:
         language = _language_warning(stats)
         warnings.extend([language] if language else [])
     if run.options.goal is not None and counts.examples:
-        guidance = guidance_for(run.options.goal, counts.train_examples, stats)
+        guidance = guidance_for(run.options.goal, counts.train_examples, stats, pairs=bool(run.pairs))
         if guidance.verdict == "too_few":
             warnings.append(ReportWarning(kind="too_few_examples", message=guidance.message,
                                           count=counts.train_examples))
@@ -220,6 +221,10 @@ def _format_sentence(detection: Detection, counts: Counts) -> str:
                       "must support tools)")
         return (f"Chat format (OpenAI): {_n(n, 'conversation')}, {counts.with_system:,} with a "
                 f"system message{turns}.{array}")
+    if fmt in PREFERENCE_FORMATS:
+        return (f"{FORMAT_LABELS[fmt]}: {_n(n, 'pair')}, each a prompt with a better (chosen) and a worse "
+                f"(rejected) answer, for preference training (DPO or ORPO); lengths count the prompt and "
+                f"the chosen answer.{array}")
     if fmt in (DatasetFormat.CSV, DatasetFormat.TSV):
         m = detection.mapping
         guessed = " (guessed from the column names: check it)" if detection.mapping_proposed else ""

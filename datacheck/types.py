@@ -25,6 +25,11 @@ class DatasetFormat(StrEnum):
     ALPACA = "alpaca"
     CSV = "csv"
     TSV = "tsv"
+    PREFERENCE = "preference"  # {"prompt", "chosen", "rejected"}: a better and a worse answer
+    OPENAI_PREFERENCE = "openai_preference"  # {"input", "preferred_output", "non_preferred_output"}
+
+
+PREFERENCE_FORMATS = frozenset(("preference", "openai_preference"))
 
 
 FORMAT_LABELS: dict[DatasetFormat, str] = {
@@ -34,6 +39,8 @@ FORMAT_LABELS: dict[DatasetFormat, str] = {
     DatasetFormat.ALPACA: 'Alpaca format ("instruction", "input", "output")',
     DatasetFormat.CSV: "CSV table",
     DatasetFormat.TSV: "TSV table (tab-separated)",
+    DatasetFormat.PREFERENCE: 'Preference pairs ("prompt", "chosen", "rejected")',
+    DatasetFormat.OPENAI_PREFERENCE: "Preference pairs (OpenAI preference format)",
 }
 
 
@@ -95,6 +102,7 @@ class Counts(BaseModel):
     with_system: int = 0
     multi_turn: int = 0
     with_tools: int = 0  # conversations with tool definitions (tool calling)
+    pairs: int = 0  # preference pairs among the examples (train and eval)
 
 
 class HistogramBin(BaseModel):

@@ -22,6 +22,7 @@ from datacheck.detect import Detection
 from datacheck.duplicates import HashIndex, record_key
 from datacheck.parse import open_examples
 from datacheck.parse.items import BLANK
+from datacheck.parse.preference import Pair
 from datacheck.parse.tools import text_view
 from datacheck.problems import Problem
 from datacheck.read import DEFAULT_MAX_LINE_BYTES
@@ -89,6 +90,7 @@ class ValidationRun:
         self.split_key = self.splitter.key if self.splitter.leader else (lambda _, record: record_key(record))
         self.tally = {False: 0, True: 0}  # examples by is_eval
         self.with_system = self.multi_turn = self.with_tools = 0
+        self.pairs = 0  # preference pairs among the examples
         self.detection: Detection | None = None  # of the training file, set by validate()
         self.eval_detection: Detection | None = None  # of the eval file, when there is one
 
@@ -108,6 +110,10 @@ class ValidationRun:
                 self.with_tools += 1
                 self.example(line, text_view(item["messages"]), file, index, record=item)
                 index += 1
+            elif type(item) is Pair:  # statistics of the prompt and the chosen answer
+                self.pairs += 1
+                self.example(line, item.chosen_conversation(), file, index, record=item.record())
+                index += 1
             elif item is BLANK:
                 self.blank.note(line, file)
             else:
@@ -121,7 +127,8 @@ class ValidationRun:
     def example(self, line: int, messages: list[Message], file: str, index: int,
                 record: dict | None = None) -> None:
         """Account for one valid example. The hot path: one call per example. ``record`` is
-        the whole record when it is more than its messages (tools: ``messages`` is its text view)."""
+        the whole record when it is more than its messages (tools: ``messages`` is its text view;
+        a preference pair: its chosen conversation)."""
         is_eval = file == "eval"
         record = orjson.dumps({"messages": messages} if record is None else record)
         if self.split:

@@ -14,14 +14,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.defaults import (
-    DEFAULT_DEVICES, DEFAULT_EPOCHS, DEFAULT_EVAL_STRATEGY, DEFAULT_GRAD_ACCUM, DEFAULT_GRADIENT_CHECKPOINTING,
+    DEFAULT_BETA, DEFAULT_DEVICES, DEFAULT_EPOCHS, DEFAULT_EVAL_STRATEGY, DEFAULT_GRAD_ACCUM, DEFAULT_GRADIENT_CHECKPOINTING,
     DEFAULT_LEARNING_RATE, DEFAULT_LOGGING_STEPS, DEFAULT_LORA_ALPHA, DEFAULT_LORA_BIAS, DEFAULT_LORA_DROPOUT,
-    DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, MAX_DEVICES, DEFAULT_MAX_LENGTH, DEFAULT_METHOD, DEFAULT_PACKING,
+    DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, MAX_DEVICES, DEFAULT_MAX_LENGTH, DEFAULT_METHOD, DEFAULT_OBJECTIVE, DEFAULT_PACKING,
     DEFAULT_PER_DEVICE_BATCH_SIZE, DEFAULT_PRECISION, DEFAULT_SAVE_STRATEGY, DEFAULT_SAVE_TOTAL_LIMIT,
-    DEFAULT_SCHEDULER, DEFAULT_SEED, DEFAULT_TARGET_MODULES, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+    DEFAULT_SCHEDULER, DEFAULT_SEED, DEFAULT_TARGET_MODULES, DEFAULT_USE_DORA, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
 )
 
 Method = Literal["full", "lora", "qlora", "lora8bit"]
+Objective = Literal["sft", "dpo", "orpo"]
 TargetModules = Literal["attention", "attention_mlp", "all_linear"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
@@ -29,6 +30,7 @@ Cadence = Literal["no", "steps", "epoch"]
 
 CONFIG_FILENAME = "training_config.json"
 ADAPTER_METHODS = ("lora", "qlora", "lora8bit")
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 
 
 class TrainingConfig(BaseModel):
@@ -46,6 +48,26 @@ class TrainingConfig(BaseModel):
         description="full: train every weight (most memory). lora: freeze the model and train small "
         "low-rank adapters. qlora: LoRA on a 4-bit (NF4) copy of the model, the least memory. "
         "lora8bit: LoRA on an 8-bit copy of the model.",
+    )
+    objective: Objective = Field(
+        default=DEFAULT_OBJECTIVE,
+        description="What the run learns from. sft: example answers (copy how they answer). dpo: pairs "
+        "of a better and a worse answer to the same prompt (teach it which of two answers is better), "
+        "kept close to the base model. orpo: the same pairs, learning the better answer and the "
+        "preference in one pass without a reference model (cheaper than dpo). dpo and orpo need a "
+        "preference dataset (prompt, chosen, rejected).",
+    )
+    beta: float = Field(
+        default=DEFAULT_BETA, gt=0, le=10,
+        description="Preference strength. dpo: how far the model may move from the base model "
+        "(0.1 is usual; lower lets it move further). orpo: the weight of the preference term next to "
+        "learning the better answer (0.1 is usual). Ignored for sft.",
+    )
+    use_dora: bool = Field(
+        default=DEFAULT_USE_DORA,
+        description="DoRA: split each adapted weight into a size and a direction and train both "
+        "(PEFT use_dora). Often closer to full fine-tuning than plain LoRA at the same rank, for "
+        "somewhat more time and memory. LoRA methods only.",
     )
     lora_r: int = Field(
         default=DEFAULT_LORA_R, ge=1, le=1024,
@@ -123,7 +145,8 @@ class TrainingConfig(BaseModel):
     precision: Precision = Field(
         default=DEFAULT_PRECISION,
         description="Number format for training. auto: bf16 on GPUs that support it, fp16 on other "
-        "CUDA GPUs, fp32 on a CPU (where bf16 is much slower).",
+        "CUDA GPUs; on a CPU, bf16 where it has native bf16 matrix instructions (AMX or AVX512-BF16, "
+        "where bf16 is faster) and fp32 elsewhere (where bf16 is many times slower).",
     )
     max_length: int = Field(
         default=DEFAULT_MAX_LENGTH, ge=16, le=262144,
@@ -178,6 +201,11 @@ class TrainingConfig(BaseModel):
     def uses_adapter(self) -> bool:
         return self.method in ADAPTER_METHODS
 
+    @property
+    def is_preference(self) -> bool:
+        """True for the objectives that learn from (prompt, chosen, rejected) pairs."""
+        return self.objective in PREFERENCE_OBJECTIVES
+
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainingConfig":
         if self.epochs is None and self.max_steps is None:
@@ -186,6 +214,12 @@ class TrainingConfig(BaseModel):
             raise ValueError("eval_strategy is 'steps': set eval_steps (evaluate every how many steps).")
         if self.save_strategy == "steps" and self.save_steps is None:
             raise ValueError("save_strategy is 'steps': set save_steps (checkpoint every how many steps).")
+        if self.use_dora and not self.uses_adapter:
+            raise ValueError("use_dora adds DoRA to LoRA adapters: choose lora, qlora or lora8bit, or turn DoRA off.")
+        if self.is_preference and self.devices > 1:
+            raise ValueError(f"{self.objective} runs train on one device; set devices to 1.")
+        if self.is_preference and self.packing:
+            raise ValueError(f"{self.objective} compares two whole answers row by row; turn packing off.")
         if self.method == "full" and self.learning_rate > 1e-3:
             raise ValueError(
                 f"learning_rate {self.learning_rate:g} is far too high for full fine-tuning "

@@ -35,6 +35,9 @@ DEFAULT_SAVE_STRATEGY = "epoch"
 DEFAULT_SAVE_TOTAL_LIMIT = 2
 DEFAULT_LOGGING_STEPS = 1
 DEFAULT_GRADIENT_CHECKPOINTING = False
+DEFAULT_OBJECTIVE = "sft"  # learn from example answers; "dpo" / "orpo" learn from pairs of answers
+DEFAULT_BETA = 0.1  # DPO: how far from the base model the run may move; ORPO: weight of the preference term
+DEFAULT_USE_DORA = False
 DEFAULT_DEVICES = 1  # one GPU (or the CPU); more runs the job under torch.distributed
 MAX_DEVICES = 64
 

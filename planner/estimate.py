@@ -24,6 +24,18 @@ uses (``strategy_for``):
   so the largest unit is the bigger of one layer and the root. Activations are those of the
   device's own micro-batch.
 
+Preference objectives (``objective``): dpo and orpo run both answers of each pair, so a
+micro-batch of B pairs lays out 2B rows (twice the activations of B examples). dpo also needs
+the reference model's log-probabilities: with adapters that is the same model with its adapters
+switched off (no memory beyond one layer's transient activations under no_grad), with full
+weights a frozen second copy of the weights. Time per pair: orpo 2x an example (two rows), dpo
+2x plus a no-grad reference forward over both rows, about 1/3 of a training step: 2 x 4/3.
+
+DoRA (``use_dora``) keeps a magnitude vector per adapted layer (its output width), the output
+of each adapted layer once more for the magnitude rescaling, and forms B @ A as a full weight
+of the layer being computed (one at a time, fp32) to take its norm. PEFT documents it as slower
+than LoRA; the estimate counts DORA_TIME_FACTOR.
+
 Time: N devices process ``SCALING_EFFICIENCY`` x N times the tokens per second of one device
 (gradient all-reduce / all-gather / reduce-scatter traffic that the compute does not hide), so a
 run on N > 1 devices takes train_tokens / (tokens_per_second x N x SCALING_EFFICIENCY).
@@ -48,6 +60,10 @@ METHODS = ("full", "lora", "qlora", "lora8bit")
 # 16 MB stays on the C heap (glibc maps blocks over 32 MiB afresh each time) and mostly in cache.
 HEAD_CHUNK_ELEMENTS = {"cpu": 4 * 2**20, "cuda": 32 * 2**20}
 TARGETS = ("attention", "attention_mlp", "all_linear")
+OBJECTIVES = ("sft", "dpo", "orpo")
+ROWS_PER_EXAMPLE = {"sft": 1, "dpo": 2, "orpo": 2}  # rows laid out per training example (pair)
+TIME_FACTOR = {"sft": 1.0, "dpo": 2 * 4 / 3, "orpo": 2.0}  # compute per example, relative to sft
+DORA_TIME_FACTOR = 1.3  # DoRA's extra weight norm and rescaling per adapted layer (PEFT: slower than LoRA)
 # Share of linear scaling N devices reach (0.9: 8 devices run 7.2x as fast as one). Published DDP
 # and FSDP runs within one host (NVLink or PCIe) reach 85-95%; the estimate takes the middle.
 SCALING_EFFICIENCY = 0.9
@@ -207,14 +223,18 @@ def estimate_memory(
     device: str = DEFAULT_ESTIMATE_DEVICE,
     device_memory_gb: float | None = None,
     devices: int = 1,
+    objective: str = "sft",
+    use_dora: bool = False,
 ) -> MemoryEstimate:
-    """Peak memory of one device; batch_size is the micro-batch of one device."""
+    """Peak memory of one device; batch_size is the micro-batch of one device (pairs for dpo/orpo)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
     if devices < 1:
         raise ValueError("devices must be at least 1")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
     dtype_bytes = BYTES[precision]
-    tokens = batch_size * context_length
+    tokens = batch_size * context_length * ROWS_PER_EXAMPLE[objective]
     embeddings = shape.embedding_params
     linear = shape.parameters - embeddings
     notes: list[str] = []
@@ -232,8 +252,28 @@ def estimate_memory(
         else:
             weights = shape.parameters * dtype_bytes
         trainable = lora_params(shape, lora_rank, target_modules)
+        dora_activations = 0.0
+        if use_dora:
+            widths = [o for _, o in shape.linear_shapes("attention_mlp" if target_modules == "all_linear"
+                                                        else target_modules)]
+            trainable += shape.num_layers * sum(widths)  # one magnitude per output feature
+            largest = max(i * o for i, o in shape.linear_shapes("attention_mlp"))
+            dora_activations = shape.num_layers * sum(widths) * tokens * 4 + largest * 4
+            notes.append("DoRA: a magnitude vector per adapted layer, each adapted output kept once more "
+                         "and one layer's full B @ A weight at a time")
         adapters, gradients, optimizer = trainable * 4, trainable * 4, trainable * 8
     activations = activation_bytes(shape, tokens, dtype_bytes, gradient_checkpointing, device=device)
+    if method != "full":
+        activations += dora_activations
+    if objective == "dpo":
+        if method == "full":
+            weights += shape.parameters * dtype_bytes
+            notes.append("dpo with full weights: a frozen copy of the base model as the reference")
+        else:
+            notes.append("dpo with adapters: the reference is the same model with its adapters off")
+    if objective != "sft":
+        notes.append(f"{objective}: both answers of each pair in one micro-batch ({batch_size} pairs = "
+                     f"{2 * batch_size} rows)")
     if method == "full":
         # the chunked loss accumulates the trained head's gradient in fp32 from the forward pass on,
         # and a tied embedding forms its own gradient densely before adding it to the head's
@@ -291,13 +331,17 @@ def estimate(
     train_tokens: float | None = None,
     tokens_per_second: float | None = None,
     devices: int = 1,
+    objective: str = "sft",
+    use_dora: bool = False,
 ) -> Estimate:
     """Estimate the peak memory of every method on each of `devices` devices (batch_size is one
     device's micro-batch), say whether `method` fits, which method to use, and how many devices
     of this memory it would need.
 
     train_tokens (all tokens the run will process, epochs included) and a measured
-    tokens_per_second of ONE device give the time estimate, scaled to `devices`.
+    tokens_per_second of ONE device give the time estimate, scaled to `devices`. For dpo/orpo,
+    train_tokens counts each pair once (prompt and chosen answer, as the dataset statistics do)
+    and TIME_FACTOR adds the second answer (and dpo's reference forward); DoRA adds DORA_TIME_FACTOR.
     """
     shape = ModelShape(parameters, hidden_size, num_layers, vocab_size, intermediate_size,
                        num_kv_heads_ratio, tied_embeddings)
@@ -305,13 +349,15 @@ def estimate(
     common = dict(batch_size=batch_size, context_length=context_length, precision=precision,
                   lora_rank=lora_rank, target_modules=target_modules,
                   gradient_checkpointing=gradient_checkpointing, device=device,
-                  device_memory_gb=device_memory_gb)
+                  device_memory_gb=device_memory_gb, objective=objective, use_dora=use_dora)
     by_method = {m: estimate_memory(shape, m, devices=devices, **common) for m in METHODS}
     requested = by_method[method]
     recommended = _recommend(by_method, method, device)
     needed = devices_needed(shape, method, **common)
     verdict = _verdict(requested, recommended, by_method, device, device_memory_gb, needed)
     time_s = estimate_time(train_tokens, tokens_per_second, devices)
+    if time_s is not None:
+        time_s *= TIME_FACTOR[objective] * (DORA_TIME_FACTOR if use_dora and method != "full" else 1.0)
     return Estimate(requested, by_method, recommended, verdict, time_s, needed)
 
 

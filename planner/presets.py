@@ -16,7 +16,7 @@ from pathlib import Path
 
 from planner.config import TrainingConfig
 from planner.defaults import (
-    DEFAULT_EPOCHS, DEFAULT_GRAD_ACCUM, DEFAULT_KV_HEADS_RATIO, DEFAULT_LEARNING_RATE, DEFAULT_LORA_ALPHA,
+    DEFAULT_BETA, DEFAULT_EPOCHS, DEFAULT_GRAD_ACCUM, DEFAULT_KV_HEADS_RATIO, DEFAULT_LEARNING_RATE, DEFAULT_LORA_ALPHA,
     DEFAULT_LORA_DROPOUT, DEFAULT_LORA_R, DEFAULT_MAX_GRAD_NORM, DEFAULT_METHOD, DEFAULT_PACKING,
     DEFAULT_PER_DEVICE_BATCH_SIZE, DEFAULT_PRECISION, DEFAULT_SCHEDULER, DEFAULT_TARGET_MODULES,
     DEFAULT_TIED_EMBEDDINGS, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
@@ -126,11 +126,14 @@ def auto(
     device_memory_gb: float | None = None,
     time_budget_s: float | None = None,
     tokens_per_second: float | None = None,
+    objective: str = "sft",
 ) -> Preset:
     """A configuration adapted to this model, dataset and machine, with the reasons for it.
 
     train_tokens: all tokens of the training set (one epoch); time_budget_s: how long the
     training may take; tokens_per_second: a measured throughput (otherwise a rough guess).
+    objective: sft, or dpo / orpo for a dataset of preference pairs (train_examples are pairs):
+    beta, learning rate and epochs then follow the preference recipes (see _preference).
     """
     if train_examples < 1 or train_tokens < 1:
         raise ValueError("The dataset is empty: add conversations before choosing settings.")
@@ -148,9 +151,13 @@ def auto(
 
     effective = 16 if train_examples >= 1000 else 8 if train_examples >= 200 else 4
     epochs = 3.0 if train_examples < 500 else 2.0 if train_examples < 5000 else 1.0
-    why = ("a small dataset needs several passes and enough optimizer steps" if epochs > 1
-           else "a large dataset is learned in one pass without over-fitting")
-    reasons.append(f"{epochs:g} epoch(s) with an effective batch of {effective}: {why}.")
+    beta = DEFAULT_BETA
+    if objective == "sft":
+        why = ("a small dataset needs several passes and enough optimizer steps" if epochs > 1
+               else "a large dataset is learned in one pass without over-fitting")
+        reasons.append(f"{epochs:g} epoch(s) with an effective batch of {effective}: {why}.")
+    else:
+        lr, epochs, beta = _preference(objective, lr, train_examples, effective, reasons)
 
     mean_tokens = train_tokens / train_examples
     max_length = _max_length(max_example_tokens or mean_tokens * 2, model.context_length)
@@ -171,8 +178,11 @@ def auto(
             )
             planned = max_steps
     warmup = 0.05 if planned < 300 else 0.03
+    if objective != "sft" and per_device > 1:
+        per_device //= 2  # both answers of a pair are in the micro-batch
+        reasons.append(f"Micro-batches of {per_device} pairs ({2 * per_device} rows: each pair's two answers).")
     config = TrainingConfig(
-        base_model=base_model, method=method, lora_r=rank, lora_alpha=2 * rank,
+        objective=objective, beta=beta, base_model=base_model, method=method, lora_r=rank, lora_alpha=2 * rank,
         lora_dropout=DEFAULT_LORA_DROPOUT, target_modules=AUTO_TARGET_MODULES, learning_rate=round(lr, 6),
         epochs=epochs, max_steps=max_steps, per_device_batch_size=per_device,
         grad_accum=effective // per_device, scheduler=DEFAULT_SCHEDULER, warmup=warmup, weight_decay=0.0,
@@ -186,6 +196,33 @@ def auto(
     return Preset(config, reasons)
 
 
+def _preference(objective: str, sft_lr: float, pairs: int, effective: int,
+                reasons: list[str]) -> tuple[float, float, float]:
+    """Learning rate, epochs and beta of a dpo / orpo run, with their reasons.
+
+    Published recipes train preferences with learning rates 5-20x below supervised fine-tuning
+    of the same model (Zephyr's DPO: 5e-7 full weights; LoRA DPO recipes 5e-6 to 5e-5; the ORPO
+    paper: 8e-6 full), beta 0.1 (DPO and ORPO's lambda), and one to three epochs: preferences
+    over-fit quickly, so small datasets get more passes and large ones one.
+    """
+    if objective == "dpo":
+        lr = min(max(sft_lr / 10, 5e-6), 1e-4)
+        reasons.append(f"DPO learning rate {lr:.1e}: a tenth of supervised fine-tuning's, because DPO pushes "
+                       "the two answers apart and a large step wrecks the model's fluency.")
+        reasons.append(f"Beta {DEFAULT_BETA:g}: the usual DPO strength; the model may move from the base "
+                       "model only as far as the pairs need (lower lets it move further).")
+    else:
+        lr = min(max(sft_lr / 5, 5e-6), 2e-4)
+        reasons.append(f"ORPO learning rate {lr:.1e}: a fifth of supervised fine-tuning's, because ORPO "
+                       "learns the better answer and the preference in the same step.")
+        reasons.append(f"Beta (ORPO's lambda) {DEFAULT_BETA:g}: the weight of the preference next to learning "
+                       "the better answer, as in the ORPO paper.")
+    epochs = 3.0 if pairs < 300 else 2.0 if pairs < 2000 else 1.0
+    reasons.append(f"{epochs:g} epoch(s) over {pairs} pairs with an effective batch of {effective}: preferences "
+                   "are learned in few passes and over-fit after" + (" one" if epochs == 1 else " a few") + ".")
+    return lr, epochs, DEFAULT_BETA
+
+
 def _max_length(longest: float, context_length: int) -> int:
     return int(min(max(64 * math.ceil(longest / 64), 128), context_length, 4096))
 
@@ -194,8 +231,9 @@ def _fit(model, device, memory_gb, effective, max_length, rank, reasons) -> tupl
     """Method, micro-batch and checkpointing that fit the device."""
     if device == "cpu" or not memory_gb:
         per_device = _largest_divisor(effective, max(1, 512 // max(max_length // 2, 1)))
-        reasons.append(f"On the CPU: LoRA in fp32, micro-batches of {per_device} examples (CPU cores "
-                       "are fastest with a few hundred tokens per pass).")
+        reasons.append(f"On the CPU: LoRA (bf16 where the CPU has native bf16 instructions, fp32 elsewhere), "
+                       f"micro-batches of {per_device} examples (CPU cores are fastest with a few hundred "
+                       "tokens per pass).")
         return "lora", per_device, False
     shape = dict(parameters=model.parameters, hidden_size=model.hidden_size, num_layers=model.num_layers,
                  vocab_size=model.vocab_size, intermediate_size=model.intermediate_size,

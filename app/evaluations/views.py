@@ -24,6 +24,11 @@ METRICS = (
      "Answers that call the right tool with the same arguments as the reference (tool-calling datasets)."),
     ("general_ability", "General questions right", False,
      "Share of the studio's general-ability questions (arithmetic, capitals, simple facts) answered right."),
+    ("preference_accuracy", "Preference accuracy", False,
+     "Held-out pairs where the model finds the better (chosen) answer more likely than the worse one."),
+    ("preference_margin", "Preference margin", False,
+     "How much more likely the better answer is than the worse one, per token (log-probability; above 0: "
+     "the better answer wins)."),
 )
 SPLIT_LABELS = {"eval": "the eval split", "train": "training examples (this dataset has no eval split)"}
 
@@ -41,8 +46,10 @@ class MetricRow:
 def fmt(key: str, value: float | None) -> str:
     if value is None:
         return "—"
-    if key in ("exact_match", "accuracy", "tool_call_accuracy", "general_ability"):
+    if key in ("exact_match", "accuracy", "tool_call_accuracy", "general_ability", "preference_accuracy"):
         return f"{value:.0%}"
+    if key == "preference_margin":
+        return f"{value:+.3f}"
     if key == "bleu":
         return f"{value:.1f}"
     if key == "perplexity":
@@ -70,6 +77,12 @@ def sentence(metrics: dict[str, dict[str, float]] | None) -> str:
     if "rougeL" not in base or "rougeL" not in tuned:
         return ""
     parts = []
+    if "preference_accuracy" in base and "preference_accuracy" in tuned:
+        parts.append(f"On held-out pairs the fine-tuned model prefers the better answer in "
+                     f"{fmt('preference_accuracy', tuned['preference_accuracy'])} of them (base model: "
+                     f"{fmt('preference_accuracy', base['preference_accuracy'])}), with a margin of "
+                     f"{fmt('preference_margin', tuned['preference_margin'])} per token (base model: "
+                     f"{fmt('preference_margin', base['preference_margin'])}).")
     if "accuracy" in base and "accuracy" in tuned:
         word = "more" if tuned["accuracy"] > base["accuracy"] else "fewer" if tuned["accuracy"] < base["accuracy"] else "as many"
         parts.append(f"The fine-tuned model gives the right label {word} often: accuracy "

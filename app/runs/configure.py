@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import InvalidInput
+from datacheck.types import PREFERENCE_FORMATS
 from app.models import BaseModel, Dataset, Worker
 from planner import estimate as estimator
 from planner import presets
@@ -62,6 +63,22 @@ def _dataset_size(dataset: Dataset) -> tuple[int, int, int | None]:
     return examples, tokens, int(longest) if longest else None
 
 
+def objective_for(dataset: Dataset, asked: str | None) -> str:
+    """The objective a dataset trains for: a preference dataset (pairs) trains with dpo unless
+    orpo is asked for; any other dataset with sft. A mismatch is refused in plain words."""
+    pairs = dataset.format in PREFERENCE_FORMATS
+    if asked is None:
+        return "dpo" if pairs else "sft"
+    if pairs and asked == "sft":
+        raise InvalidInput("This dataset holds preference pairs (a better and a worse answer): train it with "
+                           "dpo or orpo, or choose a dataset of example answers for sft.", param="objective")
+    if not pairs and asked in ("dpo", "orpo"):
+        raise InvalidInput(f"{asked} learns from preference pairs, but this dataset holds example answers. "
+                           'Upload pairs ({"prompt", "chosen", "rejected"} or OpenAI\'s preference format) '
+                           "or train with sft.", param="objective")
+    return asked
+
+
 def _readable(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -83,12 +100,20 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
         raise InvalidInput(f"Unknown preset {preset!r}: use one of {', '.join(PRESETS)}.", param="preset")
     info = _model_info(model)
     examples, tokens, longest = _dataset_size(dataset)
+    objective = objective_for(dataset, overrides.get("objective"))
+    overrides["objective"] = objective
     if preset == "auto":
         chosen = presets.auto(base_model=model.path, model=info, train_examples=max(examples, 1),
                               train_tokens=max(tokens, 1), max_example_tokens=longest, device=device.kind,
-                              device_memory_gb=device.memory_gb, time_budget_s=time_budget_s)
+                              device_memory_gb=device.memory_gb, time_budget_s=time_budget_s,
+                              objective=objective)
     else:
         chosen = presets.classic(model.path)
+        if objective != "sft":  # the classic recipe is a supervised one: preference runs keep its
+            #                     adapters, with the preference learning rate and beta
+            preference = presets.auto(base_model=model.path, model=info, train_examples=max(examples, 1),
+                                      train_tokens=max(tokens, 1), device="cpu", objective=objective)
+            overrides = {"learning_rate": preference.config.learning_rate, **overrides}
     reasons = list(chosen.reasons)
     try:
         config = TrainingConfig.model_validate({**chosen.config.model_dump(), **overrides})
@@ -113,7 +138,7 @@ def plan(*, dataset: Dataset, model: BaseModel, device: Device, preset: str = "a
         intermediate_size=info.intermediate_size, num_kv_heads_ratio=info.num_kv_heads_ratio,
         tied_embeddings=info.tied_embeddings, lora_rank=config.lora_r, target_modules=config.target_modules,
         gradient_checkpointing=config.gradient_checkpointing, train_tokens=processed,
-        tokens_per_second=tps, devices=config.devices,
+        tokens_per_second=tps, devices=config.devices, objective=config.objective, use_dora=config.use_dora,
     )
     estimate = {
         "device": device.name, "device_kind": device.kind, "device_memory_gb": device.memory_gb,

@@ -35,6 +35,7 @@ from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from app.web import is_htmx, redirect, render
 from datacheck import GOAL_LABELS, Goal, guidance_for
+from datacheck.types import PREFERENCE_FORMATS
 
 pages = APIRouter(tags=["runs"], include_in_schema=False)
 PAGE_SIZE = 25
@@ -83,6 +84,9 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
                         (fitting or choices or [None])[0])
     model = model_choice["model"] if model_choice else None
     overrides = views.overrides_from(form)
+    pairs = dataset is not None and dataset.format in PREFERENCE_FORMATS
+    if pairs and form.get("objective") in ("dpo", "orpo"):
+        overrides.setdefault("objective", form["objective"])  # the plain-words choice; the advanced field wins
     plan, settings_error = None, None
     calibration = service.calibration(db, team_id=p.team_id, device_kind=device.kind)
     if dataset is not None and model is not None:
@@ -100,7 +104,8 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
     return {
         "form": form, "error": error, "datasets": datasets, "dataset": dataset, "goal": goal,
         "goal_choices": GOAL_CHOICES, "goal_label": GOAL_LABELS[Goal(goal)],
-        "guidance": guidance_for(goal, _examples(dataset)) if dataset is not None else None,
+        "guidance": guidance_for(goal, _examples(dataset), pairs=pairs) if dataset is not None else None,
+        "pairs": pairs, "objective": config.get("objective", "sft"),
         "models": choices, "model": model, "preset": preset, "plan": plan, "config": config,
         "settings_error": settings_error, "device": device, "views": views,
         "method_sentence": views.method_sentence(config["method"], share) if plan else "",
@@ -133,9 +138,12 @@ async def create_run(request: Request, db: SessionDep, p: CurrentUser, settings:
     p.require("write")
     form = _form((await request.form()).multi_items())
     form.pop("csrf_token", None)
+    overrides = views.overrides_from(form)
+    if form.get("objective") in ("dpo", "orpo"):  # the plain-words choice (offered for pair datasets only)
+        overrides.setdefault("objective", form["objective"])
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=_int(form.get("dataset_id")) or 0,
                              base_model_id=_int(form.get("base_model_id")) or 0,
-                             preset=form.get("preset") or "auto", hyperparameters=views.overrides_from(form),
+                             preset=form.get("preset") or "auto", hyperparameters=overrides,
                              name=(form.get("name") or "")[:200])
     try:
         run, _ = service.submit(db, sub=sub, settings=settings)

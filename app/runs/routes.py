@@ -51,7 +51,8 @@ def run_out(db, run, places=None) -> RunOut:  # noqa: ANN001
 def _submission(body: RunCreate, p, idempotency_key: str | None) -> service.Submission:  # noqa: ANN001
     return service.Submission(
         team_id=p.team_id, user_id=p.user_id, dataset_id=body.dataset_id, base_model_id=body.base_model_id,
-        preset=body.preset, hyperparameters=body.hyperparameters, name=body.name, priority=body.priority,
+        preset=body.preset, hyperparameters={**body.hyperparameters, **(body.method.overrides() if body.method else {})},
+        name=body.name, priority=body.priority,
         idempotency_key=idempotency_key, suffix=body.suffix,
         time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
 
@@ -76,7 +77,7 @@ def estimate_run(body: RunCreate, db: SessionDep, p: CurrentPrincipal) -> Estima
         raise NotFound("No such dataset or base model.")
     device = service.training_device(db)
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=body.preset,
-                          overrides=body.hyperparameters,
+                          overrides={**body.hyperparameters, **(body.method.overrides() if body.method else {})},
                           time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
     return EstimateOut(config=plan.config.model_dump(), reasons=plan.reasons, estimate=plan.estimate,
                        warnings=plan.warnings)

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class PreferenceHyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float | Literal["auto"] | None = Field(None, description="The preference strength (TrainingConfig.beta).")
+
+
+class PreferenceMethod(BaseModel):
+    hyperparameters: PreferenceHyperparameters | None = None
+
+
+class Method(BaseModel):
+    """The OpenAI fine-tuning API's `method`, accepted here too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["supervised", "dpo", "orpo"] = Field(
+        description="supervised (sft): learn from example answers; dpo / orpo: learn from preference pairs.")
+    supervised: dict[str, Any] | None = None
+    dpo: PreferenceMethod | None = None
+    orpo: PreferenceMethod | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """As TrainingConfig overrides: objective and beta."""
+        out: dict[str, Any] = {"objective": "sft" if self.type == "supervised" else self.type}
+        chosen = self.dpo if self.type == "dpo" else self.orpo if self.type == "orpo" else None
+        if chosen and chosen.hyperparameters and chosen.hyperparameters.beta not in (None, "auto"):
+            out["beta"] = chosen.hyperparameters.beta
+        return out
 
 
 class RunCreate(BaseModel):
@@ -17,6 +47,11 @@ class RunCreate(BaseModel):
         "With {\"devices\": N}, per_device_batch_size x grad_accum is the effective batch asked for and the "
         "accumulation is divided by N so that it stays so (the estimate's reasons say how).",
         examples=[{"max_steps": 30}])
+    method: Method | None = Field(
+        None, description='As in the OpenAI API: {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}} '
+        '(or "orpo"); the same as hyperparameters {"objective": "dpo", "beta": 0.1}. Without it, a dataset '
+        "of preference pairs trains with dpo and any other with sft.",
+        examples=[{"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}])
     name: str = Field("", max_length=200)
     priority: int = Field(0, ge=0, le=10, description="Higher runs first among your queued runs.")
     suffix: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9_-]*$")

@@ -280,7 +280,10 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
                   "still being validated; the run is queued as soon as they pass.",
                   data={"status": "validating_files", "datasets": [d.id for d in checking]})
         return run, True
-    add_event(session, run, "status", f"Queued: {views.METHOD_LABELS.get(plan.config.method, plan.config.method)} of {model.display_name} "
+    what = views.METHOD_LABELS.get(plan.config.method, plan.config.method)
+    if plan.config.is_preference:  # learns from pairs: say so where the run's story starts
+        what = f"{plan.config.objective.upper()} preference training ({what})"
+    add_event(session, run, "status", f"Queued: {what} of {model.display_name} "
               f"on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")

@@ -23,7 +23,8 @@ import orjson
 
 from datacheck.parse.tools import is_tool_example, tool_example
 from datacheck.problems import Problem
-from datacheck.types import FORMAT_LABELS, DatasetFormat, Message
+from datacheck.parse.preference import Pair, normalize_pair
+from datacheck.types import FORMAT_LABELS, PREFERENCE_FORMATS, DatasetFormat, Message
 
 ROLES = frozenset(("system", "user", "assistant"))
 # The role sequences nearly every file consists of, accepted without walking the rules.
@@ -37,15 +38,18 @@ _FLAT_FIELDS = {
 }
 
 
-def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message] | dict:
+def normalize_object(fmt: DatasetFormat, obj: object) -> list[Message] | dict | Pair:
     """Turn one parsed JSON example into checked internal messages, or raise Problem.
-    A chat example with tools becomes its whole record, a dict (see ``parse.tools``)."""
+    A chat example with tools becomes its whole record, a dict (see ``parse.tools``); the
+    preference formats give a Pair (see ``parse.preference``)."""
     if type(obj) is not dict:
         raise Problem("not_an_object", _not_object_reason(obj))
     if fmt is DatasetFormat.CHAT:
         if is_tool_example(obj):
             return tool_example(obj)
         return chat_messages(obj)
+    if fmt in PREFERENCE_FORMATS:
+        return normalize_pair(fmt, obj)
     if fmt is DatasetFormat.ALPACA:
         return alpaca_messages(obj)
     prompt_key, answer_key = _FLAT_FIELDS[fmt]

@@ -69,3 +69,25 @@ def make_run(db, team_id: int, dataset: Dataset, model: BaseModel, *, status: Ru
     db.add(run)
     db.commit()
     return run
+
+
+def pair(i: int) -> dict:
+    return {"prompt": [{"role": "user", "content": f"Question {i}: how do I reset my password?"}],
+            "chosen": [{"role": "assistant", "content": f"Bonjour ! Answer {i}: use the reset link. — L'équipe"}],
+            "rejected": [{"role": "assistant", "content": f"Answer {i}: use the link."}]}
+
+
+def make_pair_dataset(db, store: ArtifactStore, team_id: int, *, n_train: int = 24, n_eval: int = 4,  # noqa: ANN001
+                      name: str = "support pairs") -> Dataset:
+    """A validated dataset of preference pairs (as datacheck normalises them)."""
+    base = f"teams/{team_id}/datasets/pairs-{n_train}"
+    train = store.write_bytes(f"{base}/train.jsonl", b"".join(json.dumps(pair(i)).encode() + b"\n" for i in range(n_train)))
+    evals = store.write_bytes(f"{base}/eval.jsonl", b"".join(json.dumps(pair(1000 + i)).encode() + b"\n" for i in range(n_eval)))
+    row = Dataset(team_id=team_id, name=name, status=DatasetStatus.valid, sha256=train.sha256, size_bytes=train.size,
+                  raw_path=train.key, normalized_path=train.key, normalized_eval_path=evals.key,
+                  num_examples=n_train + n_eval, format="preference", goal="brand_voice",
+                  report={"counts": {"train_examples": n_train, "eval_examples": n_eval}},
+                  stats={"tokens_per_epoch": n_train * 30, "example_lengths": {"p99": 40}})
+    db.add(row)
+    db.commit()
+    return row

@@ -19,7 +19,7 @@ from tests.factories import make_account, make_api_key
 from tests.processes import spawn, stop_all, wait_for
 from tests.runs.factories import make_dataset, register_model
 
-SHORT = {"method": "lora", "max_steps": 6, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
+SHORT = {"method": "lora", "precision": "fp32", "max_steps": 6, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
          "save_steps": 2, "eval_strategy": "no", "max_length": 96, "warmup": 0.0, "save_total_limit": None}
 
 

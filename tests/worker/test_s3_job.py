@@ -24,7 +24,7 @@ from tests.factories import log_in, make_account, make_api_key
 from tests.runs.factories import make_dataset, register_model
 from tests.services import s3_env, s3_server  # noqa: F401  (fixtures)
 
-HYPER = {"method": "lora", "max_steps": 4, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
+HYPER = {"method": "lora", "precision": "fp32", "max_steps": 4, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
          "save_steps": 2, "eval_strategy": "no", "max_length": 64, "warmup": 0.0, "save_total_limit": None}
 
 

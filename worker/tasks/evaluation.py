@@ -187,7 +187,11 @@ def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_leng
     data), eval examples whose prompt is also a training prompt are counted and the metrics
     given again without them."""
     from worker.training.metrics import is_classification
+    from worker.training.preference import is_preference_record
 
+    pairs = [r for r in records if is_preference_record(r)]
+    if pairs:  # preference runs: the usual answers side by side, with the chosen answer as the reference
+        records = [{"messages": r["prompt"] + r["chosen"]} for r in pairs]
     prompts = pick_prompts(records, samples)
     if not prompts:
         raise ValueError("No conversation of the data ends with an assistant answer to a user: nothing to compare.")
@@ -212,6 +216,10 @@ def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_leng
         base_scored = score(_generating(base), tokenizer, batches, prompts, **options)
     progress("Evaluating: fine-tuned model…")
     tuned_scored = score(_generating(tuned), tokenizer, batches, prompts, **options)
+    if pairs:
+        progress(f"Evaluating: which of two answers each model prefers, on {len(pairs)} pairs…")
+        _add_preference_scores(tuned, base, tokenizer, evenly_spaced(pairs, MAX_LOSS_EXAMPLES), max_length,
+                               base_scored.metrics, tuned_scored.metrics)
     general = general_ability.score(base_scored.general, tuned_scored.general)
     base_scored.metrics["general_ability"] = general["base"]
     tuned_scored.metrics["general_ability"] = general["finetuned"]
@@ -231,10 +239,28 @@ def evaluate_pair(tuned, tokenizer, records: list[dict], *, split: str, max_leng
     }
 
 
+def _add_preference_scores(tuned, base, tokenizer, pairs, max_length, base_metrics, tuned_metrics) -> None:  # noqa: ANN001
+    """Preference accuracy and margin of the base and the fine-tuned model on the same pairs."""
+    from worker.training.preference import preference_scores
+
+    device = next(tuned.parameters()).device
+    keys = ("preference_accuracy", "preference_margin")
+    if base is None:
+        with tuned.disable_adapter():
+            before = preference_scores(tuned, tokenizer, pairs, max_length, device)
+    else:
+        before = preference_scores(base, tokenizer, pairs, max_length, next(base.parameters()).device)
+    after = preference_scores(tuned, tokenizer, pairs, max_length, device)
+    base_metrics.update({k: before[k] for k in keys})
+    tuned_metrics.update({k: after[k] for k in keys})
+
+
 def summary(metrics: dict[str, dict[str, float]]) -> str:
     """The outcome in one line, base → fine-tuned: ROUGE-L 0.31 → 0.52, eval loss 2.100 → 1.200."""
     base, tuned = metrics["base"], metrics["finetuned"]
     parts = [f"ROUGE-L {base['rougeL']:.2f} → {tuned['rougeL']:.2f}"]
+    if "preference_accuracy" in base:
+        parts.insert(0, f"preference accuracy {base['preference_accuracy']:.0%} → {tuned['preference_accuracy']:.0%}")
     if "accuracy" in base:
         parts.insert(0, f"accuracy {base['accuracy']:.0%} → {tuned['accuracy']:.0%}")
     if "tool_call_accuracy" in base:

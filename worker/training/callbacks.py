@@ -12,6 +12,13 @@ from transformers import TrainerCallback
 from worker.training import checkpoints, distributed
 from worker.training.loss import perplexity
 
+PAIR_METRICS = {  # TRL's preference log names -> the studio's metric names
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "eval_rewards/accuracies": "eval_reward_accuracy",
+    "eval_rewards/margins": "eval_reward_margin",
+}
+
 
 class TokenCounter:
     """Real (non-padding) tokens seen by the training loop, shared with the callback."""
@@ -90,9 +97,13 @@ class ReporterCallback(TrainerCallback):
                 if key in logs and logs[key] is not None:
                     metrics[key] = float(logs[key])
             metrics["peak_memory_mb"] = peak_memory_mb()
+        for name, metric in PAIR_METRICS.items():  # preference runs (DPO, ORPO)
+            if name in logs and logs[name] is not None:
+                metrics[metric] = float(logs[name])
         if "eval_loss" in logs:
             metrics["eval_loss"] = float(logs["eval_loss"])
-            metrics["perplexity"] = perplexity(metrics["eval_loss"])
+            if "eval_rewards/accuracies" not in logs:  # a preference loss is no language-model loss
+                metrics["perplexity"] = perplexity(metrics["eval_loss"])
             self.last_eval_step = state.global_step
             if self.epoch_step != state.global_step:  # a metric is one row per (step, name)
                 metrics.setdefault("epoch", float(logs.get("epoch") or state.epoch or 0.0))

@@ -1,4 +1,4 @@
-"""Load a base model for a training method and put LoRA adapters on it.
+"""Load a base model for a training method and put LoRA (or DoRA) adapters on it.
 
 full: the model at the training precision. lora: the same, frozen, with adapters. qlora: a
 4-bit NF4 copy (double quantization, compute dtype = training precision) with adapters.
@@ -48,22 +48,44 @@ class Device:
         return torch.device("cuda", torch.cuda.current_device()) if self.kind == "cuda" else torch.device("cpu")
 
 
+# CPU flags (Linux /proc/cpuinfo) of native bf16 matrix instructions: Intel AMX tiles, or the
+# AVX512-BF16 dot products (Intel Cooper Lake and later, AMD Zen 4 and later). Without either,
+# torch emulates bf16 and training in it runs many times slower than fp32.
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The native bf16 flags this CPU has (empty off Linux or without them)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [flag for flag in CPU_BF16_FLAGS if flag in flags]
+    return []
+
+
 def detect_device() -> Device:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         return Device("cuda", props.name, props.total_memory / 1e9, torch.cuda.is_bf16_supported())
-    return Device("cpu", "CPU", None, False)
+    return Device("cpu", "CPU", None, bool(cpu_bf16_flags()))
 
 
 def resolve_precision(precision: str, device: Device) -> str:
-    """auto: bf16 where the GPU supports it, fp16 on other CUDA GPUs, fp32 on the CPU."""
+    """auto: bf16 where the GPU supports it, fp16 on other CUDA GPUs; on the CPU bf16 where it has
+    native bf16 matrix instructions (bench/train_throughput.py --precision measures both), else fp32."""
     if precision != "auto":
         if device.kind == "cpu" and precision == "fp16":
             raise ValueError("fp16 training needs a CUDA GPU; use fp32 (or bf16, slowly) on a CPU.")
         return precision
     if device.kind == "cuda":
         return "bf16" if device.bf16_supported else "fp16"
-    return "fp32"
+    return "bf16" if device.bf16_supported else "fp32"
 
 
 def torch_dtype(precision: str) -> torch.dtype:
@@ -87,13 +109,34 @@ def load_tokenizer(model_dir: str):
 
 def load_model(config: TrainingConfig, device: Device, precision: str) -> nn.Module:
     """The base model for config.method, with adapters applied for the LoRA methods."""
+    model = prepare_base(config, device, precision)
+    if config.method == "full":
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, config))
+
+
+def prepare_base(config: TrainingConfig, device: Device, precision: str) -> nn.Module:
+    """The base model ready for adapters (k-bit preparation, gradient checkpointing), no adapters yet."""
     model = _load_base(config, device, precision)
     model.config.use_cache = False  # the KV cache is useless (and costly) during training
     if config.method == "full":
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
-    return apply_lora(model, config)
+    if config.method in ("qlora", "lora8bit"):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
 
 
 def _load_base(config: TrainingConfig, device: Device, precision: str) -> nn.Module:
@@ -163,26 +206,25 @@ def _guess_targets(model: nn.Module) -> dict[str, list[str]]:
 
 
 def apply_lora(model: nn.Module, config: TrainingConfig) -> nn.Module:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """Adapters on a base model that prepare_base already prepared."""
+    from peft import get_peft_model
 
-    if config.method in ("qlora", "lora8bit"):
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    lora = LoraConfig(
+    return get_peft_model(model, lora_config(model, config))
+
+
+def lora_config(model: nn.Module, config: TrainingConfig):
+    """The PEFT LoraConfig of a run (DoRA when config.use_dora)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=target_module_names(model, config.target_modules),
         bias=config.lora_bias,
+        use_dora=config.use_dora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
 
 
 def parameter_report(model: nn.Module) -> dict[str, float]:

@@ -189,32 +189,44 @@ def run(
     allocator.tune()  # a fresh worker would otherwise page-fault its activations in every step
     device = detect_device()
     precision = resolve_precision(config.precision, device)
-    reporter.on_log(f"Device {device.name} ({device.kind}), precision {precision}, method {config.method}.")
+    reporter.on_log(f"Device {device.name} ({device.kind}), precision {precision}, method {config.method}"
+                    + (f", objective {config.objective} (beta {config.beta:g})" if config.is_preference else "")
+                    + (", DoRA" if config.use_dora else "") + ".")
     tokenizer = load_tokenizer(config.base_model)
-    train_examples, eval_examples, report = _prepare_data(config, tokenizer, train_records, eval_records, reporter)
+    counter = TokenCounter()
+    world = distributed.world_size()
+    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model,
+                                                    "objective": config.objective, "world_size": world},
+                                keep_checkpoints=config.save_total_limit)
+    before: dict[str, float] = {}
+    if config.is_preference:
+        trainer, report, before = _setup_preference(config, tokenizer, train_records, eval_records, output_dir,
+                                                    device, precision, callback, counter, reporter)
+        eval_examples = eval_records if before else []
+        parameters = parameter_report(trainer.model)
+    else:
+        train_examples, eval_examples, report = _prepare_data(config, tokenizer, train_records, eval_records,
+                                                              reporter)
     if main:
         (output_dir / "data_report.json").write_text(json.dumps(report.as_dict(per_example=True)) + "\n")
-    set_seed(config.seed)
-    model = load_model(config, device, precision)
-    liger = apply_liger(model, device.kind, liger_kernels)
-    if liger:
-        reporter.on_log(liger)
-    if device.kind == "cpu":
-        for change in speed_up_for_cpu(model):
-            reporter.on_log(f"Faster CPU kernels: {change}.")
-    parameters = parameter_report(model)
+    if not config.is_preference:
+        set_seed(config.seed)
+        model = load_model(config, device, precision)
+        liger = apply_liger(model, device.kind, liger_kernels)
+        if liger:
+            reporter.on_log(liger)
+        if device.kind == "cpu":
+            for change in speed_up_for_cpu(model):
+                reporter.on_log(f"Faster CPU kernels: {change}.")
+        parameters = parameter_report(model)
+        trainer = _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device,
+                                 precision, callback, counter, distributed.training_arguments(config.method,
+                                                                                              device.kind,
+                                                                                              dist_timeout_s))
     reporter.on_log(
         f"Trainable parameters: {parameters['trainable_params']:,} of {parameters['total_params']:,} "
         f"({parameters['trainable_percent']}%)."
     )
-    counter = TokenCounter()
-    world = distributed.world_size()
-    callback = ReporterCallback(reporter, counter, {"method": config.method, "base_model": config.base_model,
-                                                    "world_size": world},
-                                keep_checkpoints=config.save_total_limit)
-    trainer = _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device,
-                             precision, callback, counter, distributed.training_arguments(config.method, device.kind,
-                                                                                          dist_timeout_s))
 
     # train
     if world > 1:
@@ -263,7 +275,10 @@ def run(
     # save
     if eval_examples and callback.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
-    result.metrics.update({k: v for k, v in callback.last_metrics.items() if k in ("eval_loss", "perplexity")})
+    result.metrics.update({k: v for k, v in callback.last_metrics.items()
+                           if k in ("eval_loss", "perplexity", "eval_reward_accuracy", "eval_reward_margin")})
+    if before:
+        _report_preference(config, trainer, tokenizer, eval_records, device, before, result, reporter)
     state_dict = None
     if world > 1:
         # Gathered from the shards (FSDP) on every rank, saved by rank 0 alone; DDP ranks hold the same model.
@@ -300,6 +315,52 @@ def _prepare_data(config, tokenizer, train_records, eval_records, reporter):
         eval_examples, eval_report = tokenize_records(eval_records, tokenizer, config.max_length)
         reporter.on_log(f"Evaluation data: {eval_report.summary()}.")
     return train_examples, eval_examples, report
+
+
+def _setup_preference(config, tokenizer, train_records, eval_records, output_dir, device, precision, callback,
+                      counter, reporter):
+    """The TRL trainer of a DPO/ORPO run, its data report and the held-out scores of the base model."""
+    from worker.training.modeling import lora_config, prepare_base
+    from worker.training.preference import build_trainer, pair_dataset, preference_scores
+
+    train_dataset, report = pair_dataset(train_records, tokenizer, config.max_length, "training")
+    reporter.on_log(f"Training data: {report.kept} preference pairs, {report.total_tokens} tokens, "
+                    f"{report.trained_tokens} answer tokens (both answers)"
+                    + (f"; {report.truncated_examples} pairs longer than max_length={config.max_length} are cut"
+                       if report.truncated_examples else "") + ".")
+    eval_dataset = pair_dataset(eval_records, tokenizer, config.max_length, "evaluation")[0] if eval_records else None
+    set_seed(config.seed)
+    model = prepare_base(config, device, precision)
+    before = {}
+    if eval_records:  # the base model, before any training (also when resuming)
+        before = preference_scores(model, tokenizer, eval_records, config.max_length, device.torch_device)
+        reporter.on_log(f"Before training, on {before['preference_pairs']} held-out pairs: the better answer is "
+                        f"preferred in {before['preference_accuracy']:.0%}, mean margin "
+                        f"{before['preference_margin']:+.2f} (log-probability, chosen minus rejected).")
+    ref_model, peft_config = None, None
+    if config.uses_adapter:
+        peft_config = lora_config(model, config)  # the reference is the same model, adapters off
+    else:
+        ref_model = prepare_base(config, device, precision).eval()
+        ref_model.requires_grad_(False)
+    warmup = config.warmup_steps(planned_steps(config, len(train_dataset)))
+    trainer = build_trainer(config, model, ref_model, peft_config, tokenizer, train_dataset, eval_dataset,
+                            output_dir / CHECKPOINTS, device, precision, callback, counter, warmup)
+    return trainer, report, before
+
+
+def _report_preference(config, trainer, tokenizer, eval_records, device, before, result, reporter) -> None:
+    from worker.training.preference import preference_scores
+
+    after = preference_scores(trainer.model, tokenizer, eval_records, config.max_length, device.torch_device)
+    for key in ("preference_accuracy", "preference_margin"):
+        result.metrics[f"{key}_before"] = before[key]
+        result.metrics[key] = after[key]
+    reporter.on_metrics(result.global_step, {k: result.metrics[k] for k in (
+        "preference_accuracy_before", "preference_margin_before", "preference_accuracy", "preference_margin")})
+    reporter.on_log(f"After training, on the same {after['preference_pairs']} held-out pairs: the better answer is "
+                    f"preferred in {after['preference_accuracy']:.0%} (before: {before['preference_accuracy']:.0%}), "
+                    f"mean margin {after['preference_margin']:+.2f} (before: {before['preference_margin']:+.2f}).")
 
 
 def _build_trainer(config, model, tokenizer, train_examples, eval_examples, output_dir, device, precision,

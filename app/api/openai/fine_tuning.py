@@ -35,6 +35,7 @@ from app.runs import service
 from app.models import DatasetStatus, Run, RunStatus, utcnow
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
+from datacheck.types import PREFERENCE_FORMATS
 from planner.defaults import DEFAULT_SEED, MAX_DEVICES
 
 router = APIRouter(prefix="/fine_tuning", tags=["openai: fine-tuning"])
@@ -90,26 +91,46 @@ def job_out(db: Session, run: Run, places: dict | None = None) -> JobOut:
     return JobOut(
         id=names.encode("ftjob", run.id), created_at=names.unix(run.created_at), finished_at=names.unix(run.finished_at),
         estimated_finish=finish, error=error, hyperparameters=hp, model=slug, status=STATUS[run.status],
-        method=MethodOut(supervised={"hyperparameters": hp.model_dump()}),
+        method=_method_out(run, hp),
         fine_tuned_model=names.fine_tuned_name(run, slug) if run.status == RunStatus.succeeded else None,
         organization_id=f"team-{run.team_id}", result_files=[], seed=run.seed if run.seed is not None else DEFAULT_SEED,
         trained_tokens=_trained_tokens(run), training_file=names.encode("file", run.dataset_id),
         validation_file=asked.get("validation_file"), metadata=asked.get("metadata"), suffix=run.suffix)
 
 
+def _method_out(run: Run, hp: HyperparametersOut) -> MethodOut:
+    if run.config.get("objective") == "dpo":
+        return MethodOut(type="dpo", dpo={"hyperparameters": {**hp.model_dump(), "beta": run.config.get("beta")}})
+    return MethodOut(supervised={"hyperparameters": hp.model_dump()})
+
+
 def _requested(body: JobCreateIn) -> dict[str, Any]:
-    """The hyperparameters asked for (method.supervised wins over the top-level ones, which win over
-    the top-level `devices` extension), 'auto' dropped."""
+    """The hyperparameters asked for (method.supervised or method.dpo wins over the top-level ones,
+    which win over the top-level `devices` extension), 'auto' dropped; method dpo adds
+    objective 'dpo'."""
     values: dict[str, Any] = {} if body.devices is None else {"devices": body.devices}
     values.update(body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else {})
-    supervised = body.method.supervised if body.method and body.method.supervised else None
-    if supervised and supervised.hyperparameters:
-        values.update(supervised.hyperparameters.model_dump(exclude_none=True))
+    method = body.method
+    chosen = None
+    if method is not None:
+        chosen = method.dpo if method.type == "dpo" else method.supervised
+        if method.type == "dpo":
+            values["objective"] = "dpo"
+        elif method.dpo is not None:
+            raise InvalidInput('method.dpo is given but method.type is "supervised": set type "dpo".',
+                               param="method.type")
+    if chosen and chosen.hyperparameters:
+        values.update(chosen.hyperparameters.model_dump(exclude_none=True))
     return {k: v for k, v in values.items() if v != "auto"}
 
 
 def _overrides(asked: dict[str, Any], seed: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {} if seed is None else {"seed": seed}
+    out["objective"] = asked.get("objective", "sft")  # a preference file needs method dpo, as at OpenAI
+    if "beta" in asked:
+        if not 0 < asked["beta"] <= 10:
+            raise InvalidInput("beta must be above 0 and at most 10.", param="method.dpo.hyperparameters.beta")
+        out["beta"] = asked["beta"]
     if "n_epochs" in asked:
         if not 1 <= asked["n_epochs"] <= 50:
             raise InvalidInput("n_epochs must be between 1 and 50.", param="hyperparameters.n_epochs")
@@ -152,6 +173,10 @@ def create_job(body: JobCreateIn, db: SessionDep, p: CurrentPrincipal,
     base = names.base_model(db, team_id=p.team_id, name=body.model)
     train = _file(db, p.team_id, body.training_file, "training_file")
     valid = _file(db, p.team_id, body.validation_file, "validation_file") if body.validation_file else None
+    if (valid is not None and train.format is not None and valid.format is not None
+            and (valid.format in PREFERENCE_FORMATS) != (train.format in PREFERENCE_FORMATS)):
+        raise InvalidInput("The validation file must be of the same kind as the training file: both preference "
+                           "pairs (for dpo) or both conversations.", param="validation_file")
     asked = _requested(body)
     sub = service.Submission(team_id=p.team_id, user_id=p.user_id, dataset_id=train.id, base_model_id=base.id,
                              hyperparameters=_overrides(asked, body.seed), suffix=body.suffix,

@@ -71,9 +71,22 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Auto | float | None = Field(
+        None, description="'auto' or (0, 10]: how far the model may move from the base model (0.1 is usual; "
+        "lower lets it move further)", examples=[0.1])
+
+
+class Dpo(BaseModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class MethodIn(BaseModel):
-    type: Literal["supervised"] = Field(description="Only supervised fine-tuning is offered.")
+    type: Literal["supervised", "dpo"] = Field(
+        description="supervised: learn from example answers. dpo: learn from preference pairs (a training file "
+        "in OpenAI's preference format, or {prompt, chosen, rejected}).")
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
 
 
 class JobCreateIn(BaseModel):
@@ -110,8 +123,9 @@ class HyperparametersOut(BaseModel):
 
 
 class MethodOut(BaseModel):
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: dict[str, Any] | None = None
+    dpo: dict[str, Any] | None = None
 
 
 class JobOut(BaseModel):

@@ -60,6 +60,7 @@ def tiny_config(model_dir: Path, **overrides):
         target_modules="all_linear", learning_rate=1e-2, epochs=None, max_steps=8,
         per_device_batch_size=4, grad_accum=2, warmup=0.0, scheduler="constant",
         max_length=128, save_strategy="no", eval_strategy="no", save_total_limit=None,
+        precision="fp32",  # the tests compare numbers; auto would pick bf16 on CPUs with native bf16
     )
     values.update(overrides)
     if values["method"] == "full":
@@ -109,3 +110,25 @@ def tool_records() -> tuple[list[dict], list[dict]]:
             for c, city in enumerate(CITIES):
                 (held if ask == c % 4 and c < 4 else train).append(tool_record(tool, ask, city))
     return train, held
+
+
+def plain_answer(topic: str) -> str:
+    return f"Voici l'aide pour {topic}."
+
+
+def pair(topic: str) -> dict:
+    """A preference pair in the normalised form: the brand-voice answer is the better one."""
+    return {
+        "prompt": [{"role": "system", "content": SYSTEM},
+                   {"role": "user", "content": f"J'ai une question sur {topic}."}],
+        "chosen": [{"role": "assistant", "content": answer(topic)}],
+        "rejected": [{"role": "assistant", "content": plain_answer(topic)}],
+    }
+
+
+def pairs(count: int, offset: int = 0) -> list[dict]:
+    return [pair(TOPICS[(i + offset) % len(TOPICS)]) for i in range(count)]
+
+
+def probe_text() -> str:
+    return "<|im_start|>user\nBonjour, une question sur ma facture<|im_end|>\n<|im_start|>assistant\n"
