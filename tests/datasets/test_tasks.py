@@ -232,3 +232,17 @@ def test_a_valid_dataset_gets_the_trainers_token_preview(db, store, sent, team, 
     assert first[0]["content"] in "".join(s["text"] for s in shown["segments"] if not s["trained"])
     assert 0 < entry["first_trained_min"] <= shown["first_trained"] < shown["tokens"]
     assert entry["untrained_examples"] == 0
+
+
+def test_a_preference_dataset_previews_its_prompt_with_the_better_answer(db, store, sent, team, tokenizer_dir):
+    """Pairs have no messages: the preview shows each prompt with its chosen answer, trained."""
+    model = _builtin(db, tokenizer_dir)
+    rows = [{"prompt": f"Question {i} about my order?", "chosen": f"Good answer {i}.", "rejected": f"Bad {i}."}
+            for i in range(12)]
+    d = create(db, store, team, data=jsonl(*rows)).dataset
+    assert validate_dataset(d.id) == "valid"
+    entry = reload(db, d.id).report["token_preview"]["models"][str(model.id)]
+    shown = entry["examples"][0]
+    trained = [s["text"] for s in shown["segments"] if s["trained"]]
+    assert len(trained) == 1 and trained[0].startswith("Good answer") and trained[0].endswith("<|im_end|>")
+    assert "Bad" not in "".join(s["text"] for s in shown["segments"])

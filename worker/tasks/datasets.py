@@ -235,6 +235,8 @@ def token_preview(models: list[tuple[int, str, str]], train: Path) -> dict:
         for line in fh:
             if line.strip():
                 record = orjson.loads(line)
+                if "messages" not in record:  # a preference pair: its prompt with the better answer
+                    record = {"messages": record["prompt"] + record["chosen"]}
                 records.append((record["messages"], record.get("tools") or None))
             if len(records) >= SCAN_EXAMPLES:
                 break
