@@ -355,9 +355,10 @@ def merged_model(request: Request, run_id: int, db: SessionDep, p: CurrentUser) 
                                       "wait": _merge_wait(db, store, run, current)})
 
 
-def _merge_wait(db: Session, store, run: Run, current: merged.MergedState) -> service.QueueWait | None:  # noqa: ANN001
-    """A build not yet taken by a worker waits in the run's queue behind the training ahead of it."""
-    status = merged.read_status(store, run) if current.status == "preparing" else None
+def _merge_wait(db: Session, store, run: Run, current, read_status=merged.read_status) -> service.QueueWait | None:  # noqa: ANN001
+    """A build (merged model or GGUF files) not yet taken by a worker waits in the run's queue
+    behind the training ahead of it."""
+    status = read_status(store, run) if current.status == "preparing" else None
     if not status or status.get("state") != "queued":
         return None
     return service.queue_wait(db, run.queue, sent=datetime.fromtimestamp(status["updated_at"], tz=UTC))
@@ -368,9 +369,11 @@ def gguf_files(request: Request, run_id: int, db: SessionDep, p: CurrentUser) ->
     """The GGUF files' state: a button that asks for the export, its progress while a worker
     writes them (polled, htmx), then the files and how to run them with llama.cpp and Ollama."""
     run = service.get(db, team_id=p.team_id, run_id=run_id)
-    current = gguf.state(db, request.app.state.store, run)
+    store = request.app.state.store
+    current = gguf.state(db, store, run)
     template = "runs/_gguf.html" if is_htmx(request) else "runs/gguf.html"
-    return render(request, template, {"run": run, "gguf": current, "gguf_files": _gguf_files(run, current)})
+    return render(request, template, {"run": run, "gguf": current, "gguf_files": _gguf_files(run, current),
+                                      "wait": _merge_wait(db, store, run, current, gguf.read_status)})
 
 
 @pages.post("/runs/{run_id}/gguf")

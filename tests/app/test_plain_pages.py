@@ -114,7 +114,7 @@ def test_the_wizard_estimate_follows_every_choice_and_is_a_calibrated_range(app,
     assert "How strongly to adapt" in html and "How long to train" in html and "How many examples at once" in html
 
 
-def test_evaluation_and_merged_model_waits_say_what_is_ahead(app, make_client, db, settings, tmp_path, sent):
+def test_evaluation_merged_model_and_gguf_waits_say_what_is_ahead(app, make_client, db, settings, tmp_path, sent):
     """Both run on the training workers: while not taken yet, each says what is ahead in the
     queue and when it should start, and its region keeps asking for itself."""
     from app.models import Evaluation, RunStatus, Worker, utcnow
@@ -139,5 +139,11 @@ def test_evaluation_and_merged_model_waits_say_what_is_ahead(app, make_client, d
     db.commit()
     page = client.get(f"/runs/{ids['done_id']}/merged", headers={"HX-Request": "true"}).text
     assert ("The merged model is built by a training worker, after what is ahead: 1 training run in progress "
+            "and 1 queued before it (place 3 in line). Expected to start in about 30 minutes.") in page, page
+    assert 'hx-trigger="every 2s"' in page
+    # the GGUF export waits the same way
+    assert client.post(f"/runs/{ids['done_id']}/gguf", follow_redirects=False).status_code in (200, 303)
+    page = client.get(f"/runs/{ids['done_id']}/gguf", headers={"HX-Request": "true"}).text
+    assert ("The GGUF files are written by a training worker, after what is ahead: 1 training run in progress "
             "and 1 queued before it (place 3 in line). Expected to start in about 30 minutes.") in page, page
     assert 'hx-trigger="every 2s"' in page
