@@ -20,7 +20,7 @@ def test_dpo_job_with_beta_on_a_pair_file(client, db, settings, team):  # noqa: 
     config = client.get(f"/api/v1/runs/{job['id'].removeprefix('ftjob-')}", headers=headers).json()["config"]
     assert config["objective"] == "dpo" and config["beta"] == 0.25 and config["epochs"] == 2
     events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=headers).json()["data"]
-    assert events[-1]["message"].startswith("Queued: DPO preference training (lora)")
+    assert events[-1]["message"].startswith("Queued: DPO preference training (LoRA)")
 
 
 def test_dpo_needs_pairs_and_pairs_need_a_preference_method(client, db, settings, team):  # noqa: F811
