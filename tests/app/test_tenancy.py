@@ -51,6 +51,7 @@ def _team_b(db):
     ids.update(_sweep_of(db, b.team_id, ids))
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
     ids.update(_augmentation_of(db, b.team_id, ids))
+    ids["variant"] = "q8_0"  # a GGUF file type of B's run
     return b, ids
 
 
