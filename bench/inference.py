@@ -208,6 +208,13 @@ def set_up(studio: Studio, timeout: float) -> dict:
 
     print("training the fine-tune to serve (3 steps)...", flush=True)
     wait_until(succeeded, timeout, "the fine-tune to finish", studio, interval=3)
+
+    def evaluated() -> bool:  # the run shows as succeeded while its evaluation still runs on the cores
+        found = api.get(f"{base}/api/v1/runs/{tuned}/evaluations").json()
+        return bool(found) and all(e["status"] not in ("pending", "running") for e in found)
+
+    print("waiting for its evaluation to end (it would share the cores with the first round)...", flush=True)
+    wait_until(evaluated, timeout, "the fine-tune's evaluation to end", studio, interval=3)
     jobs = api.get(f"{base}/v1/fine_tuning/jobs").json()["data"]
     ft = next(j["fine_tuned_model"] for j in jobs if j.get("fine_tuned_model"))
     return {"base": base, "key": key, "api": api, "builtin": builtin["slug"], "ft": ft, "run": run}
@@ -324,4 +331,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # every figure is out before the studio's processes stop
     raise SystemExit(main())
