@@ -21,7 +21,8 @@ SKIP = {"/healthz", "/readyz", "/invitations/{token}", "/signup", "/login", "/lo
 
 
 def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
-    """The owner's account and the ids of its things: the tenancy walk's set, plus a checked
+    """The owner's account and the ids of its things: the tenancy walk's set (an augmentation job
+    included), plus a checked
     dataset and a real model directory (so the wizard plans), a finished run with one
     evaluation point and an adapter, and a queued run."""
     owner = make_account(db, email="owner@example.com", team_name="Support team")
@@ -37,6 +38,7 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     ids.update(tenancy._openai_ids(db, team, ids))
     ids.update(tenancy._sweep_of(db, team, ids))
     ids.update(tenancy._comparison_of(db, team, owner.user_id, ids))
+    ids.update(tenancy._augmentation_of(db, team, ids))  # its review page, one example waiting
     store = ArtifactStore(settings.artifact_dir)
     good = make_dataset(db, store, team)
     good.stats = {**good.stats, "example_lengths": {"p50": 30, "p90": 38, "p99": 40, "max": 42}, "duplicates": 0,
@@ -64,7 +66,7 @@ def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001
             continue
         values = {**ids, "run_id": ids["done_id"]}
         if set(params(path)) - set(values):
-            continue  # a thing the seed does not make yet (an augmentation job): its page is not walked
+            continue  # a thing the seed does not make: its page cannot be walked
         urls.append(fill(path, values) if params(path) else path)
     urls += [f"/runs/{ids['queued_id']}", f"/runs/{ids['run_id']}",
              f"/runs/compare?ids={ids['done_id']},{ids['queued_id']}",

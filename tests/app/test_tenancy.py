@@ -60,7 +60,8 @@ def _augmentation_of(db, team_id: int, ids: dict) -> dict:
     from app.models import AugmentationJob, GeneratedExample
 
     job = AugmentationJob(team_id=team_id, dataset_id=ids["dataset_id"], status="running",
-                          endpoint_url="http://127.0.0.1:9/v1", model=MARK, settings={"kinds": ["paraphrase"]})
+                          endpoint_url="http://127.0.0.1:9/v1", model=MARK, settings={"kinds": ["paraphrase"], "house_style": "", "sources": 1,
+                                                              "max_calls": 10, "max_tokens": 5000})
     db.add(job)
     db.flush()
     db.add(GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
