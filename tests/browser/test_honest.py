@@ -43,8 +43,8 @@ def _chat(user: str, answer: str) -> str:
 def test_split_without_copies_token_preview_and_into_the_wizard(live_server, page, person, worker_thread):  # noqa: F811
     rows = [_chat(f"How do I change setting number {i}?", f"Open Settings, then section {i}, and save.")
             for i in range(120)]
-    copies = rows[:30:2] + [_chat(f"how do i change SETTING number {i}", f"Open Settings, then section {i}, and save")
-                            for i in range(1, 8)]
+    copies = rows[:30:2] + [_chat(f"how do i change SETTING number {i}?", f"open settings, then section {i}, and save.")
+                            for i in range(1, 8)]  # exact copies and copies in other case
     log_in(page, live_server, person.email)
     upload(page, live_server, {"name": "support.jsonl", "mimeType": "application/json",
                                "buffer": "\n".join(rows + copies).encode()}, name="Support answers")

@@ -53,7 +53,8 @@ def test_pairs_are_shown_side_by_side_and_offered_for_preference_training(live_s
     page.locator("#f-objective-dpo").wait_for()
     assert page.locator("#f-objective-dpo").is_checked()
     text = page.locator("main").inner_text()
-    assert "Teach it which of two answers is better" in text and "DPO learning rate" in text
+    assert "Teach it which of two answers is better" in text
+    assert "DPO learning rate" in page.locator("details.advanced").text_content()  # the reasons, under Advanced
     page.check("#f-objective-orpo")
     page.locator(".reasons", has_text="ORPO learning rate").wait_for()
     shoot(page, "preference-3-wizard")

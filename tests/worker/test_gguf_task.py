@@ -53,7 +53,7 @@ def test_a_lora_run_exported_as_gguf_and_downloaded(settings, db, client, sent, 
     first = client.get(f"/api/v1/runs/{run.id}/gguf/q8_0/download", headers=headers)
     assert first.status_code == 202 and first.json()["status"] == "preparing"
     asked = client.post(f"/runs/{run.id}/gguf", data={"csrf_token": csrf})
-    assert asked.status_code == 200 and "Waiting for a worker to write the GGUF files" in asked.text
+    assert asked.status_code == 200 and "The GGUF files are written by a training worker" in asked.text
     assert client.post(f"/api/v1/runs/{run.id}/gguf", headers=headers).status_code == 202
     assert [m for m in sent if m[0] == gguf.GGUF_TASK] == [(gguf.GGUF_TASK, [run.id], "train")]  # once
 
