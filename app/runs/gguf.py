@@ -7,7 +7,6 @@ model. The web never imports the converter: it only names files and streams them
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -64,16 +63,11 @@ def file_name(run: Run, variant: str) -> str:
 
 
 def write_status(store: Store, run: Run, state: str, progress: float, message: str) -> None:
-    store.write_bytes(status_key(run), json.dumps({"state": state, "progress": progress, "message": message,
-                                                   "updated_at": time.time()}).encode())
+    merged.write_status(store, run, state, progress, message, key=status_key)
 
 
 def read_status(store: Store, run: Run) -> dict | None:
-    try:
-        with store.open(status_key(run)) as fh:
-            return json.loads(fh.read())
-    except Exception:  # noqa: BLE001  (none, or torn: nothing is being built)
-        return None
+    return merged.read_status(store, run, key=status_key)
 
 
 def artifact(db: Session, run: Run) -> Artifact | None:

@@ -49,14 +49,15 @@ def status_key(run: Run) -> str:
     return f"{run_key(run)}/merged.status.json"
 
 
-def write_status(store: Store, run: Run, state: str, progress: float, message: str) -> None:
-    store.write_bytes(status_key(run), json.dumps({"state": state, "progress": progress, "message": message,
+def write_status(store: Store, run: Run, state: str, progress: float, message: str, key=status_key) -> None:  # noqa: ANN001
+    """The build's state in the store (`key`: where; the GGUF export keeps its own)."""
+    store.write_bytes(key(run), json.dumps({"state": state, "progress": progress, "message": message,
                                                    "updated_at": time.time()}).encode())
 
 
-def read_status(store: Store, run: Run) -> dict | None:
+def read_status(store: Store, run: Run, key=status_key) -> dict | None:  # noqa: ANN001
     try:
-        with store.open(status_key(run)) as fh:
+        with store.open(key(run)) as fh:
             return json.loads(fh.read())
     except Exception:  # noqa: BLE001  (none, or torn: nothing is being built)
         return None
