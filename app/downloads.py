@@ -8,11 +8,12 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterator
 
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.config import get_settings
 from app.errors import NotFound
 from app.storage import CHUNK, Store
+from app.streaming import ClosingStreamingResponse
 
 
 class _Sink:
@@ -58,12 +59,12 @@ def store_response(store: Store, key: str, filename: str, media_type: str) -> Re
         files = store.list_tree(key)
         if not files:
             raise NotFound("This file is no longer in the artifact store.")
-        return StreamingResponse(zip_tree(store, key, files), media_type="application/zip",
+        return ClosingStreamingResponse(zip_tree(store, key, files), media_type="application/zip",
                                  headers={"Content-Disposition": f'attachment; filename="{filename}.zip"'})
     settings = get_settings()
     if settings.download_redirect:
         url = store.presigned_url(key, filename=filename, expires_s=settings.presign_expiry_s)
         if url:
             return RedirectResponse(url, status_code=307)
-    return StreamingResponse(store.iter_bytes(key), media_type=media_type, headers={
+    return ClosingStreamingResponse(store.iter_bytes(key), media_type=media_type, headers={
         "Content-Disposition": f'attachment; filename="{filename}"', "Content-Length": str(size)})

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,7 @@ from app.models import BaseModel, Dataset, Run, RunStatus
 from app.models_registry import repository as models_repo
 from app.sweeps import service as sweeps
 from app.web import is_htmx, redirect, render
+from app.streaming import ClosingStreamingResponse
 from datacheck import GOAL_LABELS, Goal, guidance_for
 from datacheck.types import PREFERENCE_FORMATS
 
@@ -297,7 +298,7 @@ async def try_run_stream(request: Request, run_id: int, db: SessionDep, p: Curre
         for items in streams.values():
             items.close()  # the one opened already
         raise
-    return StreamingResponse(_merged_lines(streams), media_type="application/x-ndjson",
+    return ClosingStreamingResponse(_merged_lines(streams), media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

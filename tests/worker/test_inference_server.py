@@ -20,7 +20,14 @@ def test_generate_streams_lines_and_a_closed_stream_stops_its_answer(settings, t
 
     model = shutil.copytree(tiny_model_dir, settings.model_dir / "tiny")
     tickets = []
-    engine = Engine(before_batch=tickets.extend)  # records the batches' tickets
+
+    class Recording(Engine):  # records each request's ticket when it is queued
+        def submit(self, req):
+            ticket = super().submit(req)
+            tickets.append(ticket)
+            return ticket
+
+    engine = Recording()
     app = create_inference_app(settings, engine)
     headers = {"Authorization": f"Bearer {service_token(settings)}"}
     body = {"base": str(model), "messages": MESSAGES, "max_tokens": 12, "temperature": 0}
@@ -36,11 +43,11 @@ def test_generate_streams_lines_and_a_closed_stream_stops_its_answer(settings, t
                            headers=headers) as r:
             first = next(r.iter_lines())
             assert "delta" in json.loads(first) or "note" in json.loads(first)
-        deadline = time.monotonic() + 120
-        # the first line may be a note sent before the long answer's batch began: wait for its ticket
-        while not [t for t in tickets if t.req.max_tokens == 4000] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # leaving the `with` waited for the response to end: the answer is cancelled now, and
+        # ends at its next token (or before its batch, if it was still queued behind the last one)
         long = next(t for t in tickets if t.req.max_tokens == 4000)
+        assert long.cancelled
+        deadline = time.monotonic() + 120
         while not long.done and time.monotonic() < deadline:
             time.sleep(0.05)
         assert long.cancelled and long.done and len(long.tokens) < 4000  # stopped, not run to the end

@@ -34,7 +34,7 @@ import torch
 
 from fastapi import FastAPI, Header, HTTPException
 from starlette.concurrency import iterate_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.config import Settings
@@ -44,6 +44,7 @@ from app.inference.targets import STORE_SCHEME
 from app.models_registry import repository as models_repo
 from app.models import Run, RunStatus
 from worker.inference.engine import Engine, Note, Output, Request, Ticket
+from app.streaming import ClosingStreamingResponse
 
 log = logging.getLogger("studio.inference")
 
@@ -178,7 +179,7 @@ def create_inference_app(settings: Settings, engine: Engine | None = None) -> Fa
                       max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
                       stop=body.stop, seed=body.seed, tools=body.tools, tool_choice=body.tool_choice)
         if body.stream:
-            return StreamingResponse(_lines(engine, req), media_type="application/x-ndjson")
+            return ClosingStreamingResponse(_lines(engine, req), media_type="application/x-ndjson")
         try:
             return JSONResponse(engine.generate(req).__dict__)
         except ValueError as exc:

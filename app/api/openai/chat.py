@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.openai.models import resolve
@@ -25,6 +24,7 @@ from app.api.openai.tools import ToolCall, ToolChoice, ToolDef, message_dict, sp
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
 from app.inference import client
+from app.streaming import ClosingStreamingResponse
 
 router = APIRouter(tags=["openai: chat"])
 
@@ -211,7 +211,7 @@ def create_chat_completion(request: Request, body: ChatIn, db: SessionDep, p: Cu
         streams = (first if i == 0 else client.open_stream(settings, target, _choice_params(params, i))
                    for i in range(n))
         with_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_events(streams, {**head, "object": "chat.completion.chunk"}, with_usage,
+        return ClosingStreamingResponse(_events(streams, {**head, "object": "chat.completion.chunk"}, with_usage,
                                          _calls_wanted(params)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     outs = [client.generate(settings, target, _choice_params(params, i)) for i in range(n)]
