@@ -146,7 +146,8 @@ def send_email(job: Job, settings: Settings) -> Outcome:
     return Outcome(True, status_code=250, duration_ms=_ms(started))
 
 
-def attempt(delivery_id: int, *, settings: Settings | None = None, now=None, force: bool = False) -> float | None:  # noqa: ANN001
+def attempt(delivery_id: int, *, settings: Settings | None = None, now=None,  # noqa: ANN001
+            force: bool = False) -> float | None:
     """One try at the delivery. Returns the seconds until the next try when it failed and has
     tries left, else None (done, failed for good, or not this message's turn)."""
     settings = settings or get_settings()

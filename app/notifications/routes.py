@@ -7,7 +7,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.config import get_settings
 from app.deps import CurrentPrincipal, CurrentUser, SessionDep
 from app.errors import StudioError
 from app.models import Role
@@ -27,8 +26,9 @@ LOG_SIZE = 30
 def _log(db, team_id: int, webhook_id: int | None = None, limit: int = LOG_SIZE) -> list[DeliveryOut]:  # noqa: ANN001
     rows = repo.deliveries(db, team_id=team_id, webhook_id=webhook_id, channel="webhook", limit=limit)
     attempts = repo.attempts_of(db, team_id=team_id, delivery_ids=[d.id for d in rows])
-    return [DeliveryOut(id=d.id, webhook_id=d.webhook_id, event=d.event, event_id=d.event_id, status=d.status, attempts=d.attempts,
-                        max_attempts=d.max_attempts, next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+    return [DeliveryOut(id=d.id, webhook_id=d.webhook_id, event=d.event, event_id=d.event_id, status=d.status,
+                        attempts=d.attempts, max_attempts=d.max_attempts,
+                        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
                         last_status_code=d.last_status_code, last_error=d.last_error, created_at=d.created_at,
                         finished_at=d.finished_at, payload=d.payload,
                         attempt_log=[AttemptOut.model_validate(a) for a in attempts[d.id]]) for d in rows]
@@ -38,8 +38,8 @@ def _page(request: Request, db, p, **extra) -> Response:  # noqa: ANN001
     status_code = extra.pop("status_code", 200)
     hooks = repo.webhooks(db, p.team_id)
     ctx = {"hooks": hooks, "by_id": {h.id: h for h in hooks}, "log": _log(db, p.team_id),
-           "events": service.EVENTS, "is_owner": p.role == Role.owner, "smtp": bool(get_settings().smtp_host),
-           **extra}
+           "events": service.EVENTS, "is_owner": p.role == Role.owner,
+           "smtp": bool(request.app.state.settings.smtp_host), **extra}
     return render(request, "team/webhooks.html", ctx, status_code=status_code)
 
 

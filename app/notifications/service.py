@@ -198,7 +198,8 @@ def sweep_ended(session: Session, sweep) -> None:  # noqa: ANN001
         "url": link(f"/sweeps/{sweep.id}")}})
 
 
-def ab_closed(session: Session, comparison, *, label_a: str, label_b: str, votes: dict[str, int]) -> None:  # noqa: ANN001
+def ab_closed(session: Session, comparison, *, label_a: str, label_b: str,  # noqa: ANN001
+              votes: dict[str, int]) -> None:
     emit(session, comparison.team_id, "ab_test.finished", {"ab_test": {
         "id": comparison.id, "name": comparison.name, "status": comparison.status,
         "model_a": label_a, "model_b": label_b, "votes": votes,
