@@ -110,6 +110,28 @@ class Settings(BaseSettings):
     judge_model: str = ""
     judge_api_key: str = ""
     judge_timeout_s: float = 60.0
+    # The address people reach the studio at (https://studio.example.com): links in webhook
+    # payloads and e-mails are made absolute with it. Empty: links are paths (/runs/12).
+    public_url: str = ""
+    # Notifications (docs/notifications.md). A webhook call that fails (no answer, or not 2xx) is
+    # tried again after backoff_s, then twice that, and so on, up to max_attempts tries in all.
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(8, ge=1, le=20)
+    webhook_backoff_s: float = Field(15.0, ge=0)
+    # Webhook targets: empty allows any http(s) host; else a comma-separated list of host names,
+    # "*.example.com" suffixes or IP networks (10.0.0.0/8) that a webhook may call.
+    webhook_allowed_hosts: str = ""
+    # Refuse targets that resolve to loopback or private addresses (the studio's own network).
+    # Link-local addresses (cloud metadata, 169.254.169.254) are always refused.
+    webhook_block_private: bool = False
+    # E-mail to the person who started a run, when it ends. Empty host: no e-mail is sent.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_starttls: bool = True
+    smtp_timeout_s: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

@@ -45,6 +45,8 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.sweeps.routes import pages as sweeps_pages
     from app.teams.routes import api as team_api
     from app.teams.routes import pages as team_pages
+    from app.notifications.routes import api as notifications_api
+    from app.notifications.routes import pages as notifications_pages
 
 log = logging.getLogger("studio")
 API_PREFIXES = ("/api/", "/v1/")
@@ -132,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
                    datasets_pages, cleaning_pages, datasets_api, openai_api, compare_pages, runs_pages,
-                   evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages):
+                   evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages,
+                   notifications_pages, notifications_api):
         app.include_router(router)
     api_docs.install(app)
     for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/team", "Team"), ("/team/api-keys", "API keys")]:

@@ -28,6 +28,7 @@ TASK_MODULES = [
     "worker.tasks.judge",      # studio.judge
     "worker.tasks.merge",      # studio.merge
     "worker.tasks.gguf",       # studio.gguf
+    "worker.tasks.notify",     # studio.notify
     "worker.tasks.ping",       # studio.ping
 ]
 

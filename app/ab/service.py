@@ -32,6 +32,7 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.runs import repository as runs_repo
 from app.models import Comparison, ComparisonPair, DatasetStatus, RunStatus, ModelStatus, Role, utcnow
 from app.models_registry import repository as models_repo
+from app.notifications import service as notifications
 from app.storage import Store
 from app.teams import repository as teams_repo
 
@@ -252,6 +253,11 @@ def close(session: Session, p: Principal, comparison: Comparison) -> Comparison:
         raise Conflict(f"Only an open comparison can be closed (this one is {state}).")
     comparison.status, comparison.closed_at = CLOSED, utcnow()
     session.flush()
+    choices = [choice for _, _, choice in repo.votes(session, comparison_id=comparison.id)]
+    notifications.ab_closed(session, comparison,
+                            label_a=model_label(session, team_id=comparison.team_id, ref=comparison.model_a),
+                            label_b=model_label(session, team_id=comparison.team_id, ref=comparison.model_b),
+                            votes={c: choices.count(c) for c in sorted(set(choices))})
     return comparison
 
 

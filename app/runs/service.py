@@ -15,6 +15,7 @@ from app.errors import Conflict, InvalidInput, NotFound, RateLimited
 from app.datasets import repository as datasets_repo
 from app.datasets import tokens
 from app.home import glossary
+from app.notifications import service as notifications
 from app.runs import configure, views
 from app.runs import queue_position as qp
 from app.runs import repository as repo
@@ -26,14 +27,20 @@ from planner.config import TrainingConfig
 from planner.tools import has_tool_support, no_tool_support_message
 
 TRAIN_TASK = "studio.train"
+FINAL_STATUSES = {s.value for s in RunStatus if s.is_final}
 METRICS_EVENT = "metrics"  # one per logged step, worded as OpenAI words them (the charts show the same)
 
 
 def add_event(session: Session, run: Run, kind: str, message: str, *, level: str = "info",
               data: dict[str, Any] | None = None) -> RunEvent:
+    """Every transition writes its event here, so this is also where a run's end is told: the
+    status event of a final state (written in the same transaction as the state, by the web, the
+    worker or the reconciler) queues the team's webhooks and the starter's e-mail."""
     event = RunEvent(run_id=run.id, kind=kind, message=message, level=level, data=data)
     session.add(event)
     session.flush()
+    if kind == "status" and (data or {}).get("status") in FINAL_STATUSES and run.status.value == data["status"]:
+        notifications.run_ended(session, run)
     return event
 
 

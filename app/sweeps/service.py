@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings, get_settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited, StudioError
 from app.home import glossary
+from app.notifications import service as notifications
 from app.runs import configure, views
 from app.runs import repository as runs_repo
 from app.runs import service as runs_service
@@ -158,7 +159,7 @@ def _fill(session: Session, sweep: Sweep, children: list[Run], *, settings: Sett
             message = f"The run {grid.label(point)} could not be queued: {exc.message}"
             if strict:
                 raise type(exc)(message, param=exc.param, details=exc.details) from None
-            _end(sweep, "failed", f"{message} The sweep stopped queueing runs; the ones already queued or "
+            _end(session, sweep, "failed", f"{message} The sweep stopped queueing runs; the ones already queued or "
                  "running go on and are listed here.")
             break
         submitted += 1
@@ -207,10 +208,14 @@ def pick_best(sweep: Sweep, children: list[Run], values: dict[int, float | None]
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
-def _end(sweep: Sweep, status: str, message: str | None = None) -> None:
+def _end(session: Session, sweep: Sweep, status: str, message: str | None = None, *, tell: bool = True) -> None:
+    """The sweep's end, told to the team's webhooks in the same transaction (sweep.finished);
+    `tell=False` leaves that to a caller that still has something to settle (cancel's best run)."""
     sweep.status = status
     sweep.error_message = message
     sweep.finished_at = utcnow()
+    if tell:
+        notifications.sweep_ended(session, sweep)
 
 
 def _finish_if_done(session: Session, sweep: Sweep, children: list[Run]) -> None:
@@ -223,16 +228,16 @@ def _finish_if_done(session: Session, sweep: Sweep, children: list[Run]) -> None
     succeeded = [j for j in children if j.status == RunStatus.succeeded]
     if best is not None:
         sweep.best_run_id = best.id
-        _end(sweep, "succeeded")
+        _end(session, sweep, "succeeded")
     elif not succeeded:
         counts = {s: sum(j.status == s for j in children) for s in (RunStatus.failed, RunStatus.cancelled)}
-        _end(sweep, "failed", f"None of the {len(children)} runs succeeded ({counts[RunStatus.failed]} failed, "
+        _end(session, sweep, "failed", f"None of the {len(children)} runs succeeded ({counts[RunStatus.failed]} failed, "
              f"{counts[RunStatus.cancelled]} cancelled): open a run to see why it stopped, fix that, and start "
              "the sweep again.")
     else:
         hint = (" The dataset has no evaluation examples: add some, or pick by train_loss."
                 if sweep.metric == "eval_loss" else "")
-        _end(sweep, "failed", f"{len(succeeded)} runs succeeded, but none reported {sweep.metric}, so no best run "
+        _end(session, sweep, "failed", f"{len(succeeded)} runs succeeded, but none reported {sweep.metric}, so no best run "
              f"could be picked.{hint} Their results are below.")
 
 
@@ -279,7 +284,7 @@ def cancel(session: Session, sweep: Sweep) -> Sweep:
     sweep = repo.lock(session, sweep.id)
     if sweep.status != "running":
         raise Conflict(f"This sweep already ended ({sweep.status}).")
-    _end(sweep, "cancelled")
+    _end(session, sweep, "cancelled", tell=False)
     session.flush()  # before the children: their cancel hook then sees an ended sweep
     children = repo.children(session, team_id=sweep.team_id, sweep_id=sweep.id, fresh=True)
     for run in children:
@@ -287,6 +292,7 @@ def cancel(session: Session, sweep: Sweep) -> Sweep:
             runs_service.cancel(session, run)
     best = pick_best(sweep, children, metric_values(session, sweep, children))
     sweep.best_run_id = best.id if best is not None else None
+    notifications.sweep_ended(session, sweep)
     session.flush()
     return sweep
 

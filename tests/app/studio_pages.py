@@ -54,9 +54,30 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     db.add(Artifact(team_id=team, run_id=done.id, kind="adapter", path=f"teams/{team}/jobs/{done.id}/run/adapter",
                     size_bytes=1234))
     queued = make_run(db, team, good, model, name="second try")
+    _webhook_log(db, team)
     db.commit()
     ids.update(done_id=done.id, queued_id=queued.id, good_dataset_id=good.id)
     return owner, ids
+
+
+def _webhook_log(db, team: int) -> None:  # noqa: ANN001
+    """A webhook with a delivery log: one delivered after a retry, one still waiting for its next try."""
+    from app.models import DeliveryAttempt
+    from app.notifications import service as notifications
+
+    hook, _ = notifications.create_webhook(db, team_id=team, user_id=None, url="https://hooks.example.com/studio",
+                                           events=["run.succeeded", "run.failed"], description="deploy bot")
+    done, waiting = notifications.emit(db, team, "run.succeeded", {"run": {"id": 1}}) + \
+        notifications.emit(db, team, "run.failed", {"run": {"id": 2}})
+    now = utcnow()
+    done.status, done.attempts, done.last_status_code, done.finished_at = "succeeded", 2, 200, now
+    waiting.attempts, waiting.last_status_code, waiting.last_error = 1, 503, "HTTP 503: busy"
+    waiting.next_attempt_at = now + timedelta(seconds=15)
+    db.add_all([DeliveryAttempt(team_id=team, delivery_id=done.id, attempt=1, status_code=500, error="HTTP 500",
+                                duration_ms=40),
+                DeliveryAttempt(team_id=team, delivery_id=done.id, attempt=2, status_code=200, duration_ms=35),
+                DeliveryAttempt(team_id=team, delivery_id=waiting.id, attempt=1, status_code=503,
+                                error="HTTP 503: busy", duration_ms=20)])
 
 
 def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001

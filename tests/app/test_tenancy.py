@@ -30,6 +30,7 @@ OWN_TEAM_ROUTES = {
     "GET /v1/files", "POST /v1/files", "GET /v1/fine_tuning/jobs", "GET /v1/models",  # A's own only
     "GET /ab", "/ab/new", "GET /api/v1/ab/comparisons",  # A's own; POST with B's models must be refused
     "GET /sweeps", "/sweeps/new", "/sweeps/preview", "GET /api/v1/sweeps",  # POST with B's dataset must be refused
+    "/team/webhooks", "/api/v1/webhooks", "/api/v1/webhooks/events",  # A's own webhooks (B's must not appear)
 }
 
 
@@ -52,7 +53,19 @@ def _team_b(db):
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
     ids.update(_augmentation_of(db, b.team_id, ids))
     ids["variant"] = "q8_0"  # a GGUF file type of B's run
+    ids.update(_webhook_of(db, b.team_id))
     return b, ids
+
+
+def _webhook_of(db, team_id: int) -> dict:
+    """Team B's webhook, with a delivery in its log."""
+    from app.notifications import service as notifications
+
+    hook, _ = notifications.create_webhook(db, team_id=team_id, user_id=None, url="https://hooks.example.com/b",
+                                           events=["run.failed"], description=f"{MARK} webhook")
+    notifications.emit(db, team_id, "run.failed", {"run": {"name": MARK}})
+    db.commit()
+    return {"webhook_id": hook.id}
 
 
 def _augmentation_of(db, team_id: int, ids: dict) -> dict:
@@ -175,10 +188,12 @@ def _body(method: str, path: str, ids: dict) -> dict:
         "/team/members/{user_id}/role": {"role": "owner"},
         "/team/invitations": {"email": "someone@example.com", "role": "owner"},
         "/team/api-keys": {"name": "k", "scopes": "read"},
+        "/team/webhooks": {"url": "https://hooks.example.com/a", "events": "run.failed"},
         "/login": {"email": "owner-b@example.com", "password": "wrong password"},
         "/signup": {"email": "owner-b@example.com", "password": "correct horse battery"},
     }
     jsons = {"/api/v1/api-keys": {"name": "k", "scopes": ["read"]},
+             "/api/v1/webhooks": {"url": "https://hooks.example.com/a", "events": ["run.failed"]},
              "/api/v1/runs": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
              "/api/v1/runs/estimate": {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"]},
              "/api/v1/datasets/{dataset_id}/mapping": {"prompt": "q", "completion": "a"},

@@ -21,6 +21,8 @@
   that says so (it waits for a bigger worker), once, and again if the largest worker changes.
 - An augmentation (worker.tasks.augment) still queued after `requeue_after_s`, or running with a
   heartbeat older than its stale limit, is enqueued again and resumes after its last example.
+- A notification (webhook call or e-mail) still pending `requeue_after_s` after it was due lost its
+  message or its process: it is enqueued again (app/notifications/service.py, redeliver_due).
 - A running sweep is advanced: a run that ended without the worker's hook (cancelled from the web,
   given up above) frees its slot, and a sweep whose runs have all ended picks its best.
 
@@ -45,6 +47,7 @@ from app.ab import repository as ab_repo
 from app.ab import service as ab
 from app.datasets import repository as datasets_repo
 from app.models import RunStatus, utcnow
+from app.notifications import service as notify
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
 from app.workers import repository as workers_repo
@@ -206,6 +209,7 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
         comparisons = _resend_comparisons(s, settings, now)
         waiting = _explain_waiting(s)
         augmentations = augment.requeue_lost(s, settings, now) if judge_leases else 0
+        notifications = notify.redeliver_due(s, grace_s=settings.requeue_after_s)
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
     if requeued or resent or validations or comparisons:
@@ -213,7 +217,7 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
                     "%d comparisons re-sent", requeued, resent, validations, comparisons)
     return {"requeued": requeued, "resent": resent, "validations": validations, "checked": checked,
             "comparisons": comparisons, "evaluations": interrupted, "sweeps": advanced, "waiting": waiting,
-            "augmentations": augmentations}
+            "augmentations": augmentations, "notifications": notifications}
 
 
 _stop = threading.Event()
