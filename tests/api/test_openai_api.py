@@ -249,17 +249,24 @@ def test_chat_refusals_and_an_unreachable_inference_server(client, settings, tea
 
 
 def test_chat_n_seed_stop_and_usage_reach_the_inference_server(client, settings, team, monkeypatch):
-    """What the web sends per choice, and the OpenAI shapes it builds from the answers."""
+    """What the web sends per choice, and the OpenAI shapes it builds from the answers. The n
+    choices are asked at once (so the engine can batch them): each fake call waits at a barrier
+    for the other, which one-after-the-other requests would never pass."""
+    import threading
+
     from app.inference import client as inference
 
     _, headers, model = team
     calls = []
+    together = threading.Barrier(2, timeout=20)
 
     def generate(settings, target, params):  # noqa: ANN001, ANN202
+        together.wait()
         calls.append(params)
         return {"text": f"answer {params['seed']}", "prompt_tokens": 7, "completion_tokens": 3, "finish_reason": "stop"}
 
     def open_stream(settings, target, params):  # noqa: ANN001, ANN202
+        together.wait()
         calls.append(params)
         return iter([{"delta": f"s{params['seed']}"}, {"done": True, "text": "", "prompt_tokens": 7,
                                                        "completion_tokens": 2, "finish_reason": "length"}])
@@ -273,7 +280,7 @@ def test_chat_n_seed_stop_and_usage_reach_the_inference_server(client, settings,
     out = r.json()
     assert [(c["index"], c["message"]["content"]) for c in out["choices"]] == [(0, "answer 10"), (1, "answer 11")]
     assert out["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
-    assert [(c["seed"], c["stop"], c["max_tokens"]) for c in calls] == [(10, ["END"], 5), (11, ["END"], 5)]
+    assert sorted((c["seed"], c["stop"], c["max_tokens"]) for c in calls) == [(10, ["END"], 5), (11, ["END"], 5)]
     calls.clear()
     r = client.post("/v1/chat/completions", headers=headers,
                     json={**ask, "stream": True, "stream_options": {"include_usage": True}})

@@ -4,8 +4,8 @@ pieces as server-sent events (`data: {chunk}` lines, then `data: [DONE]`). With 
 model writes come back as `tool_calls` (app/api/openai/tools.py); a streamed answer with tools is
 sent once it is complete.
 
-`n` choices are generated one after the other (with `seed`, choice i uses seed + i, so they
-differ yet repeat). An OpenAI field the studio does not serve is refused with an OpenAI-shaped
+`n` choices are asked of the inference process at once, so its engine answers them in one batch
+(with `seed`, choice i uses seed + i, so they differ yet repeat, and each runs alone). An OpenAI field the studio does not serve is refused with an OpenAI-shaped
 error naming it (`param`), never silently ignored; its default value is accepted."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.openai.models import resolve
 from app.api.openai.tools import ToolCall, ToolChoice, ToolDef, message_dict, split_answer, tool_params
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
-from app.errors import InvalidInput, StudioError
+from app.errors import InvalidInput
 from app.inference import client
 from app.streaming import ClosingStreamingResponse
 
@@ -117,7 +118,7 @@ def check_fields(body: ChatIn) -> None:
         if value is not None and value != default:
             raise InvalidInput(f"'{name}' is not supported by this server: {why}. Leave it out.", param=name)
     if body.n is not None and body.n > MAX_N:
-        raise InvalidInput(f"n is at most {MAX_N} here: each choice is generated in turn.", param="n")
+        raise InvalidInput(f"n is at most {MAX_N} here.", param="n")
     if body.stream_options is not None:
         if not body.stream:
             raise InvalidInput("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -154,10 +155,43 @@ def _choice_params(params: dict[str, Any], index: int) -> dict[str, Any]:
     return params if seed is None or index == 0 else {**params, "seed": (seed + index) % 2**63}
 
 
-def _events(streams: Iterator[Iterator[dict[str, Any]]], head: dict[str, Any], with_usage: bool,
+def _open_all(settings: Any, target: Any, params: dict[str, Any], n: int) -> list[Iterator[dict[str, Any]]]:
+    """The n choices' streams, opened together so that the inference process receives the n
+    requests at once and batches them; a refusal closes those already open and is raised before
+    any byte is sent."""
+    if n == 1:
+        return [client.open_stream(settings, target, params)]
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(client.open_stream, settings, target, _choice_params(params, i)) for i in range(n)]
+    opened, errors = [], []
+    for future in futures:
+        try:
+            opened.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - raised below, after closing the others
+            errors.append(exc)
+    if errors:
+        for items in opened:
+            if hasattr(items, "close"):
+                items.close()
+        raise errors[0]
+    return opened
+
+
+def _events(streams: list[Iterator[dict[str, Any]]], head: dict[str, Any], with_usage: bool,
             with_tools: bool = False) -> Iterator[bytes]:
-    """Choice after choice (each chunk names its index), then the usage over all of them. With
-    tools, a choice's text is held until it is known whether it holds calls."""
+    """Choice after choice (each chunk names its index; the later ones are generated meanwhile,
+    in the same batch), then the usage over all of them. With tools, a choice's text is held until
+    it is known whether it holds calls. Ending early (the client left) closes every stream."""
+    try:
+        yield from _choice_events(streams, head, with_usage, with_tools)
+    finally:
+        for items in streams:
+            if hasattr(items, "close"):  # the inference client's streams are generators
+                items.close()
+
+
+def _choice_events(streams: list[Iterator[dict[str, Any]]], head: dict[str, Any], with_usage: bool,
+                   with_tools: bool) -> Iterator[bytes]:
     def chunk(index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:
         return {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
@@ -165,29 +199,25 @@ def _events(streams: Iterator[Iterator[dict[str, Any]]], head: dict[str, Any], w
     for index, items in enumerate(streams):
         yield _sse(chunk(index, {"role": "assistant", "content": ""}))
         held: list[str] = []
-        try:
-            for item in items:
-                if "delta" in item and with_tools:
-                    held.append(item["delta"])
-                elif "delta" in item:
-                    yield _sse(chunk(index, {"content": item["delta"]}))
-                elif "error" in item:  # the status line is sent: report it the way OpenAI streams errors
-                    yield _sse({"error": {"message": f"Generation failed: {item['error']}", "type": "inference_failed",
-                                          "code": "inference_failed", "param": None}})
-                    return
-                elif item.get("done"):
-                    prompt, completion = item["prompt_tokens"], completion + item["completion_tokens"]
-                    finish = item["finish_reason"]
-                    if with_tools:
-                        content, calls, finish = split_answer("".join(held), finish, True)
-                        if calls:
-                            yield _sse(chunk(index, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
-                        elif content:
-                            yield _sse(chunk(index, {"content": content}))
-                    yield _sse(chunk(index, {}, finish))
-        except StudioError as exc:  # a later choice's stream could not open
-            yield _sse({"error": {"message": exc.message, "type": exc.code, "code": exc.code, "param": exc.param}})
-            return
+        for item in items:
+            if "delta" in item and with_tools:
+                held.append(item["delta"])
+            elif "delta" in item:
+                yield _sse(chunk(index, {"content": item["delta"]}))
+            elif "error" in item:  # the status line is sent: report it the way OpenAI streams errors
+                yield _sse({"error": {"message": f"Generation failed: {item['error']}", "type": "inference_failed",
+                                      "code": "inference_failed", "param": None}})
+                return
+            elif item.get("done"):
+                prompt, completion = item["prompt_tokens"], completion + item["completion_tokens"]
+                finish = item["finish_reason"]
+                if with_tools:
+                    content, calls, finish = split_answer("".join(held), finish, True)
+                    if calls:
+                        yield _sse(chunk(index, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
+                    elif content:
+                        yield _sse(chunk(index, {"content": content}))
+                yield _sse(chunk(index, {}, finish))
     if with_usage:
         yield _sse({**head, "choices": [], "usage": Usage(prompt_tokens=prompt, completion_tokens=completion,
                                                            total_tokens=prompt + completion).model_dump()})
@@ -207,14 +237,16 @@ def create_chat_completion(request: Request, body: ChatIn, db: SessionDep, p: Cu
     db.commit()  # generation can be long: hold no transaction meanwhile
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
-        first = client.open_stream(settings, target, params)  # refusals before any byte is sent
-        streams = (first if i == 0 else client.open_stream(settings, target, _choice_params(params, i))
-                   for i in range(n))
+        streams = _open_all(settings, target, params, n)  # refusals before any byte is sent
         with_usage = bool((body.stream_options or {}).get("include_usage"))
         return ClosingStreamingResponse(_events(streams, {**head, "object": "chat.completion.chunk"}, with_usage,
                                          _calls_wanted(params)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    outs = [client.generate(settings, target, _choice_params(params, i)) for i in range(n)]
+    if n == 1:
+        outs = [client.generate(settings, target, params)]
+    else:  # asked at once: the engine answers them in one batch
+        with ThreadPoolExecutor(n) as pool:
+            outs = list(pool.map(lambda i: client.generate(settings, target, _choice_params(params, i)), range(n)))
     completion = sum(o["completion_tokens"] for o in outs)
     usage = Usage(prompt_tokens=outs[0]["prompt_tokens"], completion_tokens=completion,
                   total_tokens=outs[0]["prompt_tokens"] + completion)
