@@ -22,7 +22,7 @@ from app.web import redirect, render, templates
 
 templates.env.filters.setdefault("money", cost_views.money)
 templates.env.filters.setdefault("hours", cost_views.hours)
-templates.env.filters.setdefault("count", cost_views.count)
+templates.env.filters.setdefault("amount", cost_views.amount)
 
 pages = APIRouter(tags=["costs"], include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["costs"])

@@ -143,8 +143,8 @@ class Cost:
 
     def as_dict(self) -> dict[str, Any]:
         return {"device_type": self.device_type, "device_label": self.device_label, "devices": self.devices,
-                "hours": round(self.hours, 4), "device_hours": round(self.device_hours, 4),
-                "price_per_hour": self.price_per_hour, "cost": round(self.cost, 4), "currency": self.currency,
+                "hours": self.hours, "device_hours": self.device_hours,
+                "price_per_hour": self.price_per_hour, "cost": self.cost, "currency": self.currency,
                 "measured": self.measured}
 
 
@@ -205,8 +205,8 @@ def estimate_cost(estimate: dict[str, Any], table: Prices) -> dict[str, Any] | N
     costs = {k: _cost(key, devices, v, table, measured=False) for k, v in spans.items()}
     return {"device_type": key, "device_label": catalog.BY_KEY[key].label, "devices": devices,
             "per_host": catalog.is_per_host(key), "price_per_hour": table.price(key), "currency": table.currency,
-            "device_hours": {k: round(c.device_hours, 4) for k, c in costs.items()},
-            "cost": {k: round(c.cost, 4) for k, c in costs.items()}}
+            "device_hours": {k: c.device_hours for k, c in costs.items()},
+            "cost": {k: c.cost for k, c in costs.items()}}
 
 
 # -- usage ------------------------------------------------------------------------------------
@@ -247,12 +247,10 @@ def usage(session: Session, *, team_id: int, since: datetime | None = None) -> d
         total["cost"] += c.cost
 
     def rows(kind: str, by_cost: bool) -> list[dict[str, Any]]:
-        out = [{**g, "device_hours": round(g["device_hours"], 4), "cost": round(g["cost"], 4)}
-               for g in groups[kind].values()]
+        out = list(groups[kind].values())
         return sorted(out, key=lambda g: -g["cost"]) if by_cost else sorted(out, key=lambda g: g["key"], reverse=True)
 
-    return {"currency": table.currency, "total": {**total, "device_hours": round(total["device_hours"], 4),
-                                                  "cost": round(total["cost"], 4)},
+    return {"currency": table.currency, "total": total,
             "by_month": rows("month", False), "by_person": rows("person", True), "by_model": rows("model", True)}
 
 

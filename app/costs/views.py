@@ -16,8 +16,10 @@ def money(value: float | None, currency: str = "USD") -> str:
     elif value >= 0.01 or value == 0:
         text = f"{value:,.2f}"
     else:
-        text = f"{value:.2g}" if value >= 1e-4 else f"{value:.6f}".rstrip("0")
+        text = f"{value:.2g}"
     symbol = SYMBOLS.get(currency)
+    if 0 < value < 1e-4:
+        return f"{sign}under {symbol}0.0001" if symbol else f"{sign}under 0.0001 {currency}"
     return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency}"
 
 
@@ -31,8 +33,10 @@ def hours(value: float | None) -> str:
     return f"{value:.2f}" if value >= 0.01 else "under 0.01"
 
 
-def count(value: float | None) -> str:
-    """A number of requests or months for a sentence: 1,234,567 · 3.5 · —."""
+def amount(value: float | None) -> str:
+    """A number of requests or months for a sentence: 1,234,567 · 3.5 · 0.04 · —."""
     if value is None:
         return "—"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.2g}"

@@ -68,8 +68,8 @@ def test_the_estimate_costs_its_time_range():
            "devices": 2, "time_range": {"low_s": 1800.0, "likely_s": 3600.0, "high_s": 7200.0}}
     c = estimate_cost(est, table(a100_80=2.0))
     assert c["device_type"] == "a100_80" and c["devices"] == 2
-    assert c["device_hours"] == {"low": 1.0, "likely": 2.0, "high": 4.0}
-    assert c["cost"] == {"low": 2.0, "likely": 4.0, "high": 8.0}
+    assert c["device_hours"] == pytest.approx({"low": 1.0, "likely": 2.0, "high": 4.0})
+    assert c["cost"] == pytest.approx({"low": 2.0, "likely": 4.0, "high": 8.0})
     assert estimate_cost({"time_s": None}, table()) is None
     # no worker online: the device name is not a device, the kind decides
     none_online = estimate_cost({"time_s": 3600.0, "device": "no training worker online", "device_kind": "cpu",
@@ -130,4 +130,5 @@ def test_money_and_hours_read_plainly():
     assert views.money(1234.4, "USD") == "$1,234"
     assert views.money(12.5, "EUR") == "€12.50" and views.money(0.0012, "USD") == "$0.0012"
     assert views.money(3, "CHF") == "3.00 CHF" and views.money(None) == "—" and views.money(-2, "USD") == "-$2.00"
+    assert views.money(5e-8, "USD") == "under $0.0001"
     assert views.hours(0.004) == "under 0.01" and views.hours(2.345) == "2.3" and views.hours(123.4) == "123"
