@@ -36,9 +36,9 @@ GPU_PRICE_KEY = "a100_80"  # the 80 GB GPU the cases are priced on (the team's p
 # estimator is tested against (tests/planner/test_estimate.py, test_rules_of_thumb_for_70b).
 # A case with no published figure here shows none.
 REFERENCE = {
-    ("70B", "full"): {"memory": "about 8 x 80 GB GPUs (~640 GB)", "source": "published rule of thumb"},
-    ("70B", "lora"): {"memory": "about 160 GB (2 x 80 GB) on a 16-bit base", "source": "published rule of thumb"},
-    ("70B", "qlora"): {"memory": "about 45 GB (one 48 GB GPU)", "source": "published rule of thumb"},
+    ("70B", "full"): {"memory": "about 8 x 80 GB", "source": "published rule of thumb"},
+    ("70B", "lora"): {"memory": "about 160 GB", "source": "published rule of thumb"},
+    ("70B", "qlora"): {"memory": "about 45 GB", "source": "published rule of thumb"},
 }
 
 

@@ -23,6 +23,8 @@ from app.web import redirect, render, templates
 templates.env.filters.setdefault("money", cost_views.money)
 templates.env.filters.setdefault("hours", cost_views.hours)
 templates.env.filters.setdefault("amount", cost_views.amount)
+templates.env.filters.setdefault("requests", cost_views.requests)
+templates.env.filters.setdefault("period", cost_views.period)
 
 pages = APIRouter(tags=["costs"], include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["costs"])

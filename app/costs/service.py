@@ -239,7 +239,7 @@ def usage(session: Session, *, team_id: int, since: datetime | None = None) -> d
             continue
         month = run.started_at.strftime("%Y-%m")
         add("month", month, month, c)
-        person = (user.name or user.email) if user else "someone no longer in the studio"
+        person = (user.name or user.email) if user else "not recorded (a removed account)"
         add("person", str(user.id) if user else "-", person, c)
         add("model", str(model.id), model.display_name, c)
         total["runs"] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
 
 
@@ -40,3 +42,18 @@ def amount(value: float | None) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.1f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def requests(value: float | None) -> str:
+    """Requests needed to break even, rounded up: 57 · 1,234,567."""
+    return "—" if value is None else f"{math.ceil(value):,}"
+
+
+def period(months: float | None) -> str:
+    """A span given in months, in the unit a person would say: 3.5 months · 12 days · under a day."""
+    if months is None:
+        return "—"
+    if months >= 1:
+        return f"{months:,.1f} month{'s' if months != 1 else ''}"
+    days = months * 365.25 / 12
+    return f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1 else "under a day"

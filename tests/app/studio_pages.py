@@ -51,6 +51,7 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     costs.save(db, team_id=team, user_id=owner.user_id, prices_per_hour={"a100_80": 1.6},
                roi={"api_price_per_request": 0.002, "monthly_requests": 2_000_000})  # the return on investment shows
     done = make_run(db, team, good, model, status=RunStatus.succeeded, name="first try", worker_id="gpu-host-1",
+                    created_by_id=owner.user_id,
                     device_ids=[0, 1],
                     config={"base_model": model.path, "epochs": 1, "lora_r": 16, "grad_accum": 2},
                     started_at=now - timedelta(minutes=5), finished_at=now, current_step=50, total_steps=50,

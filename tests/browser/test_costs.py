@@ -49,4 +49,5 @@ def test_prices_usage_run_cost_and_help(app, db, settings, tmp_path, live_server
     assert page.locator("table.cases tbody tr").count() == 9
     assert "does not fit on 8" in page.locator("tr.case-70B-full").inner_text()
     assert "about 45 GB" in page.locator("tr.case-70B-qlora").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
     shoot(page, "costs-4-help")

@@ -132,3 +132,9 @@ def test_money_and_hours_read_plainly():
     assert views.money(3, "CHF") == "3.00 CHF" and views.money(None) == "—" and views.money(-2, "USD") == "-$2.00"
     assert views.money(5e-8, "USD") == "under $0.0001"
     assert views.hours(0.004) == "under 0.01" and views.hours(2.345) == "2.3" and views.hours(123.4) == "123"
+
+
+def test_break_even_reads_as_a_person_says_it():
+    assert views.requests(56.1) == "57" and views.requests(1234567.2) == "1,234,568"
+    assert views.period(3.5) == "3.5 months" and views.period(1) == "1.0 month"
+    assert views.period(0.5) == "15 days" and views.period(2.8e-5) == "under a day" and views.period(None) == "—"
