@@ -51,3 +51,13 @@ def test_prices_usage_run_cost_and_help(app, db, settings, tmp_path, live_server
     assert "about 45 GB" in page.locator("tr.case-70B-qlora").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
     shoot(page, "costs-4-help")
+
+    # at phone width the wide table scrolls inside itself, and a keyboard can reach it
+    page.set_viewport_size({"width": 390, "height": 860})
+    page.goto(live_server + "/help/costs")
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    assert page.locator("table.cases").get_attribute("tabindex") == "0"
+    shoot(page, "costs-5-help-phone")
+    page.goto(live_server + "/usage")
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    shoot(page, "costs-6-usage-phone")
