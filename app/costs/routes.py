@@ -48,14 +48,16 @@ def prices_page(request: Request, db: SessionDep, p: CurrentUser) -> Response:
 async def save_prices_page(request: Request, db: SessionDep, p: CurrentUser) -> Response:
     team_service.require_owner(p.role)
     form = await request.form()
+    reset = form.get("reset") == "defaults"  # every device back to its default, whatever the boxes hold
     try:
         costs.save(db, team_id=p.team_id, user_id=p.user.id, currency=str(form.get("currency") or "USD"),
-                   prices_per_hour={d.key: str(form.get(f"price_{d.key}", "")) for d in catalog.DEVICE_TYPES},
-                   roi={k: str(form.get(k, "")) for k in ROI_FIELDS}, reset=form.get("reset") == "defaults")
+                   prices_per_hour={} if reset else {d.key: str(form.get(f"price_{d.key}", ""))
+                                                     for d in catalog.DEVICE_TYPES},
+                   roi={k: str(form.get(k, "")) for k in ROI_FIELDS}, reset=reset)
     except StudioError as exc:
         db.rollback()
         return _prices_page(request, db, p, error=exc.message, form=dict(form), status_code=exc.status_code)
-    said = "Prices set back to the defaults." if form.get("reset") == "defaults" else "Prices saved."
+    said = "Prices set back to the defaults." if reset else "Prices saved."
     return redirect(request, "/team/costs", flash=("success", said))
 
 

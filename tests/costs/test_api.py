@@ -73,9 +73,11 @@ def test_only_admin_keys_and_owners_change_prices(client, db, team, make_client)
     db.add(Membership(team_id=team["owner"].team_id, user_id=member.user_id, role=Role.member))
     db.commit()
     browser = make_client()
-    log_in(browser, member)
-    browser.post("/team/switch", data={"team_id": team["owner"].team_id,
-                                      "csrf_token": browser.cookies.get("studio_csrf", "")})
+    member_token = log_in(browser, member)
+    browser.post("/team/switch", data={"team_id": team["owner"].team_id, "csrf_token": member_token})
+    assert "Only a team owner can change prices" in browser.get("/team/costs").text
+    refused = browser.post("/team/costs", data={"csrf_token": member_token, "price_h100": "0.01"})
+    assert refused.status_code == 403
     owner = make_client()
     token = log_in(owner, team["owner"])
     assert owner.post("/team/costs", data={"price_h100": "1"}).status_code == 403  # no CSRF token
@@ -87,6 +89,14 @@ def test_only_admin_keys_and_owners_change_prices(client, db, team, make_client)
     assert 'value="1.75"' in page and "yours" in page
     bad = owner.post("/team/costs", data={"csrf_token": token, "currency": "USD", "price_h100": "lots"})
     assert bad.status_code == 422 and "enter a number" in bad.text
+    # "Use the default prices" clears every price the team set, even those still in the boxes
+    r = owner.post("/team/costs", data={"csrf_token": token, "currency": "USD", "price_h100": "1.75",
+                                        "reset": "defaults", "api_price_per_request": "0.004"},
+                   follow_redirects=False)
+    assert r.status_code == 303
+    key = make_api_key(db, team["owner"])
+    got = client.get("/api/v1/team/prices", headers=bearer(key)).json()
+    assert not any(d["custom"] for d in got["device_types"]) and got["api_price_per_request"] == 0.004
 
 
 def test_run_cost_measured_and_roi(client, db, team):
