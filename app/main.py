@@ -25,6 +25,8 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.api.openai.routes import router as openai_api
     from app.auth.routes import pages as auth_pages
     from app.compare.routes import pages as compare_pages
+    from app.costs.routes import api as costs_api
+    from app.costs.routes import pages as costs_pages
     from app.config import Settings, get_settings
     from app.db import session_factory
     from app.datasets.routes import api as datasets_api
@@ -135,10 +137,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
                    datasets_pages, cleaning_pages, datasets_api, openai_api, compare_pages, runs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages,
-                   notifications_pages, notifications_api):
+                   notifications_pages, notifications_api, costs_pages, costs_api):
         app.include_router(router)
     api_docs.install(app)
-    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
+    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/usage", "Usage"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
         if item not in web.NAV_ITEMS:
             web.NAV_ITEMS.append(item)
     install_error_handlers(app)

@@ -73,6 +73,11 @@ GLOSSARY: tuple[Term, ...] = (
          "without knowing which model wrote it."),
     Term("estimate", "Estimate range", "The likely time, from the model size and your data, corrected by how "
          "long earlier finished runs on the same kind of machine really took."),
+    Term("device-hours", "Device-hours (GPU-hours)", "How much machine time a run uses: hours of training x "
+         "the GPUs it uses (a CPU server counts once). Times your team's price per hour, it is the run's cost.",
+         ("GPU-hours", "host-hours")),
+    Term("break-even", "Break-even (return on investment)", "The number of requests, or months, after which "
+         "what a fine-tuned model saves on each request has paid back what training it cost."),
 )
 BY_SLUG = {t.slug: t for t in GLOSSARY}
 

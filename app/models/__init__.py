@@ -2,6 +2,7 @@
 
 from app.models.accounts import ApiKey, Invitation, Membership, Role, Team, User, UserSession
 from app.models.base import Base, utcnow
+from app.models.costs import TeamCostSettings
 from app.models.datasets import AugmentationJob, AugmentationStatus, Dataset, DatasetStatus, GeneratedExample
 from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
 from app.models.notifications import DeliveryAttempt, NotificationDelivery, Webhook
@@ -12,6 +13,6 @@ from app.models.workers import Worker
 __all__ = [
     "ApiKey", "Artifact", "AugmentationJob", "AugmentationStatus", "GeneratedExample", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
     "Dataset", "DatasetStatus", "DeliveryAttempt", "NotificationDelivery", "Webhook", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
-    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "User", "UserSession",
+    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "TeamCostSettings", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.compare import repository as reads
+from app.costs import service as costs
 from app.deps import CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, StudioError
 from app.evaluations.routes import section_context
@@ -99,6 +100,7 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
             plan = configure.plan(dataset=dataset, model=model, device=device, preset=preset,
                                   calibration=calibration)
     share = views.trainable_share(plan.estimate, model.parameter_count) if plan and model else None
+    estimate_cost = costs.estimate_cost(plan.estimate, costs.prices(db, p.team_id)) if plan else None
     config = plan.config.model_dump() if plan else {}
     token_preview = tokens.preview(dataset, model.id, plan.config.max_length) if plan else None
     nothing_trained = tokens.nothing_trained(dataset, model.id, plan.config.max_length) if plan else None
@@ -116,6 +118,7 @@ def _wizard(request: Request, db: Session, p: Principal, form: dict[str, str], e
         "fields": views.setting_fields(config, {k[3:]: v for k, v in form.items() if k.startswith("hp_")}),
         "advanced_open": bool(overrides) or settings_error is not None or form.get("advanced") == "open",
         "can_write": "write" in p.scopes, "token_preview": token_preview, "nothing_trained": nothing_trained,
+        "estimate_cost": estimate_cost,
     }
 
 
@@ -224,6 +227,10 @@ def _run_page(request: Request, db: Session, p: Principal, run: Run, **extra: An
     ctx = _run(request, db, p, run)
     ctx.update(charts=views.run_charts(series.get(run.id, {})), last_metric_id=last_id,
                share=views.trainable_share(run.estimate, ctx["model"].parameter_count if ctx["model"] else None))
+    table = costs.prices(db, p.team_id)
+    ctx.update(run_cost=costs.run_cost(run, table, costs.workers_by_name(db)),
+               run_cost_estimate=costs.estimate_cost(run.estimate or {}, table),
+               roi_result=costs.roi_for_run(db, run))
     ctx.update(section_context(db, team_id=p.team_id, run=run, can_write=ctx["can_write"],
                                settings=request.app.state.settings))
     return render(request, "runs/run.html", {**ctx, **extra})

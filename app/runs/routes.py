@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from app.costs import service as costs
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.downloads import store_response
 from app.errors import NotFound
@@ -79,7 +80,8 @@ def estimate_run(body: RunCreate, db: SessionDep, p: CurrentPrincipal) -> Estima
     plan = configure.plan(dataset=dataset, model=model, device=device, preset=body.preset,
                           overrides={**body.hyperparameters, **(body.method.overrides() if body.method else {})},
                           time_budget_s=body.time_budget_minutes * 60 if body.time_budget_minutes else None)
-    return EstimateOut(config=plan.config.model_dump(), reasons=plan.reasons, estimate=plan.estimate,
+    estimate = {**plan.estimate, "cost": costs.estimate_cost(plan.estimate, costs.prices(db, p.team_id))}
+    return EstimateOut(config=plan.config.model_dump(), reasons=plan.reasons, estimate=estimate,
                        warnings=plan.warnings)
 
 

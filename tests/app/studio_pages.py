@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.models import Artifact, Metric, RunStatus, utcnow
+from app.costs import service as costs
+from app.models import Artifact, Metric, RunStatus, Worker, utcnow
 from app.storage import ArtifactStore
 from tests.app import test_tenancy as tenancy
 from tests.app.routes_walk import fill, params, routes
@@ -45,7 +46,13 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
                   "length_unit": "tokens", "tokens_are_estimated": False}  # what the dataset page shows
     model = register_model(db, write_model_dir(tmp_path / "tiny-model"), team_id=team)
     now = utcnow()
-    done = make_run(db, team, good, model, status=RunStatus.succeeded, name="first try",
+    db.add(Worker(name="gpu-host-1", device="cuda", device_name="NVIDIA A100-SXM4-80GB", device_count=8,
+                  queues="train", last_seen_at=now - timedelta(days=2)))  # long gone: nothing plans on it
+    costs.save(db, team_id=team, user_id=owner.user_id, prices_per_hour={"a100_80": 1.6},
+               roi={"api_price_per_request": 0.002, "monthly_requests": 2_000_000})  # the return on investment shows
+    done = make_run(db, team, good, model, status=RunStatus.succeeded, name="first try", worker_id="gpu-host-1",
+                    created_by_id=owner.user_id,
+                    device_ids=[0, 1],
                     config={"base_model": model.path, "epochs": 1, "lora_r": 16, "grad_accum": 2},
                     started_at=now - timedelta(minutes=5), finished_at=now, current_step=50, total_steps=50,
                     estimate={"time_s": 240.0, "device_kind": "cpu", "device_known": True})

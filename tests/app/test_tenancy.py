@@ -31,6 +31,8 @@ OWN_TEAM_ROUTES = {
     "GET /ab", "/ab/new", "GET /api/v1/ab/comparisons",  # A's own; POST with B's models must be refused
     "GET /sweeps", "/sweeps/new", "/sweeps/preview", "GET /api/v1/sweeps",  # POST with B's dataset must be refused
     "/team/webhooks", "/api/v1/webhooks", "/api/v1/webhooks/events",  # A's own webhooks (B's must not appear)
+    "/team/costs", "/api/v1/team/prices", "/usage", "/api/v1/usage",  # A's own prices and usage (B's row is unchanged)
+    "/help/costs",  # the same for every team (at A's prices)
 }
 
 
@@ -54,6 +56,11 @@ def _team_b(db):
     ids.update(_augmentation_of(db, b.team_id, ids))
     ids["variant"] = "q8_0"  # a GGUF file type of B's run
     ids.update(_webhook_of(db, b.team_id))
+    from app.costs import service as costs
+
+    costs.save(db, team_id=b.team_id, user_id=b.user_id, prices_per_hour={"h100": 7.77},
+               roi={"api_price_per_request": 0.5, "monthly_requests": 1234})  # A's price changes must not touch it
+    db.commit()
     return b, ids
 
 
