@@ -5,12 +5,13 @@ from app.models.base import Base, utcnow
 from app.models.datasets import AugmentationJob, AugmentationStatus, Dataset, DatasetStatus, GeneratedExample
 from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
 from app.models.runs import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric
+from app.models.playground import Transcript
 from app.models.registry import BaseModel, ModelStatus
 from app.models.workers import Worker
 
 __all__ = [
     "ApiKey", "Artifact", "AugmentationJob", "AugmentationStatus", "GeneratedExample", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
     "Dataset", "DatasetStatus", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
-    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "User", "UserSession",
+    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "Transcript", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]
