@@ -40,7 +40,6 @@ from app.playground.schemas import (
     TranscriptPage,
     TranscriptSummary,
 )
-from app.runs.pages import _merged_lines
 from app.web import redirect, render
 
 api = APIRouter(prefix="/api/v1/playground", tags=["playground"])
@@ -112,7 +111,7 @@ async def chat_stream(request: Request, db: SessionDep, p: CurrentUser, settings
         for items in streams.values():
             items.close()  # those opened already
         raise
-    return StreamingResponse(_merged_lines(streams), media_type="application/x-ndjson",
+    return StreamingResponse(inference.merged_lines(streams), media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
