@@ -54,19 +54,19 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     db.add(Artifact(team_id=team, run_id=done.id, kind="adapter", path=f"teams/{team}/jobs/{done.id}/run/adapter",
                     size_bytes=1234))
     queued = make_run(db, team, good, model, name="second try")
-    transcript = _transcript(db, team, model, done)
+    transcript = _transcript(db, team, model, done, owner.user_id)
     db.commit()
     ids.update(done_id=done.id, queued_id=queued.id, good_dataset_id=good.id, transcript_id=transcript.id)
     return owner, ids
 
 
-def _transcript(db, team_id: int, model, run):  # noqa: ANN001, ANN202
+def _transcript(db, team_id: int, model, run, user_id: int):  # noqa: ANN001, ANN202
     """A saved playground conversation: the base model and the finished run, two turns."""
     from app.api.openai import names
     from app.models import Transcript
 
-    row = Transcript(team_id=team_id, title="Login trouble", system="Answer in French, briefly.", temperature=0.0,
-                     max_tokens=128, models=[names.base_name(model), names.fine_tuned_name(run, model.slug)],
+    row = Transcript(team_id=team_id, created_by_id=user_id, title="Login trouble", system="Answer in French, briefly.",
+                     temperature=0.0, max_tokens=128, models=[names.base_name(model), names.fine_tuned_name(run, model.slug)],
                      turns=[{"prompt": "Je n'arrive plus à me connecter.",
                              "answers": ["Try resetting your password.", "Bonjour ! Réinitialisez votre mot de passe."]},
                             {"prompt": "Et si je n'ai plus accès à mon e-mail ?",
