@@ -42,6 +42,8 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.runs.routes import api as runs_api
     from app.models_registry.routes import api as models_api
     from app.middleware import StudioMiddleware
+    from app.playground.routes import api as playground_api
+    from app.playground.routes import pages as playground_pages
     from app.storage import open_store
     from app.sweeps.routes import api as sweeps_api
     from app.sweeps.routes import pages as sweeps_pages
@@ -137,10 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
                    datasets_pages, cleaning_pages, datasets_api, openai_api, compare_pages, runs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages,
-                   notifications_pages, notifications_api, costs_pages, costs_api):
+                   notifications_pages, notifications_api, costs_pages, costs_api, playground_pages, playground_api):
         app.include_router(router)
     api_docs.install(app)
-    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/usage", "Usage"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
+    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/playground", "Playground"), ("/usage", "Usage"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
         if item not in web.NAV_ITEMS:
             web.NAV_ITEMS.append(item)
     install_error_handlers(app)

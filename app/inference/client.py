@@ -6,9 +6,11 @@ token derived from the secret key, and relays the answer (or the stream of piece
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +111,37 @@ def open_stream(settings: Settings, target: Target, params: dict[str, Any]) -> I
             client.close()
 
     return items()
+
+
+async def merged_lines(streams: dict[str, Iterator[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """The items of several streams as they come, each tagged with its name; when the reader goes
+    away, each stream is closed at its next item (which stops its generation)."""
+    lines: asyncio.Queue = asyncio.Queue()
+    loop, stop = asyncio.get_running_loop(), threading.Event()
+
+    def pump(who: str, items: Iterator[dict[str, Any]]) -> None:
+        try:
+            for item in items:
+                loop.call_soon_threadsafe(lines.put_nowait, {"who": who, **item})
+                if stop.is_set():
+                    break
+        except Exception as exc:  # noqa: BLE001 - told to the page as this answer's error
+            loop.call_soon_threadsafe(lines.put_nowait, {"who": who, "error": str(exc)})
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    for who, items in streams.items():
+        threading.Thread(target=pump, args=(who, items), daemon=True, name=f"stream-{who}").start()
+    try:
+        ended = 0
+        while ended < len(streams):
+            item = await lines.get()
+            if item is None:
+                ended += 1
+            else:
+                yield json.dumps(item).encode() + b"\n"
+    finally:
+        stop.set()

@@ -7,12 +7,13 @@ from app.models.datasets import AugmentationJob, AugmentationStatus, Dataset, Da
 from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
 from app.models.notifications import DeliveryAttempt, NotificationDelivery, Webhook
 from app.models.runs import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric
+from app.models.playground import Transcript
 from app.models.registry import BaseModel, ModelStatus
 from app.models.workers import Worker
 
 __all__ = [
     "ApiKey", "Artifact", "AugmentationJob", "AugmentationStatus", "GeneratedExample", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
     "Dataset", "DatasetStatus", "DeliveryAttempt", "NotificationDelivery", "Webhook", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
-    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "TeamCostSettings", "User", "UserSession",
+    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "TeamCostSettings", "Transcript", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]

@@ -7,10 +7,7 @@ ends. The curves poll the JSON metrics API with an id cursor (static/js/charts.j
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -305,42 +302,8 @@ async def try_run_stream(request: Request, run_id: int, db: SessionDep, p: Curre
         for items in streams.values():
             items.close()  # the one opened already
         raise
-    return ClosingStreamingResponse(_merged_lines(streams), media_type="application/x-ndjson",
+    return ClosingStreamingResponse(inference.merged_lines(streams), media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def _merged_lines(streams: dict[str, Iterator[dict[str, Any]]]) -> AsyncIterator[bytes]:
-    """The items of several streams as they come, each tagged with its name; when the reader goes
-    away, each stream is closed at its next item (which stops its generation)."""
-    lines: asyncio.Queue = asyncio.Queue()
-    loop, stop = asyncio.get_running_loop(), threading.Event()
-
-    def pump(who: str, items: Iterator[dict[str, Any]]) -> None:
-        try:
-            for item in items:
-                loop.call_soon_threadsafe(lines.put_nowait, {"who": who, **item})
-                if stop.is_set():
-                    break
-        except Exception as exc:  # noqa: BLE001 - told to the page as this answer's error
-            loop.call_soon_threadsafe(lines.put_nowait, {"who": who, "error": str(exc)})
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-            loop.call_soon_threadsafe(lines.put_nowait, None)
-
-    for who, items in streams.items():
-        threading.Thread(target=pump, args=(who, items), daemon=True, name=f"try-{who}").start()
-    try:
-        ended = 0
-        while ended < len(streams):
-            item = await lines.get()
-            if item is None:
-                ended += 1
-            else:
-                yield json.dumps(item).encode() + b"\n"
-    finally:
-        stop.set()
 
 
 @pages.post("/runs/{run_id}/retry")

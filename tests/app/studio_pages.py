@@ -25,7 +25,7 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     """The owner's account and the ids of its things: the tenancy walk's set (an augmentation job
     included), plus a checked
     dataset and a real model directory (so the wizard plans), a finished run with one
-    evaluation point and an adapter, and a queued run."""
+    evaluation point and an adapter, a queued run, and a saved playground transcript."""
     owner = make_account(db, email="owner@example.com", team_name="Support team")
     team = owner.team_id
     ids = {"team_id": team, "user_id": owner.user_id}
@@ -62,8 +62,9 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
                     size_bytes=1234))
     queued = make_run(db, team, good, model, name="second try")
     _webhook_log(db, team)
+    transcript = _transcript(db, team, model, done, owner.user_id)
     db.commit()
-    ids.update(done_id=done.id, queued_id=queued.id, good_dataset_id=good.id)
+    ids.update(done_id=done.id, queued_id=queued.id, good_dataset_id=good.id, transcript_id=transcript.id)
     return owner, ids
 
 
@@ -87,6 +88,22 @@ def _webhook_log(db, team: int) -> None:  # noqa: ANN001
                                 error="HTTP 503: busy", duration_ms=20)])
 
 
+def _transcript(db, team_id: int, model, run, user_id: int):  # noqa: ANN001, ANN202
+    """A saved playground conversation: the base model and the finished run, two turns."""
+    from app.api.openai import names
+    from app.models import Transcript
+
+    row = Transcript(team_id=team_id, created_by_id=user_id, title="Login trouble", system="Answer in French, briefly.",
+                     temperature=0.0, max_tokens=128, models=[names.base_name(model), names.fine_tuned_name(run, model.slug)],
+                     turns=[{"prompt": "Je n'arrive plus à me connecter.",
+                             "answers": ["Try resetting your password.", "Bonjour ! Réinitialisez votre mot de passe."]},
+                            {"prompt": "Et si je n'ai plus accès à mon e-mail ?",
+                             "answers": ["Contact support.", ""]}])
+    db.add(row)
+    db.flush()
+    return row
+
+
 def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001
     urls = []
     for method, path in routes(app):
@@ -99,5 +116,5 @@ def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001
     urls += [f"/runs/{ids['queued_id']}", f"/runs/{ids['run_id']}",
              f"/runs/compare?ids={ids['done_id']},{ids['queued_id']}",
              f"/runs/new?dataset_id={ids['good_dataset_id']}&base_model_id={ids['model_id']}",
-             f"/datasets/{ids['good_dataset_id']}"]
+             f"/datasets/{ids['good_dataset_id']}", f"/playground?transcript={ids['transcript_id']}"]
     return urls

@@ -33,6 +33,8 @@ OWN_TEAM_ROUTES = {
     "/team/webhooks", "/api/v1/webhooks", "/api/v1/webhooks/events",  # A's own webhooks (B's must not appear)
     "/team/costs", "/api/v1/team/prices", "/usage", "/api/v1/usage",  # A's own prices and usage (B's row is unchanged)
     "/help/costs",  # the same for every team (at A's prices)
+    "/playground", "/playground/stream", "/playground/transcripts",  # A's own; B's model names are refused
+    "/api/v1/playground/transcripts",
 }
 
 
@@ -54,6 +56,7 @@ def _team_b(db):
     ids.update(_sweep_of(db, b.team_id, ids))
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
     ids.update(_augmentation_of(db, b.team_id, ids))
+    ids.update(_transcript_of(db, b.team_id, ids))
     ids["variant"] = "q8_0"  # a GGUF file type of B's run
     ids.update(_webhook_of(db, b.team_id))
     from app.costs import service as costs
@@ -88,6 +91,17 @@ def _augmentation_of(db, team_id: int, ids: dict) -> dict:
                             messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}]))
     db.commit()
     return {"job_id": job.id}
+
+
+def _transcript_of(db, team_id: int, ids: dict) -> dict:
+    """Team B's saved playground transcript: two models, one turn."""
+    from app.models import Transcript
+
+    row = Transcript(team_id=team_id, title=f"{MARK} chat", system=MARK, temperature=0.0, max_tokens=64,
+                     models=["b-model", ids["model"]], turns=[{"prompt": MARK, "answers": [MARK, MARK]}])
+    db.add(row)
+    db.commit()
+    return {"transcript_id": row.id}
 
 
 def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
@@ -208,7 +222,13 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]},
              "/api/v1/ab/comparisons": {"model_a": {"kind": "base", "id": ids["base_model_id"]},
                                         "model_b": {"kind": "run", "id": ids["run_id"]}, "prompts": ["hi"]},
-             "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"}}
+             "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"},
+             "/playground/stream": {"models": [ids["model"]], "prompt": "hi"},
+             "/api/v1/playground/transcripts": {"models": [ids["model"]], "turns": [{"prompt": "hi", "answers": ["x"]}]},
+             "/api/v1/playground/transcripts/{transcript_id}/ab": {"model_a": 0, "model_b": 1},
+             "/api/v1/playground/transcripts/{transcript_id}/dataset": {"chosen": [0]}}
+    forms["/playground/transcripts/{transcript_id}/ab"] = {"model_a": "1", "model_b": "2"}
+    forms["/playground/transcripts/{transcript_id}/dataset"] = {"turn_0": "1"}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
     forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"run:{ids['run_id']}",
                     "source": "custom", "prompts": "hi"}
