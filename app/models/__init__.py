@@ -6,11 +6,12 @@ from app.models.datasets import AugmentationJob, AugmentationStatus, Dataset, Da
 from app.models.experiments import Comparison, ComparisonPair, Evaluation, Sweep, Vote
 from app.models.runs import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric
 from app.models.registry import BaseModel, ModelStatus
+from app.models.releases import ModelAlias, ModelVersion, QualityGate, Release
 from app.models.workers import Worker
 
 __all__ = [
     "ApiKey", "Artifact", "AugmentationJob", "AugmentationStatus", "GeneratedExample", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
     "Dataset", "DatasetStatus", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
-    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "User", "UserSession",
+    "Membership", "Metric", "ModelAlias", "ModelStatus", "ModelVersion", "QualityGate", "Release", "Role", "Sweep", "Team", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]
