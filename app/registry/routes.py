@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.datasets import repository as datasets_repo
 from app.deps import CurrentPrincipal, CurrentUser, Principal, SessionDep, SettingsDep
 from app.errors import InvalidInput, NotFound, StudioError
-from app.models import Release, User
+from app.models import Release, Role, User
 from app.models_registry import repository as models_repo
 from app.registry import gate as gates
 from app.registry import repository as repo
@@ -31,10 +31,11 @@ pages = APIRouter(tags=["models"], include_in_schema=False)
 def actor(db: Session, p: Principal) -> service.Actor:
     """Who acts, for the log: the person, or the API key and the person who made it."""
     if p.user is not None or p.api_key is None:
-        return service.Actor(user_id=p.user_id, label=p.user.email if p.user else "someone", role=p.role)
+        return service.Actor(user_id=p.user_id, label=p.user.email if p.user else "someone",
+                             is_owner=p.role == Role.owner)
     maker = db.get(User, p.api_key.created_by_id) if p.api_key.created_by_id else None
     label = f"{maker.email if maker else 'a removed user'} (API key {p.api_key.prefix})"
-    return service.Actor(user_id=maker.id if maker else None, label=label, role=p.role)
+    return service.Actor(user_id=maker.id if maker else None, label=label, is_owner="admin" in p.scopes)
 
 
 def _version_out(v: views.VersionView) -> VersionOut:
