@@ -36,14 +36,15 @@ class Metric:
     key: str
     label: str
     higher_is_better: bool
+    short: str
 
 
 METRICS = {m.key: m for m in (
-    Metric("eval_loss", "Eval loss on the golden set (lower is better)", False),
-    Metric("rougeL", "ROUGE-L on the golden set (higher is better)", True),
-    Metric("exact_match", "Exact match on the golden set (higher is better)", True),
-    Metric("judge_score", "LLM judge score on the golden set, 1-10 (higher is better)", True),
-    Metric("ab_win_rate", "A/B win rate against the current version, 0-1 (higher is better)", True),
+    Metric("eval_loss", "Eval loss on the golden set (lower is better)", False, "eval loss"),
+    Metric("rougeL", "ROUGE-L on the golden set (higher is better)", True, "ROUGE-L"),
+    Metric("exact_match", "Exact match on the golden set (higher is better)", True, "exact match"),
+    Metric("judge_score", "LLM judge score on the golden set, 1-10 (higher is better)", True, "judge score"),
+    Metric("ab_win_rate", "A/B win rate against the current version, 0-1 (higher is better)", True, "A/B win rate"),
 )}
 
 
@@ -202,7 +203,8 @@ def _decide(session: Session, release: Release, alias: ModelAlias, to: ModelVers
             holder: float) -> Release:
     metric, margin = release.gate["metric"], float(release.gate["margin"])
     release.candidate_score, release.holder_score = candidate, holder
-    scores = f"{release.to_label}: {candidate:.4g}, {release.from_label}: {holder:.4g} ({metric}, margin {margin:g})"
+    scores = (f"{release.to_label}: {candidate:.4g}, {release.from_label}: {holder:.4g} "
+              f"({METRICS[metric].short}, margin {margin:g})")
     if is_worse(metric, candidate, holder, margin):
         return service.refuse(release, f"Refused by the quality gate: {release.to_label} does worse than "
                                        f"{release.from_label} by more than the margin. {scores}.")

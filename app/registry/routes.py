@@ -200,7 +200,8 @@ def _page(request: Request, db: Session, p: Principal, *, error: str | None = No
         if gate and gate.dataset_id else None,
         "datasets": [d for d in datasets_repo.list_page(db, team_id=p.team_id, offset=0, limit=200)[0]
                      if d.normalized_path],
-        "metrics": gates.METRICS, "can_write": "write" in p.scopes, "can_admin": "admin" in p.scopes,
+        "metrics": gates.METRICS, "technical": views.technical,
+        "config_labels": views.CONFIG_LABELS, "can_write": "write" in p.scopes, "can_admin": "admin" in p.scopes,
         "is_owner": p.role.value == "owner", "error": error, "form": form or {},
     }, status_code=status_code)
 

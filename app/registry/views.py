@@ -3,8 +3,11 @@ the aliases on it and its serving check; the aliases with their pending release;
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +25,10 @@ from app.runs import repository as runs_repo
 from app.storage import Store
 
 SCORE_KEYS = ("eval_loss", "rougeL", "exact_match", "accuracy", "general_ability")
-CONFIG_KEYS = ("method", "lora_r", "learning_rate", "epochs", "max_steps", "target_modules", "precision", "use_dora")
+CONFIG_LABELS = {"method": "method", "lora_r": "LoRA rank", "learning_rate": "learning rate", "epochs": "epochs",
+                 "max_steps": "max steps", "target_modules": "adapted layers", "precision": "precision",
+                 "use_dora": "DoRA"}
+CONFIG_KEYS = tuple(CONFIG_LABELS)
 
 
 @dataclass
@@ -114,3 +120,11 @@ def alias_views(session: Session, *, team_id: int) -> list[AliasView]:
 
 def alias_names(session: Session, *, team_id: int) -> dict[int, str]:
     return {a.id: f"{a.name}:{a.alias}" for a in repo.aliases(session, team_id=team_id)}
+
+
+TECHNICAL = re.compile(r"(--[a-z][a-z0-9-]+|\b[A-Za-z0-9]+_[A-Za-z0-9_.]+\b|\b[a-z0-9_]+\.py\b)")
+
+
+def technical(text: str) -> Markup:
+    """Escaped text with flags, module and file names (lm_head, --max-lora-rank) set as code."""
+    return Markup(TECHNICAL.sub(lambda m: f"<code>{m.group(1)}</code>", str(escape(text))))
