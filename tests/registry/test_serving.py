@@ -55,4 +55,4 @@ def test_the_api_and_page_show_the_warning(client, db, store, team, dataset, mod
     assert one == version["serving"]
     browser = make_client()
     log_in(browser, team.owner)
-    assert "--max-lora-rank 128" in browser.get("/models").text
+    assert "<code>--max-lora-rank</code> 128." in browser.get("/models").text
