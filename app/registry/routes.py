@@ -120,7 +120,17 @@ def list_aliases(db: SessionDep, p: CurrentPrincipal) -> list[AliasOut]:
             for a in views.alias_views(db, team_id=p.team_id)]
 
 
-@api.post("/releases", response_model=ReleaseOut, status_code=201)
+RELEASE_RESPONSES = {
+    202: {"description": "Pending: the golden-set evaluations run; the alias moves or not when they end.",
+          "model": ReleaseOut},
+    409: {"description": "Refused by the gate (both scores in the body) or failed; or a release of this alias is "
+                         "already pending (an error).",
+          "content": {"application/json": {"schema": {"anyOf": [{"$ref": "#/components/schemas/ReleaseOut"},
+                                                                {"$ref": "#/components/schemas/ErrorOut"}]}}}},
+}
+
+
+@api.post("/releases", response_model=ReleaseOut, status_code=201, responses=RELEASE_RESPONSES)
 def promote(body: PromoteBody, db: SessionDep, p: CurrentPrincipal, settings: SettingsDep) -> Response:
     """Points `name:alias` at a version, behind the quality gate. 201 with status moved; 202 with
     status pending while the golden-set evaluations run; 409 with status refused (both scores in
