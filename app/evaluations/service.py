@@ -73,11 +73,6 @@ def fail_interrupted(session: Session, *, alive: dict[str, int | None], this_wor
         if (worker is not None and worker == this_worker) or is_interrupted(evaluation, alive):
             mark_failed(session, evaluation, INTERRUPTED)
             count += 1
-            if evaluation.kind == "golden":  # a release waiting on it is refused with the reason
-                from app.config import get_settings
-                from app.registry import gate
-
-                gate.settle(session, evaluation.id, get_settings())
     session.flush()
     return count
 

@@ -143,3 +143,15 @@ def test_the_gate_needs_a_checked_dataset_and_a_known_metric(client, db, store, 
 def test_the_worker_evaluates_a_golden_set_on_its_examples(db, store, team, golden, settings):
     records = worker_eval._golden_records(store, {"team_id": team.team_id, "golden_dataset_id": golden.id})
     assert len(records) == 8  # its training and eval splits together
+
+
+def test_a_lost_worker_fails_the_release_waiting_on_its_evaluation(client, db, store, team, dataset, model, golden,
+                                                                   owner_key, sent):
+    _setup(client, db, store, team, dataset, model, golden, owner_key)
+    pending = client.post("/api/v1/registry/releases", json={"name": "support-bot", "alias": "prod", "version": 2},
+                          headers=bearer(owner_key)).json()
+    assert worker_eval._start(pending["candidate_evaluation_id"], "gone-worker") is not None
+    assert worker_eval.fail_interrupted() >= 1  # no live worker named gone-worker
+    db.expire_all()
+    failed = db.get(Release, pending["id"])
+    assert failed.status == "failed" and "worker stopped" in failed.message

@@ -507,4 +507,8 @@ def _free_memory() -> None:
 def fail_interrupted(this_worker: str | None = None) -> int:
     """Marks failed the evaluations that a lost or restarted worker left unfinished."""
     with session_scope() as s:
-        return service.fail_interrupted(s, alive=service.alive_workers(s), this_worker=this_worker)
+        golden = [e.id for e in repo.unfinished(s, kinds=(gate.GOLDEN,))]
+        count = service.fail_interrupted(s, alive=service.alive_workers(s), this_worker=this_worker)
+        for evaluation_id in golden:  # a release waiting on one that failed is refused with the reason
+            gate.settle(s, evaluation_id, get_settings())
+        return count
