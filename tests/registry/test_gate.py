@@ -155,3 +155,32 @@ def test_a_lost_worker_fails_the_release_waiting_on_its_evaluation(client, db, s
     db.expire_all()
     failed = db.get(Release, pending["id"])
     assert failed.status == "failed" and "worker stopped" in failed.message
+
+
+def test_judge_score_gate_judges_the_golden_answers_then_decides(client, db, store, team, dataset, model, golden,
+                                                                 owner_key, sent, monkeypatch):
+    from app import config
+    from app.evaluations import judge
+
+    _setup(client, db, store, team, dataset, model, golden, owner_key, metric="judge_score", margin=0.5)
+    pending = client.post("/api/v1/registry/releases", json={"name": "support-bot", "alias": "prod", "version": 2},
+                          headers=bearer(owner_key)).json()
+    monkeypatch.setenv("STUDIO_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("STUDIO_JUDGE_MODEL", "judge")
+    config.get_settings.cache_clear()
+    _finish(pending["holder_evaluation_id"], eval_loss=1.0)
+    _finish(pending["candidate_evaluation_id"], eval_loss=1.0)
+    judged = [args[0] for task, args, _ in sent if task == judge.JUDGE_TASK]
+    assert len(judged) == 2  # each golden-set evaluation is judged next
+    db.expire_all()
+    assert db.get(Release, pending["id"]).status == "pending"
+    scores = {pending["holder_evaluation_id"]: 8.0, pending["candidate_evaluation_id"]: 6.0}
+    for judge_id in judged:  # what worker/tasks/judge.py::run_judging records, then settles
+        work = judge.start(db, judge_id)
+        score = scores[work.details["source_evaluation_id"]]
+        judge.record(db, work, judge.Graded([{"base_score": 5, "finetuned_score": score}], None, 0.1))
+        gates.settle(db, judge_id, config.get_settings())
+    db.commit()
+    refused = db.get(Release, pending["id"])
+    assert (refused.status, refused.candidate_score, refused.holder_score) == ("refused", 6.0, 8.0)
+    config.get_settings.cache_clear()
