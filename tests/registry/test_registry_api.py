@@ -111,3 +111,16 @@ def test_a_released_model_cannot_be_deleted(client, db, store, team, dataset, mo
               if v["run_id"] == first.id)
     r = client.delete(f"/v1/models/{ft}", headers=h)
     assert r.status_code == 409 and "support-bot:prod" in r.text
+
+
+def test_chat_completions_takes_the_alias(client, db, store, team, dataset, model, owner_key):
+    """The alias gets past name resolution to the inference process (not running in this test:
+    503), where an unknown alias stops at 404."""
+    _runs(db, store, team, dataset, model)
+    h = bearer(owner_key)
+    client.post("/api/v1/registry/releases", json={"name": "support-bot", "alias": "prod", "version": 1}, headers=h)
+    messages = [{"role": "user", "content": "Hello?"}]
+    known = client.post("/v1/chat/completions", json={"model": "support-bot:prod", "messages": messages}, headers=h)
+    unknown = client.post("/v1/chat/completions", json={"model": "support-bot:beta", "messages": messages}, headers=h)
+    assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]["message"]
+    assert known.status_code == 503, known.text
