@@ -41,6 +41,8 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.runs.pages import pages as runs_pages
     from app.runs.routes import api as runs_api
     from app.models_registry.routes import api as models_api
+    from app.registry.routes import api as registry_api
+    from app.registry.routes import pages as registry_pages
     from app.middleware import StudioMiddleware
     from app.playground.routes import api as playground_api
     from app.playground.routes import pages as playground_pages
@@ -139,10 +141,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
                    datasets_pages, cleaning_pages, datasets_api, openai_api, compare_pages, runs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages,
-                   notifications_pages, notifications_api, costs_pages, costs_api, playground_pages, playground_api):
+                   notifications_pages, notifications_api, costs_pages, costs_api, playground_pages, playground_api,
+                   registry_api, registry_pages):
         app.include_router(router)
     api_docs.install(app)
-    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/datasets", "Datasets"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/playground", "Playground"), ("/usage", "Usage"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
+    for item in [("/runs/new", "New fine-tune"), ("/runs", "Runs"), ("/models", "Models"), ("/datasets", "Datasets"), ("/playground", "Playground"), ("/sweeps", "Sweeps"), ("/ab", "A/B tests"), ("/usage", "Usage"), ("/team", "Team"), ("/team/api-keys", "API keys")]:
         if item not in web.NAV_ITEMS:
             web.NAV_ITEMS.append(item)
     install_error_handlers(app)

@@ -99,8 +99,10 @@ def create_comparison(request: Request, body: ComparisonCreate, db: SessionDep, 
     user_id, _ = service.voter(db, p)
     new = service.NewComparison(
         team_id=p.team_id, user_id=user_id, name=body.name, model_a=service.parse_ref(body.model_a.model_dump(),
-                                                                                       param="model_a"),
-        model_b=service.parse_ref(body.model_b.model_dump(), param="model_b"), dataset_id=body.dataset_id,
+                                                                                       param="model_a", session=db,
+                                                                                       team_id=p.team_id),
+        model_b=service.parse_ref(body.model_b.model_dump(), param="model_b", session=db, team_id=p.team_id),
+        dataset_id=body.dataset_id,
         count=body.count, prompts=body.prompts or [],
         system=body.system, max_new_tokens=body.max_new_tokens)
     comparison = service.create(db, new=new, store=request.app.state.store)
@@ -194,8 +196,8 @@ async def create_comparison_page(request: Request, db: SessionDep, p: CurrentUse
         from_dataset = form.get("source", "dataset") == "dataset"
         new = service.NewComparison(
             team_id=p.team_id, user_id=p.user_id, name=form.get("name", "")[:200],
-            model_a=service.parse_ref(form.get("model_a"), param="model_a"),
-            model_b=service.parse_ref(form.get("model_b"), param="model_b"),
+            model_a=service.parse_ref(form.get("model_a"), param="model_a", session=db, team_id=p.team_id),
+            model_b=service.parse_ref(form.get("model_b"), param="model_b", session=db, team_id=p.team_id),
             dataset_id=(_int(form.get("dataset_id")) or 0) if from_dataset else None,
             count=_int(form.get("count")) or 0, prompts=form.get("prompts", "").splitlines(),
             system=form.get("system"),

@@ -12,13 +12,16 @@ from app.ab.prompts import MAX_PROMPTS
 
 
 class ModelRef(BaseModel):
-    kind: Literal["base", "run"] = Field(description="A base model, or a fine-tuned run (run).")
-    id: int = Field(gt=0, description="The base model's id (GET /api/v1/models) or the run's id.")
+    kind: Literal["base", "run"] | None = Field(None, description="A base model, or a fine-tuned run (run).")
+    id: int | None = Field(None, gt=0, description="The base model's id (GET /api/v1/models) or the run's id.")
+    model: str | None = Field(None, max_length=300, description=(
+        "Instead of kind and id: a model name as /v1/chat/completions takes it: a base model's slug, an "
+        "ft: name, a version (support-bot:v3) or an alias (support-bot:prod: the version it points at now)."))
 
 
 class ComparisonCreate(BaseModel):
     name: str = Field("", max_length=200, description="Defaults to “<model A> vs <model B>”.")
-    model_a: ModelRef = Field(examples=[{"kind": "base", "id": 1}])
+    model_a: ModelRef = Field(examples=[{"kind": "base", "id": 1}, {"model": "support-bot:prod"}])
     model_b: ModelRef = Field(examples=[{"kind": "run", "id": 7}])
     prompts: list[str] | None = Field(None, max_length=MAX_PROMPTS,
                                       description="The prompts; or leave out and give dataset_id.")

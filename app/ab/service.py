@@ -25,6 +25,7 @@ from app import queue
 from app.ab import prompts as prompt_sets
 from app.ab import repository as repo
 from app.ab import stats
+from app.api.openai import names
 from app.api.openai import repository as openai_repo
 from app.datasets import repository as datasets_repo
 from app.deps import Principal
@@ -33,6 +34,7 @@ from app.runs import repository as runs_repo
 from app.models import Comparison, ComparisonPair, DatasetStatus, RunStatus, ModelStatus, Role, utcnow
 from app.models_registry import repository as models_repo
 from app.notifications import service as notifications
+from app.registry import repository as registry_repo
 from app.storage import Store
 from app.teams import repository as teams_repo
 
@@ -47,14 +49,23 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 # -- models A and B -------------------------------------------------------------------------
 
-def parse_ref(value: str | dict | None, *, param: str) -> dict[str, Any]:
-    """"base:3" / "run:7" (forms) or {"kind": "run", "id": 7} (API) -> {"kind", "id"}."""
+def parse_ref(value: str | dict | None, *, param: str, session: Session | None = None,
+              team_id: int | None = None) -> dict[str, Any]:
+    """"base:3" / "run:7" (forms) or {"kind": "run", "id": 7} (API) -> {"kind", "id"}. With a
+    session, a model name as /v1/chat/completions takes it is resolved too: {"model": ...} (API) or
+    the name itself (forms): a base slug, an ft: name, support-bot:v3 or the alias support-bot:prod
+    (the version it points at now is compared)."""
+    name = value.get("model") if isinstance(value, dict) else None
     kind, ident = (value.get("kind"), value.get("id")) if isinstance(value, dict) else \
         (str(value or "").partition(":")[0], str(value or "").partition(":")[2])
     try:
         number = int(str(ident))
     except ValueError:
         number = 0
+    if not name and isinstance(value, str) and not (kind in ("base", "run") and number > 0):
+        name = value.strip()
+    if name and session is not None and team_id is not None:
+        return names.model_ref(session, team_id=team_id, name=str(name)[:300], param=param)
     if kind not in ("base", "run") or number <= 0:
         raise InvalidInput("Choose a base model or a fine-tuned run.", param=param)
     return {"kind": kind, "id": number}
@@ -93,6 +104,9 @@ def model_choices(session: Session, *, team_id: int) -> list[tuple[str, str]]:
     out = [(f"base:{m.id}", f"{m.display_name} (base model)") for m in models_repo.visible(session, team_id)]
     out += [(f"run:{j.id}", f"{j.name} (run #{j.id}, fine-tuned)")
             for j in openai_repo.servable_runs(session, team_id=team_id)]
+    versions = {v.id: v for v in registry_repo.versions(session, team_id=team_id)}
+    out += [(f"{a.name}:{a.alias}", f"{a.name}:{a.alias} (alias, now v{versions[a.version_id].version})")
+            for a in registry_repo.aliases(session, team_id=team_id) if a.version_id in versions]
     return out
 
 

@@ -49,7 +49,8 @@ def get_for_update(session: Session, evaluation_id: int) -> Evaluation | None:
     return session.get(Evaluation, evaluation_id, with_for_update=True)
 
 
-def unfinished(session: Session, *, kind: str = "automatic") -> list[Evaluation]:
-    """Evaluations still pending or running, of every team (for the repair of interrupted ones)."""
-    stmt = select(Evaluation).where(Evaluation.kind == kind, Evaluation.status.in_(UNFINISHED))
+def unfinished(session: Session, *, kinds: tuple[str, ...] = ("automatic", "golden")) -> list[Evaluation]:
+    """Evaluations still pending or running, of every team (for the repair of interrupted ones):
+    the automatic ones and the golden-set ones a release asked for, both made by training workers."""
+    stmt = select(Evaluation).where(Evaluation.kind.in_(kinds), Evaluation.status.in_(UNFINISHED))
     return list(session.scalars(stmt.order_by(Evaluation.id)))

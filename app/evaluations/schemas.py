@@ -13,7 +13,9 @@ class EvaluationOut(BaseModel):
 
     id: int
     run_id: int
-    kind: str = Field(description="automatic (metrics computed by the studio) or llm_judge (scores by an LLM).")
+    kind: str = Field(description="automatic (metrics computed by the studio), llm_judge (scores by an LLM), "
+                                  "golden (the same metrics on the team's golden set, for a release's quality "
+                                  "gate) or golden_judge (LLM scores of a golden-set evaluation).")
     status: str = Field(description="pending, running, succeeded or failed.")
     metrics: dict[str, Any] | None = Field(
         description='{"base": {...}, "finetuned": {...}}: eval_loss, perplexity, bleu (0-100), rouge1/rouge2/'

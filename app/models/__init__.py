@@ -9,11 +9,12 @@ from app.models.notifications import DeliveryAttempt, NotificationDelivery, Webh
 from app.models.runs import Artifact, Checkpoint, Run, RunEvent, RunStatus, Metric
 from app.models.playground import Transcript
 from app.models.registry import BaseModel, ModelStatus
+from app.models.releases import ModelAlias, ModelVersion, QualityGate, Release
 from app.models.workers import Worker
 
 __all__ = [
     "ApiKey", "Artifact", "AugmentationJob", "AugmentationStatus", "GeneratedExample", "Base", "BaseModel", "Checkpoint", "Comparison", "ComparisonPair",
     "Dataset", "DatasetStatus", "DeliveryAttempt", "NotificationDelivery", "Webhook", "Evaluation", "Invitation", "Run", "RunEvent", "RunStatus",
-    "Membership", "Metric", "ModelStatus", "Role", "Sweep", "Team", "TeamCostSettings", "Transcript", "User", "UserSession",
+    "Membership", "Metric", "ModelAlias", "ModelStatus", "ModelVersion", "QualityGate", "Release", "Role", "Sweep", "Team", "TeamCostSettings", "Transcript", "User", "UserSession",
     "Vote", "Worker", "utcnow",
 ]

@@ -112,13 +112,12 @@ def create(session: Session, store: Store, *, team_id: int, user_id: int | None,
 # -- into an A/B test -----------------------------------------------------------------------
 
 def ab_ref(session: Session, *, team_id: int, name: str, param: str) -> dict:
-    """The A/B service's {"kind", "id"} for a model name: a base model or a fine-tuned run."""
+    """The A/B service's {"kind", "id"} for a model name: a base model or a fine-tuned run (an
+    alias such as support-bot:prod means the version it points at now)."""
     if names.is_checkpoint(name):
         raise InvalidInput(f"“{name}” is a checkpoint: A/B tests compare base models and fine-tuned models. "
                            "Choose another column.", param=param)
-    if name.startswith("ft:"):
-        return {"kind": "run", "id": names.fine_tuned_run(session, team_id=team_id, name=name, param=param).id}
-    return {"kind": "base", "id": names.base_model(session, team_id=team_id, name=name, param=param).id}
+    return names.model_ref(session, team_id=team_id, name=name, param=param)
 
 
 def to_ab(session: Session, store: Store, *, transcript: Transcript, user_id: int | None, body: ToAbIn) -> Comparison:

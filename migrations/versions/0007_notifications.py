@@ -5,7 +5,7 @@
 transaction of the change it tells about) and `notification_attempts` (every try at one).
 
 Revision ID: 0007_notifications
-Revises: 0005_dataclean
+Revises: 0006_registry
 Create Date: 2026-12-06 21:54:32.889910
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql')
 
 revision = '0007_notifications'
-down_revision = '0005_dataclean'
+down_revision = '0006_registry'
 branch_labels = None
 depends_on = None
 

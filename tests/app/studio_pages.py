@@ -65,6 +65,7 @@ def seed(db, settings, tmp_path):  # noqa: ANN001, ANN201
     transcript = _transcript(db, team, model, done, owner.user_id)
     db.commit()
     ids.update(done_id=done.id, queued_id=queued.id, good_dataset_id=good.id, transcript_id=transcript.id)
+    ids.update(_registry(db, team, owner.email, model, good, done))
     return owner, ids
 
 
@@ -102,6 +103,40 @@ def _transcript(db, team_id: int, model, run, user_id: int):  # noqa: ANN001, AN
     db.add(row)
     db.flush()
     return row
+
+
+def _registry(db, team: int, who: str, model, golden, done) -> dict:  # noqa: ANN001
+    """The Models page with everything on it: first-try v1 on the alias prod, v2 (a rank vLLM
+    needs a flag for) refused by the quality gate with both scores, v3 waiting for its golden-set
+    evaluation."""
+    from app.config import get_settings
+    from app.models import Evaluation, Release
+    from app.registry import gate, service
+
+    runs = [make_run(db, team, golden, model, status=RunStatus.succeeded, name="first try", finished_at=utcnow(),
+                     config={"base_model": model.path, "lora_r": r, "target_modules": "attention_mlp"})
+            for r in (64, 16)]
+    for run in runs:
+        db.add(Artifact(team_id=team, run_id=run.id, kind="adapter", path=f"teams/{team}/jobs/{run.id}/run/adapter"))
+    db.flush()
+    versions = [v for v in service.sync_versions(db, team_id=team) if v.name == "first-try"]
+    v1, v2, v3 = sorted(versions, key=lambda v: v.version)
+    actor = service.Actor(user_id=None, label=who, is_owner=True)
+    gate.set_gate(db, team_id=team, user_id=None, dataset_id=golden.id, metric="eval_loss", margin=0.05)
+    settings = get_settings()
+    gate.promote(db, team_id=team, name="first-try", alias_name="prod", version=v1, actor=actor,
+                 override_reason=None, settings=settings)
+    refused = gate.promote(db, team_id=team, name="first-try", alias_name="prod", version=v2, actor=actor,
+                           override_reason=None, settings=settings)
+    for evaluation_id, loss in ((refused.candidate_evaluation_id, 1.9), (refused.holder_evaluation_id, 1.2)):
+        row = db.get(Evaluation, evaluation_id)
+        row.status, row.metrics = "succeeded", {"base": {"eval_loss": 2.5}, "finetuned": {"eval_loss": loss}}
+    gate.settle_release(db, refused, settings)
+    pending = gate.promote(db, team_id=team, name="first-try", alias_name="prod", version=v3, actor=actor,
+                           override_reason=None, settings=settings)
+    assert isinstance(pending, Release) and pending.status == "pending" and refused.status == "refused"
+    db.commit()
+    return {"version_id": v1.id, "alias_id": refused.alias_id, "release_id": pending.id}
 
 
 def page_urls(app, ids: dict) -> list[str]:  # noqa: ANN001

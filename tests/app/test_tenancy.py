@@ -35,6 +35,10 @@ OWN_TEAM_ROUTES = {
     "/help/costs",  # the same for every team (at A's prices)
     "/playground", "/playground/stream", "/playground/transcripts",  # A's own; B's model names are refused
     "/api/v1/playground/transcripts",
+    # the registry: A's own versions, aliases, log and gate; a release of B's version or a gate on
+    # B's dataset is refused (404 / 422), and B's snapshot is checked unchanged
+    "GET /models", "POST /models/releases", "POST /models/gate", "GET /api/v1/registry/models",
+    "GET /api/v1/registry/aliases", "/api/v1/registry/releases", "/api/v1/registry/gate",
 }
 
 
@@ -57,6 +61,7 @@ def _team_b(db):
     ids.update(_comparison_of(db, b.team_id, member.user_id, ids))
     ids.update(_augmentation_of(db, b.team_id, ids))
     ids.update(_transcript_of(db, b.team_id, ids))
+    ids.update(_registry_of(db, b.team_id))
     ids["variant"] = "q8_0"  # a GGUF file type of B's run
     ids.update(_webhook_of(db, b.team_id))
     from app.costs import service as costs
@@ -139,6 +144,29 @@ def _sweep_of(db, team_id: int, ids: dict) -> dict:
     sweep.status, sweep.best_run_id = "succeeded", child.id
     db.commit()
     return {"sweep_id": sweep.id}
+
+
+def _registry_of(db, team_id: int) -> dict:
+    """Team B's served model registered as teamb-bot v1, the alias teamb-bot:prod on it, its
+    release in the log (who and why carry MARK) and a quality gate."""
+    from sqlalchemy import select
+
+    from app.models import Artifact, ModelAlias, ModelVersion, QualityGate, Release, Run, utcnow
+
+    run = db.scalar(select(Run).join(Artifact, Artifact.run_id == Run.id).where(Run.team_id == team_id,
+                                                                                   Artifact.kind == "adapter"))
+    version = ModelVersion(team_id=team_id, run_id=run.id, name="teamb-bot", version=1)
+    db.add(version)
+    db.flush()
+    alias = ModelAlias(team_id=team_id, name="teamb-bot", alias="prod", version_id=version.id, moved_at=utcnow())
+    db.add(alias)
+    db.flush()
+    release = Release(team_id=team_id, alias_id=alias.id, status="moved", to_version_id=version.id,
+                      to_label="teamb-bot v1", requested_by=f"{MARK}@example.com", override_reason=MARK,
+                      message=MARK, finished_at=utcnow())
+    db.add_all([release, QualityGate(team_id=team_id, metric="ab_win_rate", margin=0.1)])
+    db.commit()
+    return {"version_id": version.id, "alias_id": alias.id, "release_id": release.id}
 
 
 def _openai_ids(db, team_id: int, ids: dict) -> dict:
@@ -236,6 +264,12 @@ def _body(method: str, path: str, ids: dict) -> dict:
     forms["/runs"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "hp_max_steps": "1"}
     jsons["/api/v1/sweeps"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"],
                                "search_space": {"lora_r": [8]}}
+    jsons["/api/v1/registry/releases"] = {"name": "teamb-bot", "alias": "prod", "version": 1}
+    jsons["/api/v1/registry/gate"] = {"dataset_id": ids["dataset_id"], "metric": "eval_loss", "margin": 0.1}
+    jsons["/api/v1/registry/versions/{version_id}/name"] = {"name": "stolen"}
+    forms["/models/releases"] = {"name": "teamb-bot", "alias": "prod", "version": "1"}
+    forms["/models/gate"] = {"dataset_id": str(ids["dataset_id"]), "metric": "eval_loss", "margin": "0.1"}
+    forms["/models/versions/{version_id}/name"] = {"name": "stolen"}
     forms["/sweeps"] = {"dataset_id": ids["dataset_id"], "base_model_id": ids["base_model_id"], "sp_lora_r": "8"}
     if path == "/v1/files" and method == "POST":
         chat = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}'

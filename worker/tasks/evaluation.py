@@ -39,6 +39,7 @@ from app.db import session_scope
 from app.evaluations import judge
 from app.evaluations import repository as repo
 from app.evaluations import service
+from app.registry import gate
 from app.runs import repository as runs_repo
 from app.runs import service as runs_service
 from app.models import Evaluation, RunStatus, utcnow
@@ -310,7 +311,8 @@ def _start(evaluation_id: int, worker: str) -> dict[str, Any] | None:
         row.status = "running"
         row.details = {**(row.details or {}), "worker": worker, "worker_pid": os.getpid()}
         return {"run_id": run.id, "team_id": run.team_id, "config": dict(run.config), "goal": run.goal,
-                "dataset_id": run.dataset_id, "eval_dataset_id": run.eval_dataset_id}
+                "dataset_id": run.dataset_id, "eval_dataset_id": run.eval_dataset_id,
+                "golden_dataset_id": (row.details or {}).get("golden_dataset_id") if row.kind == gate.GOLDEN else None}
 
 
 def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> None:
@@ -322,6 +324,11 @@ def _succeed(evaluation_id: int, outcome: dict[str, Any], seconds: float) -> Non
         row.metrics, row.samples = outcome["metrics"], outcome["samples"]
         row.details = {**(row.details or {}), **outcome["details"], "seconds": round(seconds, 1)}
         run = runs_repo.by_id(s, row.run_id)
+        if row.kind == gate.GOLDEN:  # asked by a release: the gate compares it with the current version
+            runs_service.add_event(s, run, "evaluation", f"Golden-set evaluation done: {summary(outcome['metrics'])}.",
+                                   data={"evaluation_id": row.id, "status": "succeeded"})
+            gate.settle(s, row.id, get_settings())
+            return
         runs_service.add_event(s, run, "evaluation", f"Evaluation done: {summary(outcome['metrics'])}.",
                                data={"evaluation_id": row.id, "status": "succeeded"})
         judge.enqueue_if_configured(s, run, get_settings())  # the LLM judge scores these answers next
@@ -334,6 +341,7 @@ def _fail(evaluation_id: int, exc: BaseException) -> None:
         if row is not None and row.status in repo.UNFINISHED:
             service.mark_failed(s, row, f"{message}. The fine-tuned model is not affected; re-run the evaluation "
                                         "from the run page.")
+            gate.settle(s, row.id, get_settings())  # a release waiting on it is refused with the reason
 
 
 def _run(evaluation_id: int, work: Callable[[dict[str, Any], Callable[[str], None]], dict[str, Any]]) -> bool:
@@ -394,6 +402,10 @@ def evaluate_again(evaluation_id: int) -> bool:
 
         config = TrainingConfig.model_validate(run["config"])
         train_records, eval_records, outputs = _stored_inputs(store, run)
+        if run.get("golden_dataset_id"):  # a release's gate: the team's golden set instead of the eval split
+            eval_records = _golden_records(store, run)
+            if not eval_records:
+                raise ValueError("The golden dataset has no examples to evaluate on.")
         if not outputs:
             raise ValueError("This run has no saved adapter or model to evaluate.")
         tokenizer = load_tokenizer(config.base_model)
@@ -446,6 +458,16 @@ def _stored_inputs(store: Store, run: dict[str, Any]) -> tuple[list[dict], list[
     return _records(store, train_key), _records(store, eval_key), outputs
 
 
+def _golden_records(store: Store, run: dict[str, Any]) -> list[dict]:
+    """Every example of the team's golden dataset (its training and eval splits together)."""
+    with session_scope() as s:
+        dataset = datasets_repo.get(s, team_id=run["team_id"], dataset_id=run["golden_dataset_id"], purpose=None)
+        if dataset is None:
+            raise ValueError("The golden dataset was deleted.")
+        keys = [dataset.normalized_path, dataset.normalized_eval_path]
+    return [record for key in keys for record in _records(store, key)]
+
+
 def trained_model(config, result):  # noqa: ANN001, ANN201
     """A run's trained model read back from its outputs (a run on several devices leaves none in
     this process's memory), as a one-device run leaves it: the adapter on the base, or the model."""
@@ -485,4 +507,8 @@ def _free_memory() -> None:
 def fail_interrupted(this_worker: str | None = None) -> int:
     """Marks failed the evaluations that a lost or restarted worker left unfinished."""
     with session_scope() as s:
-        return service.fail_interrupted(s, alive=service.alive_workers(s), this_worker=this_worker)
+        golden = [e.id for e in repo.unfinished(s, kinds=(gate.GOLDEN,))]
+        count = service.fail_interrupted(s, alive=service.alive_workers(s), this_worker=this_worker)
+        for evaluation_id in golden:  # a release waiting on one that failed is refused with the reason
+            gate.settle(s, evaluation_id, get_settings())
+        return count

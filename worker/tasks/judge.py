@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.evaluations import judge
+from app.registry import gate
 from worker.celery_app import celery_app
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def run_judging(evaluation_id: int, settings: Settings, client: httpx.Client | N
     graded = judge.grade(work, settings, client=client)
     with session_scope(settings) as s:
         judge.record(s, work, graded)
+        gate.settle(s, evaluation_id, settings)  # a judging of a golden set: its release may now be decided
 
 
 @celery_app.task(name=judge.JUDGE_TASK, acks_late=True)

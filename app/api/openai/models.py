@@ -1,4 +1,5 @@
-"""`/v1/models`: the base models a team can use and its fine-tuned models (succeeded runs)."""
+"""`/v1/models`: the base models a team can use, its fine-tuned models (succeeded runs) and the
+aliases of its registry (support-bot:prod); `resolve` also takes versions (support-bot:v3)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from app.inference import targets
 from app.inference.client import Target
 from app.models import BaseModel, Checkpoint, Run, ModelStatus
 from app.models_registry import repository as models_repo
+from app.registry import repository as registry_repo
 from app.storage import Store
 
 router = APIRouter(tags=["openai: models"])
@@ -36,7 +38,20 @@ def team_models(db: Session, team_id: int) -> list[ModelOut]:
     slugs = {b.id: b.slug for b in models_repo.visible(db, team_id, ready_only=False)}
     tuned = [_tuned_out(j, slugs[j.base_model_id]) for j in repo.servable_runs(db, team_id=team_id)
              if j.base_model_id in slugs]
-    return [_base_out(b) for b in bases] + tuned
+    return [_base_out(b) for b in bases] + tuned + alias_models(db, team_id)
+
+
+def alias_models(db: Session, team_id: int) -> list[ModelOut]:
+    """The team's aliases that point at a servable version (support-bot:prod), as model ids."""
+    servable = {r.id for r in repo.servable_runs(db, team_id=team_id)}
+    versions = {v.id: v for v in registry_repo.versions(db, team_id=team_id)}
+    out = []
+    for alias in registry_repo.aliases(db, team_id=team_id):
+        version = versions.get(alias.version_id)
+        if version is not None and version.run_id in servable:
+            out.append(ModelOut(id=f"{alias.name}:{alias.alias}", created=names.unix(alias.moved_at or alias.created_at),
+                                owned_by=f"team-{team_id}"))
+    return out
 
 
 def _checkpoint(db: Session, team_id: int, name: str) -> tuple[Run, Checkpoint]:
@@ -54,6 +69,9 @@ def resolve(db: Session, store: Store, team_id: int, name: str) -> Target:
     if names.is_checkpoint(name):
         run, checkpoint = _checkpoint(db, team_id, name)
         return targets.checkpoint_target(db, store, team_id=team_id, run=run, checkpoint=checkpoint)
+    registered = names.registered_run(db, team_id=team_id, name=name)  # support-bot:v3, support-bot:prod
+    if registered is not None:
+        return targets.run_target(db, store, team_id=team_id, run=registered)[1]
     if name.startswith("ft:"):
         run = names.fine_tuned_run(db, team_id=team_id, name=name)
         return targets.run_target(db, store, team_id=team_id, run=run)[1]
@@ -75,6 +93,12 @@ def retrieve_model(model: str, db: SessionDep, p: CurrentPrincipal) -> ModelOut:
     if names.is_checkpoint(model):
         run, checkpoint = _checkpoint(db, p.team_id, model)
         return ModelOut(id=model, created=names.unix(checkpoint.created_at), owned_by=f"team-{run.team_id}")
+    registered = names.registered_run(db, team_id=p.team_id, name=model)
+    if registered is not None:
+        if repo.servable_output(db, team_id=p.team_id, run_id=registered.id) is None:
+            raise NotFound("This model does not exist or you do not have access to it.", param="model")
+        return ModelOut(id=model, created=names.unix(registered.finished_at or registered.created_at),
+                        owned_by=f"team-{registered.team_id}")
     if model.startswith("ft:"):
         run = names.fine_tuned_run(db, team_id=p.team_id, name=model)
         if repo.servable_output(db, team_id=p.team_id, run_id=run.id) is None:
@@ -101,6 +125,11 @@ def delete_model(request: Request, model: str, db: SessionDep, p: CurrentPrincip
     weights = repo.weights(db, team_id=p.team_id, run_id=run.id)
     if not any(a.kind in repo.SERVABLE for a in weights):
         raise NotFound("This model does not exist or you do not have access to it.", param="model")
+    version = registry_repo.version_of_run(db, team_id=p.team_id, run_id=run.id)
+    held = registry_repo.aliases_on(db, team_id=p.team_id, version_id=version.id) if version else []
+    if held:
+        raise Conflict(f"This model is released as {', '.join(f'{a.name}:{a.alias}' for a in held)}: move or roll "
+                       "back those aliases first (Models page), then delete it.", param="model")
     busy = repo.busy_with(db, team_id=p.team_id, run_id=run.id)
     if busy:
         raise Conflict(f"This model is still in use by {', '.join(busy)}: wait for it to finish or cancel it, "

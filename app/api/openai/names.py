@@ -1,8 +1,10 @@
 """OpenAI-style ids (file-12, ftjob-7, ftevent-31, ftckpt-3) and model names, both ways.
 
 A base model's name is its slug; a fine-tuned model's is
-`ft:<base slug>:team-<team id>:<suffix>:<job id>`. Names are resolved to rows of the caller's
-team only; a name of another team, or a made-up one, is simply not found.
+`ft:<base slug>:team-<team id>:<suffix>:<job id>`, and, once registered (app/registry), also
+`<name>:v<n>` (a version: support-bot:v3) and `<name>:<alias>` (support-bot:prod, the version the
+alias points at now). Names are resolved to rows of the caller's team only; a name of another
+team, or a made-up one, is simply not found.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 from app.runs import repository as runs_repo
 from app.models import BaseModel, Run
 from app.models_registry import repository as models_repo
@@ -87,3 +89,33 @@ def fine_tuned_run(session: Session, *, team_id: int, name: str, param: str = "m
     if base is None or fine_tuned_name(run, base.slug) != name:
         raise missing
     return run
+
+
+def registered_run(session: Session, *, team_id: int, name: str) -> Run | None:
+    """The run behind `<name>:v<n>` or `<name>:<alias>`; None when the name has neither form
+    (a 404 when it has the form but names nothing of the team's)."""
+    from app.registry import service as registry
+
+    if name.startswith("ft:"):
+        return None
+    found = registry.find(session, team_id=team_id, name=name)
+    if found is None:
+        return None
+    run = runs_repo.get(session, team_id=team_id, run_id=found[0].run_id)
+    if run is None:
+        raise NotFound("This model does not exist or you do not have access to it.", param="model")
+    return run
+
+
+def model_ref(session: Session, *, team_id: int, name: str, param: str = "model") -> dict:
+    """Any model name the chat endpoint takes (base slug, ft: name, name:vN, name:alias) as the
+    {"kind": "base" | "run", "id"} reference that A/B tests store."""
+    if is_checkpoint(name):
+        checkpoint_run(session, team_id=team_id, name=name, param=param)  # a 404 for a name not the team's
+        raise InvalidInput("A checkpoint cannot be compared here: choose the fine-tuned model itself.", param=param)
+    run = registered_run(session, team_id=team_id, name=name)
+    if run is None and name.startswith("ft:"):
+        run = fine_tuned_run(session, team_id=team_id, name=name, param=param)
+    if run is not None:
+        return {"kind": "run", "id": run.id}
+    return {"kind": "base", "id": base_model(session, team_id=team_id, name=name, param=param).id}

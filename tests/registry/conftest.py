@@ -1,0 +1,67 @@
+"""Fixtures for the model registry: a team (owner, member), a base model, a dataset, a golden set
+and succeeded runs with an adapter, registered by suffix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.models import Artifact, Role, RunStatus
+from app.storage import ArtifactStore
+from tests.ab.conftest import Team, add_member
+from tests.factories import make_account, make_api_key
+from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
+
+
+@pytest.fixture
+def store(settings):
+    return ArtifactStore(settings.artifact_dir)
+
+
+@pytest.fixture
+def team(db) -> Team:
+    owner = make_account(db, team_name="Nuage")
+    return Team(owner=owner, member=add_member(db, owner.team_id, Role.member),
+                viewer=add_member(db, owner.team_id, Role.viewer))
+
+
+@pytest.fixture
+def model(db, tmp_path):
+    return register_model(db, write_model_dir(tmp_path / "tiny-model"), name="Tiny Base")
+
+
+@pytest.fixture
+def dataset(db, store, team):
+    return make_dataset(db, store, team.team_id)
+
+
+@pytest.fixture
+def golden(db, store, team):
+    return make_dataset(db, store, team.team_id, n_train=6, n_eval=2, name="golden")
+
+
+def tuned(db, store, team_id: int, dataset, model, *, suffix: str, adapter: dict | None = None, **values):  # noqa: ANN001
+    """A succeeded run with an adapter in the store (its adapter_config.json when given)."""
+    run = make_run(db, team_id, dataset, model, status=RunStatus.succeeded, suffix=suffix,
+                   name=values.pop("name", f"{suffix} run"), **values)
+    key = f"teams/{team_id}/jobs/{run.id}/run/adapter"
+    if adapter is not None:
+        store.write_bytes(f"{key}/adapter_config.json", json.dumps(adapter).encode())
+    db.add(Artifact(team_id=team_id, run_id=run.id, kind="adapter", path=key))
+    db.commit()
+    return run
+
+
+@pytest.fixture
+def owner_key(db, team):
+    return make_api_key(db, team.owner, scopes=("read", "write", "admin"))
+
+
+@pytest.fixture
+def member_key(db, team):
+    return make_api_key(db, team.member, scopes=("read", "write"))
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
