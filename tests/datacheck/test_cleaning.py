@@ -12,7 +12,7 @@ from datacheck.near_duplicates import (
     near_duplicates_between,
 )
 from datacheck.personal_data import find_personal_data, mask, redact, redact_record
-from tests.datacheck.factories import chat, jsonl
+from tests.datacheck.factories import chat, jsonl, near_duplicate_families
 
 BASE = "How can I change the delivery address of my order after I have paid for it"
 
@@ -97,27 +97,6 @@ def test_the_scan_counts_with_examples_and_lists_what_a_clean_version_drops():
     assert (result["train_examples"], result["eval_examples"]) == (4, 2)
 
 
-def _near_duplicate_dataset(n: int = 120) -> list[dict]:
-    """n questions, each with a punctuation variant, a spacing variant and a reworded variant
-    (one word changed near the end: a MinHash-level near duplicate, not a normalised copy)."""
-    import random
-
-    rng = random.Random(7)
-    words = ("order delivery refund invoice account password shipping parcel warranty store customer "
-             "help product return exchange size colour payment card address week day hour shop").split()
-    records = []
-    for i in range(n):
-        text = " ".join(rng.choices(words, k=40))
-        answer = f"Answer {i}: " + " ".join(rng.choices(words, k=12))
-        question = f"Question {i}: {text}"
-        reworded = question.rsplit(" ", 3)
-        records += [chat(question + "?", answer),
-                    chat(question.upper() + " ?!", answer + "."),           # case and punctuation
-                    chat(question.replace(" ", "  ", 5) + "?", answer.replace(" ", "\n", 2)),  # spacing
-                    chat(" ".join([reworded[0], "zebra", *reworded[2:]]) + "?", answer)]    # reworded
-    return records
-
-
 def test_after_the_scan_no_near_duplicate_crosses_the_split():
     """The split key keeps case, spacing and punctuation variants together at validation; the
     scan finds the reworded ones that crossed, and moving them into training leaves none across."""
@@ -125,7 +104,7 @@ def test_after_the_scan_no_near_duplicate_crosses_the_split():
     from datacheck.near_duplicates import example_text
     from datacheck.split import move_crossing
 
-    records = _near_duplicate_dataset()
+    records = near_duplicate_families()
     train, evals = io.BytesIO(), io.BytesIO()
     report = validate_dataset(io.BytesIO(jsonl(*records)), options=ValidationOptions(eval_fraction=0.3, seed=3),
                               train_out=train, eval_out=evals)
