@@ -80,7 +80,8 @@ def start_augmentation(request: Request, dataset_id: int, body: AugmentationIn, 
     service.get(db, team_id=p.team_id, dataset_id=dataset_id)  # 404 first for another team's dataset
     fields = {"endpoint_url": body.endpoint_url, "api_key": body.api_key, "model": body.model,
               "house_style": body.house_style, "sources": str(body.sources),
-              "max_calls": "" if body.max_calls is None else str(body.max_calls), "max_tokens": str(body.max_tokens)}
+              "max_calls": "" if body.max_calls is None else str(body.max_calls), "max_tokens": str(body.max_tokens),
+              "max_answer_tokens": str(body.max_answer_tokens)}
     values = augment.parse_form(fields, list(body.kinds))
     job = augment.start(db, request.app.state.settings, team_id=p.team_id, user_id=p.user_id,
                         dataset_id=dataset_id, values=values)

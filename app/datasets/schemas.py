@@ -132,6 +132,7 @@ class AugmentationIn(BaseModel):
     sources: int = Field(10, description="training examples to start from (1-500)")
     max_calls: int | None = Field(None, description="budget of calls (default: sources x kinds; at most 2,000)")
     max_tokens: int = Field(50_000, description="budget of tokens (100-5,000,000)")
+    max_answer_tokens: int = Field(512, description="max_tokens of each call: the longest answer (16-4,096)")
 
 
 class AugmentationOut(BaseModel):
