@@ -64,10 +64,11 @@ def _augmentation_of(db, team_id: int, ids: dict) -> dict:
                                                               "max_calls": 10, "max_tokens": 5000})
     db.add(job)
     db.flush()
-    db.add(GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
-                            messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}]))
+    example = GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
+                               messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}])
+    db.add(example)
     db.commit()
-    return {"job_id": job.id}
+    return {"job_id": job.id, "example_id": example.id}
 
 
 def _comparison_of(db, team_id: int, member_id: int, ids: dict) -> dict:
@@ -186,7 +187,12 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/v1/chat/completions": {"model": ids["model"], "messages": [{"role": "user", "content": "hi"}]},
              "/api/v1/ab/comparisons": {"model_a": {"kind": "base", "id": ids["base_model_id"]},
                                         "model_b": {"kind": "run", "id": ids["run_id"]}, "prompts": ["hi"]},
-             "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"}}
+             "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"},
+             "/api/v1/datasets/{dataset_id}/augmentations": {"endpoint_url": "http://127.0.0.1:9/v1", "model": "m",
+                                                             "kinds": ["paraphrase"]},
+             "/api/v1/datasets/{dataset_id}/augmentations/{job_id}/examples/review": {"action": "accept",
+                                                                                      "all_pending": True},
+             "/api/v1/datasets/{dataset_id}/augmentations/{job_id}/examples/{example_id}": {"contents": ["a", "b"]}}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
     forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"run:{ids['run_id']}",
                     "source": "custom", "prompts": "hi"}
