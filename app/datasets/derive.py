@@ -95,7 +95,8 @@ def split_note(dataset: Dataset) -> tuple[str, str] | None:
 def request_scan(session: Session, dataset: Dataset) -> None:
     """Queue the near-duplicate and personal-data scan of a valid dataset."""
     require_valid(dataset)
-    dataset.cleaning = {"status": "queued"}
+    earlier = (dataset.cleaning or {}).get("resplit")  # what an earlier scan moved stays said
+    dataset.cleaning = {"status": "queued", **({"resplit": earlier} if earlier else {})}
     session.flush()
     queue.enqueue(session, SCAN_TASK, dataset.id)
 

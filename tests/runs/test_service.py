@@ -318,6 +318,7 @@ def test_a_run_waits_for_the_near_duplicate_check_which_moves_crossing_examples_
         return [example_text(orjson.loads(x)) for x in store.path(key).read_bytes().splitlines()]
 
     train, evals = texts(d.normalized_path), texts(d.normalized_eval_path)
+    train_key = d.normalized_path
     assert near_duplicates_between(train, evals) == []
     assert len(train) + len(evals) == 480 and d.report["counts"]["eval_examples"] == len(evals)
     paths = {a.path for a in db.scalars(select(Artifact).where(Artifact.dataset_id == d.id))}
@@ -327,6 +328,17 @@ def test_a_run_waits_for_the_near_duplicate_check_which_moves_crossing_examples_
     assert after["status"] == "queued" and sent == [("studio.train", [run["id"]], "train")]
     events = [e["message"] for e in client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()]
     assert any(f"moved {moved} evaluation examples" in m for m in events)
+
+    # "Check again" finds nothing crossing any more, moves nothing and keeps saying what moved
+    from app.datasets import derive
+    derive.request_scan(db, d)
+    db.commit()
+    task, args, _ = sent.pop()
+    assert task == "studio.scan_dataset" and scan_dataset(*args) == "done"
+    db.expire_all()
+    d = db.get(Dataset, d.id)
+    assert d.cleaning["resplit"]["moved"] == moved and d.normalized_path == train_key
+    assert f"moved {moved:,} evaluation examples" in d.report["explanation"]
 
     # a second run starts at once: the check has ended
     r = _create(client, headers, dataset_id=d.id, base_model_id=model.id, hyperparameters={"max_steps": 5})

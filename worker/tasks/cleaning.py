@@ -42,7 +42,9 @@ def scan_dataset(dataset_id: int) -> str:
         dataset = repo.by_id(s, dataset_id)
         if dataset is None or dataset.status != DatasetStatus.valid:
             return "skipped"
-        dataset.cleaning = {"status": "running", "started_at": utcnow().isoformat()}
+        earlier = (dataset.cleaning or {}).get("resplit")  # a "Check again" keeps saying what moved
+        dataset.cleaning = {"status": "running", "started_at": utcnow().isoformat(),
+                            **({"resplit": earlier} if earlier else {})}
         train_key, eval_key = dataset.normalized_path, dataset.normalized_eval_path
         resplit = split_by_studio(dataset)
     store = open_store(get_settings())
@@ -55,6 +57,8 @@ def scan_dataset(dataset_id: int) -> str:
             result = {**_scan(store, written[0][0], written[1][0]),
                       "resplit": {"moved": len(moved), "train_examples": written[0][2],
                                   "eval_examples": written[1][2]}}
+        elif earlier:
+            result["resplit"] = earlier
         result = {"status": "done", **result, "finished_at": utcnow().isoformat()}
     except Exception as exc:  # say so on the page; the dataset itself is untouched
         log.exception("scanning dataset %s failed", dataset_id)
@@ -112,5 +116,9 @@ def _use_split(session, dataset, written: list[tuple]) -> None:  # noqa: ANN001
         session.add(Artifact(team_id=dataset.team_id, dataset_id=dataset.id, kind=kind, path=w.key,
                              sha256=w.sha256, size_bytes=w.size, content_type="application/jsonl"))
     report = dict(dataset.report or {})
+    moved = (report.get("counts") or {}).get("eval_examples", 0) - n_eval
     report["counts"] = {**(report.get("counts") or {}), "train_examples": n_train, "eval_examples": n_eval}
+    report["explanation"] = (f"{report.get('explanation') or ''} Then the near-duplicate check moved {moved:,} "
+                             f"evaluation example{'s' if moved != 1 else ''} that resembled training ones into "
+                             f"training: {n_train:,} are used for training and {n_eval:,} for evaluation.").strip()
     dataset.report = report
