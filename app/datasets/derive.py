@@ -22,7 +22,7 @@ from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.upload import ReceivedFile, new_prefix
 from app.errors import Conflict
-from app.models import Artifact, Dataset, DatasetStatus
+from app.models import Artifact, Dataset, DatasetStatus, utcnow
 from app.storage import Store
 from datacheck import Goal
 from datacheck.personal_data import redact_record
@@ -96,7 +96,8 @@ def request_scan(session: Session, dataset: Dataset) -> None:
     """Queue the near-duplicate and personal-data scan of a valid dataset."""
     require_valid(dataset)
     earlier = (dataset.cleaning or {}).get("resplit")  # what an earlier scan moved stays said
-    dataset.cleaning = {"status": "queued", **({"resplit": earlier} if earlier else {})}
+    dataset.cleaning = {"status": "queued", "queued_at": utcnow().isoformat(),
+                        **({"resplit": earlier} if earlier else {})}
     session.flush()
     queue.enqueue(session, SCAN_TASK, dataset.id)
 

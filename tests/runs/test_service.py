@@ -362,3 +362,27 @@ def test_a_run_of_a_dataset_whose_near_duplicate_check_failed_starts_with_a_warn
     assert client.get(f"/api/v1/runs/{run_id}", headers=headers).json()["status"] == "queued"
     events = client.get(f"/api/v1/runs/{run_id}/events", headers=headers).json()
     assert any(e["level"] == "warning" and "near-duplicate check of 'split' failed" in e["message"] for e in events)
+
+
+def test_a_lost_scan_that_runs_wait_for_is_sent_again(client, team, model, db, store, sent, settings):
+    from datetime import timedelta
+
+    from worker.runtime import reconciler
+
+    acc, headers = team
+    d = make_dataset(db, store, acc.team_id, name="split")
+    if not d.normalized_eval_path:
+        d.normalized_eval_path = d.normalized_path
+    long_ago = (utcnow() - timedelta(seconds=settings.requeue_after_s + 60)).isoformat()
+    d.eval_fraction, d.cleaning = 0.1, {"status": "queued", "queued_at": long_ago}
+    db.commit()
+    r = _create(client, headers, dataset_id=d.id, base_model_id=model.id)
+    assert r.json()["status"] == "validating_files" and sent == []
+    assert reconciler.reconcile(settings)["scans"] == 1
+    assert sent == [("studio.scan_dataset", [d.id], "default")]
+    assert reconciler.reconcile(settings)["scans"] == 0  # sent once, not at every pass
+    db.expire_all()
+    d = db.get(type(d), d.id)
+    d.cleaning = {"status": "running", "started_at": utcnow().isoformat()}
+    db.commit()
+    assert reconciler.reconcile(settings)["scans"] == 0  # a scan running now is left alone
