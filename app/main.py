@@ -32,6 +32,7 @@ with collector_paused():  # the imports below build the routes: see app.boot
     from app.datasets.routes import api as datasets_api
     from app.datasets.routes import pages as datasets_pages
     from app.datasets.cleaning_routes import pages as cleaning_pages
+    from app.datasets.cleaning_api import api as cleaning_api
     from app.deps import csrf_protect
     from app.errors import StudioError
     from app.evaluations.routes import api as evaluations_api
@@ -139,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_upload_bytes=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=str(web.ROOT / "static")), name="static")
     for router in (health_router, auth_pages, home_pages, team_pages, team_api, runs_api, models_api,
-                   datasets_pages, cleaning_pages, datasets_api, openai_api, compare_pages, runs_pages,
+                   datasets_pages, cleaning_pages, datasets_api, cleaning_api, openai_api, compare_pages, runs_pages,
                    evaluations_api, evaluations_pages, ab_pages, ab_api, sweeps_api, sweeps_pages,
                    notifications_pages, notifications_api, costs_pages, costs_api, playground_pages, playground_api,
                    registry_api, registry_pages):

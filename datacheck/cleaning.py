@@ -43,6 +43,7 @@ def scan(train: BinaryIO, evals: BinaryIO | None = None) -> dict:
             groups.join(n_train, match + 1)
         _personal(record, "train", n_train, personal)
     eval_index, eval_groups, between = NearDuplicateIndex(), Groups(), []
+    crossing = _Crossing()
     n_eval = 0
     for n_eval, record in enumerate(read_records(evals) if evals is not None else (), 1):
         text = example_text(record)
@@ -50,8 +51,10 @@ def scan(train: BinaryIO, evals: BinaryIO | None = None) -> dict:
         signature = index.signature(text)
         if (match := index.match(signature)) is not None:
             between.append((n_eval, match + 1))
-        if (match := eval_index.match(signature)) is not None:
-            eval_groups.join(n_eval, match + 1)
+        earlier = eval_index.matches(signature)
+        if earlier:
+            eval_groups.join(n_eval, min(earlier) + 1)
+        crossing.add(n_eval - 1, earlier, resembles_training=match is not None)
         eval_index.add(signature)
         _personal(record, "eval", n_eval, personal)
     found, in_eval = groups.result(), eval_groups.result()
@@ -67,11 +70,47 @@ def scan(train: BinaryIO, evals: BinaryIO | None = None) -> dict:
             "between": len(between),
             "between_examples": [list(pair) for pair in between[:KEEP]],
             "drop_train": drop_train, "drop_eval": drop_eval,
+            # 0-based evaluation examples linked to a training one through a chain of near
+            # duplicates: moving them into training leaves none across the split (move_crossing)
+            "crossing": crossing.result(),
         },
         "personal_data": personal,
         "personal_total": sum(v["count"] for v in personal.values()),
         "seconds": round(seconds, 3), "chars": size,
     }
+
+
+class _Crossing:
+    """Evaluation examples whose group of near duplicates (every resemblance counted: a chain
+    e2 ~ e1 ~ a training example links e2 too) holds a training example. Union-find over the
+    evaluation examples and one node standing for the whole training set."""
+
+    TRAIN = -1
+
+    def __init__(self) -> None:
+        self._parent: dict[int, int] = {self.TRAIN: self.TRAIN}
+
+    def _root(self, node: int) -> int:
+        root = self._parent.setdefault(node, node)
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[node] != root:  # path compression
+            self._parent[node], node = root, self._parent[node]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._root(a), self._root(b)
+        if ra != rb:
+            self._parent[max(ra, rb)] = min(ra, rb)  # the training node (-1) stays a root
+
+    def add(self, index: int, earlier: list[int], *, resembles_training: bool) -> None:
+        if resembles_training:
+            self._union(index, self.TRAIN)
+        for other in earlier:
+            self._union(index, other)
+
+    def result(self) -> list[int]:
+        return sorted(n for n in self._parent if n != self.TRAIN and self._root(n) == self.TRAIN)
 
 
 def _personal(record: dict, file: str, number: int, out: dict) -> None:

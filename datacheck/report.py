@@ -157,7 +157,7 @@ def _kept_together(run: ValidationRun) -> list[ReportWarning]:
     near = " or near copies from the duplicate finder" if run.options.duplicate_groups else ""
     return [ReportWarning(kind="kept_together", count=count, lines=kept, message=(
         f"{_n(count, 'example')} {_is(count)} a copy of an earlier one (exactly, or apart from "
-        f"case{near}). Before splitting, each copy was kept on the same "
+        f"case, spacing and punctuation{near}). Before splitting, each copy was kept on the same "
         "side as its original, so no evaluation example also appears in training and the scores "
         "are measured on examples the model has not seen."))]
 

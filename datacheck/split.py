@@ -1,8 +1,10 @@
 """Train/eval split, deduplicated before it is drawn: every example is assigned by a hash of
-(seed, its record in lower case: ``duplicates.record_key``), so copies of an example (exact, or
-differing only in case) always land on the same side and no evaluation example repeats a
-training one. Copies that differ in spacing or punctuation, and other near copies, are found by
-the near-duplicate scan after validation and by the evaluation's overlap check. The split is deterministic, streamed (no shuffle
+(seed, its record in lower case without punctuation or spacing: ``duplicates.record_key``), so
+copies of an example (exact, or differing only in case, spacing or punctuation) always land on
+the same side and no evaluation example repeats a training one. Reworded near copies are found
+by the near-duplicate scan after validation (``studio.scan_dataset``), which moves the
+evaluation members of every group that crosses the split into training (``move_crossing``);
+runs of the dataset wait for that. The split is deterministic, streamed (no shuffle
 in memory) and the same in validation and in writing. Each distinct example goes to eval with
 probability ``eval_fraction``: the eval share is close to, not exactly, that fraction.
 
@@ -33,8 +35,8 @@ class SplitCounts(BaseModel):
 
 def example_key(messages: list[Message]) -> int:
     """The split key of an example given by its messages, as validation keys it (the record
-    ``{"messages": messages}``): equal for copies that differ only in case (roles and weights
-    included, so a masked answer is not its trained twin)."""
+    ``{"messages": messages}``): equal for copies that differ only in case, spacing or
+    punctuation (roles and weights included, so a masked answer is not its trained twin)."""
     return record_key(orjson.dumps({"messages": messages}))
 
 
@@ -105,3 +107,31 @@ def split_normalized(source: BinaryIO, train_out: BinaryIO, eval_out: BinaryIO, 
                 train += 1
             index += 1
     return SplitCounts(train=train, eval=evals)
+
+
+def move_crossing(train: BinaryIO, evals: BinaryIO, train_out: BinaryIO, eval_out: BinaryIO, *,
+                  moved: Iterable[int]) -> SplitCounts:
+    """Re-split stored normalised files after the near-duplicate scan: the evaluation examples
+    ``moved`` (0-based, the scan's ``crossing``) join the end of the training file, in order;
+    every other example keeps its side and order. Moving them into training (never the other
+    way) leaves no near duplicate across the split, whatever key the first split used."""
+    moving, kept, n_train, n_eval = set(moved), [], 0, 0
+    for batch in iter_line_batches(train, max_line_bytes=1 << 62):
+        for line in batch:
+            if line:
+                train_out.write(line + b"\n")
+                n_train += 1
+    index = 0
+    for batch in iter_line_batches(evals, max_line_bytes=1 << 62):
+        for line in batch:
+            if not line:
+                continue
+            if index in moving:
+                kept.append(line)
+            else:
+                eval_out.write(line + b"\n")
+                n_eval += 1
+            index += 1
+    for line in kept:
+        train_out.write(line + b"\n")
+    return SplitCounts(train=n_train + len(kept), eval=n_eval)

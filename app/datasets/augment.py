@@ -38,6 +38,7 @@ KINDS = {
 }
 ENDED = (AugmentationStatus.succeeded, AugmentationStatus.failed, AugmentationStatus.cancelled)
 MAX_SOURCES, MAX_CALLS, MAX_TOKENS = 500, 2000, 5_000_000
+ANSWER_TOKENS = 512  # max_tokens of each call, unless the job says otherwise
 REVIEW = ("pending", "accepted", "rejected")
 
 
@@ -104,10 +105,12 @@ def parse_form(form: dict[str, str], kinds: list[str]) -> dict:
     calls = _whole(form.get("max_calls", ""), "max_calls", sources * len(chosen), 1, MAX_CALLS,
                    "The most calls")
     tokens = _whole(form.get("max_tokens", ""), "max_tokens", 50_000, 100, MAX_TOKENS, "The most tokens")
+    answer = _whole(form.get("max_answer_tokens", ""), "max_answer_tokens", ANSWER_TOKENS, 16, 4096,
+                    "The longest answer (in tokens)")
     return {"endpoint_url": check_endpoint(form.get("endpoint_url") or ""), "model": model,
             "api_key": (form.get("api_key") or "").strip(),
             "settings": {"kinds": chosen, "house_style": style, "sources": sources,
-                         "max_calls": calls, "max_tokens": tokens}}
+                         "max_calls": calls, "max_tokens": tokens, "max_answer_tokens": answer}}
 
 
 def start(session: Session, settings: Settings, *, team_id: int, user_id: int | None, dataset_id: int,

@@ -22,7 +22,7 @@ from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.upload import ReceivedFile, new_prefix
 from app.errors import Conflict
-from app.models import Artifact, Dataset, DatasetStatus
+from app.models import Artifact, Dataset, DatasetStatus, utcnow
 from app.storage import Store
 from datacheck import Goal
 from datacheck.personal_data import redact_record
@@ -56,10 +56,48 @@ def require_valid(dataset: Dataset) -> None:
         raise Conflict("Only a valid dataset can give a new version; wait for its check to end.")
 
 
+SCANNING = ("queued", "running")
+
+
+def split_by_studio(dataset: Dataset) -> bool:
+    """Whether the studio drew this dataset's evaluation set itself (not a file the user gave, not
+    a derived version's carried-over evaluation file): the near-duplicate scan may then re-split
+    it (``worker.tasks.cleaning``)."""
+    return dataset.eval_dataset_id is None and bool(dataset.normalized_eval_path) and dataset.eval_fraction > 0
+
+
+def split_pending(dataset: Dataset) -> bool:
+    """Whether runs of this valid dataset must wait: the studio split it and the near-duplicate
+    scan, which moves evaluation examples that resemble training ones into training, has not
+    ended. A run never starts on a split that near duplicates may still cross."""
+    return (dataset.status == DatasetStatus.valid and split_by_studio(dataset)
+            and (dataset.cleaning or {}).get("status") in SCANNING)
+
+
+def split_note(dataset: Dataset) -> tuple[str, str] | None:
+    """(level, sentence) for a run's story once the scan ended: how the split was corrected,
+    or that the check failed (the evaluation's overlap check still reports any overlap)."""
+    if not split_by_studio(dataset):
+        return None
+    cleaning = dataset.cleaning or {}
+    if cleaning.get("status") == "failed":
+        return ("warning", f"The near-duplicate check of '{dataset.name}' failed, so some evaluation examples "
+                "may resemble training ones; the evaluation reports any overlap it finds and gives "
+                "every score without it too.")
+    moved = (cleaning.get("resplit") or {}).get("moved")
+    if moved:
+        return ("info", f"The near-duplicate check moved {moved} evaluation example{'s' if moved != 1 else ''} "
+                "that resembled training ones into training, so no evaluation example is a near copy of "
+                "a training one.")
+    return None
+
+
 def request_scan(session: Session, dataset: Dataset) -> None:
     """Queue the near-duplicate and personal-data scan of a valid dataset."""
     require_valid(dataset)
-    dataset.cleaning = {"status": "queued"}
+    earlier = (dataset.cleaning or {}).get("resplit")  # what an earlier scan moved stays said
+    dataset.cleaning = {"status": "queued", "queued_at": utcnow().isoformat(),
+                        **({"resplit": earlier} if earlier else {})}
     session.flush()
     queue.enqueue(session, SCAN_TASK, dataset.id)
 

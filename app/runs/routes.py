@@ -33,7 +33,8 @@ from app.sweeps import service as sweeps
 
 api = APIRouter(prefix="/api/v1", tags=["runs"])
 LOG_TAIL_BYTES = 64 * 1024
-CHECKING_FILES = "Checking your files... The run is queued as soon as they pass."
+CHECKING_FILES = ("Checking your files (validation, then the near-duplicate check that keeps evaluation examples "
+                  "apart from training ones)... The run is queued as soon as they pass.")
 
 
 def run_out(db, run, places=None) -> RunOut:  # noqa: ANN001

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app import queue
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, RateLimited
+from app.datasets import derive
 from app.datasets import repository as datasets_repo
 from app.datasets import tokens
 from app.home import glossary
@@ -259,14 +260,22 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
     if sub.eval_dataset_id is not None:
         eval_dataset = _usable_dataset(session, team_id=sub.team_id, dataset_id=sub.eval_dataset_id,
                                        param="eval_dataset_id", allow_checking=True)
-    checking = [d for d in (dataset, eval_dataset) if d is not None and d.status in CHECKING]
-    for row in checking:  # a check finishing meanwhile waits for this transaction (Postgres); see files_checked
+    validating = [d for d in (dataset, eval_dataset) if d is not None and d.status in CHECKING]
+    for row in validating:  # a check finishing meanwhile waits for this transaction (Postgres); see files_checked
         datasets_repo.lock(session, row.id)
+    scanning = []  # split by the studio, whose near-duplicate scan (it may re-split) has not ended
+    for row in (d for d in (dataset, eval_dataset) if d is not None and d not in validating):
+        if derive.split_by_studio(row) and row.status == DatasetStatus.valid:
+            datasets_repo.lock(session, row.id)
+            session.refresh(row, attribute_names=["cleaning"])
+            if derive.split_pending(row):
+                scanning.append(row)
+    checking = validating + scanning
     asked = {"preset": sub.preset, "overrides": sub.hyperparameters or {}, "time_budget_s": sub.time_budget_s,
              "learning_rate_multiplier": sub.learning_rate_multiplier}
     plan = _plan(session, dataset=dataset, model=model, asked=asked)
     device_known = plan.estimate["device_known"]
-    if not checking and (why := _fits(plan, device_known, dataset, model)):
+    if not validating and (why := _fits(plan, device_known, dataset, model)):
         raise InvalidInput(why, param="hyperparameters", details={"estimate": plan.estimate})
     check_team_limit(session, team_id=sub.team_id, settings=settings)
     status = RunStatus.validating_files if checking else RunStatus.queued
@@ -281,11 +290,19 @@ def submit(session: Session, *, sub: Submission, settings: Settings) -> tuple[Ru
               sweep_params=sub.sweep_params, name=(sub.name.strip() or f"{model.display_name} on {dataset.name}")[:200])
     session.add(run)
     session.flush()
-    if checking:
-        names = " and ".join(f"'{d.name}'" for d in checking)
-        add_event(session, run, "status", f"Checking your files: {names} {'is' if len(checking) == 1 else 'are'} "
+    if validating:
+        names = " and ".join(f"'{d.name}'" for d in validating)
+        add_event(session, run, "status", f"Checking your files: {names} {'is' if len(validating) == 1 else 'are'} "
                   "still being validated; the run is queued as soon as they pass.",
                   data={"status": "validating_files", "datasets": [d.id for d in checking]})
+        return run, True
+    if scanning:
+        names = " and ".join(f"'{d.name}'" for d in scanning)
+        add_event(session, run, "status", f"Checking your files: {names} {'is' if len(scanning) == 1 else 'are'} "
+                  "being checked for near duplicates, so that no evaluation example is a near copy of a training "
+                  "one (any that is moves into training); the run is queued as soon as that check ends.",
+                  data={"status": "validating_files", "reason": "near_duplicate_check",
+                        "datasets": [d.id for d in scanning]})
         return run, True
     what = views.METHOD_LABELS.get(plan.config.method, plan.config.method)
     if plan.config.is_preference:  # learns from pairs: say so where the run's story starts
@@ -325,7 +342,7 @@ def _release(session: Session, run: Run, settings: Settings) -> bool:
     files = [(f, d) for f, d in (("training_file", run.dataset_id), ("validation_file", run.eval_dataset_id))
              if d is not None]
     rows = [(param, session.get(Dataset, d)) for param, d in files]
-    if any(row is not None and row.status in CHECKING for _, row in rows):
+    if any(row is not None and (row.status in CHECKING or derive.split_pending(row)) for _, row in rows):
         return False
     for param, row in rows:
         if row is None or row.team_id != run.team_id or row.status != DatasetStatus.valid:
@@ -363,6 +380,9 @@ def _release(session: Session, run: Run, settings: Settings) -> bool:
               f"{model.display_name} on {dataset.name} (v{dataset.version}).", data={"status": "queued"})
     for warning in plan.warnings:
         add_event(session, run, "warning", warning, level="warning")
+    for _, row in rows:
+        if (note := derive.split_note(row)) is not None:
+            add_event(session, run, "evaluation", note[1], level=note[0])
     queue.enqueue(session, TRAIN_TASK, run.id, queue=run.queue)
     return True
 

@@ -92,10 +92,11 @@ def _augmentation_of(db, team_id: int, ids: dict) -> dict:
                                                               "max_calls": 10, "max_tokens": 5000})
     db.add(job)
     db.flush()
-    db.add(GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
-                            messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}]))
+    example = GeneratedExample(team_id=team_id, job_id=job.id, source_example=1, kind="paraphrase",
+                               messages=[{"role": "user", "content": MARK}, {"role": "assistant", "content": MARK}])
+    db.add(example)
     db.commit()
-    return {"job_id": job.id}
+    return {"job_id": job.id, "example_id": example.id}
 
 
 def _transcript_of(db, team_id: int, ids: dict) -> dict:
@@ -254,7 +255,12 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/playground/stream": {"models": [ids["model"]], "prompt": "hi"},
              "/api/v1/playground/transcripts": {"models": [ids["model"]], "turns": [{"prompt": "hi", "answers": ["x"]}]},
              "/api/v1/playground/transcripts/{transcript_id}/ab": {"model_a": 0, "model_b": 1},
-             "/api/v1/playground/transcripts/{transcript_id}/dataset": {"chosen": [0]}}
+             "/api/v1/playground/transcripts/{transcript_id}/dataset": {"chosen": [0]},
+             "/api/v1/datasets/{dataset_id}/augmentations": {"endpoint_url": "http://127.0.0.1:9/v1", "model": "m",
+                                                             "kinds": ["paraphrase"]},
+             "/api/v1/datasets/{dataset_id}/augmentations/{job_id}/examples/review": {"action": "accept",
+                                                                                      "all_pending": True},
+             "/api/v1/datasets/{dataset_id}/augmentations/{job_id}/examples/{example_id}": {"contents": ["a", "b"]}}
     forms["/playground/transcripts/{transcript_id}/ab"] = {"model_a": "1", "model_b": "2"}
     forms["/playground/transcripts/{transcript_id}/dataset"] = {"turn_0": "1"}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}

@@ -40,3 +40,24 @@ def word_tokens(texts: list[str]) -> list[int]:
 
 def errors_at(report: ValidationReport) -> list[tuple[int | None, str]]:
     return [(e.line, e.kind) for e in report.errors]
+
+
+def near_duplicate_families(n: int = 120) -> list[dict]:
+    """n questions, each with a punctuation variant, a spacing variant and a reworded variant
+    (one word changed near the end: a MinHash-level near duplicate, not a normalised copy)."""
+    import random
+
+    rng = random.Random(7)
+    words = ("order delivery refund invoice account password shipping parcel warranty store customer "
+             "help product return exchange size colour payment card address week day hour shop").split()
+    records = []
+    for i in range(n):
+        text = " ".join(rng.choices(words, k=40))
+        answer = f"Answer {i}: " + " ".join(rng.choices(words, k=12))
+        question = f"Question {i}: {text}"
+        reworded = question.rsplit(" ", 3)
+        records += [chat(question + "?", answer),
+                    chat(question.upper() + " ?!", answer + "."),           # case and punctuation
+                    chat(question.replace(" ", "  ", 5) + "?", answer.replace(" ", "\n", 2)),  # spacing
+                    chat(" ".join([reworded[0], "zebra", *reworded[2:]]) + "?", answer)]    # reworded
+    return records

@@ -12,7 +12,7 @@ from datacheck.near_duplicates import (
     near_duplicates_between,
 )
 from datacheck.personal_data import find_personal_data, mask, redact, redact_record
-from tests.datacheck.factories import chat, jsonl
+from tests.datacheck.factories import chat, jsonl, near_duplicate_families
 
 BASE = "How can I change the delivery address of my order after I have paid for it"
 
@@ -95,3 +95,64 @@ def test_the_scan_counts_with_examples_and_lists_what_a_clean_version_drops():
     assert pd["card"]["count"] == 1 and pd["email"]["count"] == 1 and result["personal_total"] == 2
     assert pd["card"]["examples"] == [{"file": "train", "example": 4, "role": "user", "value": "411* **** **** **11"}]
     assert (result["train_examples"], result["eval_examples"]) == (4, 2)
+
+
+def test_after_the_scan_no_near_duplicate_crosses_the_split():
+    """The split key keeps case, spacing and punctuation variants together at validation; the
+    scan finds the reworded ones that crossed, and moving them into training leaves none across."""
+    from datacheck import ValidationOptions, validate_dataset
+    from datacheck.near_duplicates import example_text
+    from datacheck.split import move_crossing
+
+    records = near_duplicate_families()
+    train, evals = io.BytesIO(), io.BytesIO()
+    report = validate_dataset(io.BytesIO(jsonl(*records)), options=ValidationOptions(eval_fraction=0.3, seed=3),
+                              train_out=train, eval_out=evals)
+    assert report.status == "valid"
+
+    def questions(buffer: io.BytesIO) -> list[str]:
+        import orjson
+        return [orjson.loads(line)["messages"][0]["content"] for line in buffer.getvalue().splitlines()]
+
+    def number(question: str) -> str:
+        return question.split(":")[0].lower()
+
+    def texts(buffer: io.BytesIO) -> list[str]:
+        import orjson
+        return [example_text(orjson.loads(line)) for line in buffer.getvalue().splitlines()]
+
+    # validation already keeps every case/spacing/punctuation variant with its original
+    sides: dict[tuple[str, bool], set[str]] = {}
+    for side, buffer in (("train", train), ("eval", evals)):
+        for q in questions(buffer):
+            sides.setdefault((number(q), "zebra" in q), set()).add(side)
+    assert all(len(s) == 1 for s in sides.values())
+    # ... but reworded variants do cross before the scan
+    before = scan(io.BytesIO(train.getvalue()), io.BytesIO(evals.getvalue()))["near_duplicates"]
+    assert before["between"] > 5 and len(before["crossing"]) >= before["between"]
+
+    new_train, new_eval = io.BytesIO(), io.BytesIO()
+    counts = move_crossing(io.BytesIO(train.getvalue()), io.BytesIO(evals.getvalue()), new_train, new_eval,
+                           moved=before["crossing"])
+    assert counts.train + counts.eval == len(records)
+    assert counts.eval == report.counts.eval_examples - len(before["crossing"]) > 0
+    after = scan(io.BytesIO(new_train.getvalue()), io.BytesIO(new_eval.getvalue()))["near_duplicates"]
+    assert after["between"] == 0 and after["crossing"] == []
+    assert near_duplicates_between(texts(new_train), texts(new_eval)) == []
+    by_number: dict[str, set[str]] = {}
+    for side, buffer in (("train", new_train), ("eval", new_eval)):
+        for q in questions(buffer):
+            by_number.setdefault(number(q), set()).add(side)
+    assert [n for n, s in by_number.items() if len(s) > 1] == []  # every family on one side
+
+
+def test_a_chain_of_near_duplicates_through_evaluation_moves_as_a_whole():
+    """e2 resembles only e1, and e1 resembles a training example: both must move."""
+    from datacheck.cleaning import _Crossing
+
+    crossing = _Crossing()
+    crossing.add(0, [], resembles_training=False)
+    crossing.add(1, [0], resembles_training=False)     # e1 ~ e0, neither near training yet
+    crossing.add(2, [], resembles_training=False)
+    crossing.add(3, [1], resembles_training=True)      # e3 ~ e1 and ~ training: 0, 1, 3 all cross
+    assert crossing.result() == [0, 1, 3]

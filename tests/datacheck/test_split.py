@@ -19,13 +19,15 @@ def test_assignment_is_deterministic_close_to_the_fraction_and_seeded():
     assert not any(is_eval_key(k, seed=0, eval_fraction=0.0) for k in keys[:1000])
 
 
-def test_the_split_key_ignores_case_not_roles_or_words():
+def test_the_split_key_ignores_case_spacing_and_punctuation_not_roles_or_words():
     a = chat("Where is my order?", "It ships tomorrow.")["messages"]
     assert example_key(a) == example_key(chat("where IS my ORDER?", "it ships tomorrow.")["messages"])
     accents = chat("Où est ma COMMANDE ?", "Elle part DEMAIN.")["messages"]
     assert example_key(accents) == example_key(chat("où est ma commande ?", "elle part demain.")["messages"])
-    # spacing and punctuation are left to the near-duplicate scan (a fifth of validation's speed)
-    assert example_key(a) != example_key(chat("Where is my order", "It ships, tomorrow")["messages"])
+    # spacing and punctuation too (new lines inside the JSON record included)
+    assert example_key(a) == example_key(chat("Where is my order", "It ships, tomorrow")["messages"])
+    assert example_key(a) == example_key(chat("where is  my order ?", "It ships\ntomorrow !")["messages"])
+    assert example_key(a) == example_key(chat("Where is my order?", "It  ships\ttomorrow.")["messages"])
 
     assert example_key(a) != example_key(chat("Where is my parcel?", "It ships tomorrow.")["messages"])
     masked = [a[0], {**a[1], "weight": 0}]

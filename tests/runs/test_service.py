@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.models import DatasetStatus, Run, RunEvent, RunStatus, Worker, utcnow
+from app.models import Artifact, DatasetStatus, Run, RunEvent, RunStatus, Worker, utcnow
 from app.runs import service
 from tests.factories import make_account, make_api_key
 from tests.runs.factories import make_dataset
@@ -264,3 +264,125 @@ def test_calibration_compares_finished_runs_with_their_estimates_on_the_same_kin
     assert sorted(service.calibration(db, team_id=team[0].team_id, device_kind="cpu")) == [2.0, 4.0]
     assert service.calibration(db, team_id=team[0].team_id, device_kind="cuda") == [0.2]
     assert service.calibration(db, team_id=team[0].team_id + 1, device_kind="cpu") == []  # another team's runs
+
+
+def test_a_run_waits_for_the_near_duplicate_check_which_moves_crossing_examples_into_training(
+        client, team, model, db, store, sent):
+    """Validation keeps case, spacing and punctuation variants on one side; reworded near copies
+    that crossed the split are moved into training by the scan, and a run submitted in between
+    waits for it (never starting on the pre-scan split)."""
+    import orjson
+
+    from datacheck.cleaning import scan
+    from datacheck.near_duplicates import example_text, near_duplicates_between
+    from app.models import Dataset
+    from tests.datacheck.factories import jsonl, near_duplicate_families
+    from tests.datasets.test_service import create
+    from worker.tasks.cleaning import scan_dataset
+    from worker.tasks.datasets import validate_dataset
+
+    acc, headers = team
+    d = create(db, store, acc.team_id, data=jsonl(*near_duplicate_families()), name="families", eval_fraction=0.3).dataset
+    task, args, _ = sent.pop(0)
+    assert task == "studio.validate_dataset" and validate_dataset(*args) == "valid"
+    assert [m[0] for m in sent] == ["studio.scan_dataset"]
+    db.expire_all()
+    d = db.get(Dataset, d.id)
+    pre_scan = (d.normalized_path, d.normalized_eval_path)
+
+    def crossing(train_key, eval_key):
+        with store.open(train_key) as train, store.open(eval_key) as evals:
+            return scan(train, evals)["near_duplicates"]
+
+    assert crossing(*pre_scan)["between"] > 0  # reworded near copies crossed the first split
+
+    r = _create(client, headers, dataset_id=d.id, base_model_id=model.id, hyperparameters={"max_steps": 5})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["status"] == "validating_files" and [m[0] for m in sent] == ["studio.scan_dataset"]
+    events = client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()
+    assert "being checked for near duplicates" in events[-1]["message"]
+    assert service.files_checked(db) == 0  # the reconciler's pass leaves it waiting too
+    db.commit()
+
+    task, args, _ = sent.pop(0)
+    assert scan_dataset(*args) == "done"
+    db.expire_all()
+    d = db.get(Dataset, d.id)
+    moved = d.cleaning["resplit"]["moved"]
+    assert moved > 0 and (d.normalized_path, d.normalized_eval_path) != pre_scan
+    assert d.cleaning["near_duplicates"]["between"] == 0 and d.cleaning["near_duplicates"]["crossing"] == []
+    assert crossing(d.normalized_path, d.normalized_eval_path)["between"] == 0
+
+    def texts(key):
+        return [example_text(orjson.loads(x)) for x in store.path(key).read_bytes().splitlines()]
+
+    train, evals = texts(d.normalized_path), texts(d.normalized_eval_path)
+    train_key = d.normalized_path
+    assert near_duplicates_between(train, evals) == []
+    assert len(train) + len(evals) == 480 and d.report["counts"]["eval_examples"] == len(evals)
+    paths = {a.path for a in db.scalars(select(Artifact).where(Artifact.dataset_id == d.id))}
+    assert {d.normalized_path, d.normalized_eval_path} <= paths and not set(pre_scan) & paths
+
+    after = client.get(f"/api/v1/runs/{run['id']}", headers=headers).json()
+    assert after["status"] == "queued" and sent == [("studio.train", [run["id"]], "train")]
+    events = [e["message"] for e in client.get(f"/api/v1/runs/{run['id']}/events", headers=headers).json()]
+    assert any(f"moved {moved} evaluation examples" in m for m in events)
+
+    # "Check again" finds nothing crossing any more, moves nothing and keeps saying what moved
+    from app.datasets import derive
+    derive.request_scan(db, d)
+    db.commit()
+    task, args, _ = sent.pop()
+    assert task == "studio.scan_dataset" and scan_dataset(*args) == "done"
+    db.expire_all()
+    d = db.get(Dataset, d.id)
+    assert d.cleaning["resplit"]["moved"] == moved and d.normalized_path == train_key
+    assert f"moved {moved:,} evaluation examples" in d.report["explanation"]
+
+    # a second run starts at once: the check has ended
+    r = _create(client, headers, dataset_id=d.id, base_model_id=model.id, hyperparameters={"max_steps": 5})
+    assert r.status_code == 201 and r.json()["status"] == "queued"
+
+
+def test_a_run_of_a_dataset_whose_near_duplicate_check_failed_starts_with_a_warning(
+        client, team, model, db, store, sent):
+    acc, headers = team
+    d = make_dataset(db, store, acc.team_id, name="split")
+    if not d.normalized_eval_path:
+        d.normalized_eval_path = d.normalized_path
+    d.eval_fraction, d.cleaning = 0.1, {"status": "running"}
+    db.commit()
+    r = _create(client, headers, dataset_id=d.id, base_model_id=model.id)
+    assert r.status_code == 201 and r.json()["status"] == "validating_files"
+    d.cleaning = {"status": "failed", "message": "The check stopped: OSError"}
+    assert service.files_checked(db, dataset_id=d.id) == 1
+    db.commit()
+    run_id = r.json()["id"]
+    assert client.get(f"/api/v1/runs/{run_id}", headers=headers).json()["status"] == "queued"
+    events = client.get(f"/api/v1/runs/{run_id}/events", headers=headers).json()
+    assert any(e["level"] == "warning" and "near-duplicate check of 'split' failed" in e["message"] for e in events)
+
+
+def test_a_lost_scan_that_runs_wait_for_is_sent_again(client, team, model, db, store, sent, settings):
+    from datetime import timedelta
+
+    from worker.runtime import reconciler
+
+    acc, headers = team
+    d = make_dataset(db, store, acc.team_id, name="split")
+    if not d.normalized_eval_path:
+        d.normalized_eval_path = d.normalized_path
+    long_ago = (utcnow() - timedelta(seconds=settings.requeue_after_s + 60)).isoformat()
+    d.eval_fraction, d.cleaning = 0.1, {"status": "queued", "queued_at": long_ago}
+    db.commit()
+    r = _create(client, headers, dataset_id=d.id, base_model_id=model.id)
+    assert r.json()["status"] == "validating_files" and sent == []
+    assert reconciler.reconcile(settings)["scans"] == 1
+    assert sent == [("studio.scan_dataset", [d.id], "default")]
+    assert reconciler.reconcile(settings)["scans"] == 0  # sent once, not at every pass
+    db.expire_all()
+    d = db.get(type(d), d.id)
+    d.cleaning = {"status": "running", "started_at": utcnow().isoformat()}
+    db.commit()
+    assert reconciler.reconcile(settings)["scans"] == 0  # a scan running now is left alone

@@ -10,6 +10,10 @@
   lost its message (Redis flushed or restarted, broker down at submit time): it is enqueued again.
   Extra tickets are harmless: a worker claims runs by compare-and-set.
 - A dataset still "uploaded" after `requeue_after_s` gets its validation enqueued again.
+- A near-duplicate scan that waiting runs depend on (app.datasets.derive.split_pending), still
+  queued after `requeue_after_s` or running for longer than SCAN_STALE_S, is enqueued again, so
+  those runs never wait for ever (a second scan of the same files is harmless: the one that ends
+  second sees the split already changed and leaves it).
 - A run still `validating_files` whose files are checked moves on (queued, or failed with the
   file's error): the check ended while the run was being created (SQLite has no row lock for that).
 - An A/B comparison still waiting for its answers after `requeue_after_s` while a training worker
@@ -35,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app import queue
 from app.config import Settings, get_settings
@@ -45,8 +49,9 @@ from app.runs import repository as repo
 from app.runs import service
 from app.ab import repository as ab_repo
 from app.ab import service as ab
+from app.datasets import derive
 from app.datasets import repository as datasets_repo
-from app.models import RunStatus, utcnow
+from app.models import Dataset, RunStatus, utcnow
 from app.notifications import service as notify
 from app.sweeps import repository as sweeps_repo
 from app.sweeps import service as sweeps
@@ -169,6 +174,31 @@ def _resend_validations(s, settings: Settings, now) -> int:  # noqa: ANN001
     return len(stuck)
 
 
+SCAN_STALE_S = 3 * 3600  # a scan running longer than this lost its worker (1 GB takes minutes)
+
+
+def _resend_scans(s, settings: Settings, now) -> int:  # noqa: ANN001
+    seen: set[int] = set()
+    resent = 0
+    for run in repo.waiting_for_files(s):
+        for dataset_id in (run.dataset_id, run.eval_dataset_id):
+            if dataset_id is None or dataset_id in seen:
+                continue
+            seen.add(dataset_id)
+            dataset = s.get(Dataset, dataset_id)
+            if dataset is None or not derive.split_pending(dataset):
+                continue
+            cleaning = dataset.cleaning
+            running = cleaning["status"] == "running"
+            since = cleaning.get("started_at" if running else "queued_at")
+            limit = SCAN_STALE_S if running else settings.requeue_after_s
+            if since is None or datetime.fromisoformat(since) < now - timedelta(seconds=limit):
+                dataset.cleaning = {**cleaning, "status": "queued", "queued_at": now.isoformat()}
+                queue.enqueue(s, derive.SCAN_TASK, dataset.id, queue="default")
+                resent += 1
+    return resent
+
+
 def _resend_comparisons(s, settings: Settings, now) -> int:  # noqa: ANN001
     if not _idle_train_workers(s, now):
         return 0
@@ -206,18 +236,19 @@ def reconcile(settings: Settings | None = None, *, judge_leases: bool = True) ->
         resent = _resend_lost(s, settings, now)
         validations = _resend_validations(s, settings, now)
         checked = service.files_checked(s, settings=settings)  # a run created as its check ended
+        scans = _resend_scans(s, settings, now)
         comparisons = _resend_comparisons(s, settings, now)
         waiting = _explain_waiting(s)
         augmentations = augment.requeue_lost(s, settings, now) if judge_leases else 0
         notifications = notify.redeliver_due(s, grace_s=settings.requeue_after_s)
     interrupted = evaluation.fail_interrupted() if judge_leases else 0  # judged by heartbeats too
     advanced = _advance_sweeps(settings)
-    if requeued or resent or validations or comparisons:
+    if requeued or resent or validations or comparisons or scans:
         log.warning("reconciler: %d lost runs requeued, %d tickets re-sent, %d validations re-sent, "
-                    "%d comparisons re-sent", requeued, resent, validations, comparisons)
+                    "%d comparisons re-sent, %d scans re-sent", requeued, resent, validations, comparisons, scans)
     return {"requeued": requeued, "resent": resent, "validations": validations, "checked": checked,
             "comparisons": comparisons, "evaluations": interrupted, "sweeps": advanced, "waiting": waiting,
-            "augmentations": augmentations, "notifications": notifications}
+            "augmentations": augmentations, "scans": scans, "notifications": notifications}
 
 
 _stop = threading.Event()

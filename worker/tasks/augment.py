@@ -182,7 +182,7 @@ def _generate(job: AugmentationJob, api_key: str) -> tuple[AugmentationStatus, s
         messages = records[n - 1]["messages"]
         response = client.chat.completions.create(
             model=job.model, messages=[{"role": "user", "content": prompt_for(kind, messages, opts["house_style"])}],
-            temperature=0.7, max_tokens=512)
+            temperature=0.7, max_tokens=opts.get("max_answer_tokens", augment.ANSWER_TOKENS))
         tokens = response.usage.total_tokens if response.usage else 0
         reply = (response.choices[0].message.content or "") if response.choices else ""
         try:
