@@ -25,7 +25,6 @@ from app import queue
 from app.ab import prompts as prompt_sets
 from app.ab import repository as repo
 from app.ab import stats
-from app.api.openai import names
 from app.api.openai import repository as openai_repo
 from app.datasets import repository as datasets_repo
 from app.deps import Principal
@@ -37,6 +36,7 @@ from app.notifications import service as notifications
 from app.registry import repository as registry_repo
 from app.storage import Store
 from app.teams import repository as teams_repo
+from app.registry import lookup
 
 GENERATE_TASK = "studio.ab_generate"
 GENERATE_QUEUE = "train"  # loading two models needs a model-capable worker
@@ -65,7 +65,7 @@ def parse_ref(value: str | dict | None, *, param: str, session: Session | None =
     if not name and isinstance(value, str) and not (kind in ("base", "run") and number > 0):
         name = value.strip()
     if name and session is not None and team_id is not None:
-        return names.model_ref(session, team_id=team_id, name=str(name)[:300], param=param)
+        return lookup.model_ref(session, team_id=team_id, name=str(name)[:300], param=param)
     if kind not in ("base", "run") or number <= 0:
         raise InvalidInput("Choose a base model or a fine-tuned run.", param=param)
     return {"kind": kind, "id": number}

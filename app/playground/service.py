@@ -25,6 +25,7 @@ from app.models_registry import repository as models_repo
 from app.playground import repository as repo
 from app.playground.schemas import ChatIn, Settings, ToAbIn, ToDatasetIn, TranscriptIn
 from app.storage import Store
+from app.registry import lookup
 from datacheck import Goal
 
 
@@ -117,7 +118,7 @@ def ab_ref(session: Session, *, team_id: int, name: str, param: str) -> dict:
     if names.is_checkpoint(name):
         raise InvalidInput(f"“{name}” is a checkpoint: A/B tests compare base models and fine-tuned models. "
                            "Choose another column.", param=param)
-    return names.model_ref(session, team_id=team_id, name=name, param=param)
+    return lookup.model_ref(session, team_id=team_id, name=name, param=param)
 
 
 def to_ab(session: Session, store: Store, *, transcript: Transcript, user_id: int | None, body: ToAbIn) -> Comparison:

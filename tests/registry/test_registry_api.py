@@ -6,6 +6,7 @@ from __future__ import annotations
 from app.api.openai import models as openai_models
 from app.api.openai import names
 from app.errors import NotFound
+from app.registry import lookup
 from app.models import Comparison
 from tests.registry.conftest import bearer, tuned
 
@@ -31,7 +32,7 @@ def test_versions_by_name_agree_with_openai_models(client, db, store, team, data
                   if m["id"].startswith("ft:")}
     assert openai_ids == {v["model"] for g in groups for v in g["versions"]}
     # a version answers to name:vN as well
-    assert names.registered_run(db, team_id=team.team_id, name="support-bot:v1").id == first.id
+    assert lookup.registered_run(db, team_id=team.team_id, name="support-bot:v1").id == first.id
 
 
 def test_alias_moves_resolves_everywhere_and_rolls_back(client, db, store, team, dataset, model, owner_key, settings):
@@ -60,13 +61,13 @@ def test_alias_moves_resolves_everywhere_and_rolls_back(client, db, store, team,
     assert (moved["status"], moved["from_version"], moved["to_version"]) == ("moved", "support-bot v1", "support-bot v2")
     assert moved["requested_by"].startswith(team.owner.email + " (API key ")
     db.expire_all()
-    assert names.registered_run(db, team_id=team.team_id, name="support-bot:prod").id == second.id
+    assert lookup.registered_run(db, team_id=team.team_id, name="support-bot:prod").id == second.id
 
     alias_id = client.get("/api/v1/registry/aliases", headers=h).json()[0]["id"]
     back = client.post(f"/api/v1/registry/aliases/{alias_id}/rollback", headers=h).json()
     assert (back["kind"], back["from_version"], back["to_version"]) == ("rollback", "support-bot v2", "support-bot v1")
     db.expire_all()
-    assert names.registered_run(db, team_id=team.team_id, name="support-bot:prod").id == first.id
+    assert lookup.registered_run(db, team_id=team.team_id, name="support-bot:prod").id == first.id
     log = client.get("/api/v1/registry/releases", headers=h).json()
     assert [(e["kind"], e["to_version"]) for e in log] == [
         ("rollback", "support-bot v1"), ("promote", "support-bot v2"), ("promote", "support-bot v1")]

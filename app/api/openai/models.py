@@ -19,6 +19,7 @@ from app.models import BaseModel, Checkpoint, Run, ModelStatus
 from app.models_registry import repository as models_repo
 from app.registry import repository as registry_repo
 from app.storage import Store
+from app.registry import lookup
 
 router = APIRouter(tags=["openai: models"])
 
@@ -69,7 +70,7 @@ def resolve(db: Session, store: Store, team_id: int, name: str) -> Target:
     if names.is_checkpoint(name):
         run, checkpoint = _checkpoint(db, team_id, name)
         return targets.checkpoint_target(db, store, team_id=team_id, run=run, checkpoint=checkpoint)
-    registered = names.registered_run(db, team_id=team_id, name=name)  # support-bot:v3, support-bot:prod
+    registered = lookup.registered_run(db, team_id=team_id, name=name)  # support-bot:v3, support-bot:prod
     if registered is not None:
         return targets.run_target(db, store, team_id=team_id, run=registered)[1]
     if name.startswith("ft:"):
@@ -93,7 +94,7 @@ def retrieve_model(model: str, db: SessionDep, p: CurrentPrincipal) -> ModelOut:
     if names.is_checkpoint(model):
         run, checkpoint = _checkpoint(db, p.team_id, model)
         return ModelOut(id=model, created=names.unix(checkpoint.created_at), owned_by=f"team-{run.team_id}")
-    registered = names.registered_run(db, team_id=p.team_id, name=model)
+    registered = lookup.registered_run(db, team_id=p.team_id, name=model)
     if registered is not None:
         if repo.servable_output(db, team_id=p.team_id, run_id=registered.id) is None:
             raise NotFound("This model does not exist or you do not have access to it.", param="model")
