@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
-import httpx
 
 from app.config import Settings, get_settings
 from app.db import session_scope
@@ -77,6 +76,8 @@ def _claim(delivery_id: int, settings: Settings, now, force: bool) -> tuple[Job 
 
 
 def post(job: Job, settings: Settings) -> Outcome:
+    import httpx  # here, not at the top: the web process starts without it (tests/app/test_health.py)
+
     body = json.dumps(job.payload, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Studio-Event": job.event,
                "X-Studio-Delivery": job.event_id, signing.HEADER: signing.header(job.secret, body)}

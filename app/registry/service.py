@@ -147,7 +147,7 @@ def move_alias(session: Session, *, alias: ModelAlias, release: Release, to: Mod
                                data={"release_id": release.id, "alias": f"{alias.name}:{alias.alias}"})
     notifications.emit(session, alias.team_id, "release.moved", {"release": {
         "id": release.id, "alias": f"{alias.name}:{alias.alias}", "kind": release.kind,
-        "from_version": release.from_label, "to_version": release.to_label,
+        "from_version": release.from_label if before else None, "to_version": release.to_label,
         "from_run_id": before.run_id if before else None, "to_run_id": to.run_id,
         "moved_by": release.requested_by, "override_reason": release.override_reason,
         "moved_at": release.finished_at.isoformat(), "url": notifications.link("/models")}})
