@@ -114,6 +114,7 @@ class GGUFCache:
             if target.is_file():
                 return target
             scratch = self.root / f".{key}-{uuid.uuid4().hex}"
+            scratch.mkdir(parents=True)
             try:
                 source = base
                 if adapter:
@@ -286,7 +287,7 @@ class LlamaCppEngine:
                  fallback: Callable[[], Engine] | None = None):
         if not llama_cpp_available():
             raise RuntimeError("STUDIO_INFERENCE_BACKEND=llamacpp needs llama-cpp-python: "
-                               "pip install 'llama-cpp-python==0.3.36' (see docs/operations.md).")
+                               "pip install -e '.[llama]' (docs/api.md, \"Backends\", has the build flags).")
         self.cache = GGUFCache(Path(cache_dir))
         self.max_models, self.n_ctx = max_models, n_ctx
         self.cores = cores or os.cpu_count() or 1
