@@ -86,9 +86,12 @@ class Settings(BaseSettings):
     inference_url: str = "http://127.0.0.1:8001"
     # Most fine-tuned adapters kept loaded on one base model by the inference process.
     inference_max_adapters: int = 8
-    # What generates in the inference process: "transformers" (CPU or GPU, batched by the studio) or
-    # "vllm" (GPU hosts with vLLM installed: continuous batching, multi-LoRA; docs/api.md).
-    inference_backend: Literal["transformers", "vllm"] = "transformers"
+    # What generates in the inference process: "transformers" (CPU or GPU, batched by the studio),
+    # "llamacpp" (CPU hosts with llama-cpp-python: faster per stream, GGUF files written once),
+    # "vllm" (GPU hosts with vLLM installed: continuous batching, multi-LoRA), or "auto":
+    # llamacpp on a host without a GPU where llama-cpp-python is installed, else transformers
+    # (docs/api.md, docs/operations.md).
+    inference_backend: Literal["auto", "transformers", "llamacpp", "vllm"] = "transformers"
     # Most requests the inference process answers in one batch (same sampling settings, any adapters).
     inference_max_batch: int = Field(8, ge=1, le=256)
     # CPU cores the inference process keeps for itself while a run trains on the same host

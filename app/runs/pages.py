@@ -255,7 +255,9 @@ def cancel_run(request: Request, run_id: int, db: SessionDep, p: CurrentUser) ->
     return redirect(request, f"/runs/{run.id}", flash=("success", said))
 
 
-TRY_PARAMS = {"max_tokens": 200, "temperature": 0.0, "top_p": 1.0}
+# exact: base vs fine-tuned must be the trainer's own greedy answers, so the inference process
+# answers them with transformers even where it serves other requests with llama.cpp.
+TRY_PARAMS = {"max_tokens": 200, "temperature": 0.0, "top_p": 1.0, "exact": True}
 
 
 @pages.post("/runs/{run_id}/try")

@@ -293,6 +293,7 @@ def test_try_it_asks_the_base_and_the_fine_tuned_model(browser, db, team, datase
 
     def fake_generate(settings, target, params):  # the inference process is another program
         asked.append((target, params["messages"][0]["content"], params["temperature"]))
+        assert params["exact"] is True  # the trainer's own greedy answers: transformers, whatever the backend
         return {"text": "adapter answer" if target.adapter else "base answer", "finish_reason": "stop"}
 
     monkeypatch.setattr(inference, "generate", fake_generate)
@@ -323,6 +324,7 @@ def test_try_it_streams_both_answers_tagged_as_they_come(browser, db, team, data
 
     def fake_open_stream(settings, target, params):  # the inference process is another program
         opened.append((target, params["temperature"], params["max_tokens"]))
+        assert params["exact"] is True  # base vs fine-tuned stays on transformers
         name = "tuned" if target.adapter else "base"
 
         def items():

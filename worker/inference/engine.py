@@ -49,6 +49,9 @@ class Request:
     seed: int | None = None
     tools: list[dict] | None = None  # OpenAI tool definitions (worker/inference/tools.py)
     tool_choice: str | dict | None = None
+    # The trainer's own output is asked for (a base vs fine-tuned comparison): a backend that
+    # would answer with other arithmetic (llama.cpp's quantized model) leaves it to transformers.
+    exact: bool = False
 
 
 @dataclass

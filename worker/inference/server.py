@@ -8,15 +8,19 @@ studio's model or artifact store, or the exact directory of a registered base mo
 request can never make it read an arbitrary path.
 
 POST /generate  {"base", "adapter", "messages", "max_tokens", "temperature", "top_p", "stop",
-                 "seed", "stream", "tools", "tool_choice"}
+                 "seed", "stream", "tools", "tool_choice", "exact"}
   -> {"text", "prompt_tokens", "completion_tokens", "finish_reason"}
   -> stream: NDJSON lines {"note": "..."} while it waits (behind other answers, or sharing the
      cores with a run training on this host), {"delta": "..."} as tokens come, then
      {"done": true, ...the fields above}. Closing the stream stops the answer at its next token.
 
-Concurrent requests are batched by the engine (worker/inference/engine.py). Before each batch the
-process sets its torch threads: every core while no run trains on this host, else the cores it
-keeps for itself (STUDIO_INFERENCE_CORES; `studio up` gives the train worker the others).
+The engine is chosen by STUDIO_INFERENCE_BACKEND (`make_engine`): transformers (worker/inference/
+engine.py: concurrent requests batched), llama.cpp on CPU hosts (llamacpp_backend.py: faster per
+stream, one request at a time per model; `exact` requests still go to transformers), vLLM on GPU
+hosts (vllm_backend.py), or `auto`: llama.cpp where there is no GPU and llama-cpp-python is
+installed, else transformers. Before each batch (or llama.cpp answer) the process sets its
+threads: every core while no run trains on this host, else the cores it keeps for itself
+(STUDIO_INFERENCE_CORES; `studio up` gives the train worker the others).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class GenerateIn(BaseModel):
     stream: bool = False
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
+    # A comparison that must be the trainer's own greedy output (Try it's base vs fine-tuned):
+    # answered by transformers whatever the backend (worker/inference/llamacpp_backend.py).
+    exact: bool = False
 
 
 def _local(settings: Settings, raw: str) -> str:
@@ -122,12 +129,17 @@ class CoreShare:
             self._checked = now
         return self._training
 
-    def __call__(self, batch: list[Ticket]) -> None:
+    def threads(self, batch: list[Ticket]) -> int:
+        """The threads a batch (or a llama.cpp answer) may use; tells its readers when it shares
+        the cores with a run training on this host."""
         training = self.training_here()
-        torch.set_num_threads(self.settings.inference_cores_shared(self.cores) if training else self.cores)
         if training:
             for ticket in batch:
                 ticket.events.put(Note(TRAINING_NOTE))
+        return self.settings.inference_cores_shared(self.cores) if training else self.cores
+
+    def __call__(self, batch: list[Ticket]) -> None:
+        torch.set_num_threads(self.threads(batch))
 
 
 def _line(item: object) -> bytes:
@@ -152,14 +164,39 @@ async def _lines(engine: Engine, req: Request) -> AsyncIterator[bytes]:
         cancel.set()
 
 
-def create_inference_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    app = FastAPI(title="Studio inference", docs_url=None, redoc_url=None, openapi_url=None)
-    if engine is None and settings.inference_backend == "vllm":
+def backend_for(settings: Settings) -> str:
+    """The backend STUDIO_INFERENCE_BACKEND names; `auto`: llama.cpp on a host without a GPU where
+    llama-cpp-python is installed (several times faster on one stream there), else transformers."""
+    if settings.inference_backend != "auto":
+        return settings.inference_backend
+    from worker.inference.llamacpp_backend import llama_cpp_available
+
+    return "llamacpp" if not torch.cuda.is_available() and llama_cpp_available() else "transformers"
+
+
+def make_engine(settings: Settings):  # noqa: ANN201
+    backend = backend_for(settings)
+    if backend == "vllm":
         from worker.inference.vllm_backend import VllmEngine
 
-        engine = VllmEngine(max_adapters=settings.inference_max_adapters)
-    engine = engine or Engine(max_adapters=settings.inference_max_adapters, max_batch=settings.inference_max_batch,
-                              before_batch=CoreShare(settings))
+        return VllmEngine(max_adapters=settings.inference_max_adapters)
+    share = CoreShare(settings)
+
+    def transformers_engine() -> Engine:
+        return Engine(max_adapters=settings.inference_max_adapters, max_batch=settings.inference_max_batch,
+                      before_batch=share)
+
+    if backend == "llamacpp":
+        from worker.inference.llamacpp_backend import LlamaCppEngine
+
+        return LlamaCppEngine(Path(settings.work_dir) / "llamacpp", cores=share.cores,
+                              before_request=share.threads, fallback=transformers_engine)
+    return transformers_engine()
+
+
+def create_inference_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    app = FastAPI(title="Studio inference", docs_url=None, redoc_url=None, openapi_url=None)
+    engine = engine or make_engine(settings)
     token = service_token(settings)
     app.state.engine = engine
 
@@ -177,7 +214,8 @@ def create_inference_app(settings: Settings, engine: Engine | None = None) -> Fa
                 raise HTTPException(403, "This model directory is not one the studio manages.")
         req = Request(base=base, adapter=adapter, messages=[m.model_dump(exclude_none=True) for m in body.messages],
                       max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                      stop=body.stop, seed=body.seed, tools=body.tools, tool_choice=body.tool_choice)
+                      stop=body.stop, seed=body.seed, tools=body.tools, tool_choice=body.tool_choice,
+                      exact=body.exact)
         if body.stream:
             return ClosingStreamingResponse(_lines(engine, req), media_type="application/x-ndjson")
         try:

@@ -1,0 +1,190 @@
+"""The llama.cpp backend of the inference process on a tiny Llama (the real SmolLM2 tokenizer):
+/generate answers from a GGUF the studio writes once (a base, and a LoRA fine-tune merged), with
+the answer llama.cpp itself gives on that file; a stream closed by its reader stops its answer;
+requests queue one at a time per model with a note; `exact` requests (base vs fine-tuned) are
+answered by transformers, token for token the transformers engine's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it)")
+
+MESSAGES = [{"role": "user", "content": "Bonjour, ma facture est fausse."}]
+
+
+@pytest.fixture
+def served(settings, tiny_model_dir, tmp_path):
+    """The inference app over a LlamaCppEngine, the tiny model in the model store, a LoRA adapter
+    beside it, and the tickets each answer began with."""
+    from fastapi.testclient import TestClient
+
+    from app.inference.client import service_token
+    from tests.worker.test_gguf_task import _lora_adapter
+    from worker.inference.llamacpp_backend import LlamaCppEngine
+    from worker.inference.server import create_inference_app
+
+    model = shutil.copytree(tiny_model_dir, settings.model_dir / "tiny")
+    adapter = settings.model_dir / "tiny-adapter"
+    _lora_adapter(model, adapter)
+    began, gate = [], threading.Event()
+    gate.set()
+
+    def before_request(batch):  # noqa: ANN001, ANN202 - records, and can hold an answer back
+        began.extend(batch)
+        assert gate.wait(60)
+        return 2
+
+    engine = LlamaCppEngine(tmp_path / "llamacpp", before_request=before_request)
+    headers = {"Authorization": f"Bearer {service_token(settings)}"}
+    with TestClient(create_inference_app(settings, engine)) as client:
+        yield {"client": client, "engine": engine, "base": str(model), "adapter": str(adapter), "began": began,
+               "gate": gate, "headers": headers}
+
+
+def _post(ctx, **body):  # noqa: ANN001, ANN202
+    body = {"base": ctx["base"], "messages": MESSAGES, "max_tokens": 12, "temperature": 0, **body}
+    r = ctx["client"].post("/generate", json=body, headers=ctx["headers"])
+    assert r.status_code == 200, r.text
+    return [json.loads(line) for line in r.text.splitlines()] if body.get("stream") else r.json()
+
+
+def _llama_cpp_greedy(path, prompt: list[int], n: int) -> list[int]:  # noqa: ANN001
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False)
+    out = []
+    for token in llm.generate(prompt, temp=0.0, repeat_penalty=1.0):
+        out.append(token)
+        if token == llm.token_eos() or len(out) >= n:
+            break
+    llm.close()
+    return out
+
+
+def test_a_base_and_a_fine_tune_answer_from_their_gguf_as_llama_cpp_does(served):
+    from worker.inference.llamacpp_backend import EXPORT_NOTE, VARIANT
+
+    engine, tokenizer = served["engine"], None
+    for adapter in (None, served["adapter"]):
+        first = _post(served, adapter=adapter, stream=True)
+        assert first[0] == {"note": EXPORT_NOTE}  # written once, and the first answer says it waits
+        done = first[-1]
+        assert done["done"] and "".join(line.get("delta", "") for line in first) == done["text"]
+        again = _post(served, adapter=adapter)
+        assert again["text"] == done["text"] and again["completion_tokens"] == done["completion_tokens"]
+        assert _post(served, adapter=adapter, stream=True)[0] != {"note": EXPORT_NOTE}  # cached now
+
+        path = engine.cache.ready(served["base"], adapter)
+        assert path is not None and path.name == f"model-{VARIANT}.gguf"
+        ticket = served["began"][-1]
+        tokenizer = engine.tokenizers[served["base"]]
+        want = _llama_cpp_greedy(path, ticket.prompt, 12)
+        assert ticket.tokens == want  # what llama.cpp itself answers on that file, greedily
+        assert again["text"] == tokenizer.decode(want, skip_special_tokens=True)
+    base_answer = _post(served)["text"]
+    tuned_answer = _post(served, adapter=served["adapter"])["text"]
+    assert base_answer != tuned_answer  # the fine-tune's export holds its adapter
+    assert engine._fallback is None  # transformers was never loaded
+
+
+def test_max_tokens_stop_and_seed(served):
+    five = _post(served, max_tokens=5)
+    assert five["completion_tokens"] <= 5
+    if five["completion_tokens"] == 5:
+        assert five["finish_reason"] == "length"
+    full = _post(served, max_tokens=12)["text"]
+    stop = full[3:6]
+    cut = _post(served, max_tokens=12, stop=[stop])
+    assert cut["text"] == full[: full.find(stop)] and cut["finish_reason"] == "stop"
+    sampled = [_post(served, temperature=1.0, seed=7, max_tokens=10)["text"] for _ in range(2)]
+    assert sampled[0] == sampled[1]  # a seeded answer is its own
+
+
+def _until(condition, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"waited a minute for {what}"
+        time.sleep(0.01)
+
+
+def test_a_closed_stream_stops_its_answer_and_others_wait_their_turn(served):
+    from worker.inference.llamacpp_backend import WAIT_NOTE
+
+    _post(served, max_tokens=2)  # exported and loaded
+    client, engine, began = served["client"], served["engine"], served["began"]
+    served["gate"].clear()  # answers are held at their start until the gate opens
+    body = {"base": served["base"], "messages": MESSAGES, "max_tokens": 400, "temperature": 0, "stream": True}
+    with client.stream("POST", "/generate", json=body, headers=served["headers"]):
+        _until(lambda: len(began) == 2, "the long answer to begin")
+    long = began[-1]
+    _until(lambda: long.cancelled, "the closed stream to cancel its answer")
+    served["gate"].set()
+    _until(lambda: long.done, "the cancelled answer to end")
+    assert len(long.tokens) <= 1  # stopped at its first token, not run to 400
+
+    served["gate"].clear()
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(_post(served, max_tokens=3, stream=True)))
+    first.start()
+    _until(lambda: len(began) == 3, "the first answer to begin")
+    second = threading.Thread(target=lambda: answers.append(_post(served, max_tokens=3, stream=True)))
+    second.start()
+    _until(lambda: not engine.served[(served["base"], None)].queue.empty(), "the second request to queue")
+    served["gate"].set()
+    first.join(60)
+    second.join(60)
+    assert len(answers) == 2 and all(a[-1]["done"] for a in answers)
+    assert answers[1][0] == {"note": WAIT_NOTE} and answers[0][0] != {"note": WAIT_NOTE}
+
+
+def test_exact_requests_are_the_transformers_engines_answers(served, tiny_model_dir):
+    from worker.inference.engine import Engine, Request
+
+    plain = Engine()
+    for adapter in (None, served["adapter"]):
+        exact = _post(served, adapter=adapter, exact=True, max_tokens=16)
+        want = plain.generate(Request(base=served["base"], adapter=adapter, messages=MESSAGES, max_tokens=16,
+                                      temperature=0))
+        assert exact["text"] == want.text and exact["completion_tokens"] == want.completion_tokens
+    assert served["engine"]._fallback is not None and served["base"] in served["engine"]._fallback.bases
+    assert not served["engine"].served  # llama.cpp loaded nothing for them
+
+
+def test_a_model_llama_cpp_cannot_take_is_served_by_transformers(settings, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.worker.training.factories import build_tiny_model
+    from worker.inference.engine import Request
+    from worker.inference.llamacpp_backend import LlamaCppEngine
+
+    other = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    other.add_tokens(["<|studio_extra|>"])  # a vocabulary llama.cpp's tokenizer tables do not know
+    model = build_tiny_model(tmp_path / "other", other, hidden=32, layers=1)
+    engine = LlamaCppEngine(tmp_path / "llamacpp")
+    out = engine.generate(Request(base=str(model), adapter=None, messages=MESSAGES, max_tokens=4, temperature=0))
+    assert out.completion_tokens > 0 and not engine.served and str(model) in engine._fallback.bases
+    assert "vocabulary" in engine.unservable[(str(model), None)]
+
+
+def test_auto_picks_llama_cpp_on_a_cpu_host_where_it_is_installed(settings, monkeypatch):
+    import torch
+
+    from worker.inference import llamacpp_backend
+    from worker.inference.server import backend_for
+
+    settings.inference_backend = "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert backend_for(settings) == "llamacpp"
+    monkeypatch.setattr(llamacpp_backend, "llama_cpp_available", lambda: False)
+    assert backend_for(settings) == "transformers"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(llamacpp_backend, "llama_cpp_available", lambda: True)
+    assert backend_for(settings) == "transformers"  # a GPU: transformers (or vllm, when named)
+    settings.inference_backend = "transformers"
+    assert backend_for(settings) == "transformers"
