@@ -91,23 +91,6 @@
     refreshSave();
   }
 
-  function readLines(response, handle) {
-    var reader = response.body.getReader();
-    var decoder = new TextDecoder();
-    var buffer = "";
-    function next() {
-      return reader.read().then(function (chunk) {
-        if (chunk.done) return;
-        buffer += decoder.decode(chunk.value, {stream: true});
-        var lines = buffer.split("\n");
-        buffer = lines.pop();
-        lines.forEach(function (line) { if (line.trim()) handle(JSON.parse(line)); });
-        return next();
-      });
-    }
-    return next();
-  }
-
   function sendMessage() {
     var text = prompt.value.trim();
     if (!text) { status.textContent = "Type a message first."; return; }
@@ -162,7 +145,7 @@
         state.turns.push(turn);  // the turn counts from here on, whatever the answers become
         lock(true);
         prompt.value = "";
-        return readLines(response, handle).then(function () {
+        return window.studioLines(response, handle).then(function () {
           finish(ended.every(Boolean) ? "All answers are complete." : "The answers ended early.");
         });
       })

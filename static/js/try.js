@@ -56,20 +56,7 @@
             throw new Error(said || "The answers could not be generated (" + response.status + ").");
           });
         }
-        var reader = response.body.getReader();
-        var decoder = new TextDecoder();
-        var buffer = "";
-        function next() {
-          return reader.read().then(function (chunk) {
-            if (chunk.done) return;
-            buffer += decoder.decode(chunk.value, {stream: true});
-            var lines = buffer.split("\n");
-            buffer = lines.pop();
-            lines.forEach(function (line) { if (line.trim()) handle(JSON.parse(line)); });
-            return next();
-          });
-        }
-        return next();
+        return window.studioLines(response, handle);
       })
       .then(function () { finish(ended.base && ended.tuned ? "Both answers are complete." : "The answers ended early."); })
       .catch(function (error) {

@@ -7,28 +7,9 @@ import pytest
 
 from app.api.openai import names
 from app.models import Checkpoint
-from app.storage import ArtifactStore
-from tests.ab.conftest import Team, add_member, succeeded_run
-from tests.factories import make_account
-from tests.runs.factories import make_dataset, register_model, write_model_dir
-from app.models import Role
-
-
-@pytest.fixture
-def store(settings):
-    return ArtifactStore(settings.artifact_dir)
-
-
-@pytest.fixture
-def team(db) -> Team:
-    owner = make_account(db, team_name="Nuage")
-    return Team(owner=owner, member=add_member(db, owner.team_id, Role.member),
-                viewer=add_member(db, owner.team_id, Role.viewer))
-
-
-@pytest.fixture
-def model(db, tmp_path):
-    return register_model(db, write_model_dir(tmp_path / "tiny-model"), name="Tiny Base")
+from tests.ab.conftest import model, store, team  # noqa: F401 - the A/B tests' fixtures, shared
+from tests.ab.conftest import succeeded_run
+from tests.runs.factories import make_dataset
 
 
 @pytest.fixture

@@ -7,33 +7,10 @@ import json
 
 import pytest
 
-from app.models import Artifact, Role, RunStatus
-from app.storage import ArtifactStore
-from tests.ab.conftest import Team, add_member
-from tests.factories import make_account, make_api_key
-from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
-
-
-@pytest.fixture
-def store(settings):
-    return ArtifactStore(settings.artifact_dir)
-
-
-@pytest.fixture
-def team(db) -> Team:
-    owner = make_account(db, team_name="Nuage")
-    return Team(owner=owner, member=add_member(db, owner.team_id, Role.member),
-                viewer=add_member(db, owner.team_id, Role.viewer))
-
-
-@pytest.fixture
-def model(db, tmp_path):
-    return register_model(db, write_model_dir(tmp_path / "tiny-model"), name="Tiny Base")
-
-
-@pytest.fixture
-def dataset(db, store, team):
-    return make_dataset(db, store, team.team_id)
+from app.models import Artifact, RunStatus
+from tests.ab.conftest import dataset, model, store, team  # noqa: F401 - the A/B tests' fixtures, shared
+from tests.factories import make_api_key
+from tests.runs.factories import make_dataset, make_run
 
 
 @pytest.fixture
