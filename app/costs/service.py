@@ -256,12 +256,14 @@ def usage(session: Session, *, team_id: int, since: datetime | None = None) -> d
 
 # -- return on investment ---------------------------------------------------------------------
 
-def roi_for_run(session: Session, run: Run, *, measured_tokens_per_second: float | None = None):  # noqa: ANN201
+def roi_for_run(session: Session, run: Run, *, measured_tokens_per_second: float | None = None,  # noqa: ANN201
+                table: Prices | None = None, workers: dict[str, Worker] | None = None):
     """The return on investment of a succeeded run's model (app.costs.roi.Roi), or None (the run
     did not succeed, or its base model's size is unknown). Served on the team's serving device
     type when it chose one, else on the device type the run trained on; the training cost is
     the run's measured cost. measured_tokens_per_second: a generation speed measured for this
-    model, when a caller has one (otherwise roi estimates it from the device's bandwidth)."""
+    model, when a caller has one (otherwise roi estimates it from the device's bandwidth). A page
+    showing many runs passes the team's `table` (prices) and `workers` read once."""
     from app.costs import roi
 
     if run.status != RunStatus.succeeded:
@@ -269,8 +271,8 @@ def roi_for_run(session: Session, run: Run, *, measured_tokens_per_second: float
     model = session.get(BaseModel, run.base_model_id)
     if model is None or not model.parameter_count:
         return None
-    table = prices(session, run.team_id)
-    workers = workers_by_name(session)
+    table = table or prices(session, run.team_id)
+    workers = workers if workers is not None else workers_by_name(session)
     cost = run_cost(run, table, workers)
     device = table.serving_device or run_device_type(run, workers)
     return roi.compute(training_cost=cost.cost if cost else 0.0, parameters=float(model.parameter_count),

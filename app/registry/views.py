@@ -71,7 +71,8 @@ def _who(session: Session, user_id: int | None) -> str:
     return (user.name or user.email) if user else "—"
 
 
-def version_view(session: Session, store: Store, version: ModelVersion, aliases: list[ModelAlias]) -> VersionView | None:
+def version_view(session: Session, store: Store, version: ModelVersion, aliases: list[ModelAlias], *,
+                 table: costs.Prices | None = None, workers: dict | None = None) -> VersionView | None:
     run = runs_repo.get(session, team_id=version.team_id, run_id=version.run_id)
     if run is None:
         return None
@@ -87,18 +88,19 @@ def version_view(session: Session, store: Store, version: ModelVersion, aliases:
                        base.display_name if base else "a removed base model", dataset, config, scores, golden,
                        _who(session, version.registered_by_id or run.created_by_id),
                        [f"{a.name}:{a.alias}" for a in aliases if a.version_id == version.id],
-                       serving.check(run, serving.read_adapter_config(store, output)), costs.roi_for_run(session, run))
+                       serving.check(run, serving.read_adapter_config(store, output)), costs.roi_for_run(session, run, table=table, workers=workers))
 
 
 def groups(session: Session, store: Store, *, team_id: int) -> dict[str, list[VersionView]]:
     """Every fine-tuned model the team can serve, by name, newest version first."""
     aliases = repo.aliases(session, team_id=team_id)
     servable = {r.id for r in openai_repo.servable_runs(session, team_id=team_id)}
+    table, workers = costs.prices(session, team_id), costs.workers_by_name(session)  # once, not per version
     out: dict[str, list[VersionView]] = {}
     for version in service.sync_versions(session, team_id=team_id):
         if version.run_id not in servable:
             continue
-        view = version_view(session, store, version, aliases)
+        view = version_view(session, store, version, aliases, table=table, workers=workers)
         if view is not None:
             out.setdefault(version.name, []).append(view)
     return out
