@@ -19,7 +19,12 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; with no hash (an unknown e-mail) a hash is still computed, so
+    the answer takes as long as for a known account and does not tell which e-mails exist."""
+    if password_hash is None:
+        _hasher.hash(password)
+        return False
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):

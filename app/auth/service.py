@@ -55,7 +55,8 @@ def sign_up(session: Session, *, email: str, password: str, name: str = "",
 
 def authenticate(session: Session, *, email: str, password: str) -> User:
     user = repo.user_by_email(session, email.strip().lower())
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+    matches = verify_password(user.password_hash if user is not None else None, password)
+    if user is None or not user.is_active or not matches:
         raise Unauthorized("That e-mail and password do not match an account.")
     return user
 

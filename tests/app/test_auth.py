@@ -50,6 +50,23 @@ def test_login_logout(client, db):
     assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
 
 
+def test_an_unknown_email_costs_a_password_hash_like_a_known_one(client, db, monkeypatch):
+    """No timing difference tells which e-mails have accounts: both failures compute one argon2."""
+    from app.auth import security
+
+    acc = make_account(db)
+    hashed = []
+    real = security._hasher
+    monkeypatch.setattr(security, "_hasher", type("Counting", (), {
+        "hash": lambda self, p: hashed.append("hash") or real.hash(p),
+        "verify": lambda self, h, p: hashed.append("verify") or real.verify(h, p)})())
+    token = csrf_of(client)
+    for email in (acc.email, "nobody-here@example.com"):
+        r = client.post("/login", data={"email": email, "password": "wrong password!", "csrf_token": token})
+        assert r.status_code == 401 and "do not match" in r.text
+    assert hashed == ["verify", "hash"]
+
+
 def test_session_is_invalid_after_logout_even_with_old_cookie(client, make_client, db):
     acc = make_account(db)
     token = log_in(client, acc)
