@@ -4,6 +4,13 @@ Database-backed tests are parametrised over STUDIO_TEST_DATABASES (default "sqli
 Postgres gets one database per test session, migrated once and truncated after each test;
 SQLite gets a fresh migrated file per test. Without a reachable Postgres the postgres variants
 are skipped locally with the reason; in CI (STUDIO_TEST_REQUIRE_SERVICES=1) they fail instead.
+
+Long end-to-end tests (worker processes, training) do not run on every combination, to keep the
+suite inside its time budget (see ``pytest_collection_modifyitems``): a test that takes both a
+database and a broker runs on the studio's two real set-ups, SQLite with the SQLite broker (the
+embedded default) and Postgres with Redis (a fleet); a test marked ``one_database`` runs on
+Postgres when it is tested, else on the one database given. What they exercise of the database
+is covered on both by the API and service tests.
 """
 
 from __future__ import annotations
@@ -22,6 +29,46 @@ PG_ADMIN_URL = os.environ.get("STUDIO_TEST_POSTGRES_URL", "postgresql+psycopg://
 BACKENDS = [b.strip() for b in os.environ.get("STUDIO_TEST_DATABASES", "sqlite,postgres").split(",") if b.strip()]
 REQUIRE_SERVICES = os.environ.get("STUDIO_TEST_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+# The (database, broker) pairs a test that takes both runs on: the embedded default and a fleet.
+SETUPS = {("sqlite", "sqlite-broker"), ("postgres", "redis")}
+ONE_DATABASE = "postgres" if "postgres" in BACKENDS else (BACKENDS[0] if BACKENDS else "sqlite")
+
+
+def _runs_here(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    database = params.get("db_url")
+    if database is None:
+        return True
+    if item.get_closest_marker("one_database"):
+        return database == ONE_DATABASE
+    if "broker" in params and len(BACKENDS) > 1:
+        return (database, params["broker"]) in SETUPS
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the combinations the module docstring says are not run (reported as deselected)."""
+    dropped = [item for item in items if not _runs_here(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if _runs_here(item)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def light_password_hashing():
+    """Argon2 with its lightest parameters in this process: the studio's own take ~0.3 s a hash on
+    2 cores, and the suite signs up and logs in people over a thousand times. The hashes are still
+    argon2 (a verify reads the parameters from the hash), so processes the tests start verify them."""
+    from argon2 import PasswordHasher
+
+    from app.auth import security
+
+    kept = security._hasher
+    security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    security._hasher = kept
 
 
 def migrate(url: str) -> None:
