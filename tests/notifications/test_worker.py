@@ -17,7 +17,7 @@ from tests.processes import spawn, wait_for
 from tests.runs.factories import make_dataset, make_run, register_model, write_model_dir
 
 
-pytestmark = pytest.mark.slow  # a worker process starts and stops (~30 s)
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]  # a worker process starts and stops (~30 s)
 
 
 def test_a_worker_delivers_and_retries_with_backoff(settings, db, tmp_path, receiver):

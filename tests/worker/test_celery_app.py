@@ -14,15 +14,16 @@ from tests.processes import spawn, wait_for
 
 
 @pytest.fixture(params=["sqlite-broker", "redis"])
-def broker_url(request, settings):
+def broker(request, settings):
+    """The embedded SQLite broker or Redis (tests/conftest.py pairs them with the databases)."""
     if request.param == "redis":
         return request.getfixturevalue("redis_url")
     return settings.broker_url
 
 
-def test_worker_heartbeat_and_task_round_trip(settings, broker_url, db, tmp_path):
+def test_worker_heartbeat_and_task_round_trip(settings, broker, db, tmp_path):
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir), "STUDIO_DATABASE_URL": settings.database_url,
-           "STUDIO_BROKER_URL": broker_url, "STUDIO_SECRET_KEY": settings.secret_key}
+           "STUDIO_BROKER_URL": broker, "STUDIO_SECRET_KEY": settings.secret_key}
     name = f"test-{uuid.uuid4().hex[:6]}@local"
     proc = spawn(["worker", "--queues", "default", "--name", name], env, tmp_path / "worker.log")
     try:
@@ -35,7 +36,7 @@ def test_worker_heartbeat_and_task_round_trip(settings, broker_url, db, tmp_path
 
         from worker.celery_app import make_celery
 
-        settings.broker_url = broker_url
+        settings.broker_url = broker
         sender = make_celery(settings)
         nonce = uuid.uuid4().hex
         sender.send_task("studio.ping", args=[nonce], queue="default")

@@ -20,6 +20,8 @@ from worker.tasks import evaluation, general_ability
 TRAIN = [chat(i) for i in range(16)]
 EVAL = [chat(1000 + i) for i in range(4)]  # what make_dataset stores as the eval split
 
+pytestmark = pytest.mark.one_database  # evaluation is the point; its rows are plain inserts covered on both elsewhere
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):

@@ -29,6 +29,7 @@ def _lora_adapter(base_dir, target):  # noqa: ANN001, ANN202
         return model.merge_and_unload()
 
 
+@pytest.mark.one_database
 @pytest.mark.slow  # the conversion of the built-in model's tokenizer and three files: ~30-60 s on 2 cores
 def test_a_lora_run_exported_as_gguf_and_downloaded(settings, db, client, sent, tiny_model_dir, tmp_path):
     store = client.app.state.store

@@ -28,7 +28,7 @@ from worker.training import launcher
 from worker.training import checkpoints, distributed
 from worker.training.reporter import RecordingReporter
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]  # the ranks are the point, not the database
 
 # fp32 on both sides; the sums differ only in order: the gradient of a step is one process's
 # accumulation of two micro-batches against two processes' all-reduce of one each (the same

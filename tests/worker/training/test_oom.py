@@ -30,7 +30,7 @@ from worker.tasks import runs as run_tasks
 
 ROOT = Path(__file__).resolve().parents[3]
 LENGTH = 1024
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]  # the retry is the point, not the database
 
 
 @pytest.fixture(scope="module")
