@@ -142,7 +142,8 @@ class ValidationRun:
         add_train_prompt = self.prompts[False].hashes.append
         add_eval_prompt, add_eval_prompt_line = self.prompts[True].hashes.append, self.prompts[True].tags.append
         near_empty, near_empty_chars = self.near_empty, self.options.near_empty_chars
-        languages, stats, tally, outputs = self.languages, self.stats, self.tally, self.outputs
+        wants_language, add_language = self.languages.wants, self.languages.add
+        add_stats, tally, outputs = self.stats.add, self.tally, self.outputs
         counting_tokens = self.count_tokens is not None
         in_eval_file = file == "eval"
 
@@ -168,14 +169,14 @@ class ValidationRun:
             answer_chars = sum(map(len, answer))
             if answer_chars < 16 and len("".join(answer).strip()) < near_empty_chars:
                 near_empty.note(line, file)
-            if languages.wants():
-                languages.add(" ".join(prompt[-1:] + answer))
+            if wants_language():
+                add_language(" ".join(prompt[-1:] + answer))
             if counting_tokens:
                 run.queue.append((line, file, is_eval, len(messages), "\n".join(prompt), "\n".join(answer)))
                 if len(run.queue) >= TOKEN_BATCH:
                     run.flush_tokens()
             else:
-                stats.add(sum(map(len, prompt)), answer_chars, len(messages), not is_eval)
+                add_stats(sum(map(len, prompt)), answer_chars, len(messages), not is_eval)
             tally[is_eval] += 1
             if messages[0]["role"] == "system":
                 run.with_system += 1
