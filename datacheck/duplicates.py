@@ -1,9 +1,12 @@
 """A compact multiset of 64-bit hashes, optionally tagged with line numbers.
 
 Used to find exact duplicate examples and prompts shared by the training and evaluation
-sets without keeping any text: 8 bytes per example (12 with a line number) in ``array``
-buckets (no Python set of strings, no per-item objects). Buckets are examined one at a
-time at the end, so the extra memory then is one bucket's worth.
+sets without keeping any text: 8 bytes per example (12 with a line number) in two flat
+``array`` columns that the validation hot path appends to directly (``hashes.append``,
+``tags.append``: C calls, no Python call per example). Duplicates are found at the end
+with numpy (a sort, then a stable argsort only where some hash repeats; a binary search in
+the other index's sorted hashes for those two indexes share), which holds sorted copies of
+the columns while it runs: 9 bytes per example without duplicates, up to ~30 with them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 from array import array
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import xxhash
 
 # Normalisation deletes punctuation and collapses white space. ASCII marks are deleted on the
@@ -74,40 +78,58 @@ def stable_key(texts: Sequence[str]) -> int:
     return key_of([normalise(t) for t in texts])
 
 
-_BUCKETS = 256
+_MASK = (1 << 64) - 1
 
 
 class HashIndex:
     def __init__(self, *, tagged: bool = True) -> None:
-        self._hashes = [array("q") for _ in range(_BUCKETS)]
-        self._tags = [array("I") for _ in range(_BUCKETS)] if tagged else None
+        # Unsigned: the hot path appends xxh3 digests and split keys as they are (see ``add``).
+        self.hashes = array("Q")
+        self.tags: array | None = array("I") if tagged else None
 
     def add(self, value: int, tag: int = 0) -> None:
-        """Add a hash (any int: Python's ``hash`` of the text) with its line number."""
-        bucket = value & 255
-        self._hashes[bucket].append(value)
-        if self._tags is not None:
-            self._tags[bucket].append(tag)
+        """Add a hash (any int: taken modulo 2**64) with its line number. The validation hot
+        path appends to ``hashes`` and ``tags`` itself, with values already in [0, 2**64)."""
+        self.hashes.append(value & _MASK)
+        if self.tags is not None:
+            self.tags.append(tag)
 
     def groups(self) -> Iterator[list[int]]:
-        """Tags (line numbers, in order) of each hash seen more than once."""
-        assert self._tags is not None, "groups() needs a tagged index"
-        for bucket in range(_BUCKETS):
-            hashes = self._hashes[bucket]
-            if len(set(hashes)) == len(hashes):  # the usual case, decided in C
-                continue
-            by_hash: dict[int, list[int]] = {}
-            for value, tag in zip(hashes, self._tags[bucket]):
-                by_hash.setdefault(value, []).append(tag)
-            yield from (tags for tags in by_hash.values() if len(tags) > 1)
+        """Tags (line numbers, in the order they were added) of each hash seen more than once."""
+        assert self.tags is not None, "groups() needs a tagged index"
+        tags, starts, ends = self._runs()
+        for start, end in zip(starts, ends):
+            yield tags[start:end].tolist()
+
+    def _runs(self) -> tuple[np.ndarray, list[int], list[int]]:
+        """The tags ordered by hash (stable: equal hashes keep their order) and the [start, end)
+        of each run of two or more equal hashes. Nothing returned is a view of the arrays, so
+        they can still grow afterwards."""
+        none = np.empty(0, dtype=np.uint32), [], []
+        hashes = np.frombuffer(self.hashes, dtype=np.uint64)
+        if len(hashes) < 2:
+            return none
+        ordered = np.sort(hashes)  # one copy, sorted in place: the usual case has no duplicates
+        if not (ordered[1:] == ordered[:-1]).any():
+            return none
+        order = np.argsort(hashes, kind="stable")  # equal hashes keep their order: lines ascend
+        new = np.empty(len(ordered), dtype=bool)
+        new[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], len(ordered))
+        repeated = ends - starts > 1
+        tags = np.frombuffer(self.tags, dtype=np.uint32)[order]
+        return tags, starts[repeated].tolist(), ends[repeated].tolist()
 
     def shared_with(self, other: HashIndex) -> Iterator[int]:
         """Tags of the items here whose hash ``other`` also has (this index is tagged)."""
-        assert self._tags is not None, "shared_with() needs a tagged index"
-        for bucket in range(_BUCKETS):
-            if not self._hashes[bucket] or not other._hashes[bucket]:
-                continue
-            theirs = set(other._hashes[bucket])
-            for value, tag in zip(self._hashes[bucket], self._tags[bucket]):
-                if value in theirs:
-                    yield tag
+        assert self.tags is not None, "shared_with() needs a tagged index"
+        mine = np.frombuffer(self.hashes, dtype=np.uint64)
+        theirs = np.frombuffer(other.hashes, dtype=np.uint64)
+        if not len(mine) or not len(theirs):
+            return iter(())
+        theirs = np.sort(theirs)  # one copy; isin would hold several
+        found = theirs[np.minimum(np.searchsorted(theirs, mine), len(theirs) - 1)] == mine
+        shared = np.frombuffer(self.tags, dtype=np.uint32)[found]
+        return iter(shared.tolist())

@@ -106,8 +106,12 @@ class LengthAccumulator:
 def split_roles(messages: list[Message]) -> tuple[list[str], list[str]]:
     """(prompt texts, answer texts): answers are the assistant turns that are learned
     (weight absent or 1); everything else (system, user, weight-0 answers) is prompt."""
-    if len(messages) == 2 and "weight" not in messages[1]:  # the usual [user, assistant]
+    n = len(messages)
+    if n == 2 and "weight" not in messages[1]:  # the usual [user, assistant]
         return [messages[0]["content"]], [messages[1]["content"]]
+    if (n == 3 and messages[0]["role"] == "system" and messages[1]["role"] == "user"
+            and messages[2]["role"] == "assistant" and "weight" not in messages[2]):
+        return [messages[0]["content"], messages[1]["content"]], [messages[2]["content"]]
     prompt, answer = [], []
     for m in messages:
         if m["role"] == "assistant" and m.get("weight", 1):

@@ -13,9 +13,11 @@ A file with any error is ``invalid``; the caller then discards whatever was writ
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
+import xxhash
 from pydantic import BaseModel, Field
 
 from datacheck.detect import Detection
@@ -86,8 +88,6 @@ class ValidationRun:
         self.languages = self.stats.languages
         self.splitter = Splitter(options.seed, options.eval_fraction, options.duplicate_groups)
         self.pick = self.splitter.pick
-        # without groups, an example's key is its record's (one call less on the hot path)
-        self.split_key = self.splitter.key if self.splitter.leader else (lambda _, record: record_key(record))
         self.tally = {False: 0, True: 0}  # examples by is_eval
         self.with_system = self.multi_turn = self.with_tools = 0
         self.pairs = 0  # preference pairs among the examples
@@ -100,19 +100,20 @@ class ValidationRun:
         if detection.problem:
             self.error(detection.problem.line, detection.problem, file)
             return detection
+        example = self.examples(file)
         index = last = 0
         for line, item in items:
             last = line
             if type(item) is list:
-                self.example(line, item, file, index)
+                example(line, item, index)
                 index += 1
             elif type(item) is dict:  # a conversation with tools (datacheck.parse.tools)
                 self.with_tools += 1
-                self.example(line, text_view(item["messages"]), file, index, record=item)
+                example(line, text_view(item["messages"]), index, item)
                 index += 1
             elif type(item) is Pair:  # statistics of the prompt and the chosen answer
                 self.pairs += 1
-                self.example(line, item.chosen_conversation(), file, index, record=item.record())
+                example(line, item.chosen_conversation(), index, item.record())
                 index += 1
             elif item is BLANK:
                 self.blank.note(line, file)
@@ -124,42 +125,68 @@ class ValidationRun:
             self.error(None, Problem("empty_file", "The file contains no examples."), file)
         return detection
 
-    def example(self, line: int, messages: list[Message], file: str, index: int,
-                record: dict | None = None) -> None:
-        """Account for one valid example. The hot path: one call per example. ``record`` is
-        the whole record when it is more than its messages (tools: ``messages`` is its text view;
-        a preference pair: its chosen conversation)."""
-        is_eval = file == "eval"
-        record = orjson.dumps({"messages": messages} if record is None else record)
-        if self.split:
-            key = self.split_key(index, record)
-            self.split_keys.add(key, line)
-            is_eval = self.pick(key)
-        self.duplicates[file].add(hash(record), line)
-        prompt, answer = split_roles(messages)
-        # the prompt as split_roles gives it, apart from case (also spacing and punctuation cost a
-        # fifth of validation's speed: the evaluation's overlap check and the near-duplicate scan see those)
-        self.prompts[is_eval].add(hash(orjson.dumps(prompt).lower()), line)
-        answer_chars = sum(map(len, answer))
-        if answer_chars < 16 and len("".join(answer).strip()) < self.options.near_empty_chars:
-            self.near_empty.note(line, file)
-        if self.languages.wants():
-            self.languages.add(" ".join(prompt[-1:] + answer))
-        if self.count_tokens is None:
-            self.stats.add(sum(map(len, prompt)), answer_chars, len(messages), not is_eval)
-        else:
-            self.queue.append((line, file, is_eval, len(messages), "\n".join(prompt),
-                               "\n".join(answer)))
-            if len(self.queue) >= TOKEN_BATCH:
-                self.flush_tokens()
-        self.tally[is_eval] += 1
-        if messages[0]["role"] == "system":
-            self.with_system += 1
-        if len(messages) > 3 or (len(messages) == 3 and messages[0]["role"] != "system"):
-            self.multi_turn += 1
-        out = self.outputs[is_eval]
-        if out is not None:
-            out.write(record + b"\n")
+    def examples(self, file: str) -> Callable[..., None]:
+        """``example(line, messages, index, record=None)``, which accounts for one valid example
+        of ``file`` (its 0-based ``index`` among them). ``record`` is the whole record when it is
+        more than its messages (tools: ``messages`` is its text view; a preference pair: its
+        chosen conversation).
+
+        The hot path, one call per example: what it needs is bound here once (no attribute
+        lookups per example), and the indexes are appended to directly, in C."""
+        run, dumps, digest = self, orjson.dumps, xxhash.xxh3_64_intdigest
+        split, pick, record_key_of = self.split, self.pick, record_key
+        grouped_key = self.splitter.key if self.splitter.leader else None
+        add_key, add_key_line = self.split_keys.hashes.append, self.split_keys.tags.append
+        copies = self.duplicates[file]
+        add_copy, add_copy_line = copies.hashes.append, copies.tags.append
+        add_train_prompt = self.prompts[False].hashes.append
+        add_eval_prompt, add_eval_prompt_line = self.prompts[True].hashes.append, self.prompts[True].tags.append
+        near_empty, near_empty_chars = self.near_empty, self.options.near_empty_chars
+        wants_language, add_language = self.languages.wants, self.languages.add
+        add_stats, tally, outputs = self.stats.add, self.tally, self.outputs
+        counting_tokens = self.count_tokens is not None
+        in_eval_file = file == "eval"
+
+        def example(line: int, messages: list[Message], index: int, record: dict | None = None) -> None:
+            record = dumps({"messages": messages} if record is None else record)
+            if split:
+                key = record_key_of(record) if grouped_key is None else grouped_key(index, record)
+                add_key(key)
+                add_key_line(line)
+                is_eval = pick(key)
+            else:
+                is_eval = in_eval_file
+            add_copy(digest(record))
+            add_copy_line(line)
+            prompt, answer = split_roles(messages)
+            # the prompt as split_roles gives it, apart from case (also spacing and punctuation cost a
+            # fifth of validation's speed: the evaluation's overlap check and the near-duplicate scan see those)
+            if is_eval:
+                add_eval_prompt(digest(dumps(prompt).lower()))
+                add_eval_prompt_line(line)
+            else:
+                add_train_prompt(digest(dumps(prompt).lower()))
+            answer_chars = sum(map(len, answer))
+            if answer_chars < 16 and len("".join(answer).strip()) < near_empty_chars:
+                near_empty.note(line, file)
+            if wants_language():
+                add_language(" ".join(prompt[-1:] + answer))
+            if counting_tokens:
+                run.queue.append((line, file, is_eval, len(messages), "\n".join(prompt), "\n".join(answer)))
+                if len(run.queue) >= TOKEN_BATCH:
+                    run.flush_tokens()
+            else:
+                add_stats(sum(map(len, prompt)), answer_chars, len(messages), not is_eval)
+            tally[is_eval] += 1
+            if messages[0]["role"] == "system":
+                run.with_system += 1
+            if len(messages) > 3 or (len(messages) == 3 and messages[0]["role"] != "system"):
+                run.multi_turn += 1
+            out = outputs[is_eval]
+            if out is not None:
+                out.write(record + b"\n")
+
+        return example
 
     def flush_tokens(self) -> None:
         if not self.queue:

@@ -17,6 +17,19 @@ def test_groups_and_shared_hashes_across_buckets():
     assert sorted(index.shared_with(other)) == [2, 4, 5]
 
 
+def test_hashes_past_63_bits_empty_indexes_and_adding_after_a_search():
+    index, other = HashIndex(), HashIndex(tagged=False)
+    assert list(index.groups()) == [] and list(index.shared_with(other)) == []
+    big = 2**64 - 5  # xxh3 digests use all 64 bits; -5 is the same hash modulo 2**64
+    for line, value in enumerate([big, 1, -5, 2**63, 1, 2**63], 1):
+        index.add(value, line)
+    assert sorted(index.groups()) == [[1, 3], [2, 5], [4, 6]]
+    index.add(big, 7)  # the search holds no view of the arrays, so they can still grow
+    other.add(2**63)
+    assert sorted(index.groups()) == [[1, 3, 7], [2, 5], [4, 6]]
+    assert sorted(index.shared_with(other)) == [4, 6]
+
+
 def test_many_duplicates_are_counted_and_the_first_lines_listed():
     rows = chats(300)
     report = validate(jsonl(*rows, *rows, *rows[:50]), max_warning_lines=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from datacheck.stats import LengthAccumulator, bucket_bounds, bucket_of
+from datacheck.stats import LengthAccumulator, bucket_bounds, bucket_of, split_roles
 from tests.datacheck.factories import chat, jsonl, validate, word_tokens
 
 
@@ -88,3 +88,20 @@ def test_statistics_do_not_depend_on_when_lengths_are_folded_in(monkeypatch):
     reference = validate(data).stats
     monkeypatch.setattr(stats_module, "_FLUSH_EVERY", 7)
     assert validate(data).stats == reference
+
+
+def test_split_roles_fast_paths_agree_with_the_rules():
+    def message(role: str, content: str, **extra) -> dict:
+        return {"role": role, "content": content, **extra}
+
+    assert split_roles([message("system", "s"), message("user", "u"), message("assistant", "a")]) == (
+        ["s", "u"], ["a"])
+    # three messages that are not [system, user, learned answer] take the general rule
+    assert split_roles([message("system", "s"), message("user", "u"), message("user", "v")]) == (
+        ["s", "u", "v"], [])
+    assert split_roles([message("system", "s"), message("assistant", "a"), message("assistant", "b")]) == (
+        ["s"], ["a", "b"])
+    assert split_roles([message("system", "s"), message("user", "u"), message("assistant", "a", weight=0)]) == (
+        ["s", "u", "a"], [])
+    assert split_roles([message("user", "u"), message("assistant", "a"), message("assistant", "b")]) == (
+        ["u"], ["a", "b"])
