@@ -1,6 +1,6 @@
 """The team's webhooks page (/team/webhooks) and the webhook endpoints of the native API.
 Anyone on the team sees the webhooks and their delivery log; owners (API: the admin scope)
-add, delete and test them."""
+add, delete and test them and rotate their signing secrets."""
 
 from __future__ import annotations
 
@@ -72,6 +72,14 @@ def delete_webhook_page(request: Request, webhook_id: int, db: SessionDep, p: Cu
     return redirect(request, "/team/webhooks", flash=("success", "Webhook deleted: it is no longer called."))
 
 
+@pages.post("/team/webhooks/{webhook_id}/rotate-secret")
+def rotate_secret_page(request: Request, webhook_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    require_owner(p.role)
+    hook, secret = service.rotate_secret(db, team_id=p.team_id, webhook_id=webhook_id)
+    db.commit()
+    return _page(request, db, p, new_secret=secret, new_hook=hook, rotated=True)
+
+
 def _test(request: Request, db, team_id: int, webhook_id: int):  # noqa: ANN001, ANN202
     """Writes the test delivery, commits it, and sends it now (one try), in this request."""
     row = service.send_test(db, team_id=team_id, webhook_id=webhook_id)
@@ -122,6 +130,15 @@ def delete_webhook(webhook_id: int, db: SessionDep, p: CurrentPrincipal) -> Webh
     out = WebhookOut.model_validate(service.get_webhook(db, team_id=p.team_id, webhook_id=webhook_id))
     service.delete_webhook(db, team_id=p.team_id, webhook_id=webhook_id)
     return out
+
+
+@api.post("/webhooks/{webhook_id}/rotate-secret", response_model=WebhookCreated)
+def rotate_secret(webhook_id: int, db: SessionDep, p: CurrentPrincipal) -> WebhookCreated:
+    """Gives the webhook a new signing secret, shown only in this response. The old secret stops
+    at once: every call from now on, retries included, is signed with the new one."""
+    p.require("admin")
+    hook, secret = service.rotate_secret(db, team_id=p.team_id, webhook_id=webhook_id)
+    return WebhookCreated(**WebhookOut.model_validate(hook).model_dump(), secret=secret)
 
 
 @api.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut])

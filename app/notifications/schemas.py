@@ -29,7 +29,8 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
-    secret: str = Field(description="The signing secret (whsec_...). Shown only in this response.")
+    secret: str = Field(description="The signing secret (whsec_...). Shown only in this response (when the "
+                                    "webhook is added, and when its secret is rotated).")
 
 
 class AttemptOut(BaseModel):

@@ -82,11 +82,29 @@ def create_webhook(session: Session, *, team_id: int, user_id: int | None, url: 
         raise InvalidInput("Keep the description under 200 characters.", param="description")
     if len(repo.webhooks(session, team_id)) >= MAX_WEBHOOKS:
         raise InvalidInput(f"A team may have at most {MAX_WEBHOOKS} webhooks: delete one first.", param="url")
-    secret = "whsec_" + secrets.token_urlsafe(32)
     row = Webhook(team_id=team_id, created_by_id=user_id, url=url, description=description, events=chosen,
-                  secret_encrypted=_fernet(settings).encrypt(secret.encode()).decode(),
-                  secret_prefix=secret[:10], is_active=True)
+                  is_active=True)
+    secret = _set_new_secret(row, settings)
     session.add(row)
+    session.flush()
+    return row, secret
+
+
+def _set_new_secret(row: Webhook, settings: Settings) -> str:
+    """Gives the webhook a new signing secret (stored encrypted, its prefix shown) and returns it."""
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    row.secret_encrypted = _fernet(settings).encrypt(secret.encode()).decode()
+    row.secret_prefix = secret[:10]
+    return secret
+
+
+def rotate_secret(session: Session, *, team_id: int, webhook_id: int,
+                  settings: Settings | None = None) -> tuple[Webhook, str]:
+    """Replaces the webhook's signing secret; the new one is shown to the caller this once. The old
+    one stops at once: every call sent from now on, retries of earlier deliveries included, is
+    signed with the new one (the delivery reads the secret when it sends)."""
+    row = get_webhook(session, team_id=team_id, webhook_id=webhook_id)
+    secret = _set_new_secret(row, settings or get_settings())
     session.flush()
     return row, secret
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from app.config import get_settings
-from app.errors import InvalidInput
+from app.errors import InvalidInput, NotFound
 from app.models import DeliveryAttempt, NotificationDelivery, RunStatus, utcnow
 from app.notifications import delivery, service, signing
 from app.storage import ArtifactStore
@@ -333,3 +333,44 @@ def test_unknown_or_missing_events_are_refused(db, team, receiver):
         service.create_webhook(db, team_id=account.team_id, user_id=None, url=receiver.url, events=["run.exploded"])
     with pytest.raises(InvalidInput, match="at least one event"):
         service.create_webhook(db, team_id=account.team_id, user_id=None, url=receiver.url, events=[])
+
+
+def test_a_retry_after_a_rotation_is_signed_with_the_new_secret(db, team, receiver, sent, tuned):
+    """The secret is read when a call is sent: a delivery written before the rotation and retried
+    after it carries the new secret's signature, and the old secret no longer verifies it."""
+    account, dataset, model = team
+    hook = _hook(db, account, receiver)
+    old = receiver.secret
+    receiver.answers = [500]
+    from app.runs import service as runs
+
+    runs.cancel(db, make_run(db, account.team_id, dataset, model))
+    db.commit()
+    (delivery_id,) = _sent_ids(sent)
+    assert delivery.attempt(delivery_id, settings=tuned) == pytest.approx(0.5)  # failed once, signed with the old one
+    assert signing.verify(old, receiver.calls[0].headers[signing.HEADER], receiver.calls[0].body)
+
+    _, new = service.rotate_secret(db, team_id=account.team_id, webhook_id=hook.id)
+    db.commit()
+    assert new != old and new.startswith("whsec_")
+    db.expire_all()
+    assert service.secret_of(db.get(type(hook), hook.id), tuned) == new
+    receiver.secret = new
+    due = db.get(NotificationDelivery, delivery_id).next_attempt_at
+    assert delivery.attempt(delivery_id, settings=tuned, now=due) is None  # delivered
+    retry = receiver.calls[1]
+    assert retry.verified and signing.verify(new, retry.headers[signing.HEADER], retry.body)
+    assert not signing.verify(old, retry.headers[signing.HEADER], retry.body)
+    assert retry.headers["X-Studio-Delivery"] == receiver.calls[0].headers["X-Studio-Delivery"]  # the same event
+
+
+def test_rotating_another_teams_webhook_is_not_found(db, team, receiver):
+    account, _, _ = team
+    hook = _hook(db, account, receiver)
+    other = make_account(db, email="other@example.com")
+    before = (hook.secret_encrypted, hook.secret_prefix)
+    with pytest.raises(NotFound):
+        service.rotate_secret(db, team_id=other.team_id, webhook_id=hook.id)
+    db.rollback()
+    db.expire_all()
+    assert (hook.secret_encrypted, hook.secret_prefix) == before
