@@ -1,7 +1,7 @@
 """The playground. Pages: the chat (`/playground`), its stream, the team's saved transcripts and
 one transcript (shared by its link within the team), with the forms that turn it into an A/B
-test or a new dataset. The API (`/api/v1/playground/transcripts`): list, create, get, `/ab`,
-`/dataset`.
+test or a new dataset, or rename or delete it. The API (`/api/v1/playground/transcripts`): list,
+create, get, rename (PATCH), delete, `/ab`, `/dataset`.
 
 The stream (POST /playground/stream, JSON body `ChatIn`) sends NDJSON lines tagged with the
 model's column, as "Try it" does: {"who": "0"|"1"|"2", and "note" (waiting: other answers ahead,
@@ -31,6 +31,7 @@ from app.playground import service
 from app.playground.schemas import (
     MAX_MODELS,
     ChatIn,
+    TitleIn,
     ToAbIn,
     ToAbOut,
     ToDatasetIn,
@@ -158,6 +159,30 @@ def transcript_page(request: Request, transcript_id: int, db: SessionDep, p: Cur
     return _detail(request, db, p, service.get(db, team_id=p.team_id, transcript_id=transcript_id))
 
 
+@pages.post("/playground/transcripts/{transcript_id}/title")
+async def rename_page(request: Request, transcript_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    p.require("write")
+    row = service.get(db, team_id=p.team_id, transcript_id=transcript_id)
+    title = str((await request.form()).get("title") or "")
+    try:
+        service.rename(db, transcript=row, title=title)
+    except StudioError as exc:
+        db.rollback()
+        return _detail(request, db, p, service.get(db, team_id=p.team_id, transcript_id=transcript_id),
+                       error=exc, form={"title": title[:200]})
+    return redirect(request, f"/playground/transcripts/{transcript_id}", flash=("success", "Renamed."))
+
+
+@pages.post("/playground/transcripts/{transcript_id}/delete")
+def delete_page(request: Request, transcript_id: int, db: SessionDep, p: CurrentUser) -> Response:
+    p.require("write")
+    row = service.get(db, team_id=p.team_id, transcript_id=transcript_id)
+    title = row.title
+    service.delete(db, transcript=row)
+    return redirect(request, "/playground/transcripts", flash=(
+        "success", f"Transcript “{title}” deleted. A/B tests and datasets made from it are kept."))
+
+
 def _column(value: Any) -> int | None:
     try:
         return int(str(value)) - 1
@@ -231,6 +256,24 @@ def create_transcript(request: Request, body: TranscriptIn, db: SessionDep, p: C
 def get_transcript(transcript_id: int, db: SessionDep, p: CurrentPrincipal) -> TranscriptOut:
     p.require("read")
     return _out(db, service.get(db, team_id=p.team_id, transcript_id=transcript_id))
+
+
+@api.patch("/transcripts/{transcript_id}", response_model=TranscriptOut)
+def rename_transcript(transcript_id: int, body: TitleIn, db: SessionDep, p: CurrentPrincipal) -> TranscriptOut:
+    """Renames the transcript (`{"title"}`); its conversation never changes."""
+    p.require("write")
+    row = service.get(db, team_id=p.team_id, transcript_id=transcript_id)
+    return _out(db, service.rename(db, transcript=row, title=body.title))
+
+
+@api.delete("/transcripts/{transcript_id}", response_model=TranscriptOut)
+def delete_transcript(transcript_id: int, db: SessionDep, p: CurrentPrincipal) -> TranscriptOut:
+    """Deletes the transcript and returns it as it was. A/B tests and datasets made from it stay."""
+    p.require("write")
+    row = service.get(db, team_id=p.team_id, transcript_id=transcript_id)
+    out = _out(db, row)
+    service.delete(db, transcript=row)
+    return out
 
 
 @api.post("/transcripts/{transcript_id}/ab", response_model=ToAbOut, status_code=201)

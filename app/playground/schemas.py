@@ -40,6 +40,11 @@ class TranscriptIn(Settings):
     turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
 
 
+class TitleIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200, examples=["Login trouble, French"],
+                       description="The transcript's new title.")
+
+
 class TranscriptOut(Settings):
     id: int
     title: str

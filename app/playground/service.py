@@ -110,6 +110,25 @@ def create(session: Session, store: Store, *, team_id: int, user_id: int | None,
     return row
 
 
+def rename(session: Session, *, transcript: Transcript, title: str) -> Transcript:
+    """A new title (spaces collapsed); the conversation itself never changes."""
+    title = " ".join((title or "").split())
+    if not title:
+        raise InvalidInput("Give the transcript a title.", param="title")
+    if len(title) > 200:
+        raise InvalidInput("Keep the title under 200 characters.", param="title")
+    transcript.title = title
+    session.flush()
+    return transcript
+
+
+def delete(session: Session, *, transcript: Transcript) -> None:
+    """Deletes the transcript. What was made from it stays: an A/B test keeps its own copy of the
+    prompts and a dataset its own file of the examples; nothing refers to the transcript's row."""
+    session.delete(transcript)
+    session.flush()
+
+
 # -- into an A/B test -----------------------------------------------------------------------
 
 def ab_ref(session: Session, *, team_id: int, name: str, param: str) -> dict:

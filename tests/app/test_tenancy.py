@@ -254,6 +254,7 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/api/v1/ab/comparisons/{comparison_id}/pairs/{pair_id}/vote": {"choice": "left"},
              "/playground/stream": {"models": [ids["model"]], "prompt": "hi"},
              "/api/v1/playground/transcripts": {"models": [ids["model"]], "turns": [{"prompt": "hi", "answers": ["x"]}]},
+             "/api/v1/playground/transcripts/{transcript_id}": {"title": "stolen"},  # PATCH renames
              "/api/v1/playground/transcripts/{transcript_id}/ab": {"model_a": 0, "model_b": 1},
              "/api/v1/playground/transcripts/{transcript_id}/dataset": {"chosen": [0]},
              "/api/v1/datasets/{dataset_id}/augmentations": {"endpoint_url": "http://127.0.0.1:9/v1", "model": "m",
@@ -263,6 +264,7 @@ def _body(method: str, path: str, ids: dict) -> dict:
              "/api/v1/datasets/{dataset_id}/augmentations/{job_id}/examples/{example_id}": {"contents": ["a", "b"]}}
     forms["/playground/transcripts/{transcript_id}/ab"] = {"model_a": "1", "model_b": "2"}
     forms["/playground/transcripts/{transcript_id}/dataset"] = {"turn_0": "1"}
+    forms["/playground/transcripts/{transcript_id}/title"] = {"title": "stolen"}
     forms["/datasets/{dataset_id}/mapping"] = {"prompt": "q", "completion": "a"}
     forms["/ab"] = {"model_a": f"base:{ids['base_model_id']}", "model_b": f"run:{ids['run_id']}",
                     "source": "custom", "prompts": "hi"}

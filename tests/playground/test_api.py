@@ -216,3 +216,92 @@ def test_the_choices_are_those_of_v1_models_plus_checkpoints(client, db, team, m
     for name in [*listed, model_names["checkpoint"]]:
         assert f'<option value="{name}"' in page.text
     assert "Save transcript" not in page.text  # a viewer chats but does not save
+
+
+def test_a_transcript_is_renamed_and_deleted_by_writers_of_its_team_only(client, db, team, model_names):
+    member, viewer = _key(db, team.member), _key(db, team.viewer, scopes=("read",))
+    saved = client.post(API, json=_transcript(model_names), headers=_key(db, team.owner)).json()
+    url = f"{API}/{saved['id']}"
+
+    r = client.patch(url, json={"title": "  Login   trouble,\nFrench "}, headers=member)  # any writer of the team
+    assert r.status_code == 200, r.text
+    assert r.json()["title"] == "Login trouble, French" and r.json()["turns"] == saved["turns"]
+    assert client.get(url, headers=viewer).json()["title"] == "Login trouble, French"
+    for body, said in (({"title": "   "}, "Give the transcript a title."), ({"title": "x" * 201}, "200 characters"),
+                       ({}, "Field required")):
+        r = client.patch(url, json=body, headers=member)
+        assert r.status_code == 422 and said in r.text, r.text
+    assert r.json()["error"]["param"] == "title"
+
+    stranger = _key(db, make_account(db))
+    assert client.patch(url, json={"title": "mine"}, headers=stranger).status_code == 404
+    assert client.delete(url, headers=stranger).status_code == 404
+    assert client.patch(url, json={"title": "viewer's"}, headers=viewer).status_code == 403
+    assert client.delete(url, headers=viewer).status_code == 403
+    assert client.get(url, headers=viewer).json()["title"] == "Login trouble, French"
+
+    r = client.delete(url, headers=member)
+    assert r.status_code == 200 and r.json()["id"] == saved["id"] and r.json()["title"] == "Login trouble, French"
+    assert client.get(url, headers=member).status_code == 404
+    assert client.get(API, headers=member).json() == {"data": [], "total": 0}
+    assert client.delete(url, headers=member).status_code == 404
+    assert client.patch(url, json={"title": "back"}, headers=member).status_code == 404
+
+
+def test_deleting_a_transcript_keeps_the_ab_test_and_dataset_made_from_it(client, db, team, model_names, validations):
+    headers = _key(db, team.member)
+    saved = client.post(API, json=_transcript(model_names), headers=headers).json()
+    ab = client.post(f"{API}/{saved['id']}/ab", json={"model_a": 0, "model_b": 1}, headers=headers).json()
+    made = client.post(f"{API}/{saved['id']}/dataset", json={"chosen": [1, 0]}, headers=headers).json()
+    comparison_before = client.get(f"/api/v1/ab/comparisons/{ab['comparison_id']}", headers=headers).json()
+    dataset_before = client.get(f"/api/v1/datasets/{made['dataset_id']}", headers=headers).json()
+
+    assert client.delete(f"{API}/{saved['id']}", headers=headers).status_code == 200
+    r = client.get(f"/api/v1/ab/comparisons/{ab['comparison_id']}", headers=headers)
+    assert r.status_code == 200 and r.json() == comparison_before
+    assert [p.prompt for p in ab_repo.pairs(db, comparison_id=ab["comparison_id"])] == [
+        "Je n'arrive plus à me connecter.", "Et mon mot de passe ?"]
+    r = client.get(f"/api/v1/datasets/{made['dataset_id']}", headers=headers)
+    assert r.status_code == 200 and r.json() == dataset_before and r.json()["status"] == "valid"
+    log_in(client, team.member)
+    assert client.get(f"/ab/{ab['comparison_id']}").status_code == 200
+    assert client.get(f"/datasets/{made['dataset_id']}").status_code == 200
+
+
+def test_the_page_renames_and_deletes_with_a_confirm_step(client, db, team, model_names):
+    saved = client.post(API, json=_transcript(model_names), headers=_key(db, team.owner)).json()
+    url = f"/playground/transcripts/{saved['id']}"
+    csrf = log_in(client, team.member)
+    page = client.get(url).text
+    assert f'action="{url}/title"' in page
+    # the delete button sits behind a "Delete this transcript" disclosure that says what happens
+    assert "<summary>Delete this transcript</summary>" in page and f'action="{url}/delete"' in page
+    assert page.index("<summary>Delete this transcript</summary>") < page.index(f'action="{url}/delete"')
+
+    assert client.post(f"{url}/title", data={"title": "No token"}).status_code == 403
+    assert client.post(f"{url}/delete").status_code == 403  # no CSRF token
+    r = client.post(f"{url}/title", data={"csrf_token": csrf, "title": "Password reset"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == url
+    assert "<h1>Password reset</h1>" in client.get(url).text
+    assert "Password reset" in client.get("/playground/transcripts").text
+    r = client.post(f"{url}/title", data={"csrf_token": csrf, "title": " "})
+    assert r.status_code == 422 and "Give the transcript a title." in r.text and "<h1>Password reset</h1>" in r.text
+
+    r = client.post(f"{url}/delete", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/playground/transcripts"
+    listing = client.get("/playground/transcripts").text
+    assert "deleted" in listing and url not in listing
+    assert client.get(url).status_code == 404
+    assert client.post(f"{url}/delete", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_a_viewer_sees_no_rename_or_delete_and_cannot_post_them(client, db, team, model_names):
+    saved = client.post(API, json=_transcript(model_names), headers=_key(db, team.owner)).json()
+    url = f"/playground/transcripts/{saved['id']}"
+    csrf = log_in(client, team.viewer)
+    page = client.get(url)
+    assert page.status_code == 200 and "Login trouble" in page.text
+    assert f"{url}/title" not in page.text and f"{url}/delete" not in page.text
+    assert client.post(f"{url}/title", data={"csrf_token": csrf, "title": "mine"}).status_code == 403
+    assert client.post(f"{url}/delete", data={"csrf_token": csrf}).status_code == 403
+    assert client.get(f"{API}/{saved['id']}", headers=_key(db, team.owner)).json()["title"] == "Login trouble"
