@@ -285,7 +285,7 @@ class _Served:
                 except Unservable as exc:
                     log.info("serving %s with transformers: %s", self.base, exc)
                     self.engine.unservable[(self.base, self.adapter)] = str(exc)
-                    self._relay(ticket)
+                    threading.Thread(target=self._relay, args=(ticket,), daemon=True, name="studio-relay").start()
                 else:
                     threads = self.engine.before_request([ticket]) if self.engine.before_request else None
                     if threads:
@@ -350,12 +350,16 @@ class _Served:
             self.model = None
 
     def _relay(self, ticket: Ticket) -> None:
-        """The fallback engine answers the ticket (the export was refused): its items are passed on."""
-        inner = self.engine.fallback.submit(ticket.req)
-        inner.cancel_event = ticket.cancel_event
-        for item in inner.items():
-            ticket.events.put(item)
-        ticket.done = True
+        """The fallback engine answers the ticket (the export was refused): its items are passed
+        on, from a thread of its own, so that the batch goes on meanwhile."""
+        try:
+            inner = self.engine.fallback.submit(ticket.req)
+            inner.cancel_event = ticket.cancel_event
+            for item in inner.items():
+                ticket.events.put(item)
+            ticket.done = True
+        except BaseException as exc:  # the reader raises it
+            ticket.finish(self.tokenizer, exc)
 
     def _step(self) -> None:
         """One llama_decode: the next token of every answer under way (theirs first), then as much
