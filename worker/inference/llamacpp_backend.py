@@ -34,7 +34,7 @@ answer that ends (its end token, max_tokens, a stop sequence, a cancel, an error
 frees its sequence for the next request; only when all are taken does a request wait, with a
 "waiting" note. Before a request joins, the thread count is set as for a transformers batch
 (`before_request`, the server's CoreShare: every core, or the inference process's share while a
-run trains on this host).
+run trains on this host); a step of a single token uses one thread fewer (`_threads`).
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ class _Served:
                 else:
                     threads = self.engine.before_request([ticket]) if self.engine.before_request else None
                     if threads:
-                        llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
+                        llama_cpp.llama_set_n_threads(self.ctx, *_threads(threads))
                     room = self.n_ctx - len(ticket.prompt)
                     if room <= 0:
                         raise ValueError(f"The prompt is {len(ticket.prompt)} tokens long; this model answers "
@@ -323,7 +323,7 @@ class _Served:
         cp.n_seq_max, cp.kv_unified = self.max_seqs, False
         cp.n_ctx = self.n_ctx * self.max_seqs
         cp.n_batch = cp.n_ubatch = N_BATCH
-        cp.n_threads = cp.n_threads_batch = self.engine.cores
+        cp.n_threads, cp.n_threads_batch = _threads(self.engine.cores)
         cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as `Llama`'s default
         cp.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model.model, cp)
@@ -421,6 +421,15 @@ class _Served:
             if piece:
                 ticket.events.put(piece)
         return token in self.eos or len(tokens) >= seq.limit or ticket.trimmer.stopped
+
+
+def _threads(cores: int) -> tuple[int, int]:
+    """llama.cpp's threads for a step of one token (one answer under way) and for a step of
+    several (a batch, a prompt). A one-token step leaves a core to the stream's own work (the
+    inference server, the web, their HTTP), which otherwise preempts one of llama.cpp's threads
+    at each token while the others spin at its barrier: on the 2-core dev machine one thread
+    answered one stream about twice as fast as two (docs/api.md, "Serving speed")."""
+    return max(1, cores - 1), cores
 
 
 _backend_ready = threading.Lock()
