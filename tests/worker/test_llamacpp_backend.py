@@ -324,3 +324,24 @@ def test_a_request_waits_only_when_every_sequence_is_taken(served):
     items = [list(t.items()) for t in tickets]
     assert [i[0] == WAIT_NOTE for i in items] == [False, False, True]
     assert all(i[-1].completion_tokens > 0 for i in items)
+
+
+def test_the_kv_budget_sets_how_many_sequences_a_model_gets(served):
+    """A model's concurrent sequences are what its KV budget holds: a 7B Llama's 4096-token
+    context (2 GB of f16 cache) gets one sequence in the default 2 GB, the built-in model eight;
+    a tight budget makes the tiny model answer one request at a time."""
+    from worker.inference.llamacpp_backend import WAIT_NOTE, sequences_within
+
+    llama_7b = 2 * 32 * 128 * 32 * 2  # layers, head size, key/value heads, f16
+    assert sequences_within(2 * 1024**3, 4096, llama_7b, 8) == 1
+    assert sequences_within(2 * 1024**3, 4096, 2 * 30 * 64 * 3 * 2, 8) == 8  # SmolLM2-135M: 23 KB a token
+    assert sequences_within(1, 4096, llama_7b, 8) == 1  # never none
+
+    engine = served["engine"]
+    engine.kv_budget_bytes = 1  # less than one sequence: one, alone
+    _read(engine.submit(_req(served, PROMPTS[0], max_tokens=2)))  # exported and loaded
+    assert next(iter(engine.served.values())).max_seqs == 1
+    tickets = _together(served, [_req(served, p, max_tokens=4) for p in PROMPTS[:2]])
+    items = [list(t.items()) for t in tickets]
+    assert [i[0] == WAIT_NOTE for i in items] == [False, True]
+    assert all(i[-1].completion_tokens > 0 for i in items)

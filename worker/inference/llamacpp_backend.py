@@ -26,7 +26,8 @@ What stays on transformers (the `fallback` engine, loaded only when needed):
 - models the GGUF export cannot write (another architecture or vocabulary): served as before.
 
 Batching: each loaded model has one llama.cpp context of `max_seqs` sequences (8, the server's
-STUDIO_INFERENCE_MAX_BATCH), each with a KV cache of its own of n_ctx tokens, and one thread that
+STUDIO_INFERENCE_MAX_BATCH, or fewer: as many as STUDIO_INFERENCE_KV_GB holds), each with a KV
+cache of its own of n_ctx tokens, and one thread that
 answers the model's requests together: a request arriving while others are generated joins the
 batch at the next step (its prompt prefilled in chunks of N_BATCH tokens beside the others' next
 tokens), and each step (one `llama_decode`) gives every answer under way its next token. An
@@ -209,6 +210,23 @@ def _sample(logits: np.ndarray, req: Request, rng: np.random.Generator | None) -
     return int(min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(p) - 1))
 
 
+def kv_bytes_per_token(model) -> int:  # noqa: ANN001 - a llama_model_p
+    """The KV cache of one token of one sequence in llama.cpp's default f16 cache: keys and values
+    of every layer, for the key/value heads (fewer than the query heads with grouped attention)."""
+    import llama_cpp
+
+    layers, heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model)
+    head_dim = llama_cpp.llama_model_n_embd(model) // max(heads, 1)
+    return 2 * layers * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
+
+
+def sequences_within(budget_bytes: int, n_ctx: int, per_token: int, most: int) -> int:
+    """How many sequences of n_ctx tokens the KV budget holds: at least one, at most ``most``.
+    The built-in 135M model takes 23 KB a token (8 x 4096 tokens: 0.75 GB); a 7B Llama 0.5 MB
+    (one sequence of 4096 tokens is 2 GB), so a large model answers one request at a time."""
+    return max(1, min(most, budget_bytes // max(n_ctx * per_token, 1)))
+
+
 class _Served:
     """One llama.cpp model and the thread that answers its requests in one batch: a context of
     `max_seqs` sequences, each step decoding one token of every answer under way (a new
@@ -216,12 +234,13 @@ class _Served:
 
     def __init__(self, engine: LlamaCppEngine, base: str, adapter: str | None, tokenizer):  # noqa: ANN001
         self.engine, self.base, self.adapter, self.tokenizer = engine, base, adapter, tokenizer
-        self.max_seqs = engine.max_seqs
+        self.max_seqs = engine.max_seqs  # lowered at load to what the KV budget holds
         self.model = self.ctx = self.batch = None
         self.n_ctx = engine.n_ctx  # per sequence
         self.eos: set[int] = set()
         self.waiting: list[Ticket] = []
-        self.free = list(range(self.max_seqs))  # the sequences (slots) not answering
+        # The sequences (slots) not answering: one until the model is loaded and its KV size known.
+        self.free = [0]
         self.active: list[_Seq] = []
         self.closed = False
         self.ready = threading.Condition()
@@ -317,6 +336,8 @@ class _Served:
         params.n_gpu_layers = 0
         model = LlamaModel(path_model=str(path), params=params, verbose=False)
         self.n_ctx = min(self.engine.n_ctx, _trained_context(path) or self.engine.n_ctx)
+        self.max_seqs = sequences_within(self.engine.kv_budget_bytes, self.n_ctx, kv_bytes_per_token(model.model),
+                                         self.engine.max_seqs)
         cp = llama_cpp.llama_context_default_params()
         # One KV stream per sequence (kv_unified off): each answer attends to its own cells only,
         # as it would alone, and has n_ctx of them.
@@ -332,6 +353,9 @@ class _Served:
             raise RuntimeError(f"llama.cpp could not create a context of {self.max_seqs} x {self.n_ctx} tokens "
                                f"for {path}")
         self.model, self.ctx = model, ctx
+        with self.ready:  # the other sequences open now that their memory is there
+            self.free.extend(range(1, self.max_seqs))
+            self.ready.notify()
         self.n_vocab = model.n_vocab()
         self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self.eos = self.engine.eos_ids(self.tokenizer, model.token_eos())
@@ -452,13 +476,14 @@ class LlamaCppEngine:
     llama.cpp cannot serve."""
 
     def __init__(self, cache_dir: str | Path, *, max_models: int = 4, n_ctx: int = 4096, max_seqs: int = 8,
-                 cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
+                 kv_budget_gb: float = 2.0, cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
                  fallback: Callable[[], Engine] | None = None):
         if not llama_cpp_available():
             raise RuntimeError("STUDIO_INFERENCE_BACKEND=llamacpp needs llama-cpp-python: "
                                "pip install -e '.[llama]' (docs/api.md, \"Backends\", has the build flags).")
         self.cache = GGUFCache(Path(cache_dir))
         self.max_models, self.n_ctx, self.max_seqs = max_models, n_ctx, max_seqs
+        self.kv_budget_bytes = int(kv_budget_gb * 1024**3)  # per loaded model
         self.cores = cores or os.cpu_count() or 1
         self.before_request = before_request
         self.device = "cpu (llama.cpp)"

@@ -190,7 +190,7 @@ def make_engine(settings: Settings):  # noqa: ANN201
         from worker.inference.llamacpp_backend import LlamaCppEngine
 
         return LlamaCppEngine(Path(settings.work_dir) / "llamacpp", cores=share.cores,
-                              max_seqs=settings.inference_max_batch,
+                              max_seqs=settings.inference_max_batch, kv_budget_gb=settings.inference_kv_gb,
                               before_request=share.threads, fallback=transformers_engine)
     return transformers_engine()
 
