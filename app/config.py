@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     inference_backend: Literal["auto", "transformers", "llamacpp", "vllm"] = "transformers"
     # Most requests the inference process answers in one batch (same sampling settings, any adapters).
     inference_max_batch: int = Field(8, ge=1, le=256)
+    # llama.cpp backend: memory (GiB) one loaded model's KV cache may take (STUDIO_INFERENCE_KV_GB).
+    # It holds as many concurrent sequences of the model's context as fit, up to the batch above.
+    inference_kv_gb: float = Field(2.0, gt=0, le=1024)
     # CPU cores the inference process keeps for itself while a run trains on the same host
     # (STUDIO_INFERENCE_CORES). Empty: half the cores, at least 1. `studio up` gives the train
     # worker the other cores (OMP_NUM_THREADS), so the two never claim the same ones; with no

@@ -103,14 +103,40 @@ def open_stream(settings: Settings, target: Target, params: dict[str, Any]) -> I
 
     def items() -> Iterator[dict[str, Any]]:
         try:
-            for line in response.iter_lines():
-                if line.strip():
-                    yield json.loads(line)
+            yield from ndjson_items(response.iter_bytes())
         finally:
             response.close()
             client.close()
 
     return items()
+
+
+def ndjson_items(chunks: Iterator[bytes]) -> Iterator[dict[str, Any]]:
+    """The items of an NDJSON stream read in chunks as they arrive; the text pieces ({"delta"})
+    that came in one chunk (the web fell behind the tokens) are joined into one item, so the
+    web sends one event for them instead of one per token. The text is the same."""
+    buffer = b""
+    for chunk in chunks:
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        pending: dict[str, Any] | None = None
+        for line in lines:
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if pending is not None and item.keys() == {"delta"}:
+                pending["delta"] += item["delta"]
+                continue
+            if pending is not None:
+                yield pending
+                pending = None
+            if item.keys() == {"delta"}:
+                pending = item
+            else:
+                yield item
+        if pending is not None:
+            yield pending
+    if buffer.strip():
+        yield json.loads(buffer)
 
 
 async def merged_lines(streams: dict[str, Iterator[dict[str, Any]]]) -> AsyncIterator[bytes]:

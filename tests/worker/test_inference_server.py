@@ -52,3 +52,14 @@ def test_generate_streams_lines_and_a_closed_stream_stops_its_answer(settings, t
             time.sleep(0.05)
         assert long.cancelled and long.done and len(long.tokens) < 4000  # stopped, not run to the end
         assert client.post("/generate", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_the_web_joins_the_pieces_that_arrived_together_and_keeps_the_text():
+    from app.inference.client import ndjson_items
+
+    chunks = [b'{"note": "wait"}\n{"delta": "Bon"}\n{"delta": "jour"}\n{"del', b'ta": " \\u00e0\\n"}\n',
+              b'{"delta": "vous"}\n{"done": true, "text": "Bonjour \\u00e0\\nvous"}\n']
+    items = list(ndjson_items(iter(chunks)))
+    assert items == [{"note": "wait"}, {"delta": "Bonjour"}, {"delta": " à\n"}, {"delta": "vous"},
+                     {"done": True, "text": "Bonjour à\nvous"}]
+    assert list(ndjson_items(iter([b'{"delta": "a"}\n', b'{"delta": "b"}']))) == [{"delta": "a"}, {"delta": "b"}]

@@ -1,7 +1,9 @@
 """The llama.cpp backend of the inference process on a tiny Llama (the real SmolLM2 tokenizer):
 /generate answers from a GGUF the studio writes once (a base, and a LoRA fine-tune merged), with
 the answer llama.cpp itself gives on that file; a stream closed by its reader stops its answer;
-requests queue one at a time per model with a note; `exact` requests (base vs fine-tuned) are
+concurrent requests for a model are decoded in one batch, each its own answer (greedy: token for
+token its answer alone; a cancel, stop sequence or max_tokens ends only its own), and a request
+waits with a note only when every sequence is taken; `exact` requests (base vs fine-tuned) are
 answered by transformers, token for token the transformers engine's."""
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def _until(condition, what: str) -> None:  # noqa: ANN001
 def test_a_closed_stream_stops_its_answer_and_others_wait_their_turn(served):
     from worker.inference.llamacpp_backend import WAIT_NOTE
 
+    served["engine"].max_seqs = 1  # one answer at a time: the second waits its turn
     _post(served, max_tokens=2)  # exported and loaded
     client, engine, began = served["client"], served["engine"], served["began"]
     served["gate"].clear()  # answers are held at their start until the gate opens
@@ -135,7 +138,7 @@ def test_a_closed_stream_stops_its_answer_and_others_wait_their_turn(served):
     _until(lambda: len(began) == 3, "the first answer to begin")
     second = threading.Thread(target=lambda: answers.append(_post(served, max_tokens=3, stream=True)))
     second.start()
-    _until(lambda: not engine.served[(served["base"], None)].queue.empty(), "the second request to queue")
+    _until(lambda: engine.served[(served["base"], None)].waiting, "the second request to queue")
     served["gate"].set()
     first.join(60)
     second.join(60)
@@ -188,3 +191,157 @@ def test_auto_picks_llama_cpp_on_a_cpu_host_where_it_is_installed(settings, monk
     assert backend_for(settings) == "transformers"  # a GPU: transformers (or vllm, when named)
     settings.inference_backend = "transformers"
     assert backend_for(settings) == "transformers"
+
+
+# -- batching: concurrent requests for one model share its llama.cpp context ------------------
+
+PROMPTS = ["Bonjour, ma facture est fausse.", "Where is my parcel? It was due on Monday.",
+           "Can I change the address of my order?", "Le produit est arrivé cassé, que faire ?",
+           "Hello", "I would like a refund for the second item of order 1234, please."]
+
+
+def _req(ctx, content: str, **kw):  # noqa: ANN001, ANN202
+    from worker.inference.engine import Request
+
+    return Request(base=ctx["base"], adapter=None, messages=[{"role": "user", "content": content}],
+                   **{"max_tokens": 24, "temperature": 0, **kw})
+
+
+def _read(ticket):  # noqa: ANN001, ANN202
+    """The ticket's streamed text (its pieces joined) and its Output."""
+    items = list(ticket.items())
+    return "".join(i for i in items if type(i) is str), items[-1]
+
+
+def _watch(ctx):  # noqa: ANN001, ANN202
+    """The model's _Served, recording how many answers each step decoded together."""
+    served = ctx["engine"].served[(ctx["base"], None)]
+    sizes, step = [], served._step
+
+    def recorded() -> None:
+        sizes.append(len(served.active))
+        step()
+
+    served._step = recorded
+    return served, sizes
+
+
+def _together(ctx, reqs):  # noqa: ANN001, ANN202
+    """The requests submitted while the first is held at its start, so that all of them are under
+    way together: their tickets."""
+    engine, gate = ctx["engine"], ctx["gate"]
+    gate.clear()
+    first = engine.submit(reqs[0])
+    _until(lambda: first in ctx["began"], "the first request to begin")
+    tickets = [first] + [engine.submit(r) for r in reqs[1:]]
+    gate.set()
+    return tickets
+
+
+def test_concurrent_greedy_answers_are_each_their_lone_answer(served):
+    engine = served["engine"]
+    reqs = [_req(served, p) for p in PROMPTS]
+    alone = []
+    for req in reqs:
+        ticket = engine.submit(req)
+        alone.append((_read(ticket), list(ticket.tokens)))
+    _, sizes = _watch(served)
+    tickets = _together(served, reqs)
+    for ticket, ((text, out), tokens) in zip(tickets, alone):
+        streamed, got = _read(ticket)
+        assert ticket.tokens == tokens  # token for token what it answers alone
+        assert got.text == out.text and streamed == text == out.text
+        assert got.completion_tokens == out.completion_tokens and got.finish_reason == out.finish_reason
+    assert max(sizes) == len(reqs)  # they were decoded in one batch, not one after the other
+    assert all(t.done for t in tickets) and not engine.served[(served["base"], None)].active
+
+
+def test_a_cancel_stop_or_max_tokens_ends_only_its_own_answer(served):
+    engine = served["engine"]
+    plain = [_req(served, p, max_tokens=30) for p in PROMPTS[:4]]
+    alone = []
+    for req in plain:
+        ticket = engine.submit(req)
+        alone.append((_read(ticket)[1], list(ticket.tokens)))
+    assert all(len(tokens) > 8 for _, tokens in alone), "the tiny model's answers are long enough to cut"
+    tokenizer = engine.tokenizers[served["base"]]
+    stop = alone[1][0].text[4:8]
+    reqs = [plain[0],  # cancelled after its 3rd token
+            _req(served, PROMPTS[1], max_tokens=30, stop=[stop]),
+            _req(served, PROMPTS[2], max_tokens=5),
+            plain[3]]
+    served_model, _ = _watch(served)
+    take = served_model._take
+    victim = []
+
+    def take_and_cancel(seq, token) -> bool:  # noqa: ANN001
+        ended = take(seq, token)
+        if seq.ticket is victim[0] and len(seq.ticket.tokens) == 3:
+            seq.ticket.cancel()  # seen at the next step
+        return ended
+
+    served_model._take = take_and_cancel
+    tickets = []
+    served["gate"].clear()
+    tickets.append(engine.submit(reqs[0]))
+    victim.append(tickets[0])
+    _until(lambda: tickets[0] in served["began"], "the first request to begin")
+    tickets += [engine.submit(r) for r in reqs[1:]]
+    served["gate"].set()
+    outs = [_read(t) for t in tickets]
+
+    assert tickets[0].tokens == alone[0][1][:3] and outs[0][1].completion_tokens == 3  # stopped there
+    text, out = outs[1]
+    assert out.text == alone[1][0].text[: alone[1][0].text.find(stop)] == text and out.finish_reason == "stop"
+    assert tickets[1].tokens == alone[1][1][: len(tickets[1].tokens)]
+    text, out = outs[2]
+    assert tickets[2].tokens == alone[2][1][:5] and out.completion_tokens == 5 and out.finish_reason == "length"
+    assert out.text == text == tokenizer.decode(alone[2][1][:5], skip_special_tokens=True)
+    assert tickets[3].tokens == alone[3][1] and outs[3][1].text == alone[3][0].text  # undisturbed
+    assert len(served_model.free) == served_model.max_seqs  # every sequence given back
+
+
+def test_a_seeded_sampled_answer_is_its_own_alone_or_in_a_batch(served):
+    engine = served["engine"]
+    sampled = _req(served, PROMPTS[0], temperature=0.9, top_p=0.9, seed=11, max_tokens=20)
+    first, again = (_read(engine.submit(sampled))[1] for _ in range(2))
+    assert first.text == again.text and first.completion_tokens == again.completion_tokens
+    other = _read(engine.submit(_req(served, PROMPTS[0], temperature=0.9, top_p=0.9, seed=12, max_tokens=20)))[1]
+    greedy = _read(engine.submit(_req(served, PROMPTS[0], max_tokens=20)))[1]
+    assert len({first.text, other.text, greedy.text}) > 1  # the seed and the temperature are used
+    tickets = _together(served, [_req(served, PROMPTS[1]), sampled, _req(served, PROMPTS[2], temperature=1.0)])
+    outs = [_read(t)[1] for t in tickets]
+    assert outs[1].text == first.text  # beside other answers, the same draws
+
+
+def test_a_request_waits_only_when_every_sequence_is_taken(served):
+    from worker.inference.llamacpp_backend import WAIT_NOTE
+
+    engine = served["engine"]
+    engine.max_seqs = 2
+    _read(engine.submit(_req(served, PROMPTS[0], max_tokens=2)))  # exported and loaded, 2 sequences
+    tickets = _together(served, [_req(served, p, max_tokens=6) for p in PROMPTS[:3]])
+    items = [list(t.items()) for t in tickets]
+    assert [i[0] == WAIT_NOTE for i in items] == [False, False, True]
+    assert all(i[-1].completion_tokens > 0 for i in items)
+
+
+def test_the_kv_budget_sets_how_many_sequences_a_model_gets(served):
+    """A model's concurrent sequences are what its KV budget holds: a 7B Llama's 4096-token
+    context (2 GB of f16 cache) gets one sequence in the default 2 GB, the built-in model eight;
+    a tight budget makes the tiny model answer one request at a time."""
+    from worker.inference.llamacpp_backend import WAIT_NOTE, sequences_within
+
+    llama_7b = 2 * 32 * 128 * 32 * 2  # layers, head size, key/value heads, f16
+    assert sequences_within(2 * 1024**3, 4096, llama_7b, 8) == 1
+    assert sequences_within(2 * 1024**3, 4096, 2 * 30 * 64 * 3 * 2, 8) == 8  # SmolLM2-135M: 23 KB a token
+    assert sequences_within(1, 4096, llama_7b, 8) == 1  # never none
+
+    engine = served["engine"]
+    engine.kv_budget_bytes = 1  # less than one sequence: one, alone
+    _read(engine.submit(_req(served, PROMPTS[0], max_tokens=2)))  # exported and loaded
+    assert next(iter(engine.served.values())).max_seqs == 1
+    tickets = _together(served, [_req(served, p, max_tokens=4) for p in PROMPTS[:2]])
+    items = [list(t.items()) for t in tickets]
+    assert [i[0] == WAIT_NOTE for i in items] == [False, True]
+    assert all(i[-1].completion_tokens > 0 for i in items)

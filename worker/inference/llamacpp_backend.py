@@ -14,9 +14,10 @@ same model (docs/api.md has the figures of bench/inference.py). What it serves:
 
 The prompt is rendered and tokenized by the model's own transformers tokenizer (chat template,
 tools, tool_choice's forced start), exactly as the transformers engine does, and the answer's
-tokens are decoded by it too: llama.cpp only computes the next tokens. Stop sequences, max_tokens,
-temperature/top_p/seed, cancel and the stream's pieces and notes are those of the other engines
-(the same `Ticket`).
+tokens are decoded by it too: llama.cpp only computes the next tokens' logits, and the tokens are
+chosen here (greedy: the most likely; sampled: temperature and top_p with a numpy generator of the
+request's own, seeded by its `seed`). Stop sequences, max_tokens, cancel and the stream's pieces
+and notes are those of the other engines (the same `Ticket`).
 
 What stays on transformers (the `fallback` engine, loaded only when needed):
 - requests marked `exact`: comparisons that must be the trainer's own greedy output ("Try it",
@@ -24,12 +25,17 @@ What stays on transformers (the `fallback` engine, loaded only when needed):
   are close;
 - models the GGUF export cannot write (another architecture or vocabulary): served as before.
 
-A llama.cpp model (`Llama`) is not thread-safe: each loaded model answers one request at a time
-(a worker thread per model, requests in arrival order, "waiting" notes for the queued ones). So
-it does not batch: several clients at once share one model's throughput, where the transformers
-and vLLM backends answer them in one batch. Before each answer the thread count is set as for
-a transformers batch (`before_request`, the server's CoreShare: every core, or the inference
-process's share while a run trains on this host).
+Batching: each loaded model has one llama.cpp context of `max_seqs` sequences (8, the server's
+STUDIO_INFERENCE_MAX_BATCH, or fewer: as many as STUDIO_INFERENCE_KV_GB holds), each with a KV
+cache of its own of n_ctx tokens, and one thread that
+answers the model's requests together: a request arriving while others are generated joins the
+batch at the next step (its prompt prefilled in chunks of N_BATCH tokens beside the others' next
+tokens), and each step (one `llama_decode`) gives every answer under way its next token. An
+answer that ends (its end token, max_tokens, a stop sequence, a cancel, an error of its own)
+frees its sequence for the next request; only when all are taken does a request wait, with a
+"waiting" note. Before a request joins, the thread count is set as for a transformers batch
+(`before_request`, the server's CoreShare: every core, or the inference process's share while a
+run trains on this host); a step of a single token uses one thread fewer (`_threads`).
 """
 
 from __future__ import annotations
@@ -37,14 +43,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
-import random
 import shutil
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from planner.weights import check_model_dir
 from worker.inference.engine import Engine, Note, Output, Request, Ticket, check_adapter_dir
@@ -56,6 +62,7 @@ VARIANT = "q8_0"  # what the studio writes for a model it serves: close to the t
 EXPORT_NOTE = ("This model is being prepared for fast answers on this processor (its weights written "
                "once as a GGUF file for llama.cpp); the first answer waits for it.")
 WAIT_NOTE = "Waiting for the answers being generated to finish."
+N_BATCH = 512  # tokens of one llama_decode: the answers' next tokens and prompt chunks
 
 
 def llama_cpp_available() -> bool:
@@ -172,109 +179,295 @@ def _merge(base: str, adapter: str, target: Path) -> Path:
     return target
 
 
+class _Seq:
+    """One answer in a model's batch: its sequence (slot) in the llama.cpp context, the tokens it
+    still has to decode (its prompt, in chunks, then each sampled token), and its stream's state."""
+
+    def __init__(self, ticket: Ticket, slot: int, limit: int):
+        self.ticket, self.slot, self.limit = ticket, slot, limit
+        self.todo: list[int] = list(ticket.prompt)
+        self.pos = 0  # tokens of this sequence in the KV cache
+        req = ticket.req
+        self.rng = np.random.default_rng(req.seed) if req.temperature > 0 else None
+        self.prefix = self.read = 0  # the detokenized window: tokens[prefix:read] were printed
+
+
+def _sample(logits: np.ndarray, req: Request, rng: np.random.Generator | None) -> int:
+    """Greedy (temperature 0): the most likely token; else softmax(logits / temperature) cut to
+    the smallest set of most likely tokens whose probability reaches top_p, drawn with the
+    request's own generator (seeded by its `seed`)."""
+    if rng is None:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / req.temperature
+    p = np.exp(z - z.max())
+    if req.top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, req.top_p * cum[-1])) + 1]
+        cum = np.cumsum(p[keep])
+        return int(keep[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(keep) - 1)])
+    cum = np.cumsum(p)
+    return int(min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(p) - 1))
+
+
+def kv_bytes_per_token(model) -> int:  # noqa: ANN001 - a llama_model_p
+    """The KV cache of one token of one sequence in llama.cpp's default f16 cache: keys and values
+    of every layer, for the key/value heads (fewer than the query heads with grouped attention)."""
+    import llama_cpp
+
+    layers, heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model)
+    head_dim = llama_cpp.llama_model_n_embd(model) // max(heads, 1)
+    return 2 * layers * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
+
+
+def sequences_within(budget_bytes: int, n_ctx: int, per_token: int, most: int) -> int:
+    """How many sequences of n_ctx tokens the KV budget holds: at least one, at most ``most``.
+    The built-in 135M model takes 23 KB a token (8 x 4096 tokens: 0.75 GB); a 7B Llama 0.5 MB
+    (one sequence of 4096 tokens is 2 GB), so a large model answers one request at a time."""
+    return max(1, min(most, budget_bytes // max(n_ctx * per_token, 1)))
+
+
 class _Served:
-    """One llama.cpp model and the thread that answers its requests one at a time."""
+    """One llama.cpp model and the thread that answers its requests in one batch: a context of
+    `max_seqs` sequences, each step decoding one token of every answer under way (a new
+    request's prompt is prefilled as it joins, in chunks of N_BATCH tokens)."""
 
     def __init__(self, engine: LlamaCppEngine, base: str, adapter: str | None, tokenizer):  # noqa: ANN001
         self.engine, self.base, self.adapter, self.tokenizer = engine, base, adapter, tokenizer
-        self.llm = None
-        self.n_ctx = engine.n_ctx
-        self.queue: queue.Queue = queue.Queue()
-        self.busy = False
+        self.max_seqs = engine.max_seqs  # lowered at load to what the KV budget holds
+        self.model = self.ctx = self.batch = None
+        self.n_ctx = engine.n_ctx  # per sequence
+        self.eos: set[int] = set()
+        self.waiting: list[Ticket] = []
+        # The sequences (slots) not answering: one until the model is loaded and its KV size known.
+        self.free = [0]
+        self.active: list[_Seq] = []
         self.closed = False
-        self._lock = threading.Lock()
+        self.ready = threading.Condition()
         threading.Thread(target=self._loop, daemon=True, name="studio-llamacpp").start()
 
     def put(self, ticket: Ticket) -> None:
-        with self._lock:
-            if self.busy or not self.queue.empty():
+        with self.ready:
+            if len(self.waiting) >= len(self.free):  # the batch is full: it waits for an answer to end
                 ticket.events.put(Note(WAIT_NOTE))
-            self.queue.put(ticket)
+            self.waiting.append(ticket)
+            self.ready.notify()
 
     def close(self) -> None:
-        self.closed = True
-        self.queue.put(None)
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
 
     def _loop(self) -> None:
-        while True:
-            ticket = self.queue.get()
-            if ticket is None:
-                break
-            with self._lock:
-                self.busy = True
-            try:
-                if ticket.cancelled:
-                    ticket.finish(self.tokenizer)
-                    continue
-                self._answer(ticket)
-                ticket.finish(self.tokenizer)  # no-op when the fallback engine answered it
-            except BaseException as exc:  # the reader raises it
-                ticket.finish(self.tokenizer, exc)
-            finally:
-                with self._lock:
-                    self.busy = False
-        if self.llm is not None:
-            self.llm.close()
-            self.llm = None
+        try:
+            while True:
+                with self.ready:
+                    while not self.waiting and not self.active and not self.closed:
+                        self.ready.wait()
+                    if self.closed and not self.waiting and not self.active:
+                        break
+                    joining = []
+                    while self.waiting and self.free:
+                        joining.append((self.waiting.pop(0), self.free.pop(0)))
+                for ticket, slot in joining:
+                    self._join(ticket, slot)
+                if self.active:
+                    self._step()
+        finally:
+            self._unload()
+
+    def _release(self, slot: int) -> None:
+        if self.ctx is not None:
+            import llama_cpp
+
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx), slot, -1, -1)
+        with self.ready:
+            self.free.append(slot)
+            self.free.sort()
+
+    def _end(self, seq: _Seq, error: BaseException | None = None) -> None:
+        self.active.remove(seq)
+        self._release(seq.slot)  # free before its reader hears the end
+        seq.ticket.finish(self.tokenizer, error)
+
+    def _join(self, ticket: Ticket, slot: int) -> None:
+        """A request takes a free sequence: the model loaded (or the fallback engine answers it),
+        its threads set, its prompt queued for the next steps."""
+        import llama_cpp
+
+        try:
+            if ticket.cancelled:
+                ticket.finish(self.tokenizer)
+            else:
+                try:
+                    self._load(ticket)
+                except Unservable as exc:
+                    log.info("serving %s with transformers: %s", self.base, exc)
+                    self.engine.unservable[(self.base, self.adapter)] = str(exc)
+                    threading.Thread(target=self._relay, args=(ticket,), daemon=True, name="studio-relay").start()
+                else:
+                    threads = self.engine.before_request([ticket]) if self.engine.before_request else None
+                    if threads:
+                        llama_cpp.llama_set_n_threads(self.ctx, *_threads(threads))
+                    room = self.n_ctx - len(ticket.prompt)
+                    if room <= 0:
+                        raise ValueError(f"The prompt is {len(ticket.prompt)} tokens long; this model answers "
+                                         f"prompts of at most {self.n_ctx - 1} tokens.")
+                    if not ticket.prompt:
+                        raise ValueError("The prompt is empty.")
+                    self.active.append(_Seq(ticket, slot, min(ticket.req.max_tokens, room)))
+                    return
+        except BaseException as exc:  # the reader raises it
+            ticket.finish(self.tokenizer, exc)
+        self._release(slot)
 
     def _load(self, ticket: Ticket) -> None:
-        if self.llm is not None:
+        if self.ctx is not None:
             return
         cache = self.engine.cache
         if cache.ready(self.base, self.adapter) is None:
             ticket.events.put(Note(EXPORT_NOTE))
         path = cache.path(self.base, self.adapter)
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
 
+        _backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        model = LlamaModel(path_model=str(path), params=params, verbose=False)
         self.n_ctx = min(self.engine.n_ctx, _trained_context(path) or self.engine.n_ctx)
-        self.llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_batch=512,
-                         n_threads=self.engine.cores, n_threads_batch=self.engine.cores, verbose=False)
+        self.max_seqs = sequences_within(self.engine.kv_budget_bytes, self.n_ctx, kv_bytes_per_token(model.model),
+                                         self.engine.max_seqs)
+        cp = llama_cpp.llama_context_default_params()
+        # One KV stream per sequence (kv_unified off): each answer attends to its own cells only,
+        # as it would alone, and has n_ctx of them.
+        cp.n_seq_max, cp.kv_unified = self.max_seqs, False
+        cp.n_ctx = self.n_ctx * self.max_seqs
+        cp.n_batch = cp.n_ubatch = N_BATCH
+        cp.n_threads, cp.n_threads_batch = _threads(self.engine.cores)
+        cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as `Llama`'s default
+        cp.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model.model, cp)
+        if ctx is None:
+            model.close()
+            raise RuntimeError(f"llama.cpp could not create a context of {self.max_seqs} x {self.n_ctx} tokens "
+                               f"for {path}")
+        self.model, self.ctx = model, ctx
+        with self.ready:  # the other sequences open now that their memory is there
+            self.free.extend(range(1, self.max_seqs))
+            self.ready.notify()
+        self.n_vocab = model.n_vocab()
+        self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self.eos = self.engine.eos_ids(self.tokenizer, model.token_eos())
 
-    def _relay(self, ticket: Ticket) -> None:
-        """The fallback engine answers the ticket (the export was refused): its items are passed on."""
-        inner = self.engine.fallback.submit(ticket.req)
-        inner.cancel_event = ticket.cancel_event
-        for item in inner.items():
-            ticket.events.put(item)
-        ticket.done = True
-
-    def _answer(self, ticket: Ticket) -> None:
+    def _unload(self) -> None:
         import llama_cpp
 
+        if self.batch is not None:
+            llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx is not None:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+    def _relay(self, ticket: Ticket) -> None:
+        """The fallback engine answers the ticket (the export was refused): its items are passed
+        on, from a thread of its own, so that the batch goes on meanwhile."""
         try:
-            self._load(ticket)
-        except Unservable as exc:
-            log.info("serving %s with transformers: %s", self.base, exc)
-            self.engine.unservable[(self.base, self.adapter)] = str(exc)
-            self._relay(ticket)
+            inner = self.engine.fallback.submit(ticket.req)
+            inner.cancel_event = ticket.cancel_event
+            for item in inner.items():
+                ticket.events.put(item)
+            ticket.done = True
+        except BaseException as exc:  # the reader raises it
+            ticket.finish(self.tokenizer, exc)
+
+    def _step(self) -> None:
+        """One llama_decode: the next token of every answer under way (theirs first), then as much
+        of the joining prompts as N_BATCH leaves room for; each answer whose logits came out
+        samples its next token."""
+        import llama_cpp
+
+        for seq in [s for s in self.active if s.ticket.cancelled]:
+            self._end(seq)
+        if not self.active:
             return
-        llm, req = self.llm, ticket.req
-        threads = self.engine.before_request([ticket]) if self.engine.before_request else None
-        if threads:
-            llama_cpp.llama_set_n_threads(llm.ctx, threads, threads)
-        if req.temperature > 0:
-            llm.set_seed(req.seed if req.seed is not None else random.getrandbits(31))
-            sampling = dict(temp=req.temperature, top_p=req.top_p, top_k=0, min_p=0.0)
-        else:
-            sampling = dict(temp=0.0)
-        room = self.n_ctx - len(ticket.prompt)
-        if room <= 0:
-            raise ValueError(f"The prompt is {len(ticket.prompt)} tokens long; this model answers prompts of at "
-                             f"most {self.n_ctx - 1} tokens.")
-        limit = min(req.max_tokens, room)
-        eos, printed = self.engine.eos_ids(self.tokenizer, llm), 0
-        for token in llm.generate(ticket.prompt, repeat_penalty=1.0, typical_p=1.0, reset=True, **sampling):
-            if ticket.cancelled:
-                return
-            ticket.tokens.append(int(token))
-            text = self.tokenizer.decode(ticket.tokens, skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > printed:  # not half a character
-                piece = ticket.trimmer.feed(text[printed:])
-                printed = len(text)
-                if piece:
-                    ticket.events.put(piece)
-            if token in eos or len(ticket.tokens) >= limit or ticket.trimmer.stopped:
-                return
+        batch, n, outputs = self.batch, 0, []
+        for seq in sorted(self.active, key=lambda s: len(s.todo)):  # one-token answers before prompts
+            take = min(len(seq.todo), N_BATCH - n)
+            if take <= 0:
+                break
+            for j in range(take):
+                batch.token[n] = seq.todo[j]
+                batch.pos[n] = seq.pos + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.slot
+                batch.logits[n] = 0
+                n += 1
+            del seq.todo[:take]
+            seq.pos += take
+            if not seq.todo:  # its prompt (or its last token) is in: its next token comes out
+                batch.logits[n - 1] = 1
+                outputs.append((seq, n - 1))
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self.ctx, batch)
+        if rc != 0:
+            error = RuntimeError(f"llama.cpp could not decode the batch (llama_decode returned {rc})")
+            for seq in list(self.active):  # their caches are in an unknown state: each ends with the error
+                self._end(seq, error)
+            return
+        for seq, index in outputs:
+            try:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+                token = _sample(logits, seq.ticket.req, seq.rng)
+                if self._take(seq, token):
+                    self._end(seq)
+                else:
+                    seq.todo.append(token)
+            except BaseException as exc:  # this answer ends with it, the others go on
+                self._end(seq, exc)
+
+    def _take(self, seq: _Seq, token: int) -> bool:
+        """Records the answer's new token and streams its new text: a window of its last tokens is
+        decoded, not the whole answer, and never half a UTF-8 character. Whether the answer ends."""
+        ticket = seq.ticket
+        tokens = ticket.tokens
+        tokens.append(token)
+        decode = self.tokenizer.decode
+        printed = decode(tokens[seq.prefix:seq.read], skip_special_tokens=True)
+        text = decode(tokens[seq.prefix:], skip_special_tokens=True)
+        if len(text) > len(printed) and not text.endswith("\ufffd"):
+            piece = ticket.trimmer.feed(text[len(printed):])
+            seq.prefix, seq.read = seq.read, len(tokens)
+            if piece:
+                ticket.events.put(piece)
+        return token in self.eos or len(tokens) >= seq.limit or ticket.trimmer.stopped
+
+
+def _threads(cores: int) -> tuple[int, int]:
+    """llama.cpp's threads for a step of one token (one answer under way) and for a step of
+    several (a batch, a prompt). A one-token step leaves a core to the stream's own work (the
+    inference server, the web, their HTTP), which otherwise preempts one of llama.cpp's threads
+    at each token while the others spin at its barrier: on the 2-core dev machine one thread
+    answered one stream about twice as fast as two (docs/api.md, "Serving speed")."""
+    return max(1, cores - 1), cores
+
+
+_backend_ready = threading.Lock()
+_backend_done = False
+
+
+def _backend_init() -> None:
+    global _backend_done
+    with _backend_ready:
+        if not _backend_done:
+            import llama_cpp
+
+            llama_cpp.llama_backend_init()
+            _backend_done = True
 
 
 class LlamaCppEngine:
@@ -282,14 +475,15 @@ class LlamaCppEngine:
     over llama.cpp models, with a transformers `Engine` for `exact` requests and the models
     llama.cpp cannot serve."""
 
-    def __init__(self, cache_dir: str | Path, *, max_models: int = 4, n_ctx: int = 4096,
-                 cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
+    def __init__(self, cache_dir: str | Path, *, max_models: int = 4, n_ctx: int = 4096, max_seqs: int = 8,
+                 kv_budget_gb: float = 2.0, cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
                  fallback: Callable[[], Engine] | None = None):
         if not llama_cpp_available():
             raise RuntimeError("STUDIO_INFERENCE_BACKEND=llamacpp needs llama-cpp-python: "
                                "pip install -e '.[llama]' (docs/api.md, \"Backends\", has the build flags).")
         self.cache = GGUFCache(Path(cache_dir))
-        self.max_models, self.n_ctx = max_models, n_ctx
+        self.max_models, self.n_ctx, self.max_seqs = max_models, n_ctx, max_seqs
+        self.kv_budget_bytes = int(kv_budget_gb * 1024**3)  # per loaded model
         self.cores = cores or os.cpu_count() or 1
         self.before_request = before_request
         self.device = "cpu (llama.cpp)"
@@ -373,8 +567,8 @@ class LlamaCppEngine:
             raise Unservable(str(exc)) from exc
 
     @staticmethod
-    def eos_ids(tokenizer, llm) -> set[int]:  # noqa: ANN001
-        ids = {llm.token_eos()}
+    def eos_ids(tokenizer, token_eos: int) -> set[int]:  # noqa: ANN001
+        ids = {token_eos}
         if tokenizer.eos_token_id is not None:
             ids.add(tokenizer.eos_token_id)
         return ids

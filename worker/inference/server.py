@@ -16,11 +16,11 @@ POST /generate  {"base", "adapter", "messages", "max_tokens", "temperature", "to
 
 The engine is chosen by STUDIO_INFERENCE_BACKEND (`make_engine`): transformers (worker/inference/
 engine.py: concurrent requests batched), llama.cpp on CPU hosts (llamacpp_backend.py: faster per
-stream, one request at a time per model; `exact` requests still go to transformers), vLLM on GPU
-hosts (vllm_backend.py), or `auto`: llama.cpp where there is no GPU and llama-cpp-python is
-installed, else transformers. Before each batch (or llama.cpp answer) the process sets its
-threads: every core while no run trains on this host, else the cores it keeps for itself
-(STUDIO_INFERENCE_CORES; `studio up` gives the train worker the others).
+stream, a model's concurrent requests decoded in one batch too; `exact` requests still go to
+transformers), vLLM on GPU hosts (vllm_backend.py), or `auto`: llama.cpp where there is no GPU and
+llama-cpp-python is installed, else transformers. Before each batch (or request joining a llama.cpp
+batch) the process sets its threads: every core while no run trains on this host, else the cores
+it keeps for itself (STUDIO_INFERENCE_CORES; `studio up` gives the train worker the others).
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ def make_engine(settings: Settings):  # noqa: ANN201
         from worker.inference.llamacpp_backend import LlamaCppEngine
 
         return LlamaCppEngine(Path(settings.work_dir) / "llamacpp", cores=share.cores,
+                              max_seqs=settings.inference_max_batch, kv_budget_gb=settings.inference_kv_gb,
                               before_request=share.threads, fallback=transformers_engine)
     return transformers_engine()
 
