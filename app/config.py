@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # llama.cpp backend: memory (GiB) one loaded model's KV cache may take (STUDIO_INFERENCE_KV_GB).
     # It holds as many concurrent sequences of the model's context as fit, up to the batch above.
     inference_kv_gb: float = Field(2.0, gt=0, le=1024)
+    # llama.cpp backend: disk (GiB) the GGUF files written into STUDIO_WORK_DIR/llamacpp may take
+    # (STUDIO_LLAMACPP_CACHE_GB); the least recently used go first, a loaded model's never.
+    llamacpp_cache_gb: float = Field(20.0, gt=0)
     # CPU cores the inference process keeps for itself while a run trains on the same host
     # (STUDIO_INFERENCE_CORES). Empty: half the cores, at least 1. `studio up` gives the train
     # worker the other cores (OMP_NUM_THREADS), so the two never claim the same ones; with no

@@ -3,8 +3,9 @@
 the answer llama.cpp itself gives on that file; a stream closed by its reader stops its answer;
 concurrent requests for a model are decoded in one batch, each its own answer (greedy: token for
 token its answer alone; a cancel, stop sequence or max_tokens ends only its own), and a request
-waits with a note only when every sequence is taken; `exact` requests (base vs fine-tuned) are
-answered by transformers, token for token the transformers engine's."""
+waits with a note only when every sequence is taken, as many sequences as the KV budget holds;
+`exact` requests (base vs fine-tuned) are answered by transformers, token for token the
+transformers engine's; the GGUF cache keeps to its size limit, least recently used first."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it)")
+pytestmark = pytest.mark.one_database  # the inference process is the point; it keeps nothing in the database
 
 MESSAGES = [{"role": "user", "content": "Bonjour, ma facture est fausse."}]
 
@@ -345,3 +347,54 @@ def test_the_kv_budget_sets_how_many_sequences_a_model_gets(served):
     items = [list(t.items()) for t in tickets]
     assert [i[0] == WAIT_NOTE for i in items] == [False, True]
     assert all(i[-1].completion_tokens > 0 for i in items)
+
+
+def test_the_gguf_cache_keeps_to_its_limit_least_recently_used_first(tmp_path):
+    """Past its limit the cache deletes the GGUF directories used longest ago, never the file
+    just written or a loaded model's; scratch left by an interrupted export goes after an hour."""
+    import os
+    import time
+
+    from worker.inference.llamacpp_backend import GGUFCache
+
+    root = tmp_path / "llamacpp"
+    files = {}
+    for age, name in ((400, "oldest"), (300, "loaded"), (200, "older"), (100, "recent")):
+        file = root / name / "model-q8_0.gguf"
+        file.parent.mkdir(parents=True)
+        file.write_bytes(b"g" * 1000)
+        os.utime(file, (time.time() - age, time.time() - age))
+        files[name] = file
+    stale, fresh = root / ".abc-1", root / ".abc-2"
+    stale.mkdir(), fresh.mkdir()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    cache = GGUFCache(root, limit_bytes=2500, in_use=lambda: {files["loaded"]})
+
+    # 4000 bytes: the oldest is the one just written and the next is loaded, so the two after go
+    assert cache.evict(keep=files["oldest"]) == [files["older"], files["recent"]]
+    assert cache.evict() == []  # 2000: within the limit
+    cache.limit_bytes = 1500
+    assert cache.evict() == [files["oldest"]]  # no longer the one just written
+    assert sorted(p.name for p in root.iterdir()) == [".abc-2", "loaded"]
+    assert not stale.exists() and fresh.exists()
+    assert GGUFCache(root).evict() == []  # no limit: nothing but stale scratch goes
+
+
+def test_a_used_gguf_file_counts_as_recent(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from worker.inference import llamacpp_backend
+    from worker.inference.llamacpp_backend import GGUFCache
+
+    monkeypatch.setattr(llamacpp_backend, "_weights_stamp", lambda path: path)
+    cache = GGUFCache(tmp_path, limit_bytes=1500)
+    paths = []
+    for base in ("a", "b"):
+        target = tmp_path / cache.key(base, None) / "model-q8_0.gguf"
+        target.parent.mkdir()
+        target.write_bytes(b"g" * 1000)
+        os.utime(target, (time.time() - 500, time.time() - 500))
+        paths.append(target)
+    assert cache.ready("a", None) == paths[0]  # a is used: it becomes the recent one
+    assert cache.evict() == [paths[1]]

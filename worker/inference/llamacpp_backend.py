@@ -40,11 +40,13 @@ run trains on this host); a step of a single token uses one thread fewer (`_thre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -91,8 +93,11 @@ class GGUFCache:
     """GGUF files of the models served, written once into `root` (one directory per model and
     weights version), and the built-in model's own file."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, limit_bytes: int | None = None,
+                 in_use: Callable[[], set[Path]] | None = None):
         self.root = Path(root)
+        self.limit_bytes = limit_bytes  # None: no limit
+        self.in_use = in_use or set  # the files of the models loaded now: never evicted
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -106,7 +111,40 @@ class GGUFCache:
         if builtin is not None:
             return builtin
         target = self.root / self.key(base, adapter) / f"model-{VARIANT}.gguf"
-        return target if target.is_file() else None
+        if not target.is_file():
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(target)  # used now: the last to be evicted
+        return target
+
+    def evict(self, keep: Path | None = None) -> list[Path]:
+        """Delete the least recently used GGUF directories until the cache holds at most
+        ``limit_bytes``, never ``keep`` or a loaded model's file; also the scratch directories an
+        interrupted export left (older than an hour). Returns the files deleted."""
+        now, deleted = time.time(), []
+        for scratch in self.root.glob(".*-*"):
+            with contextlib.suppress(OSError):
+                if scratch.is_dir() and now - scratch.stat().st_mtime > 3600:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        if self.limit_bytes is None:
+            return deleted
+        files = []
+        for file in self.root.glob("*/model-*.gguf"):
+            with contextlib.suppress(OSError):
+                stat = file.stat()
+                files.append((stat.st_mtime, stat.st_size, file))
+        total = sum(size for _, size, _ in files)
+        protected = {Path(p).resolve() for p in self.in_use()} | ({keep.resolve()} if keep else set())
+        for _, size, file in sorted(files, key=lambda f: f[0]):
+            if total <= self.limit_bytes:
+                break
+            if file.resolve() in protected:
+                continue
+            shutil.rmtree(file.parent, ignore_errors=True)
+            total -= size
+            deleted.append(file)
+            log.info("evicted %s from the llama.cpp cache (%d bytes over its limit)", file, max(total - self.limit_bytes, 0))
+        return deleted
 
     def path(self, base: str, adapter: str | None) -> Path:
         """The GGUF file, written first when missing (the adapter merged into the base)."""
@@ -137,6 +175,7 @@ class GGUFCache:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             log.info("wrote %s for %s%s", target, base, f" + {adapter}" if adapter else "")
+            self.evict(keep=target)
             return target
 
 
@@ -236,6 +275,7 @@ class _Served:
         self.engine, self.base, self.adapter, self.tokenizer = engine, base, adapter, tokenizer
         self.max_seqs = engine.max_seqs  # lowered at load to what the KV budget holds
         self.model = self.ctx = self.batch = None
+        self.path: Path | None = None  # its GGUF file, once loaded
         self.n_ctx = engine.n_ctx  # per sequence
         self.eos: set[int] = set()
         self.waiting: list[Ticket] = []
@@ -328,6 +368,7 @@ class _Served:
         if cache.ready(self.base, self.adapter) is None:
             ticket.events.put(Note(EXPORT_NOTE))
         path = cache.path(self.base, self.adapter)
+        self.path = path
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
@@ -476,12 +517,13 @@ class LlamaCppEngine:
     llama.cpp cannot serve."""
 
     def __init__(self, cache_dir: str | Path, *, max_models: int = 4, n_ctx: int = 4096, max_seqs: int = 8,
-                 kv_budget_gb: float = 2.0, cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
+                 kv_budget_gb: float = 2.0, cache_gb: float | None = 20.0, cores: int | None = None, before_request: Callable[[list[Ticket]], int | None] | None = None,
                  fallback: Callable[[], Engine] | None = None):
         if not llama_cpp_available():
             raise RuntimeError("STUDIO_INFERENCE_BACKEND=llamacpp needs llama-cpp-python: "
                                "pip install -e '.[llama]' (docs/api.md, \"Backends\", has the build flags).")
-        self.cache = GGUFCache(Path(cache_dir))
+        self.cache = GGUFCache(Path(cache_dir), limit_bytes=None if cache_gb is None else int(cache_gb * 1024**3),
+                               in_use=self.loaded_files)
         self.max_models, self.n_ctx, self.max_seqs = max_models, n_ctx, max_seqs
         self.kv_budget_bytes = int(kv_budget_gb * 1024**3)  # per loaded model
         self.cores = cores or os.cpu_count() or 1
@@ -493,6 +535,10 @@ class LlamaCppEngine:
         self._fallback_factory = fallback or Engine
         self._fallback: Engine | None = None
         self._guard = threading.Lock()
+
+    def loaded_files(self) -> set[Path]:
+        """The GGUF files of the models loaded now (the cache keeps them)."""
+        return {served.path for served in list(self.served.values()) if served.path is not None}
 
     @property
     def bases(self) -> list[str]:

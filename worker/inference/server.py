@@ -191,6 +191,7 @@ def make_engine(settings: Settings):  # noqa: ANN201
 
         return LlamaCppEngine(Path(settings.work_dir) / "llamacpp", cores=share.cores,
                               max_seqs=settings.inference_max_batch, kv_budget_gb=settings.inference_kv_gb,
+                              cache_gb=settings.llamacpp_cache_gb,
                               before_request=share.threads, fallback=transformers_engine)
     return transformers_engine()
 
