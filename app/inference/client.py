@@ -118,25 +118,27 @@ def ndjson_items(chunks: Iterator[bytes]) -> Iterator[dict[str, Any]]:
     buffer = b""
     for chunk in chunks:
         *lines, buffer = (buffer + chunk).split(b"\n")
-        pending: dict[str, Any] | None = None
-        for line in lines:
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if pending is not None and item.keys() == {"delta"}:
-                pending["delta"] += item["delta"]
-                continue
-            if pending is not None:
-                yield pending
-                pending = None
-            if item.keys() == {"delta"}:
-                pending = item
-            else:
-                yield item
-        if pending is not None:
-            yield pending
+        yield from _joined_deltas(json.loads(line) for line in lines if line.strip())
     if buffer.strip():
         yield json.loads(buffer)
+
+
+def _joined_deltas(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``items`` with each run of consecutive {"delta"} items made one."""
+    pending: dict[str, Any] | None = None
+    for item in items:
+        if item.keys() == {"delta"}:
+            if pending is None:
+                pending = item
+            else:
+                pending["delta"] += item["delta"]
+            continue
+        if pending is not None:
+            yield pending
+            pending = None
+        yield item
+    if pending is not None:
+        yield pending
 
 
 async def merged_lines(streams: dict[str, Iterator[dict[str, Any]]]) -> AsyncIterator[bytes]:
