@@ -50,10 +50,12 @@ def _runs_here(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave out the combinations the module docstring says are not run (reported as deselected)."""
-    dropped = [item for item in items if not _runs_here(item)]
+    kept, dropped = [], []
+    for item in items:
+        (kept if _runs_here(item) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if _runs_here(item)]
+        items[:] = kept
 
 
 @pytest.fixture(scope="session", autouse=True)
