@@ -76,3 +76,14 @@ def shoot(page, name: str) -> Path:
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def log_in_page(page, live_server: str, account) -> None:  # noqa: ANN001
+    """Log ``account`` in through the log-in form, as a person would; ends on the home page."""
+    from tests.factories import PASSWORD
+
+    page.goto(live_server + "/login")
+    page.fill("input[name=email]", account.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(live_server + "/")

@@ -6,17 +6,12 @@ from __future__ import annotations
 import re
 
 from tests.app.studio_pages import seed
-from tests.browser.conftest import shoot
-from tests.factories import PASSWORD
+from tests.browser.conftest import log_in_page, shoot
 
 
 def test_prices_usage_run_cost_and_help(app, db, settings, tmp_path, live_server, page):
     owner, ids = seed(db, settings, tmp_path)  # a finished run: 2 x A100 80 GB for 5 minutes
-    page.goto(live_server + "/login")
-    page.fill("input[name=email]", owner.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_url(live_server + "/")
+    log_in_page(page, live_server, owner)
 
     page.goto(live_server + "/team/costs")
     assert page.locator("#price-a100_80").input_value() == "1.6"

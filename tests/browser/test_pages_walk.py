@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.studio_pages import page_urls, seed
-from tests.browser.conftest import shoot
-from tests.factories import PASSWORD
+from tests.browser.conftest import log_in_page, shoot
 
 pytestmark = pytest.mark.slow
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-4.14.1.min.js"
@@ -53,11 +52,7 @@ def test_every_page_at_this_width(width, app, db, settings, tmp_path, live_serve
             if _sideways(page) > 0:
                 problems.append(f"{url}: scrolls sideways by {_sideways(page)} px")
             shoot(page, f"walk-{width}-{name}")
-        page.goto(live_server + "/login")
-        page.fill("input[name=email]", owner.email)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form[action='/login'] button[type=submit]")
-        page.wait_for_url(live_server + "/")
+        log_in_page(page, live_server, owner)
         # the first visit's path, in order, with the first step as the main button
         steps = page.locator("ol.first-steps > li").all_inner_texts()
         assert [s.split(".")[0] for s in steps] == ["Upload examples", "Check them", "Train", "Try and compare"], steps

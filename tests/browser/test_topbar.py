@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.studio_pages import seed
-from tests.browser.conftest import shoot
-from tests.factories import PASSWORD
+from tests.browser.conftest import log_in_page, shoot
 
 
 def _rows(page) -> set[int]:  # noqa: ANN001
@@ -21,11 +20,7 @@ def _rows(page) -> set[int]:  # noqa: ANN001
 def test_the_top_bar_is_one_row_on_a_laptop(db, settings, tmp_path, live_server, page, width):
     owner, _ = seed(db, settings, tmp_path)
     page.set_viewport_size({"width": width, "height": 800})
-    page.goto(live_server + "/login")
-    page.fill("input[name=email]", owner.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_url(live_server + "/")
+    log_in_page(page, live_server, owner)
     page.goto(live_server + "/runs")
     assert page.locator(".topbar nav a").count() >= 12
     shoot(page, f"topbar-{width}")
