@@ -31,9 +31,22 @@ from tests.services import migrated_database, private_postgres, private_redis  #
 HEARTBEAT_TIMEOUT_S = 5  # short, so that the Postgres outage below outlasts it
 POSTGRES_DOWN_S = HEARTBEAT_TIMEOUT_S + 2
 REDIS_DOWN_S = 2
-STEPS = 360  # 0.05 to 0.16 s a step on a 2-core CPU: long enough to span both restarts
-RUN = {"method": "lora", "max_steps": STEPS, "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
-       "save_steps": 30, "save_total_limit": 2, "eval_strategy": "no", "max_length": 96, "warmup": 0.0}
+# The run must still be going once both outages are over, whatever the machine's speed (a step took
+# 0.16 s on one 2-core CPU and under 0.04 s on another, where a fixed 360 steps ended too soon): a
+# short run first measures the step time, and the long run is given enough steps to last
+# OUTAGES_S x SPAN_FACTOR, in multiples of SAVE_STEPS, never fewer than MIN_STEPS.
+OUTAGES_S = 15  # from step 10 to /readyz answering after Redis: both restarts and their recoveries
+SPAN_FACTOR = 4
+SAVE_STEPS, MIN_STEPS, MAX_STEPS = 30, 360, 6000
+CALIBRATION_STEPS = 40
+RUN = {"method": "lora", "per_device_batch_size": 2, "grad_accum": 1, "save_strategy": "steps",
+       "save_steps": SAVE_STEPS, "save_total_limit": 2, "eval_strategy": "no", "max_length": 96, "warmup": 0.0}
+
+
+def steps_to_span(step_s: float) -> int:
+    """Steps of `step_s` seconds that outlast the outages SPAN_FACTOR times over."""
+    wanted = OUTAGES_S * SPAN_FACTOR / max(step_s, 1e-3)
+    return min(MAX_STEPS, max(MIN_STEPS, SAVE_STEPS * -(-int(wanted) // SAVE_STEPS)))
 
 
 class ReadyPoller(threading.Thread):
@@ -122,7 +135,12 @@ def test_postgres_then_redis_restarted_during_a_run(settings, db, private_postgr
                  f"the train worker's first heartbeat\n{procs.tail()}")
         wait_for(lambda: _status(f"{base}/readyz") == 200, 60, f"the web server to be ready\n{procs.tail()}")
         poller.start()
-        run_id = submit()
+        calibration = submit(max_steps=CALIBRATION_STEPS, save_strategy="no")
+        timed = wait_for(lambda: finished(calibration), 240, f"the calibration run\n{procs.tail()}")
+        step_s = timed.result["metrics"]["train_runtime_s"] / CALIBRATION_STEPS
+        steps = steps_to_span(step_s)
+        print(f"\n{step_s:.3f} s a step: {steps} steps")
+        run_id = submit(max_steps=steps)
         wait_for(lambda: run(run_id).current_step >= 10, 120, f"the run to make progress\n{procs.tail()}")
 
         # -- Postgres goes away for longer than the lease timeout, and comes back -------------------
@@ -149,20 +167,20 @@ def test_postgres_then_redis_restarted_during_a_run(settings, db, private_postgr
         assert any(s[2] == 503 and not s[3]["broker"]["ok"] and s[3]["database"]["ok"] for s in during_redis), \
             during_redis
         mid = run(run_id)
-        assert mid.status == RunStatus.running and mid.current_step < STEPS, \
-            f"the run ended before Redis was restarted (step {mid.current_step}): raise STEPS"
+        assert mid.status == RunStatus.running and mid.current_step < steps, \
+            f"the run ended before Redis was restarted (step {mid.current_step} of {steps}): raise OUTAGES_S"
 
         after = submit(max_steps=4, save_strategy="no")  # the web's producer and the worker's consumer reconnected
-        first = wait_for(lambda: finished(run_id), 240, f"the run to finish\n{procs.tail()}")
+        first = wait_for(lambda: finished(run_id), 240 + 2 * steps * step_s, f"the run to finish\n{procs.tail()}")
         second = wait_for(lambda: finished(after), 120, f"the run submitted after the restarts\n{procs.tail()}")
-        print(f"\n/readyz ready {pg_ready - pg_up:.1f}s after Postgres and {redis_ready - redis_up:.1f}s after "
+        print(f"/readyz ready {pg_ready - pg_up:.1f}s after Postgres and {redis_ready - redis_up:.1f}s after "
               f"Redis came back; {len(poller.seen)} polls")
     finally:
         poller.done.set()
         procs.stop()
 
     assert first.status == RunStatus.succeeded and first.attempt == 1, first.error_message
-    assert first.result["global_step"] == STEPS and first.current_step == STEPS
+    assert first.result["global_step"] == steps and first.current_step == steps
     assert second.status == RunStatus.succeeded and second.result["global_step"] == 4
     events = _read(db, lambda: db.scalars(select(RunEvent.message).where(RunEvent.run_id == run_id)).all())
     assert not any("stopped answering" in m for m in events), events  # the outage did not cost the lease
@@ -172,13 +190,13 @@ def test_postgres_then_redis_restarted_during_a_run(settings, db, private_postgr
     assert doubled == []
     losses = _read(db, lambda: db.scalars(select(Metric.step).where(Metric.run_id == run_id, Metric.name == "loss")
                                           .order_by(Metric.step)).all())
-    assert losses == list(range(1, STEPS + 1))  # none lost in either outage
+    assert losses == list(range(1, steps + 1))  # none lost in either outage
     # checkpoint rows (some saved or deleted while Postgres was down) match what is on disk
     recorded = _read(db, lambda: db.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id)
                                             .order_by(Checkpoint.step)).all())
     on_disk = sorted(int(p.name.rsplit("-", 1)[1]) for p in
                      (settings.artifact_dir / f"teams/{account.team_id}/jobs/{run_id}/run/checkpoints").iterdir())
-    assert recorded == on_disk == [STEPS - 30, STEPS]
+    assert recorded == on_disk == [steps - SAVE_STEPS, steps]
     assert _read(db, lambda: db.scalar(select(func.count()).select_from(Run).where(Run.status == RunStatus.running))) == 0
 
 
