@@ -193,9 +193,12 @@ def test_first_fine_tune_in_the_browser(live_server, page, worker, inference, tm
     second = start_run(page, base, 5000, "Brand voice, long")
     until(page, lambda: status(page) == "running", 90, "the run to start")
     until(page, lambda: points(page) > 0, 60, "the first loss points")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.click("button:has-text('Cancel run')")
     page.wait_for_url(re.compile(rf".*/runs/{second}$"))
     until(page, lambda: status(page) == "cancelled", 60, "the run to stop")
+    assert asked and asked[0].startswith("Cancel this run?")
     shoot(page, "runs-7-cancelled")
 
     page.click("nav >> text=Runs")

@@ -1,12 +1,13 @@
 """An owner adds a webhook on the team's page, copies its secret, sends a test to a real local
 receiver that checks the signature, and reads the delivery log; then a failing receiver shows
-in the log."""
+in the log. Rotating the secret and deleting the webhook each ask first (a "no" changes
+nothing)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import shoot
+from tests.browser.conftest import log_in_page, shoot
 from tests.factories import make_account
 from tests.notifications.receivers import start_receiver
 
@@ -20,12 +21,7 @@ def receiver():
 
 
 def test_add_a_webhook_send_a_test_and_read_the_log(live_server, page, db, receiver):
-    make_account(db, email="owner@example.com", team_name="Support AI")
-    page.goto(live_server + "/login")
-    page.fill("#f-email", "owner@example.com")
-    page.fill("#f-password", "correct horse battery")
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(live_server + "/")
+    log_in_page(page, live_server, make_account(db, email="owner@example.com", team_name="Support AI"))
 
     page.click("nav >> text=Team")
     page.click("text=Webhooks and notifications")
@@ -55,6 +51,24 @@ def test_add_a_webhook_send_a_test_and_read_the_log(live_server, page, db, recei
     assert "Try 1" in row.inner_text() and "receiver says no" in row.inner_text()
     shoot(page, "webhooks-2-log")
 
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Rotate secret')")
+    assert asked and "old secret stops signing at once" in asked[0]
+    assert page.locator("input[aria-label='New signing secret of the webhook']").count() == 0  # "no": unchanged
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Rotate secret')")
+    rotated = page.locator("input[aria-label='New signing secret of the webhook']").input_value()
+    assert rotated.startswith("whsec_") and rotated != secret
+    receiver.secret, receiver.answers = rotated, [200]
+    page.click("button:has-text('Send test')")
+    assert "Test delivered" in page.locator(".toast").inner_text() and receiver.calls[-1].verified
+
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Delete')")
+    assert asked[-1].startswith(f"Delete the webhook {receiver.url}?")
+    assert page.locator("#hooks-title + table").count() == 1  # "no": still there
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Delete')")
     assert "Webhook deleted" in page.locator(".toast").inner_text()
     assert "No webhooks yet" in page.locator("#hooks-title + p").inner_text()
