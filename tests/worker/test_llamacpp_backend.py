@@ -398,3 +398,48 @@ def test_a_used_gguf_file_counts_as_recent(tmp_path, monkeypatch):
         paths.append(target)
     assert cache.ready("a", None) == paths[0]  # a is used: it becomes the recent one
     assert cache.evict() == [paths[1]]
+
+
+LOAD_A_CONTEXT = """
+import queue
+import sys
+from pathlib import Path
+from worker.inference.llamacpp_backend import LlamaCppEngine, _Served, _backend_init
+
+engine = LlamaCppEngine(Path(sys.argv[2]))
+served = _Served(engine, sys.argv[1], None, engine._tokenizer(sys.argv[1]))
+
+class Ticket:  # what _load uses of a request: where its "being prepared" note goes
+    events = queue.Queue()
+
+served._load(Ticket())
+assert served.ctx is not None
+served.close()
+print("loaded", flush=True)
+"""
+
+
+def test_loading_a_model_does_not_flood_the_inference_log(tiny_model_dir, tmp_path):
+    """A fresh interpreter, as the inference process is: a model and its context loaded, the log
+    has none of llama.cpp's chatty lines (llama-cpp-python's own callback printed them all to
+    stderr); they go to the `studio.inference.llamacpp.native` logger at DEBUG, where an
+    operator who asks for debug logging finds them."""
+    import os
+    import subprocess
+    import sys
+
+    base = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, base)
+    cache = tmp_path / "llamacpp"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    quiet = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(level=logging.INFO)\n"
+                            + LOAD_A_CONTEXT, str(base), str(cache)], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert quiet.returncode == 0 and "loaded" in quiet.stdout, quiet.stderr[-3000:]
+    assert "llama_context" not in quiet.stderr and "llama_kv_cache" not in quiet.stderr, quiet.stderr[:2000]
+
+    debug = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(level=logging.DEBUG)\n"
+                            + LOAD_A_CONTEXT, str(base), str(cache)], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert debug.returncode == 0, debug.stderr[-3000:]
+    assert "DEBUG:studio.inference.llamacpp.native:llama_context: constructing llama_context" in debug.stderr

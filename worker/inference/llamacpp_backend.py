@@ -497,6 +497,42 @@ def _threads(cores: int) -> tuple[int, int]:
     return max(1, cores - 1), cores
 
 
+native_log = logging.getLogger("studio.inference.llamacpp.native")
+# ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line)
+_NATIVE_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_native_line: list[str] = []
+_native_level = [logging.DEBUG]
+_native_guard = threading.Lock()
+_native_callback = None  # the ctypes function llama.cpp calls: kept alive as long as the process
+
+
+def _native_log_callback():  # noqa: ANN202 - a ctypes function pointer
+    """llama.cpp's log lines into the Python logger `studio.inference.llamacpp.native`, at their
+    own level, its chatty INFO lines as DEBUG. llama-cpp-python's own callback prints to stderr
+    every line its logger lets through (an unset logger: all of them; creating one context wrote
+    about 5,800 lines to the inference log), and it maps llama.cpp's current levels wrongly
+    (errors as DEBUG, info as WARNING)."""
+    global _native_callback
+    if _native_callback is None:
+        import llama_cpp
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, user_data) -> None:  # noqa: ANN001, ARG001
+            with _native_guard:
+                if level != 5:
+                    _native_level[0] = _NATIVE_LEVELS.get(level, logging.DEBUG)
+                _native_line.append(text.decode("utf-8", "replace"))
+                if not _native_line[-1].endswith("\n"):
+                    return
+                line = "".join(_native_line).rstrip()
+                _native_line.clear()
+            if line:
+                native_log.log(_native_level[0], "%s", line)
+
+        _native_callback = callback
+    return _native_callback
+
+
 _backend_ready = threading.Lock()
 _backend_done = False
 
@@ -507,6 +543,7 @@ def _backend_init() -> None:
         if not _backend_done:
             import llama_cpp
 
+            llama_cpp.llama_log_set(_native_log_callback(), None)
             llama_cpp.llama_backend_init()
             _backend_done = True
 
