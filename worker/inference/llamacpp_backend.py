@@ -521,13 +521,13 @@ def _native_log_callback():  # noqa: ANN202 - a ctypes function pointer
             with _native_guard:
                 if level != 5:
                     _native_level[0] = _NATIVE_LEVELS.get(level, logging.DEBUG)
-                _native_line.append(text.decode("utf-8", "replace"))
+                _native_line.append((text or b"").decode("utf-8", "replace"))
                 if not _native_line[-1].endswith("\n"):
                     return
-                line = "".join(_native_line).rstrip()
+                line, line_level = "".join(_native_line).rstrip(), _native_level[0]
                 _native_line.clear()
             if line:
-                native_log.log(_native_level[0], "%s", line)
+                native_log.log(line_level, "%s", line)
 
         _native_callback = callback
     return _native_callback
