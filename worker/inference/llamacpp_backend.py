@@ -619,7 +619,7 @@ class LlamaCppEngine:
         key = (base, adapter)
         if key in self.unservable:
             return False
-        if self.cache.ready(base, adapter) is not None:
+        if key in self.served or self.cache.ready(base, adapter) is not None:  # loaded: no look at the disk
             return True
         try:
             self._check_exportable(base)
